@@ -1,0 +1,391 @@
+//! The YAML schema of DESIGN §3, as serde structs. Unknown keys are errors
+//! everywhere (`deny_unknown_fields`). These structs are only the *written*
+//! form: `crate::gateway` compiles them into the runtime `Gateway`, and each
+//! policy kind's config struct lives beside its runtime in `src/policy/`.
+
+use serde::{Deserialize, Deserializer};
+use std::collections::BTreeMap;
+
+use super::units::{ByteSize, ConfigDuration};
+use crate::policy::{
+    abuse::AbuseConfig, auth::AuthConfig, headers::HeadersConfig, ip::IpConfig, quota::QuotaConfig,
+    rate_limit::RateLimitConfig, roles::RolesConfig,
+};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub version: u32,
+    pub listen: String,
+    /// The URL callers use, for the OpenAPI `servers` entry; default from `listen`.
+    #[serde(default)]
+    pub public_url: Option<String>,
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default)]
+    pub upstream_tls: UpstreamTlsConfig,
+    #[serde(default)]
+    pub state: StateConfig,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub clients: Vec<ClientConfig>,
+    #[serde(default)]
+    pub jwt: Option<JwtConfig>,
+    /// Globs of policy files, relative to this file; each file is a mapping
+    /// of policy name -> definition.
+    #[serde(default)]
+    pub include: Vec<String>,
+    #[serde(default)]
+    pub policies: BTreeMap<String, PolicyDef>,
+    #[serde(default)]
+    pub apply: Vec<PolicyRef>,
+    #[serde(default)]
+    pub apis: Vec<ApiConfig>,
+    #[serde(default)]
+    pub agents: Option<AgentsConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert_file: String,
+    pub key_file: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    pub listen: String,
+    #[serde(default)]
+    pub token_env: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub max_body: ByteSize,
+    pub max_header_bytes: ByteSize,
+    pub header_read_timeout: ConfigDuration,
+    pub upstream_timeout: ConfigDuration,
+    pub max_connections: usize,
+    /// How long a graceful shutdown waits for in-flight requests.
+    pub drain_timeout: ConfigDuration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        use std::time::Duration;
+        LimitsConfig {
+            max_body: ByteSize(1 << 20),
+            max_header_bytes: ByteSize(16 << 10),
+            header_read_timeout: ConfigDuration(Duration::from_secs(10)),
+            upstream_timeout: ConfigDuration(Duration::from_secs(30)),
+            max_connections: 10_000,
+            drain_timeout: ConfigDuration(Duration::from_secs(30)),
+        }
+    }
+}
+
+/// Trust for `https://` upstreams: the system roots, plus `ca_file` if set.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsConfig {
+    #[serde(default)]
+    pub ca_file: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    #[default]
+    Memory,
+    Redis,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnStoreError {
+    #[default]
+    FailClosed,
+    FailOpen,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    pub store: StoreKind,
+    pub redis_url: Option<String>,
+    pub on_store_error: OnStoreError,
+    pub timeout: ConfigDuration,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            store: StoreKind::Memory,
+            redis_url: None,
+            on_store_error: OnStoreError::FailClosed,
+            timeout: ConfigDuration(std::time::Duration::from_millis(50)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    pub id: String,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub api_keys: Vec<ApiKeyConfig>,
+}
+
+/// One key of a client: exactly one of `sha256` (hex of the key's SHA-256)
+/// or `env` (the plain key, read from the environment at load and hashed).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    #[serde(default)]
+    pub sha256: Option<String>,
+    #[serde(default)]
+    pub env: Option<String>,
+    /// A short non-secret name for the key, shown in logs instead of the key.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// RFC 3339 instant after which the key is refused.
+    #[serde(default)]
+    pub expires: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    #[serde(default)]
+    pub issuer: Option<String>,
+    #[serde(default)]
+    pub audience: Option<String>,
+    pub algorithms: Vec<String>,
+    #[serde(default)]
+    pub public_key_file: Option<String>,
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    #[serde(default)]
+    pub jwks_file: Option<String>,
+    #[serde(default)]
+    pub roles_claim: Option<String>,
+    #[serde(default)]
+    pub leeway: Option<ConfigDuration>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentsConfig {
+    pub mcp_path: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    pub name: String,
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub version: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub base_path: String,
+    #[serde(default)]
+    pub upstream: Option<String>,
+    #[serde(default)]
+    pub upstream_timeout: Option<ConfigDuration>,
+    #[serde(default)]
+    pub apply: Vec<PolicyRef>,
+    #[serde(default)]
+    pub skip: Vec<String>,
+    pub operations: Vec<OperationConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperationConfig {
+    pub id: String,
+    pub method: String,
+    pub path: String,
+    /// Full workflow URL; `{param}`s of `path` are filled in.
+    #[serde(default)]
+    pub upstream: Option<String>,
+    #[serde(default)]
+    pub upstream_timeout: Option<ConfigDuration>,
+    #[serde(default)]
+    pub summary: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub apply: Vec<PolicyRef>,
+    #[serde(default)]
+    pub skip: Vec<String>,
+    #[serde(default)]
+    pub request_schema: Option<serde_json::Value>,
+    #[serde(default)]
+    pub response_schema: Option<serde_json::Value>,
+    #[serde(default)]
+    pub agent: bool,
+}
+
+/// An `apply` entry: a policy's name, or a definition written in place.
+#[derive(Debug, Clone)]
+pub enum PolicyRef {
+    Name(String),
+    Inline(PolicyDef),
+}
+
+/// A policy definition: its kind (the `type:` key) and the options every
+/// kind shares.
+#[derive(Debug, Clone)]
+pub struct PolicyDef {
+    /// Evaluate and count, never reject (DESIGN §3, shadow mode).
+    pub report_only: bool,
+    pub kind: PolicyKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum PolicyKind {
+    Auth(AuthConfig),
+    Roles(RolesConfig),
+    Ip(IpConfig),
+    Headers(HeadersConfig),
+    RateLimit(RateLimitConfig),
+    Quota(QuotaConfig),
+    Abuse(AbuseConfig),
+}
+
+/// The `type:` names, in the order they are listed in errors.
+pub const POLICY_TYPES: &[&str] = &[
+    "auth",
+    "roles",
+    "ip",
+    "headers",
+    "rate_limit",
+    "quota",
+    "abuse",
+];
+
+/// Why a policy definition did not parse: the path inside the definition
+/// (e.g. `["allow", "0"]`) and the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyDefError {
+    pub path: Vec<String>,
+    pub message: String,
+}
+
+impl PolicyDef {
+    /// Parses a definition from its YAML value, keeping the path of the
+    /// first error inside it so the loader can point at the exact line.
+    pub fn from_value(value: serde_yaml::Value) -> Result<PolicyDef, PolicyDefError> {
+        let err = |path: Vec<String>, message: String| PolicyDefError { path, message };
+        let serde_yaml::Value::Mapping(mut map) = value else {
+            return Err(err(
+                vec![],
+                "a policy is a mapping with a `type:` key (or, in `apply`, a policy name)".into(),
+            ));
+        };
+        let type_name = match map.remove("type") {
+            Some(serde_yaml::Value::String(s)) => s,
+            Some(_) => return Err(err(vec!["type".into()], "`type` must be a string".into())),
+            None => {
+                return Err(err(
+                    vec![],
+                    format!("missing field `type` (one of {})", POLICY_TYPES.join(", ")),
+                ))
+            }
+        };
+        let report_only = match map.remove("report_only") {
+            None => false,
+            Some(serde_yaml::Value::Bool(b)) => b,
+            Some(_) => {
+                return Err(err(
+                    vec!["report_only".into()],
+                    "`report_only` must be true or false".into(),
+                ))
+            }
+        };
+        let rest = serde_yaml::Value::Mapping(map);
+        fn parse<T: serde::de::DeserializeOwned>(
+            v: serde_yaml::Value,
+        ) -> Result<T, PolicyDefError> {
+            serde_path_to_error::deserialize(v).map_err(|e| PolicyDefError {
+                path: super::path_segments(e.path()),
+                message: e.into_inner().to_string(),
+            })
+        }
+        let kind = match type_name.as_str() {
+            "auth" => PolicyKind::Auth(parse(rest)?),
+            "roles" => PolicyKind::Roles(parse(rest)?),
+            "ip" => PolicyKind::Ip(parse(rest)?),
+            "headers" => PolicyKind::Headers(parse(rest)?),
+            "rate_limit" => PolicyKind::RateLimit(parse(rest)?),
+            "quota" => PolicyKind::Quota(parse(rest)?),
+            "abuse" => PolicyKind::Abuse(parse(rest)?),
+            other => {
+                return Err(err(
+                    vec!["type".into()],
+                    format!(
+                        "unknown policy type `{other}`, expected one of {}",
+                        POLICY_TYPES.join(", ")
+                    ),
+                ))
+            }
+        };
+        Ok(PolicyDef { report_only, kind })
+    }
+
+    pub fn type_name(&self) -> &'static str {
+        match self.kind {
+            PolicyKind::Auth(_) => "auth",
+            PolicyKind::Roles(_) => "roles",
+            PolicyKind::Ip(_) => "ip",
+            PolicyKind::Headers(_) => "headers",
+            PolicyKind::RateLimit(_) => "rate_limit",
+            PolicyKind::Quota(_) => "quota",
+            PolicyKind::Abuse(_) => "abuse",
+        }
+    }
+}
+
+impl std::fmt::Display for PolicyDefError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "at `{}`: {}", self.path.join("."), self.message)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PolicyDef {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = serde_yaml::Value::deserialize(d)?;
+        PolicyDef::from_value(value).map_err(serde::de::Error::custom)
+    }
+}
+
+impl<'de> Deserialize<'de> for PolicyRef {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match serde_yaml::Value::deserialize(d)? {
+            serde_yaml::Value::String(name) => Ok(PolicyRef::Name(name)),
+            other => PolicyDef::from_value(other)
+                .map(PolicyRef::Inline)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! The one per-request record, [`RequestContext`]: created by the entry
+//! service when a request arrives, carried in the request's extensions
+//! through every policy, and moved into the response's extensions by
+//! whatever turns the request into a response (the proxy, or a refusal), so
+//! the entry service can log and meter the call.
+
+use http::HeaderValue;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use crate::problem::Code;
+
+/// The set of roles a caller holds. Roles are declared in config, so each
+/// gets one bit at load and role checks are a mask test.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct RoleSet(pub u64);
+
+impl RoleSet {
+    pub const EMPTY: RoleSet = RoleSet(0);
+
+    pub fn with(self, bit: u8) -> RoleSet {
+        RoleSet(self.0 | (1u64 << bit))
+    }
+
+    pub fn intersects(self, other: RoleSet) -> bool {
+        self.0 & other.0 != 0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
+
+/// The caller, once a credential proved who it is.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub id: Arc<str>,
+    pub roles: RoleSet,
+    /// The non-secret id of the key used, when a key has one (for logs).
+    pub key_id: Option<Arc<str>>,
+}
+
+/// Which API and operation the request was routed to.
+#[derive(Debug)]
+pub struct OperationInfo {
+    pub api: Arc<str>,
+    pub id: Arc<str>,
+    /// The operation id as a header value, for `X-Tollgate-Operation`.
+    pub header_value: HeaderValue,
+}
+
+/// What a rate limit decided, kept so the response can carry the
+/// `RateLimit*` headers of the limit closest to exhaustion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitDecision {
+    /// The policy's name, as it appears in `RateLimit-Policy`.
+    pub policy: Arc<str>,
+    pub limit: u64,
+    pub remaining: u64,
+    /// Seconds until the quota is whole again.
+    pub reset_secs: u64,
+    /// The window, for `RateLimit-Policy: ...;w=`.
+    pub window_secs: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub request_id: HeaderValue,
+    /// The TCP peer.
+    pub peer: SocketAddr,
+    /// The caller's address: the peer, or the rightmost untrusted hop of
+    /// `X-Forwarded-For` when the peer is a trusted proxy (DESIGN §3).
+    pub client_ip: IpAddr,
+    /// Whether the TCP peer is one of `trusted_proxies`.
+    pub peer_trusted: bool,
+    /// Whether the request came in over TLS (for `X-Forwarded-Proto`).
+    pub tls: bool,
+    /// Set by the router; `None` for requests that matched no route.
+    pub operation: Option<Arc<OperationInfo>>,
+    /// Set by `auth` once a credential is accepted.
+    pub client: Option<Client>,
+    /// The decision of the rate limit closest to exhaustion, if any.
+    pub rate_limit: Option<RateLimitDecision>,
+    /// Codes that `report_only` policies would have answered with.
+    pub would_reject: Vec<(Arc<str>, Code)>,
+    /// Time spent waiting for the upstream's response head.
+    pub upstream_duration: Option<std::time::Duration>,
+}
+
+impl RequestContext {
+    pub fn new(request_id: HeaderValue, peer: SocketAddr, client_ip: IpAddr) -> Self {
+        RequestContext {
+            request_id,
+            peer,
+            client_ip,
+            peer_trusted: false,
+            tls: false,
+            operation: None,
+            client: None,
+            rate_limit: None,
+            would_reject: Vec::new(),
+            upstream_duration: None,
+        }
+    }
+
+    pub fn roles(&self) -> RoleSet {
+        self.client.as_ref().map(|c| c.roles).unwrap_or_default()
+    }
+
+    /// Keeps the decision with the fewest calls left, so the headers
+    /// describe the limit closest to exhaustion.
+    pub fn record_rate_limit(&mut self, decision: RateLimitDecision) {
+        let closer = match &self.rate_limit {
+            None => true,
+            Some(current) => decision.remaining < current.remaining,
+        };
+        if closer {
+            self.rate_limit = Some(decision);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_sets_are_bit_masks() {
+        let reader = RoleSet::EMPTY.with(0);
+        let admin = RoleSet::EMPTY.with(5);
+        assert!(reader.with(5).intersects(admin));
+        assert!(!reader.intersects(admin));
+        assert!(RoleSet::EMPTY.is_empty());
+    }
+
+    #[test]
+    fn the_limit_closest_to_exhaustion_wins() {
+        let mut cx = RequestContext::new(
+            HeaderValue::from_static("r"),
+            "127.0.0.1:1".parse().expect("addr"),
+            "127.0.0.1".parse().expect("ip"),
+        );
+        let d = |name: &str, remaining| RateLimitDecision {
+            policy: name.into(),
+            limit: 10,
+            remaining,
+            reset_secs: 1,
+            window_secs: 60,
+        };
+        cx.record_rate_limit(d("a", 5));
+        cx.record_rate_limit(d("b", 7));
+        cx.record_rate_limit(d("c", 2));
+        assert_eq!(cx.rate_limit.as_ref().map(|d| &*d.policy), Some("c"));
+    }
+}

@@ -1,0 +1,10 @@
+//! Tollgate: an API gateway that turns a project's workflow endpoints into
+//! one governed API. See DESIGN.md for the contract and README.md for use.
+
+pub mod body;
+pub mod clock;
+pub mod config;
+pub mod context;
+pub mod headers;
+pub mod policy;
+pub mod problem;

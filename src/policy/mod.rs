@@ -1,0 +1,319 @@
+//! Policies: one file per kind, each a config struct (`XxxConfig`, the YAML
+//! form) and a compiled runtime that becomes one or more tower layers.
+//!
+//! A policy compiles into [`Stage`]s, each a layer tagged with the [`Phase`]
+//! it runs in; `crate::stack` sorts an operation's stages by phase (whatever
+//! order the config lists them in) and wraps the proxy with them.
+//!
+//! Policies that judge the request alone implement [`Check`] and are run by
+//! the shared [`CheckLayer`]; policies that need the response or async state
+//! (limits, quotas, abuse, rewrites) write their own layer.
+//!
+//! Adding a kind: copy `ip.rs`, add a `mod` line below and one arm in
+//! [`compile`].
+
+pub mod abuse;
+pub mod auth;
+pub mod headers;
+pub mod ip;
+pub mod quota;
+pub mod rate_limit;
+pub mod roles;
+
+use futures_util::future::{self, Either};
+use http::{HeaderMap, Method, Request, Response, Uri};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tower::Service;
+
+use crate::body::Body;
+use crate::clock::SharedClock;
+use crate::config::schema::{Config, PolicyDef, PolicyKind};
+use crate::context::{RequestContext, RoleSet};
+use crate::problem::{Code, Reject};
+
+/// The per-operation service: what every layer wraps and returns. Shared
+/// by reference in the `Gateway`, cloned per request.
+pub type OperationService =
+    tower::util::BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
+
+/// Wraps an inner service with a policy's layer.
+pub type BoxLayer = Arc<dyn Fn(OperationService) -> OperationService + Send + Sync>;
+
+/// The order policies run in, whatever order the config lists them in
+/// (DESIGN §1). Within one phase, the config order holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Phase {
+    /// `ip`, `abuse`: cheap, before any other work.
+    Screen,
+    /// `auth`.
+    Authenticate,
+    /// `roles` and the checks of `headers`.
+    Authorize,
+    /// `rate_limit`.
+    RateLimit,
+    /// `quota`: consumed only by calls that get this far.
+    Quota,
+    /// request `schema`.
+    Validate,
+    /// header rewrites (`headers.request` / `headers.response`).
+    Rewrite,
+}
+
+/// One layer of a compiled policy and the phase it runs in.
+#[derive(Clone)]
+pub struct Stage {
+    pub phase: Phase,
+    pub layer: BoxLayer,
+}
+
+/// What every policy knows about itself, whatever its kind.
+#[derive(Debug, Clone)]
+pub struct PolicyMeta {
+    /// The policy's name: its key in `policies:`, or a generated name for an
+    /// inline definition. Counters in the state store are keyed by it.
+    pub name: Arc<str>,
+    pub type_name: &'static str,
+    /// Shadow mode: evaluate and count, never reject.
+    pub report_only: bool,
+}
+
+/// A policy compiled from its config, ready to wrap operations.
+#[derive(Clone)]
+pub struct CompiledPolicy {
+    pub meta: Arc<PolicyMeta>,
+    pub stages: Vec<Stage>,
+}
+
+/// Declared roles, each given one bit of a [`RoleSet`].
+#[derive(Debug, Clone, Default)]
+pub struct RoleTable {
+    names: Vec<String>,
+}
+
+impl RoleTable {
+    /// At most 64 roles (a bit each); the caller reports more as a config error.
+    pub const MAX: usize = 64;
+
+    pub fn new(names: Vec<String>) -> Self {
+        RoleTable { names }
+    }
+
+    pub fn bit(&self, name: &str) -> Option<u8> {
+        self.names.iter().position(|n| n == name).map(|i| i as u8)
+    }
+
+    /// The set for `names`; `Err(name)` names the first undeclared role.
+    pub fn set_of<'a>(
+        &self,
+        names: impl IntoIterator<Item = &'a String>,
+    ) -> Result<RoleSet, &'a str> {
+        names.into_iter().try_fold(RoleSet::EMPTY, |set, name| {
+            self.bit(name).map(|b| set.with(b)).ok_or(name.as_str())
+        })
+    }
+
+    pub fn names_in(&self, set: RoleSet) -> impl Iterator<Item = &str> {
+        self.names
+            .iter()
+            .enumerate()
+            .filter(move |(i, _)| set.0 & (1u64 << i) != 0)
+            .map(|(_, n)| n.as_str())
+    }
+}
+
+/// What a policy may consult while it compiles, and where it reports
+/// mistakes. Errors carry a path relative to the policy definition
+/// (e.g. `["allow", "1"]`); the gateway compiler turns them into
+/// FILE:LINE:COL errors.
+pub struct CompileCx<'a> {
+    pub config: &'a Config,
+    pub roles: &'a RoleTable,
+    pub clock: &'a SharedClock,
+    /// Where the config file lives: relative file names resolve against it.
+    pub base_dir: &'a std::path::Path,
+    pub(crate) errors: Vec<(Vec<String>, String)>,
+}
+
+impl<'a> CompileCx<'a> {
+    pub fn new(
+        config: &'a Config,
+        roles: &'a RoleTable,
+        clock: &'a SharedClock,
+        base_dir: &'a std::path::Path,
+    ) -> Self {
+        CompileCx {
+            config,
+            roles,
+            clock,
+            base_dir,
+            errors: Vec::new(),
+        }
+    }
+
+    /// Records a mistake at `path` inside the definition being compiled.
+    pub fn error(&mut self, path: &[&str], message: impl Into<String>) {
+        self.errors
+            .push((path.iter().map(|s| s.to_string()).collect(), message.into()));
+    }
+
+    pub fn take_errors(&mut self) -> Vec<(Vec<String>, String)> {
+        std::mem::take(&mut self.errors)
+    }
+}
+
+/// Compiles one definition. `None` when it had errors (recorded in `cx`).
+pub fn compile(def: &PolicyDef, name: &str, cx: &mut CompileCx<'_>) -> Option<CompiledPolicy> {
+    let meta = Arc::new(PolicyMeta {
+        name: name.into(),
+        type_name: def.type_name(),
+        report_only: def.report_only,
+    });
+    let before = cx.errors.len();
+    let stages = match &def.kind {
+        PolicyKind::Auth(c) => auth::compile(c, &meta, cx),
+        PolicyKind::Roles(c) => roles::compile(c, &meta, cx),
+        PolicyKind::Ip(c) => ip::compile(c, &meta, cx),
+        PolicyKind::Headers(c) => headers::compile(c, &meta, cx),
+        PolicyKind::RateLimit(c) => rate_limit::compile(c, &meta, cx),
+        PolicyKind::Quota(c) => quota::compile(c, &meta, cx),
+        PolicyKind::Abuse(c) => abuse::compile(c, &meta, cx),
+    };
+    match stages {
+        Some(stages) if cx.errors.len() == before => Some(CompiledPolicy { meta, stages }),
+        _ => None,
+    }
+}
+
+// === Check: request-only policies ===
+
+/// The parts of a request a [`Check`] may read, and the headers it may edit
+/// (e.g. `auth` removing the credential before forwarding).
+pub struct RequestHead<'a> {
+    pub method: &'a Method,
+    pub uri: &'a Uri,
+    pub headers: &'a mut HeaderMap,
+}
+
+/// A policy that judges the request alone, synchronously.
+pub trait Check: Send + Sync + 'static {
+    fn check(&self, req: &mut RequestHead<'_>, cx: &mut RequestContext) -> Result<(), Reject>;
+}
+
+/// Runs a [`Check`] before the inner service; a refusal answers at once
+/// (or, in report-only mode, is noted in the context and the call goes on).
+pub struct CheckLayer;
+
+impl CheckLayer {
+    /// A stage running `check` in `phase`.
+    pub fn stage<P: Check>(phase: Phase, check: P, meta: &Arc<PolicyMeta>) -> Stage {
+        let check = Arc::new(check);
+        let meta = meta.clone();
+        Stage {
+            phase,
+            layer: Arc::new(move |inner| {
+                OperationService::new(CheckService {
+                    check: check.clone(),
+                    meta: meta.clone(),
+                    inner,
+                })
+            }),
+        }
+    }
+}
+
+pub struct CheckService<P> {
+    check: Arc<P>,
+    meta: Arc<PolicyMeta>,
+    inner: OperationService,
+}
+
+impl<P> Clone for CheckService<P> {
+    fn clone(&self) -> Self {
+        CheckService {
+            check: self.check.clone(),
+            meta: self.meta.clone(),
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+type CheckFuture = Either<
+    future::Ready<Result<Response<Body>, Infallible>>,
+    <OperationService as Service<Request<Body>>>::Future,
+>;
+
+impl<P: Check> Service<Request<Body>> for CheckService<P> {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = CheckFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let (mut parts, body) = req.into_parts();
+        let verdict = match parts.extensions.get_mut::<RequestContext>() {
+            Some(cx) => {
+                let mut head = RequestHead {
+                    method: &parts.method,
+                    uri: &parts.uri,
+                    headers: &mut parts.headers,
+                };
+                match self.check.check(&mut head, cx) {
+                    Err(reject) if self.meta.report_only => {
+                        tracing::info!(
+                            policy = &*self.meta.name,
+                            code = reject.code.as_str(),
+                            "report-only policy would reject"
+                        );
+                        cx.would_reject.push((self.meta.name.clone(), reject.code));
+                        Ok(())
+                    }
+                    other => other,
+                }
+            }
+            None => Err(Reject::new(Code::Internal, "request context missing")),
+        };
+        match verdict {
+            Ok(()) => Either::Right(self.inner.call(Request::from_parts(parts, body))),
+            Err(reject) => Either::Left(future::ready(Ok(reject.respond(parts.extensions)))),
+        }
+    }
+}
+
+// === LimitKey: what a limit or quota counts by ===
+
+/// `key:` of `rate_limit` and `quota`: `client` (falls back to the IP when
+/// the call is anonymous), `ip`, `global`, or `header:NAME`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum LimitKey {
+    #[default]
+    Client,
+    Ip,
+    Global,
+    Header(http::HeaderName),
+}
+
+impl<'de> serde::Deserialize<'de> for LimitKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.as_str() {
+            "client" => Ok(LimitKey::Client),
+            "ip" => Ok(LimitKey::Ip),
+            "global" => Ok(LimitKey::Global),
+            other => match other.strip_prefix("header:") {
+                Some(name) => http::HeaderName::from_bytes(name.trim().as_bytes())
+                    .map(LimitKey::Header)
+                    .map_err(|_| {
+                        serde::de::Error::custom(format!("`{name}` is not a header name"))
+                    }),
+                None => Err(serde::de::Error::custom(format!(
+                    "unknown key `{other}`, expected client, ip, global or header:NAME"
+                ))),
+            },
+        }
+    }
+}

@@ -1,0 +1,363 @@
+//! Every error the gateway itself answers with, in one place.
+//!
+//! Policies, the router and the proxy return a typed [`Reject`]; this module
+//! alone turns it into an RFC 9457 `application/problem+json` response with the
+//! stable `code` and the `request_id` members of DESIGN §5. Nothing else in the
+//! crate writes an error body.
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use http::{HeaderMap, Response, StatusCode};
+use std::borrow::Cow;
+use std::fmt::Write as _;
+
+use crate::body::{self, Body};
+use crate::context::RequestContext;
+
+/// The stable error codes of DESIGN §5. The enum is the contract: a code is
+/// never renamed, only added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Code {
+    InvalidPath,
+    HeaderRequired,
+    HeaderInvalid,
+    HeaderForbidden,
+    InvalidRequestBody,
+    UnsupportedMediaType,
+    Unauthenticated,
+    InvalidCredentials,
+    ForbiddenRole,
+    IpDenied,
+    Banned,
+    RouteNotFound,
+    MethodNotAllowed,
+    BodyTooLarge,
+    RateLimited,
+    QuotaExceeded,
+    HeadersTooLarge,
+    UpstreamUnavailable,
+    InvalidUpstreamResponse,
+    StateStoreUnavailable,
+    ShuttingDown,
+    UpstreamTimeout,
+    Internal,
+}
+
+impl Code {
+    /// Every code, for documentation and exhaustive tests.
+    pub const ALL: &'static [Code] = &[
+        Code::InvalidPath,
+        Code::HeaderRequired,
+        Code::HeaderInvalid,
+        Code::HeaderForbidden,
+        Code::InvalidRequestBody,
+        Code::UnsupportedMediaType,
+        Code::Unauthenticated,
+        Code::InvalidCredentials,
+        Code::ForbiddenRole,
+        Code::IpDenied,
+        Code::Banned,
+        Code::RouteNotFound,
+        Code::MethodNotAllowed,
+        Code::BodyTooLarge,
+        Code::RateLimited,
+        Code::QuotaExceeded,
+        Code::HeadersTooLarge,
+        Code::UpstreamUnavailable,
+        Code::InvalidUpstreamResponse,
+        Code::StateStoreUnavailable,
+        Code::ShuttingDown,
+        Code::UpstreamTimeout,
+        Code::Internal,
+    ];
+
+    /// The snake_case string that appears as `code` in the body.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Code::InvalidPath => "invalid_path",
+            Code::HeaderRequired => "header_required",
+            Code::HeaderInvalid => "header_invalid",
+            Code::HeaderForbidden => "header_forbidden",
+            Code::InvalidRequestBody => "invalid_request_body",
+            Code::UnsupportedMediaType => "unsupported_media_type",
+            Code::Unauthenticated => "unauthenticated",
+            Code::InvalidCredentials => "invalid_credentials",
+            Code::ForbiddenRole => "forbidden_role",
+            Code::IpDenied => "ip_denied",
+            Code::Banned => "banned",
+            Code::RouteNotFound => "route_not_found",
+            Code::MethodNotAllowed => "method_not_allowed",
+            Code::BodyTooLarge => "body_too_large",
+            Code::RateLimited => "rate_limited",
+            Code::QuotaExceeded => "quota_exceeded",
+            Code::HeadersTooLarge => "headers_too_large",
+            Code::UpstreamUnavailable => "upstream_unavailable",
+            Code::InvalidUpstreamResponse => "invalid_upstream_response",
+            Code::StateStoreUnavailable => "state_store_unavailable",
+            Code::ShuttingDown => "shutting_down",
+            Code::UpstreamTimeout => "upstream_timeout",
+            Code::Internal => "internal_error",
+        }
+    }
+
+    pub const fn status(self) -> StatusCode {
+        match self {
+            Code::InvalidPath
+            | Code::HeaderRequired
+            | Code::HeaderInvalid
+            | Code::HeaderForbidden
+            | Code::InvalidRequestBody => StatusCode::BAD_REQUEST,
+            Code::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Code::Unauthenticated | Code::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            Code::ForbiddenRole | Code::IpDenied | Code::Banned => StatusCode::FORBIDDEN,
+            Code::RouteNotFound => StatusCode::NOT_FOUND,
+            Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Code::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Code::RateLimited | Code::QuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
+            Code::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Code::UpstreamUnavailable | Code::InvalidUpstreamResponse => StatusCode::BAD_GATEWAY,
+            Code::StateStoreUnavailable | Code::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Code::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The short, human `title` member; fixed per code as RFC 9457 asks.
+    pub const fn title(self) -> &'static str {
+        match self {
+            Code::InvalidPath => "Invalid path",
+            Code::HeaderRequired => "Required header missing",
+            Code::HeaderInvalid => "Header value not allowed",
+            Code::HeaderForbidden => "Header not allowed",
+            Code::InvalidRequestBody => "Request body does not match the schema",
+            Code::UnsupportedMediaType => "Unsupported media type",
+            Code::Unauthenticated => "Authentication required",
+            Code::InvalidCredentials => "Invalid credentials",
+            Code::ForbiddenRole => "Role not allowed",
+            Code::IpDenied => "Client address not allowed",
+            Code::Banned => "Client banned",
+            Code::RouteNotFound => "No such route",
+            Code::MethodNotAllowed => "Method not allowed",
+            Code::BodyTooLarge => "Request body too large",
+            Code::RateLimited => "Rate limit exceeded",
+            Code::QuotaExceeded => "Quota exceeded",
+            Code::HeadersTooLarge => "Request headers too large",
+            Code::UpstreamUnavailable => "Upstream unavailable",
+            Code::InvalidUpstreamResponse => "Invalid upstream response",
+            Code::StateStoreUnavailable => "State store unavailable",
+            Code::ShuttingDown => "Shutting down",
+            Code::UpstreamTimeout => "Upstream timeout",
+            Code::Internal => "Internal error",
+        }
+    }
+}
+
+/// One JSON-schema violation, for `invalid_request_body`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub pointer: String,
+    pub message: String,
+}
+
+/// A refusal: what a policy, the router or the proxy returns instead of a
+/// response. Cheap to build (`detail` is usually a `&'static str`).
+#[derive(Debug, Clone)]
+pub struct Reject {
+    pub code: Code,
+    pub detail: Cow<'static, str>,
+    /// Headers the refusal carries (`WWW-Authenticate`, `Retry-After`, `Allow`).
+    pub headers: HeaderMap,
+    /// Schema violations, rendered as the `errors` member.
+    pub errors: Vec<FieldError>,
+}
+
+impl Reject {
+    pub fn new(code: Code, detail: impl Into<Cow<'static, str>>) -> Self {
+        Reject {
+            code,
+            detail: detail.into(),
+            headers: HeaderMap::new(),
+            errors: Vec::new(),
+        }
+    }
+
+    /// Adds a header to the refusal. Values come from the gateway itself, so
+    /// a value that is not a valid header is a bug; it is dropped, not panicked on.
+    pub fn with_header(mut self, name: HeaderName, value: impl TryInto<HeaderValue>) -> Self {
+        if let Ok(value) = value.try_into() {
+            self.headers.append(name, value);
+        }
+        self
+    }
+
+    /// `Retry-After` in whole seconds, at least 1 (RFC 9110 §10.2.3).
+    pub fn with_retry_after(self, seconds: u64) -> Self {
+        self.with_header(http::header::RETRY_AFTER, seconds.max(1))
+    }
+
+    pub fn with_errors(mut self, errors: Vec<FieldError>) -> Self {
+        self.errors = errors;
+        self
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.code.status()
+    }
+
+    /// Renders the problem+json response. `request_id` is echoed in the body
+    /// and in the `X-Request-Id` header.
+    pub fn into_response(self, request_id: &HeaderValue) -> Response<Body> {
+        let body = self.render_json(request_id.to_str().unwrap_or(""));
+        let mut response = Response::new(body::full(Bytes::from(body)));
+        *response.status_mut() = self.code.status();
+        let headers = response.headers_mut();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        headers.insert(crate::headers::X_REQUEST_ID, request_id.clone());
+        headers.extend(self.headers);
+        response.extensions_mut().insert(RejectedWith(self.code));
+        response
+    }
+
+    /// Answers the request whose extensions are given: the request's
+    /// [`RequestContext`] moves into the response, so the entry service can
+    /// log and meter the refusal like any other response.
+    pub fn respond(self, mut request_extensions: http::Extensions) -> Response<Body> {
+        let cx = request_extensions.remove::<RequestContext>();
+        let request_id = match &cx {
+            Some(cx) => cx.request_id.clone(),
+            None => HeaderValue::from_static("unknown"),
+        };
+        let mut response = self.into_response(&request_id);
+        if let Some(cx) = cx {
+            response.extensions_mut().insert(cx);
+        }
+        response
+    }
+
+    /// The body, written by hand: the members are fixed and this runs on
+    /// every refusal, so it avoids building a `serde_json::Value`.
+    fn render_json(&self, request_id: &str) -> String {
+        let mut out = String::with_capacity(192 + self.detail.len());
+        out.push_str("{\"type\":\"https://tollgate.dev/problems/");
+        out.push_str(self.code.as_str());
+        out.push_str("\",\"title\":");
+        push_json_str(&mut out, self.code.title());
+        let _ = write!(out, ",\"status\":{}", self.code.status().as_u16());
+        out.push_str(",\"detail\":");
+        push_json_str(&mut out, &self.detail);
+        out.push_str(",\"code\":\"");
+        out.push_str(self.code.as_str());
+        out.push_str("\",\"request_id\":");
+        push_json_str(&mut out, request_id);
+        if !self.errors.is_empty() {
+            out.push_str(",\"errors\":[");
+            for (i, e) in self.errors.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str("{\"pointer\":");
+                push_json_str(&mut out, &e.pointer);
+                out.push_str(",\"message\":");
+                push_json_str(&mut out, &e.message);
+                out.push('}');
+            }
+            out.push(']');
+        }
+        out.push('}');
+        out
+    }
+}
+
+/// Marks a response the gateway produced itself, so that the access log,
+/// metrics and the `abuse` policy can tell which code refused the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RejectedWith(pub Code);
+
+/// Appends `s` as a JSON string literal (RFC 8259 §7 escaping).
+pub fn push_json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    async fn body_json(response: Response<Body>) -> serde_json::Value {
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        serde_json::from_slice(&bytes).expect("json")
+    }
+
+    #[tokio::test]
+    async fn problem_has_the_rfc9457_members_and_the_code() {
+        let id = HeaderValue::from_static("req-1");
+        let response = Reject::new(Code::RateLimited, "slow \"down\"\n")
+            .with_retry_after(0)
+            .into_response(&id);
+        assert_eq!(response.status(), 429);
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+        assert_eq!(response.headers()["retry-after"], "1");
+        assert_eq!(response.headers()["x-request-id"], "req-1");
+        let json = body_json(response).await;
+        assert_eq!(json["status"], 429);
+        assert_eq!(json["code"], "rate_limited");
+        assert_eq!(json["request_id"], "req-1");
+        assert_eq!(json["detail"], "slow \"down\"\n");
+        assert_eq!(json["title"], "Rate limit exceeded");
+        assert!(json["type"]
+            .as_str()
+            .unwrap_or("")
+            .ends_with("/rate_limited"));
+        assert!(json.get("errors").is_none());
+    }
+
+    #[tokio::test]
+    async fn schema_errors_are_listed_with_pointers() {
+        let id = HeaderValue::from_static("r");
+        let response = Reject::new(Code::InvalidRequestBody, "bad")
+            .with_errors(vec![FieldError {
+                pointer: "/name".into(),
+                message: "\u{1} is not a string".into(),
+            }])
+            .into_response(&id);
+        let json = body_json(response).await;
+        assert_eq!(json["errors"][0]["pointer"], "/name");
+        assert_eq!(json["errors"][0]["message"], "\u{1} is not a string");
+    }
+
+    #[test]
+    fn every_code_has_a_distinct_snake_case_name_and_an_error_status() {
+        let mut seen = std::collections::HashSet::new();
+        for code in Code::ALL {
+            let name = code.as_str();
+            assert!(seen.insert(name), "{name} twice");
+            assert!(name.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
+            assert!(code.status().is_client_error() || code.status().is_server_error());
+        }
+    }
+}
