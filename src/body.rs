@@ -10,8 +10,32 @@ use std::task::{Context, Poll};
 /// Any error a body can raise on its way through the gateway.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The error of a [`Body`]. A concrete type rather than a bare
+/// `Box<dyn Error>`: a trait object in the body type makes the compiler
+/// fail to prove the request futures `Send` through hyper's generic bounds.
+#[derive(Debug)]
+pub struct BodyError(BoxError);
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for BodyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}
+
+impl BodyError {
+    pub fn new(err: impl Into<BoxError>) -> Self {
+        BodyError(err.into())
+    }
+}
+
 /// Request and response bodies inside the gateway: streamed, type-erased once.
-pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, BodyError>;
 
 pub fn empty() -> Body {
     Empty::<Bytes>::new()
@@ -31,7 +55,7 @@ where
     B: HttpBody<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    body.map_err(Into::into).boxed_unsync()
+    body.map_err(BodyError::new).boxed_unsync()
 }
 
 /// Raised by [`LimitedBody`] when a streamed body passes `max_body`; the
@@ -69,12 +93,12 @@ where
     B::Error: Into<BoxError>,
 {
     type Data = Bytes;
-    type Error = BoxError;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.project();
         match this.inner.poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
@@ -82,7 +106,7 @@ where
                     let len = data.len() as u64;
                     if len > *this.remaining {
                         *this.remaining = 0;
-                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge {
+                        return Poll::Ready(Some(Err(BodyError::new(BodyTooLarge {
                             limit: *this.limit,
                         }))));
                     }
@@ -90,7 +114,7 @@ where
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BodyError::new(e)))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }
@@ -140,6 +164,6 @@ mod tests {
             .collect()
             .await
             .expect_err("over limit");
-        assert!(is_body_too_large(err.as_ref()));
+        assert!(is_body_too_large(&err));
     }
 }

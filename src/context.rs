@@ -120,8 +120,54 @@ impl RequestContext {
     }
 }
 
+/// A new request id: 32 hex digits of a per-thread random stream, seeded
+/// from the OS once per thread. Unique, not a secret.
+pub fn new_request_id() -> HeaderValue {
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new({
+            let mut seed = [0u8; 8];
+            // If the OS cannot give randomness, the address of this
+            // thread's state still keeps ids apart between threads.
+            if getrandom::getrandom(&mut seed).is_err() {
+                seed = (&seed as *const _ as u64 ^ 0x9e37_79b9_7f4a_7c15).to_le_bytes();
+            }
+            u64::from_le_bytes(seed) | 1
+        });
+    }
+    // wyrand: fast, and good enough for identifiers.
+    let next = || {
+        STATE.with(|s| {
+            let v = s.get().wrapping_add(0xa076_1d64_78bd_642f);
+            s.set(v);
+            let t = (v as u128).wrapping_mul((v ^ 0xe703_7ed1_a0b4_28db) as u128);
+            ((t >> 64) ^ t) as u64
+        })
+    };
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = [0u8; 32];
+    for (i, word) in [next(), next()].into_iter().enumerate() {
+        for j in 0..16 {
+            buf[i * 16 + j] = HEX[((word >> (60 - 4 * j)) & 0xf) as usize];
+        }
+    }
+    HeaderValue::from_bytes(&buf).unwrap_or(HeaderValue::from_static("0"))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn request_ids_are_32_hex_digits_and_distinct() {
+        let a = new_request_id();
+        let b = new_request_id();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 32);
+        assert!(a
+            .to_str()
+            .map(|s| s.bytes().all(|c| c.is_ascii_hexdigit()))
+            .unwrap_or(false));
+    }
+
     use super::*;
 
     #[test]

@@ -1,0 +1,736 @@
+//! The compiled, immutable `Gateway`: settings, the route table, and one
+//! prebuilt service stack per operation. `Gateway::compile` turns a loaded
+//! config into it (collecting every mistake as FILE:LINE:COL), and
+//! `Gateway::handle` answers one request: identity headers scrubbed, limits
+//! checked, path normalised, route looked up, the operation's stack called.
+//! A reload compiles a new `Gateway` and swaps it in whole.
+
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response};
+use ipnet::IpNet;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tower::ServiceExt;
+
+use crate::body::{self, Body, LimitedBody};
+use crate::clock::SharedClock;
+use crate::config::schema::{PolicyDef, PolicyRef};
+use crate::config::{ConfigError, LoadedConfig};
+use crate::context::{new_request_id, OperationInfo, RequestContext};
+use crate::headers::*;
+use crate::policy::{self, CompileCx, CompiledPolicy, OperationService, PolicyMeta, RoleTable};
+use crate::problem::{Code, Reject, RejectedWith};
+use crate::proxy::{HttpClient, Proxy, UpstreamTarget, UpstreamUri};
+use crate::routing::{normalize_path, RouteTable};
+use crate::stack;
+
+/// Resources that outlive one compiled config (so a reload keeps them).
+#[derive(Clone)]
+pub struct Deps {
+    pub clock: SharedClock,
+    pub client: HttpClient,
+}
+
+impl Deps {
+    /// The real clock and a client trusting the system roots plus the
+    /// config's `upstream_tls.ca_file`.
+    pub fn for_config(loaded: &LoadedConfig, clock: SharedClock) -> Result<Deps, Vec<ConfigError>> {
+        let ca_file = loaded
+            .config
+            .upstream_tls
+            .ca_file
+            .as_ref()
+            .map(|f| loaded.base_dir.join(f));
+        let client = crate::proxy::build_client(ca_file.as_deref())
+            .map_err(|message| vec![loaded.error_at(&["upstream_tls", "ca_file"], message)])?;
+        Ok(Deps { clock, client })
+    }
+}
+
+/// Listener-level settings from the config.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub tls: Option<TlsFiles>,
+    pub admin_listen: Option<SocketAddr>,
+    pub admin_token_env: Option<String>,
+    pub trusted_proxies: Vec<IpNet>,
+    pub max_body: u64,
+    pub max_header_bytes: u64,
+    pub header_read_timeout: Duration,
+    pub upstream_timeout: Duration,
+    pub max_connections: usize,
+    pub drain_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+/// One routable operation.
+pub struct Operation {
+    pub info: Arc<OperationInfo>,
+    pub method: Method,
+    /// The public path template (`base_path` + `path`).
+    pub template: String,
+    pub target: UpstreamTarget,
+    /// Effective policies, in config order (for the admin API and OpenAPI).
+    pub policies: Vec<Arc<PolicyMeta>>,
+    service: OperationService,
+}
+
+pub struct Gateway {
+    pub settings: Settings,
+    pub loaded: LoadedConfig,
+    pub operations: Vec<Operation>,
+    routes: RouteTable,
+    unrouted: OperationService,
+}
+
+/// Where a request goes when no operation takes it: the route refusal
+/// travels in the extensions to the end of the unrouted stack.
+#[derive(Debug, Clone)]
+struct RouteMiss(Reject);
+
+impl Gateway {
+    /// Compiles a loaded config. Every mistake found is returned, each with
+    /// its file, line and column.
+    pub fn compile(loaded: LoadedConfig, deps: &Deps) -> Result<Gateway, Vec<ConfigError>> {
+        Compiler::new(&loaded, deps)
+            .run()
+            .map(|(settings, operations, routes, unrouted)| Gateway {
+                settings,
+                loaded,
+                operations,
+                routes,
+                unrouted,
+            })
+    }
+
+    /// Whether `ip` is one of the `trusted_proxies`.
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        let ip = canonical_ip(ip);
+        self.settings
+            .trusted_proxies
+            .iter()
+            .any(|net| net.contains(&ip))
+    }
+
+    /// The caller's address (DESIGN §3): the peer, unless the peer is a
+    /// trusted proxy; then the rightmost `X-Forwarded-For` hop that is not
+    /// itself trusted.
+    pub fn client_ip(&self, peer: IpAddr, peer_trusted: bool, headers: &http::HeaderMap) -> IpAddr {
+        let mut candidate = canonical_ip(peer);
+        if !peer_trusted {
+            return candidate;
+        }
+        let hops = headers
+            .get_all(X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .collect::<Vec<_>>();
+        for hop in hops.iter().rev() {
+            match parse_forwarded_ip(hop) {
+                Some(ip) => {
+                    candidate = ip;
+                    if !self.is_trusted(ip) {
+                        return ip;
+                    }
+                }
+                // A hop we cannot read was written by someone we do not
+                // trust: stop at the last address we could vouch for.
+                None => return candidate,
+            }
+        }
+        candidate
+    }
+
+    /// Answers one request that arrived from `peer`. Boxed at this concrete
+    /// site so the future's `Send` bound is proven here, not inferred
+    /// through hyper's generic connection types.
+    pub fn handle(
+        self: Arc<Self>,
+        req: Request<Body>,
+        peer: SocketAddr,
+        tls: bool,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + Send>> {
+        Box::pin(async move { self.answer(req, peer, tls).await })
+    }
+
+    async fn answer(&self, mut req: Request<Body>, peer: SocketAddr, tls: bool) -> Response<Body> {
+        let started = Instant::now();
+        let peer_trusted = self.is_trusted(peer.ip());
+        let headers = req.headers_mut();
+        let request_id = match headers.get(X_REQUEST_ID) {
+            Some(id) if peer_trusted && is_acceptable_request_id(id) => id.clone(),
+            _ => new_request_id(),
+        };
+        let client_ip = self.client_ip(peer.ip(), peer_trusted, headers);
+        scrub_identity_headers(headers, peer_trusted);
+
+        let mut cx = RequestContext::new(request_id, peer, client_ip);
+        cx.peer_trusted = peer_trusted;
+        cx.tls = tls;
+
+        let method = req.method().clone();
+        let raw_path = req.uri().path().to_string();
+        let (service, refusal) = match self.route(&mut req, &mut cx) {
+            Ok(index) => (self.operations[index].service.clone(), None),
+            Err(reject) => (self.unrouted.clone(), Some(reject)),
+        };
+        if let Some(reject) = refusal {
+            req.extensions_mut().insert(RouteMiss(reject));
+        }
+        let bytes_in = content_length(req.headers());
+        req.extensions_mut().insert(cx);
+        let response = match service.oneshot(req).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+        finish(response, &method, &raw_path, started, bytes_in)
+    }
+
+    /// Checks limits, normalises the path and finds the operation; on
+    /// success the context knows the operation and the upstream URI.
+    fn route(&self, req: &mut Request<Body>, cx: &mut RequestContext) -> Result<usize, Reject> {
+        if header_bytes(req) > self.settings.max_header_bytes {
+            return Err(Reject::new(
+                Code::HeadersTooLarge,
+                "the request headers are larger than the gateway accepts",
+            ));
+        }
+        if content_length(req.headers()).is_some_and(|len| len > self.settings.max_body) {
+            return Err(Reject::new(
+                Code::BodyTooLarge,
+                "the request body is larger than the gateway accepts",
+            ));
+        }
+        let path = normalize_path(req.uri().path()).map_err(|e| e.reject())?;
+        let found = self.routes.lookup(req.method(), &path)?;
+        let operation = &self.operations[found.operation];
+        let upstream = operation
+            .target
+            .uri_for(&path, req.uri().query(), &found.params)?;
+        let index = found.operation;
+        if let std::borrow::Cow::Owned(normal) = path {
+            set_path(req, &normal)?;
+        }
+        let limit = self.settings.max_body;
+        let body = std::mem::replace(req.body_mut(), body::empty());
+        *req.body_mut() = body::boxed(LimitedBody::new(body, limit));
+        req.extensions_mut().insert(UpstreamUri(upstream));
+        cx.operation = Some(operation.info.clone());
+        Ok(index)
+    }
+}
+
+/// Writes the access-log event and makes sure the response carries the
+/// request id.
+fn finish(
+    mut response: Response<Body>,
+    method: &Method,
+    path: &str,
+    started: Instant,
+    bytes_in: Option<u64>,
+) -> Response<Body> {
+    let cx = response.extensions_mut().remove::<RequestContext>();
+    let code = response
+        .extensions()
+        .get::<RejectedWith>()
+        .map(|r| r.0.as_str());
+    if let Some(cx) = &cx {
+        if !response.headers().contains_key(X_REQUEST_ID) {
+            response
+                .headers_mut()
+                .insert(X_REQUEST_ID, cx.request_id.clone());
+        }
+    }
+    if tracing::enabled!(target: "tollgate::access", tracing::Level::INFO) {
+        let (op, api) = cx
+            .as_ref()
+            .and_then(|c| c.operation.as_ref())
+            .map(|o| (&*o.id, &*o.api))
+            .unwrap_or(("", ""));
+        let client = cx
+            .as_ref()
+            .and_then(|c| c.client.as_ref())
+            .map(|c| &*c.id)
+            .unwrap_or("");
+        tracing::info!(
+            target: "tollgate::access",
+            request_id = cx.as_ref().and_then(|c| c.request_id.to_str().ok()).unwrap_or(""),
+            client_ip = %cx.as_ref().map(|c| c.client_ip).unwrap_or(IpAddr::from([0, 0, 0, 0])),
+            client,
+            api,
+            operation = op,
+            method = method.as_str(),
+            path,
+            status = response.status().as_u16(),
+            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+            upstream_ms = cx.as_ref().and_then(|c| c.upstream_duration).map(|d| d.as_secs_f64() * 1000.0),
+            bytes_in,
+            bytes_out = http_body::Body::size_hint(response.body()).exact(),
+            code,
+            would_reject = cx.as_ref().and_then(|c| c.would_reject.first()).map(|(_, c)| c.as_str()),
+        );
+    }
+    if let Some(cx) = cx {
+        response.extensions_mut().insert(cx);
+    }
+    response
+}
+
+/// The terminal service of the unrouted stack: answers with the route
+/// refusal the entry found.
+fn unrouted_terminal() -> OperationService {
+    OperationService::new(tower::service_fn(|mut req: Request<Body>| async move {
+        let reject = match req.extensions_mut().remove::<RouteMiss>() {
+            Some(RouteMiss(reject)) => reject,
+            None => Reject::new(
+                Code::RouteNotFound,
+                "no operation is published at this path",
+            ),
+        };
+        let (parts, _) = req.into_parts();
+        Ok(reject.respond(parts.extensions))
+    }))
+}
+
+// === helpers ===
+
+/// IPv4-mapped IPv6 addresses are IPv4 (so `::ffff:10.0.0.1` meets `10.0.0.0/8`).
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+/// One `X-Forwarded-For` hop: an address, maybe bracketed or with a port.
+fn parse_forwarded_ip(hop: &str) -> Option<IpAddr> {
+    let hop = hop.trim();
+    if let Ok(ip) = hop.parse::<IpAddr>() {
+        return Some(canonical_ip(ip));
+    }
+    if let Ok(sock) = hop.parse::<SocketAddr>() {
+        return Some(canonical_ip(sock.ip()));
+    }
+    hop.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .and_then(|h| h.parse::<IpAddr>().ok())
+        .map(canonical_ip)
+}
+
+/// A caller can never claim an identity: the gateway's own headers are
+/// always removed, and forwarding headers unless a trusted proxy set them.
+fn scrub_identity_headers(headers: &mut http::HeaderMap, peer_trusted: bool) {
+    headers.remove(X_TOLLGATE_CLIENT);
+    headers.remove(X_TOLLGATE_OPERATION);
+    if !peer_trusted {
+        headers.remove(X_FORWARDED_FOR);
+        headers.remove(X_FORWARDED_PROTO);
+        headers.remove(X_FORWARDED_HOST);
+        headers.remove(header::FORWARDED);
+        headers.remove(X_REQUEST_ID);
+    }
+}
+
+fn is_acceptable_request_id(id: &HeaderValue) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .as_bytes()
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// The size of the request head as counted against `max_header_bytes`.
+fn header_bytes(req: &Request<Body>) -> u64 {
+    let line = req.uri().path_and_query().map_or(1, |pq| pq.as_str().len()) + 16;
+    let fields: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    (line + fields) as u64
+}
+
+fn set_path(req: &mut Request<Body>, path: &str) -> Result<(), Reject> {
+    let pq = match req.uri().query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    };
+    let mut parts = req.uri().clone().into_parts();
+    parts.path_and_query = Some(
+        pq.parse()
+            .map_err(|_| Reject::new(Code::InvalidPath, "the path cannot be forwarded"))?,
+    );
+    *req.uri_mut() = http::Uri::from_parts(parts)
+        .map_err(|_| Reject::new(Code::InvalidPath, "the path cannot be forwarded"))?;
+    Ok(())
+}
+
+/// `{name}` and `{*name}` parameters of a path template.
+fn template_params(template: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let Some(close) = rest[open..].find('}') else {
+            break;
+        };
+        out.push(rest[open + 1..open + close].trim_start_matches('*'));
+        rest = &rest[open + close + 1..];
+    }
+    out
+}
+
+// === Compiler ===
+
+/// Turns a loaded config into the parts of a `Gateway`, collecting errors.
+struct Compiler<'a> {
+    loaded: &'a LoadedConfig,
+    deps: &'a Deps,
+    errors: Vec<ConfigError>,
+}
+
+type Compiled = (Settings, Vec<Operation>, RouteTable, OperationService);
+
+impl<'a> Compiler<'a> {
+    fn new(loaded: &'a LoadedConfig, deps: &'a Deps) -> Self {
+        Compiler {
+            loaded,
+            deps,
+            errors: Vec::new(),
+        }
+    }
+
+    fn error(&mut self, path: &[&str], message: impl Into<String>) {
+        self.errors.push(self.loaded.error_at(path, message));
+    }
+
+    fn run(mut self) -> Result<Compiled, Vec<ConfigError>> {
+        let config = &self.loaded.config;
+        let settings = self.settings();
+        let roles = RoleTable::new(config.roles.clone());
+        let base_dir = self.loaded.base_dir.clone();
+        let mut cx = CompileCx::new(config, &roles, &self.deps.clock, &base_dir);
+
+        // Named policies compile once; operations share them (and their counters).
+        let mut named: std::collections::BTreeMap<&str, CompiledPolicy> = Default::default();
+        for (name, def) in &config.policies {
+            let compiled = policy::compile(def, name, &mut cx);
+            for (path, message) in cx.take_errors() {
+                self.errors
+                    .push(self.loaded.policy_error(name, &path, message));
+            }
+            if let Some(compiled) = compiled {
+                named.insert(name, compiled);
+            }
+        }
+
+        let gateway_policies = self.resolve(&config.apply, &["apply"], "gateway", &named, &mut cx);
+        let mut routes = RouteTable::new();
+        let mut operations = Vec::new();
+        for (a, api) in config.apis.iter().enumerate() {
+            let a_s = a.to_string();
+            let api_policies = self.resolve(
+                &api.apply,
+                &["apis", &a_s, "apply"],
+                &api.name,
+                &named,
+                &mut cx,
+            );
+            let api_target = api
+                .upstream
+                .as_deref()
+                .map(|url| UpstreamTarget::base(url, &api.base_path));
+            if let Some(Err(message)) = &api_target {
+                self.error(&["apis", &a_s, "upstream"], message.clone());
+            }
+            for (o, op) in api.operations.iter().enumerate() {
+                let o_s = o.to_string();
+                let at =
+                    |field: &'static str| ["apis", a_s.as_str(), "operations", o_s.as_str(), field];
+                let method = match Method::from_bytes(op.method.to_ascii_uppercase().as_bytes()) {
+                    Ok(m) => m,
+                    Err(_) => {
+                        self.error(
+                            &at("method"),
+                            format!("`{}` is not an HTTP method", op.method),
+                        );
+                        continue;
+                    }
+                };
+                if !op.path.starts_with('/') {
+                    self.error(&at("path"), "a path starts with `/`");
+                    continue;
+                }
+                let template = format!("{}{}", api.base_path, op.path);
+                let target = match (&op.upstream, &api_target) {
+                    (Some(url), _) => UpstreamTarget::template(url, &template_params(&template)),
+                    (None, Some(Ok(base))) => Ok(base.clone()),
+                    (None, Some(Err(_))) => continue,
+                    (None, None) => Err(format!(
+                        "operation `{}` has no `upstream` and its API `{}` has none either",
+                        op.id, api.name
+                    )),
+                };
+                let target = match target {
+                    Ok(t) => t,
+                    Err(message) => {
+                        let field = if op.upstream.is_some() {
+                            "upstream"
+                        } else {
+                            "id"
+                        };
+                        self.error(&at(field), message);
+                        continue;
+                    }
+                };
+                if let Err(e) = routes.insert(method.clone(), &template, operations.len()) {
+                    let message = match e {
+                        crate::routing::RouteError::Duplicate {
+                            method,
+                            template,
+                            existing,
+                        } => {
+                            let other: &Operation = &operations[existing];
+                            format!(
+                                "{method} {template} is already operation `{}`",
+                                other.info.id
+                            )
+                        }
+                        crate::routing::RouteError::Conflict(m) => format!("`{template}`: {m}"),
+                    };
+                    self.error(&at("path"), message);
+                    continue;
+                }
+                let op_policies = self.resolve(&op.apply, &at("apply"), &op.id, &named, &mut cx);
+                // Effective policies: gateway, API, operation; minus skips.
+                let effective: Vec<CompiledPolicy> = gateway_policies
+                    .iter()
+                    .filter(|p| !api.skip.iter().chain(&op.skip).any(|s| **s == *p.meta.name))
+                    .chain(
+                        api_policies
+                            .iter()
+                            .filter(|p| !op.skip.iter().any(|s| **s == *p.meta.name)),
+                    )
+                    .chain(op_policies.iter())
+                    .cloned()
+                    .collect();
+                let timeout = op
+                    .upstream_timeout
+                    .or(api.upstream_timeout)
+                    .map(|d| d.0)
+                    .unwrap_or(settings.upstream_timeout);
+                let terminal = OperationService::new(Proxy::new(self.deps.client.clone(), timeout));
+                let info = Arc::new(OperationInfo {
+                    api: api.name.as_str().into(),
+                    id: op.id.as_str().into(),
+                    header_value: HeaderValue::from_str(&op.id)
+                        .unwrap_or(HeaderValue::from_static("invalid")),
+                });
+                operations.push(Operation {
+                    info,
+                    method,
+                    template,
+                    target,
+                    policies: effective.iter().map(|p| p.meta.clone()).collect(),
+                    service: stack::build(&effective, terminal),
+                });
+            }
+        }
+        let unrouted = stack::build_unrouted(&gateway_policies, unrouted_terminal());
+        if self.errors.is_empty() {
+            Ok((settings, operations, routes, unrouted))
+        } else {
+            self.errors
+                .sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+            self.errors.dedup();
+            Err(self.errors)
+        }
+    }
+
+    /// Compiles an `apply` list: names resolve to the shared compiled
+    /// policy, inline definitions compile here under a generated name.
+    fn resolve(
+        &mut self,
+        refs: &[PolicyRef],
+        at: &[&str],
+        scope: &str,
+        named: &std::collections::BTreeMap<&str, CompiledPolicy>,
+        cx: &mut CompileCx<'_>,
+    ) -> Vec<CompiledPolicy> {
+        let mut out = Vec::new();
+        for (i, r) in refs.iter().enumerate() {
+            let i_s = i.to_string();
+            let mut path: Vec<&str> = at.to_vec();
+            path.push(&i_s);
+            match r {
+                PolicyRef::Name(name) => match named.get(name.as_str()) {
+                    Some(p) => out.push(p.clone()),
+                    // Unknown names are reported by validation; a known
+                    // policy that failed to compile was reported already.
+                    None if !self.loaded.config.policies.contains_key(name) => {
+                        self.error(&path, format!("no policy is named `{name}`"))
+                    }
+                    None => {}
+                },
+                PolicyRef::Inline(def) => {
+                    let name = inline_name(scope, def, i);
+                    let compiled = policy::compile(def, &name, cx);
+                    for (sub, message) in cx.take_errors() {
+                        let mut full: Vec<&str> = path.clone();
+                        full.extend(sub.iter().map(String::as_str));
+                        self.error(&full, message);
+                    }
+                    out.extend(compiled);
+                }
+            }
+        }
+        out
+    }
+
+    fn settings(&mut self) -> Settings {
+        let config = &self.loaded.config;
+        let listen = match config.listen.parse::<SocketAddr>() {
+            Ok(a) => a,
+            Err(_) => {
+                self.error(
+                    &["listen"],
+                    format!("`{}` is not an address like 127.0.0.1:8080", config.listen),
+                );
+                SocketAddr::from(([127, 0, 0, 1], 0))
+            }
+        };
+        let admin_listen = config
+            .admin
+            .as_ref()
+            .and_then(|admin| match admin.listen.parse() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    self.error(
+                        &["admin", "listen"],
+                        format!("`{}` is not an address like 127.0.0.1:9901", admin.listen),
+                    );
+                    None
+                }
+            });
+        let mut trusted_proxies = Vec::new();
+        for (i, entry) in config.trusted_proxies.iter().enumerate() {
+            match parse_cidr(entry) {
+                Ok(net) => trusted_proxies.push(net),
+                Err(message) => self.error(&["trusted_proxies", &i.to_string()], message),
+            }
+        }
+        let resolve = |f: &str| {
+            let p = PathBuf::from(f);
+            if p.is_absolute() {
+                p
+            } else {
+                self.loaded.base_dir.join(p)
+            }
+        };
+        let limits = &config.limits;
+        Settings {
+            listen,
+            tls: config.tls.as_ref().map(|t| TlsFiles {
+                cert_file: resolve(&t.cert_file),
+                key_file: resolve(&t.key_file),
+            }),
+            admin_listen,
+            admin_token_env: config.admin.as_ref().and_then(|a| a.token_env.clone()),
+            trusted_proxies,
+            max_body: limits.max_body.0,
+            max_header_bytes: limits.max_header_bytes.0,
+            header_read_timeout: limits.header_read_timeout.0,
+            upstream_timeout: limits.upstream_timeout.0,
+            max_connections: limits.max_connections.max(1),
+            drain_timeout: limits.drain_timeout.0,
+        }
+    }
+}
+
+/// A CIDR (`10.0.0.0/8`, `2001:db8::/32`) or a single address.
+pub fn parse_cidr(s: &str) -> Result<IpNet, String> {
+    if let Ok(net) = s.parse::<IpNet>() {
+        return Ok(net.trunc());
+    }
+    s.parse::<IpAddr>()
+        .map(IpNet::from)
+        .map_err(|_| format!("`{s}` is not a CIDR (like 10.0.0.0/8) or an IP address"))
+}
+
+/// A stable name for an inline definition, so its counters survive a
+/// reload as long as the config keeps it in the same place.
+fn inline_name(scope: &str, def: &PolicyDef, index: usize) -> String {
+    format!("{scope}/{}#{index}", def.type_name())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_params_include_catch_alls() {
+        assert_eq!(template_params("/a/{id}/b/{*rest}"), ["id", "rest"]);
+        assert!(template_params("/plain").is_empty());
+    }
+
+    #[test]
+    fn forwarded_hops_parse_with_brackets_and_ports() {
+        assert_eq!(
+            parse_forwarded_ip(" 10.0.0.1 "),
+            Some("10.0.0.1".parse().expect("ip"))
+        );
+        assert_eq!(
+            parse_forwarded_ip("[2001:db8::1]"),
+            Some("2001:db8::1".parse().expect("ip"))
+        );
+        assert_eq!(
+            parse_forwarded_ip("10.0.0.1:443"),
+            Some("10.0.0.1".parse().expect("ip"))
+        );
+        assert_eq!(
+            parse_forwarded_ip("::ffff:10.0.0.1"),
+            Some("10.0.0.1".parse().expect("ip"))
+        );
+        assert_eq!(parse_forwarded_ip("unknown"), None);
+    }
+
+    #[test]
+    fn cidrs_and_single_addresses_are_accepted() {
+        assert_eq!(
+            parse_cidr("10.1.2.3/8").map(|n| n.to_string()),
+            Ok("10.0.0.0/8".into())
+        );
+        assert_eq!(
+            parse_cidr("::1").map(|n| n.to_string()),
+            Ok("::1/128".into())
+        );
+        assert!(parse_cidr("10.0.0.0/33").is_err());
+        assert!(parse_cidr("nope").is_err());
+    }
+
+    #[test]
+    fn only_well_formed_request_ids_are_kept() {
+        assert!(is_acceptable_request_id(&HeaderValue::from_static(
+            "abc-123_x.y:z"
+        )));
+        assert!(!is_acceptable_request_id(&HeaderValue::from_static(
+            "has space"
+        )));
+        assert!(!is_acceptable_request_id(&HeaderValue::from_static("")));
+    }
+}

@@ -1,0 +1,497 @@
+//! Forwarding: where a call goes upstream ([`UpstreamTarget`]), what the
+//! upstream sees (DESIGN §4), and the terminal service of every operation
+//! stack ([`Proxy`]), which sends the call through one pooled client and
+//! streams both bodies.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme, Uri};
+use http::{Request, Response};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use crate::body::{self, Body};
+use crate::context::RequestContext;
+use crate::headers::*;
+use crate::problem::{Code, Reject};
+
+/// The one pooled client every operation forwards through.
+pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
+
+/// Builds the pooled client: keep-alive to upstreams, http and https
+/// (system roots plus `ca_file`), HTTP/2 to https upstreams that offer it.
+pub fn build_client(ca_file: Option<&std::path::Path>) -> Result<HttpClient, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for cert in native.certs {
+        // A broken system certificate must not stop the gateway; it is skipped.
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = ca_file {
+        let pem =
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let mut added = 0;
+        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(format!("{} holds no PEM certificate", path.display()));
+        }
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(Duration::from_secs(5)));
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(256)
+        .build(connector))
+}
+
+// === UpstreamTarget ===
+
+/// Where an operation's calls go, parsed once at load.
+#[derive(Debug, Clone)]
+pub struct UpstreamTarget {
+    scheme: Scheme,
+    authority: Authority,
+    kind: TargetKind,
+}
+
+#[derive(Debug, Clone)]
+enum TargetKind {
+    /// The API's `upstream`: its path, then the public path minus `base_path`.
+    Base { prefix: String, strip: usize },
+    /// The operation's own `upstream`, with `{param}`s filled in.
+    Template {
+        parts: Vec<TemplatePart>,
+        query: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone)]
+enum TemplatePart {
+    Literal(String),
+    Param(String),
+}
+
+fn parse_upstream_url(url: &str) -> Result<(Scheme, Authority, String, Option<String>), String> {
+    let uri: Uri = url
+        .parse()
+        .map_err(|e| format!("`{url}` is not a URL: {e}"))?;
+    let scheme = uri
+        .scheme()
+        .cloned()
+        .ok_or_else(|| format!("`{url}` needs a scheme (http:// or https://)"))?;
+    if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
+        return Err(format!(
+            "`{url}`: only http and https upstreams are supported"
+        ));
+    }
+    let authority = uri
+        .authority()
+        .cloned()
+        .ok_or_else(|| format!("`{url}` needs a host"))?;
+    if authority.as_str().contains('@') {
+        return Err(format!("`{url}`: credentials in upstream URLs are not supported; use a `headers` policy with ${{env.NAME}}"));
+    }
+    let path = uri.path().trim_end_matches('/').to_string();
+    Ok((scheme, authority, path, uri.query().map(str::to_string)))
+}
+
+impl UpstreamTarget {
+    /// An API upstream: calls keep their path after `base_path`.
+    pub fn base(url: &str, base_path: &str) -> Result<Self, String> {
+        let (scheme, authority, prefix, query) = parse_upstream_url(url)?;
+        if query.is_some() {
+            return Err(format!("`{url}`: an API upstream cannot carry a query"));
+        }
+        Ok(UpstreamTarget {
+            scheme,
+            authority,
+            kind: TargetKind::Base {
+                prefix,
+                strip: base_path.len(),
+            },
+        })
+    }
+
+    /// An operation upstream: a full URL whose `{param}`s come from the
+    /// operation path; every `{param}` must exist there.
+    pub fn template(url: &str, path_params: &[&str]) -> Result<Self, String> {
+        // `{` and `}` are not URI characters: take them out before parsing.
+        let mut skeleton = String::with_capacity(url.len());
+        let mut parts = Vec::new();
+        let mut rest = url;
+        let mut literal = String::new();
+        while let Some(open) = rest.find('{') {
+            let close = rest[open..]
+                .find('}')
+                .map(|c| open + c)
+                .ok_or_else(|| format!("`{url}`: unclosed `{{`"))?;
+            literal.push_str(&rest[..open]);
+            skeleton.push_str(&rest[..open]);
+            skeleton.push('x');
+            let name = rest[open + 1..close].trim_start_matches('*');
+            if !path_params.contains(&name) {
+                return Err(format!(
+                    "`{url}` uses `{{{name}}}`, which the operation path does not define"
+                ));
+            }
+            parts.push(TemplatePart::Literal(std::mem::take(&mut literal)));
+            parts.push(TemplatePart::Param(name.to_string()));
+            rest = &rest[close + 1..];
+        }
+        literal.push_str(rest);
+        skeleton.push_str(rest);
+        let (scheme, authority, _, query) = parse_upstream_url(&skeleton)?;
+        // Keep only the path-and-query of the literal pieces.
+        let origin_len = scheme.as_str().len() + 3 + authority.as_str().len();
+        let mut first = true;
+        let mut path_parts = Vec::with_capacity(parts.len() + 1);
+        parts.push(TemplatePart::Literal(literal));
+        for part in parts {
+            match part {
+                TemplatePart::Literal(mut s) => {
+                    if first {
+                        s = s.get(origin_len..).unwrap_or("").to_string();
+                        first = false;
+                    }
+                    if let Some(q) = s.find('?') {
+                        s.truncate(q);
+                    }
+                    path_parts.push(TemplatePart::Literal(s));
+                }
+                param => {
+                    first = false;
+                    path_parts.push(param);
+                }
+            }
+        }
+        Ok(UpstreamTarget {
+            scheme,
+            authority,
+            kind: TargetKind::Template {
+                parts: path_parts,
+                query,
+            },
+        })
+    }
+
+    pub fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    /// The upstream URI of one call: `path` is the normalised public path,
+    /// `query` the caller's query, `params` the route's parameters.
+    pub fn uri_for(
+        &self,
+        path: &str,
+        query: Option<&str>,
+        params: &[(&str, &str)],
+    ) -> Result<Uri, Reject> {
+        let mut pq = String::with_capacity(64 + path.len() + query.map_or(0, str::len));
+        let own_query = match &self.kind {
+            TargetKind::Base { prefix, strip } => {
+                pq.push_str(prefix);
+                let rest = path.get(*strip..).unwrap_or("");
+                if rest.is_empty() || !rest.starts_with('/') {
+                    pq.push('/');
+                }
+                pq.push_str(rest);
+                None
+            }
+            TargetKind::Template { parts, query } => {
+                for part in parts {
+                    match part {
+                        TemplatePart::Literal(s) => pq.push_str(s),
+                        TemplatePart::Param(name) => {
+                            let value = params
+                                .iter()
+                                .find(|(k, _)| k == name)
+                                .map_or("", |(_, v)| v);
+                            pq.push_str(value);
+                        }
+                    }
+                }
+                if pq.is_empty() {
+                    pq.push('/');
+                }
+                query.as_deref()
+            }
+        };
+        match (own_query, query) {
+            (Some(a), Some(b)) => {
+                pq.push('?');
+                pq.push_str(a);
+                pq.push('&');
+                pq.push_str(b);
+            }
+            (Some(q), None) | (None, Some(q)) => {
+                pq.push('?');
+                pq.push_str(q);
+            }
+            (None, None) => {}
+        }
+        let path_and_query = PathAndQuery::try_from(pq)
+            .map_err(|_| Reject::new(Code::InvalidPath, "the path cannot be forwarded"))?;
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(path_and_query);
+        Uri::from_parts(parts)
+            .map_err(|_| Reject::new(Code::InvalidPath, "the path cannot be forwarded"))
+    }
+}
+
+// === Header hygiene ===
+
+/// Removes hop-by-hop headers: RFC 9110 §7.6.1 and any named in `Connection`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if let Some(connection) = headers.get(header::CONNECTION) {
+        let named: Vec<HeaderName> = connection
+            .to_str()
+            .unwrap_or("")
+            .split(',')
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in [
+        header::CONNECTION,
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// Sets what the upstream learns about the call (DESIGN §4). Spoofed
+/// identity headers were already removed when the request arrived.
+fn add_forwarding_headers(
+    headers: &mut HeaderMap,
+    uri_authority: Option<&Authority>,
+    cx: &RequestContext,
+) {
+    let peer_ip = cx.peer.ip().to_string();
+    let xff = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(existing) if cx.peer_trusted => format!("{existing}, {peer_ip}"),
+        _ => peer_ip,
+    };
+    if let Ok(v) = HeaderValue::try_from(xff) {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+    if !headers.contains_key(X_FORWARDED_PROTO) {
+        headers.insert(
+            X_FORWARDED_PROTO,
+            HeaderValue::from_static(if cx.tls { "https" } else { "http" }),
+        );
+    }
+    if !headers.contains_key(X_FORWARDED_HOST) {
+        let host = headers
+            .get(header::HOST)
+            .cloned()
+            .or_else(|| uri_authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+        if let Some(host) = host {
+            headers.insert(X_FORWARDED_HOST, host);
+        }
+    }
+    headers.insert(X_REQUEST_ID, cx.request_id.clone());
+    if let Some(client) = &cx.client {
+        if let Ok(v) = HeaderValue::from_str(&client.id) {
+            headers.insert(X_TOLLGATE_CLIENT, v);
+        }
+    }
+    if let Some(op) = &cx.operation {
+        headers.insert(X_TOLLGATE_OPERATION, op.header_value.clone());
+    }
+    // The upstream's own Host is set by the client from the upstream URI.
+    headers.remove(header::HOST);
+}
+
+// === Proxy ===
+
+/// The terminal service of an operation: forwards to the URI the router
+/// put in the context and answers with the upstream's response.
+#[derive(Clone)]
+pub struct Proxy {
+    client: HttpClient,
+    timeout: Duration,
+}
+
+/// The upstream URI chosen for a call, set by the entry service.
+#[derive(Debug, Clone)]
+pub struct UpstreamUri(pub Uri);
+
+impl Proxy {
+    pub fn new(client: HttpClient, timeout: Duration) -> Self {
+        Proxy { client, timeout }
+    }
+}
+
+impl tower::Service<Request<Body>> for Proxy {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let client = self.client.clone();
+        let timeout = self.timeout;
+        Box::pin(async move { Ok(forward(client, timeout, req).await) })
+    }
+}
+
+async fn forward(client: HttpClient, timeout: Duration, req: Request<Body>) -> Response<Body> {
+    let (mut parts, body) = req.into_parts();
+    let (Some(mut cx), Some(UpstreamUri(uri))) = (
+        parts.extensions.remove::<RequestContext>(),
+        parts.extensions.remove::<UpstreamUri>(),
+    ) else {
+        return Reject::new(Code::Internal, "request reached the proxy unrouted")
+            .respond(parts.extensions);
+    };
+    strip_hop_by_hop(&mut parts.headers);
+    add_forwarding_headers(&mut parts.headers, parts.uri.authority(), &cx);
+    parts.uri = uri;
+    // The upstream connection is HTTP/1.1 or negotiated by ALPN, whatever
+    // the caller spoke.
+    parts.version = http::Version::HTTP_11;
+
+    let started = Instant::now();
+    let outcome =
+        tokio::time::timeout(timeout, client.request(Request::from_parts(parts, body))).await;
+    cx.upstream_duration = Some(started.elapsed());
+    match outcome {
+        Ok(Ok(response)) => {
+            let (mut head, incoming) = response.into_parts();
+            strip_hop_by_hop(&mut head.headers);
+            head.headers.insert(X_REQUEST_ID, cx.request_id.clone());
+            head.extensions = http::Extensions::new();
+            head.extensions.insert(cx);
+            Response::from_parts(head, body::boxed(incoming))
+        }
+        Ok(Err(err)) => {
+            let reject = if body::is_body_too_large(&err) {
+                Reject::new(
+                    Code::BodyTooLarge,
+                    "the request body is larger than the gateway accepts",
+                )
+            } else {
+                tracing::warn!(request_id = ?cx.request_id, error = %err, "upstream request failed");
+                Reject::new(
+                    Code::UpstreamUnavailable,
+                    "the upstream could not be reached",
+                )
+            };
+            respond_with(reject, cx)
+        }
+        Err(_) => respond_with(
+            Reject::new(Code::UpstreamTimeout, "the upstream did not answer in time"),
+            cx,
+        ),
+    }
+}
+
+fn respond_with(reject: Reject, cx: RequestContext) -> Response<Body> {
+    let mut ext = http::Extensions::new();
+    ext.insert(cx);
+    reject.respond(ext)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_upstream_appends_the_path_after_base_path() {
+        let t = UpstreamTarget::base("http://127.0.0.1:9090/api/", "/employees").expect("url");
+        let uri = t.uri_for("/employees/42", Some("a=1&b"), &[]).expect("uri");
+        assert_eq!(uri.to_string(), "http://127.0.0.1:9090/api/42?a=1&b");
+        let root = t.uri_for("/employees", None, &[]).expect("uri");
+        assert_eq!(root.to_string(), "http://127.0.0.1:9090/api/");
+        let bare = UpstreamTarget::base("http://h:1", "").expect("url");
+        assert_eq!(
+            bare.uri_for("/x/y", None, &[]).expect("uri").to_string(),
+            "http://h:1/x/y"
+        );
+    }
+
+    #[test]
+    fn template_upstream_fills_params_and_merges_queries() {
+        let t = UpstreamTarget::template(
+            "https://wf.example/workflows/get-employee/{employeeId}/x?token=abc",
+            &["employeeId"],
+        )
+        .expect("template");
+        let uri = t
+            .uri_for("/employees/7", Some("full=1"), &[("employeeId", "7")])
+            .expect("uri");
+        assert_eq!(
+            uri.to_string(),
+            "https://wf.example/workflows/get-employee/7/x?token=abc&full=1"
+        );
+    }
+
+    #[test]
+    fn template_params_must_exist_in_the_path() {
+        let err = UpstreamTarget::template("http://h/{nope}", &["id"]).expect_err("unknown param");
+        assert!(err.contains("{nope}"), "{err}");
+        assert!(UpstreamTarget::template("http://h/{id", &["id"]).is_err());
+        assert!(UpstreamTarget::base("ftp://h", "").is_err());
+        assert!(UpstreamTarget::base("/relative", "").is_err());
+        assert!(UpstreamTarget::base("http://user:pw@h", "").is_err());
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_named_in_connection_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+}

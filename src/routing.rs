@@ -1,0 +1,403 @@
+//! Path normalisation and the route table.
+//!
+//! Every request path is normalised once, before routing, and the
+//! normalised path is what policies judge and what the upstream receives
+//! (DESIGN §5): percent-encoded unreserved characters are decoded (so
+//! `%2e%2e` is a dot-segment), other escapes are kept in upper-case hex,
+//! dot-segments are resolved (never above the root), and runs of `/` are
+//! merged. Encoded `/` or `\`, NUL, a literal `\` and broken escapes are
+//! refused, because upstreams disagree on what they mean.
+//!
+//! The route table is a matchit radix tree over the public path templates
+//! (`base_path` + operation `path`, with `{param}` and `{*rest}`); each
+//! template holds the operations of each method.
+
+use http::{HeaderValue, Method};
+use std::borrow::Cow;
+
+use crate::problem::{Code, Reject};
+
+/// Why a path was refused. The detail is safe to show to the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvalidPath {
+    NotOrigin,
+    EncodedSlash,
+    Backslash,
+    Nul,
+    BadEscape,
+}
+
+impl InvalidPath {
+    pub fn detail(self) -> &'static str {
+        match self {
+            InvalidPath::NotOrigin => "the request target must be an absolute path",
+            InvalidPath::EncodedSlash => "the path contains an encoded `/` or `\\`",
+            InvalidPath::Backslash => "the path contains `\\`",
+            InvalidPath::Nul => "the path contains an encoded NUL",
+            InvalidPath::BadEscape => "the path contains a broken percent-encoding",
+        }
+    }
+
+    pub fn reject(self) -> Reject {
+        Reject::new(Code::InvalidPath, self.detail())
+    }
+}
+
+/// Normalises a request path (see the module doc). Borrows when the path
+/// is already normal, which is the common case.
+pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, InvalidPath> {
+    let bytes = path.as_bytes();
+    if bytes.first() != Some(&b'/') {
+        return Err(InvalidPath::NotOrigin);
+    }
+    if is_normal(bytes) {
+        return Ok(Cow::Borrowed(path));
+    }
+    let decoded = decode_unreserved(bytes)?;
+    Ok(Cow::Owned(remove_dot_segments(&decoded)))
+}
+
+/// True when the path needs no work: no escapes, no backslash, no empty
+/// segment and no dot-segment.
+fn is_normal(bytes: &[u8]) -> bool {
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' | b'\\' => return false,
+            b'/' => {
+                let rest = &bytes[i + 1..];
+                match rest {
+                    [b'/', ..] => return false,
+                    [b'.'] | [b'.', b'/', ..] | [b'.', b'.'] | [b'.', b'.', b'/', ..] => {
+                        return false
+                    }
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    true
+}
+
+fn hex_value(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// Decodes escapes of unreserved characters, upper-cases the others, and
+/// refuses the escapes that would change the path's structure.
+fn decode_unreserved(bytes: &[u8]) -> Result<String, InvalidPath> {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut out = String::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match b {
+            b'\\' => return Err(InvalidPath::Backslash),
+            b'%' => {
+                let hi = bytes.get(i + 1).copied().and_then(hex_value);
+                let lo = bytes.get(i + 2).copied().and_then(hex_value);
+                let (Some(hi), Some(lo)) = (hi, lo) else {
+                    return Err(InvalidPath::BadEscape);
+                };
+                let v = hi << 4 | lo;
+                match v {
+                    0 => return Err(InvalidPath::Nul),
+                    b'/' | b'\\' => return Err(InvalidPath::EncodedSlash),
+                    v if is_unreserved(v) => out.push(v as char),
+                    v => {
+                        out.push('%');
+                        out.push(HEX[(v >> 4) as usize] as char);
+                        out.push(HEX[(v & 0xf) as usize] as char);
+                    }
+                }
+                i += 3;
+            }
+            // The URI parser admits only ASCII here; anything else is kept
+            // as it came (it cannot be a `/`, `.` or `%`).
+            b => {
+                out.push(b as char);
+                i += 1;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// RFC 3986 §5.2.4 on an absolute path, with empty segments merged.
+fn remove_dot_segments(path: &str) -> String {
+    let mut segments: Vec<&str> = Vec::new();
+    let mut trailing_slash = false;
+    for seg in path.split('/').skip(1) {
+        match seg {
+            "" | "." => trailing_slash = true,
+            ".." => {
+                segments.pop();
+                trailing_slash = true;
+            }
+            s => {
+                segments.push(s);
+                trailing_slash = false;
+            }
+        }
+    }
+    let mut out = String::with_capacity(path.len());
+    for seg in &segments {
+        out.push('/');
+        out.push_str(seg);
+    }
+    if trailing_slash || segments.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
+// === RouteTable ===
+
+/// What a route lookup found.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RouteMatch<'p> {
+    /// Index of the operation in the gateway's operation list.
+    pub operation: usize,
+    /// `{param}` values, still percent-encoded as they arrived.
+    pub params: Vec<(&'p str, &'p str)>,
+}
+
+/// Routes a normalised path and a method to an operation.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    router: matchit::Router<usize>,
+    entries: Vec<Entry>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    template: String,
+    methods: Vec<(Method, usize)>,
+    allow: HeaderValue,
+}
+
+/// Why a route could not be added.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    #[error("{method} {template} is already routed to operation #{existing}")]
+    Duplicate {
+        method: Method,
+        template: String,
+        existing: usize,
+    },
+    #[error("{0}")]
+    Conflict(String),
+}
+
+impl RouteTable {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `method template` -> `operation`.
+    pub fn insert(
+        &mut self,
+        method: Method,
+        template: &str,
+        operation: usize,
+    ) -> Result<(), RouteError> {
+        let index = match self.router.at(template) {
+            Ok(found) if self.entries[*found.value].template == template => *found.value,
+            _ => {
+                let index = self.entries.len();
+                self.router
+                    .insert(template, index)
+                    .map_err(|e| RouteError::Conflict(e.to_string()))?;
+                self.entries.push(Entry {
+                    template: template.to_string(),
+                    methods: Vec::new(),
+                    allow: HeaderValue::from_static(""),
+                });
+                index
+            }
+        };
+        let entry = &mut self.entries[index];
+        if let Some((_, existing)) = entry.methods.iter().find(|(m, _)| *m == method) {
+            return Err(RouteError::Duplicate {
+                method,
+                template: template.to_string(),
+                existing: *existing,
+            });
+        }
+        entry.methods.push((method, operation));
+        let allow = entry
+            .methods
+            .iter()
+            .map(|(m, _)| m.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        entry.allow = HeaderValue::from_str(&allow).unwrap_or(HeaderValue::from_static(""));
+        Ok(())
+    }
+
+    /// Looks up a normalised path: the operation, 404 `route_not_found`, or
+    /// 405 `method_not_allowed` with `Allow`.
+    pub fn lookup<'p>(&'p self, method: &Method, path: &'p str) -> Result<RouteMatch<'p>, Reject> {
+        let found = self.router.at(path).map_err(|_| {
+            Reject::new(
+                Code::RouteNotFound,
+                "no operation is published at this path",
+            )
+        })?;
+        let entry = &self.entries[*found.value];
+        match entry.methods.iter().find(|(m, _)| m == method) {
+            Some((_, operation)) => Ok(RouteMatch {
+                operation: *operation,
+                params: found.params.iter().collect(),
+            }),
+            None => Err(Reject::new(
+                Code::MethodNotAllowed,
+                "this path does not accept this method",
+            )
+            .with_header(http::header::ALLOW, entry.allow.clone())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(p: &str) -> Result<String, InvalidPath> {
+        normalize_path(p).map(|c| c.into_owned())
+    }
+
+    #[test]
+    fn normal_paths_are_borrowed_unchanged() {
+        for p in ["/", "/a", "/a/b", "/a/b/", "/a.b/c..d/.e", "/a;x"] {
+            assert!(matches!(normalize_path(p), Ok(Cow::Borrowed(_))), "{p}");
+        }
+    }
+
+    #[test]
+    fn dot_segments_and_duplicate_slashes_are_resolved() {
+        assert_eq!(norm("/a/../b").as_deref(), Ok("/b"));
+        assert_eq!(norm("//b").as_deref(), Ok("/b"));
+        assert_eq!(norm("/a//b///c").as_deref(), Ok("/a/b/c"));
+        assert_eq!(norm("/a/./b").as_deref(), Ok("/a/b"));
+        assert_eq!(norm("/a/b/..").as_deref(), Ok("/a/"));
+        assert_eq!(norm("/a/.").as_deref(), Ok("/a/"));
+        assert_eq!(norm("/../../etc").as_deref(), Ok("/etc"));
+        assert_eq!(norm("/..").as_deref(), Ok("/"));
+        assert_eq!(norm("/public/../admin").as_deref(), Ok("/admin"));
+    }
+
+    #[test]
+    fn encoded_dots_are_dot_segments() {
+        assert_eq!(norm("/a/%2e%2e/b").as_deref(), Ok("/b"));
+        assert_eq!(norm("/a/%2E/b").as_deref(), Ok("/a/b"));
+        assert_eq!(norm("/%7euser").as_deref(), Ok("/~user"));
+    }
+
+    #[test]
+    fn other_escapes_are_kept_upper_case() {
+        assert_eq!(norm("/a%20b").as_deref(), Ok("/a%20b"));
+        assert_eq!(norm("/a%c3%a9").as_deref(), Ok("/a%C3%A9"));
+        // Double encoding stays double encoded: it is not a slash.
+        assert_eq!(norm("/a%252F").as_deref(), Ok("/a%252F"));
+    }
+
+    #[test]
+    fn structural_escapes_and_broken_encoding_are_refused() {
+        assert_eq!(norm("/a%2Fb"), Err(InvalidPath::EncodedSlash));
+        assert_eq!(norm("/a%2fb"), Err(InvalidPath::EncodedSlash));
+        assert_eq!(norm("/a%5Cb"), Err(InvalidPath::EncodedSlash));
+        assert_eq!(norm("/a%00"), Err(InvalidPath::Nul));
+        assert_eq!(norm("/a%zz"), Err(InvalidPath::BadEscape));
+        assert_eq!(norm("/a%2"), Err(InvalidPath::BadEscape));
+        assert_eq!(norm("/a\\b"), Err(InvalidPath::Backslash));
+        assert_eq!(norm("*"), Err(InvalidPath::NotOrigin));
+    }
+
+    #[test]
+    fn normalising_twice_changes_nothing() {
+        for p in [
+            "/a/../b",
+            "//x//y/",
+            "/a/%2e%2e/%2E/c",
+            "/%41%7e",
+            "/a/b/..",
+        ] {
+            let once = norm(p).expect("valid");
+            assert_eq!(norm(&once).as_deref(), Ok(once.as_str()), "{p}");
+        }
+    }
+
+    fn table() -> RouteTable {
+        let mut t = RouteTable::new();
+        t.insert(Method::GET, "/employees/{id}", 0).expect("insert");
+        t.insert(Method::DELETE, "/employees/{id}", 1)
+            .expect("insert");
+        t.insert(Method::POST, "/files/{*rest}", 2).expect("insert");
+        t
+    }
+
+    #[test]
+    fn routes_by_template_and_method_with_params() {
+        let t = table();
+        let m = t.lookup(&Method::GET, "/employees/42").expect("route");
+        assert_eq!(m.operation, 0);
+        assert_eq!(m.params, vec![("id", "42")]);
+        assert_eq!(
+            t.lookup(&Method::DELETE, "/employees/42")
+                .map(|m| m.operation)
+                .ok(),
+            Some(1)
+        );
+        let rest = t.lookup(&Method::POST, "/files/a/b/c").expect("route");
+        assert_eq!(rest.params, vec![("rest", "a/b/c")]);
+    }
+
+    #[test]
+    fn unknown_path_is_404_and_wrong_method_is_405_with_allow() {
+        let t = table();
+        assert_eq!(
+            t.lookup(&Method::GET, "/nope")
+                .map(|_| ())
+                .map_err(|r| r.code),
+            Err(Code::RouteNotFound)
+        );
+        let r = t
+            .lookup(&Method::PUT, "/employees/1")
+            .map(|_| ())
+            .expect_err("405");
+        assert_eq!(r.code, Code::MethodNotAllowed);
+        assert_eq!(r.headers[http::header::ALLOW], "GET, DELETE");
+        // Matching is case-sensitive.
+        assert_eq!(
+            t.lookup(&Method::GET, "/EMPLOYEES/1")
+                .map(|_| ())
+                .map_err(|r| r.code),
+            Err(Code::RouteNotFound)
+        );
+    }
+
+    #[test]
+    fn the_same_method_and_template_twice_is_refused() {
+        let mut t = table();
+        let err = t
+            .insert(Method::GET, "/employees/{id}", 5)
+            .expect_err("dup");
+        assert!(matches!(err, RouteError::Duplicate { existing: 0, .. }));
+        assert!(matches!(
+            t.insert(Method::GET, "/employees/{other}", 6),
+            Err(RouteError::Conflict(_))
+        ));
+    }
+}

@@ -1,0 +1,237 @@
+//! Listeners: accept connections (at most `max_connections` at once),
+//! terminate TLS when configured, speak HTTP/1.1 and HTTP/2 (by ALPN, or
+//! h2c prior knowledge), and hand each request to the current `Gateway`.
+//! Shutdown stops accepting, lets in-flight requests finish for up to
+//! `drain_timeout`, then returns.
+
+use arc_swap::ArcSwap;
+use http::Request;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
+
+use crate::body;
+use crate::gateway::{Gateway, Settings, TlsFiles};
+
+/// The gateway currently serving; a reload swaps in a new one while
+/// requests in flight finish on the old.
+pub type SharedGateway = Arc<ArcSwap<Gateway>>;
+
+/// A bound, not yet running, public listener.
+pub struct Server {
+    gateway: SharedGateway,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+}
+
+impl Server {
+    /// Binds `settings.listen` of the gateway (and loads its TLS files).
+    pub async fn bind(gateway: SharedGateway) -> Result<Server, String> {
+        let settings = gateway.load().settings.clone();
+        let tls = settings.tls.as_ref().map(tls_acceptor).transpose()?;
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
+        Ok(Server {
+            gateway,
+            listener,
+            tls,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then drains.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let settings: Settings = self.gateway.load().settings.clone();
+        let connections = Arc::new(Semaphore::new(settings.max_connections));
+        let graceful = GracefulShutdown::new();
+        let builder = http_builder(&settings);
+        tokio::pin!(shutdown);
+        loop {
+            let permit = tokio::select! {
+                _ = &mut shutdown => break,
+                permit = connections.clone().acquire_owned() => match permit {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
+            let (stream, peer) = tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: keep serving
+                        // the connections we have.
+                        tracing::warn!(error = %e, "accept failed");
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let gateway = self.gateway.clone();
+            let builder = builder.clone();
+            let tls = self.tls.clone();
+            let watcher = graceful.watcher();
+            let handshake_timeout = settings.header_read_timeout;
+            tokio::spawn(async move {
+                serve_connection(
+                    stream,
+                    peer,
+                    tls,
+                    handshake_timeout,
+                    gateway,
+                    builder,
+                    watcher,
+                )
+                .await;
+                drop(permit);
+            });
+        }
+        drop(self.listener);
+        if tokio::time::timeout(settings.drain_timeout, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("drain timeout passed with requests still in flight");
+        }
+    }
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    handshake_timeout: std::time::Duration,
+    gateway: SharedGateway,
+    builder: auto::Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    let is_tls = tls.is_some();
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let response = gateway
+            .load_full()
+            .handle(req.map(body::boxed), peer, is_tls);
+        async move { Ok::<_, Infallible>(response.await) }
+    });
+    let result = match tls {
+        Some(acceptor) => {
+            match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(tls_stream)) => {
+                    watcher
+                        .watch(builder.serve_connection(TokioIo::new(tls_stream), service))
+                        .await
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            }
+        }
+        None => {
+            watcher
+                .watch(builder.serve_connection(TokioIo::new(stream), service))
+                .await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+fn http_builder(settings: &Settings) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // hyper answers a head larger than its buffer with a bare 431; keep the
+    // buffer above `max_header_bytes` so the gateway's own check (with a
+    // problem+json body) sees every head up to twice the limit.
+    let buf = (settings.max_header_bytes.saturating_mul(2) as usize).clamp(8192, 1 << 20);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout)
+        .max_buf_size(buf)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256)
+        .max_header_list_size(buf as u32)
+        .keep_alive_interval(Some(std::time::Duration::from_secs(30)));
+    builder
+}
+
+fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, String> {
+    let cert_pem = std::fs::read(&files.cert_file)
+        .map_err(|e| format!("cannot read {}: {e}", files.cert_file.display()))?;
+    let key_pem = std::fs::read(&files.key_file)
+        .map_err(|e| format!("cannot read {}: {e}", files.key_file.display()))?;
+    let certs = rustls_pemfile::certs(&mut cert_pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{}: {e}", files.cert_file.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "{} holds no PEM certificate",
+            files.cert_file.display()
+        ));
+    }
+    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .map_err(|e| format!("{}: {e}", files.key_file.display()))?
+        .ok_or_else(|| format!("{} holds no PEM private key", files.key_file.display()))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| format!("{}: {e}", files.cert_file.display()))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// A server running in the background: its address and a way to stop it.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub gateway: SharedGateway,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// Binds and starts serving `gateway` on a background task.
+    pub async fn start(gateway: Gateway) -> Result<RunningServer, String> {
+        let shared: SharedGateway = Arc::new(ArcSwap::from_pointee(gateway));
+        let server = Server::bind(shared.clone()).await?;
+        let addr = server.local_addr().map_err(|e| e.to_string())?;
+        let (stop, mut stopped) = watch::channel(false);
+        let task = tokio::spawn(server.run(async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }));
+        Ok(RunningServer {
+            addr,
+            gateway: shared,
+            stop,
+            task,
+        })
+    }
+
+    /// Stops accepting and waits for in-flight requests to drain.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}

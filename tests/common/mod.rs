@@ -1,0 +1,306 @@
+//! The black-box test harness: a real upstream and a real gateway on
+//! 127.0.0.1 (port 0), a client, and raw-socket helpers. No fixed ports,
+//! no sleeps.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use tollgate::clock::SharedClock;
+use tollgate::gateway::{Deps, Gateway};
+use tollgate::server::RunningServer;
+
+/// One request as the upstream received it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: Method,
+    /// Path and query, as received.
+    pub uri: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// A real HTTP upstream that records what reaches it. It answers:
+/// - `/status/{code}`: that status;
+/// - `/big/{n}`: `n` bytes streamed in 16 KiB chunks;
+/// - `/hang`: never (for timeouts);
+/// - anything else: 200 with a JSON echo `{"method","uri","body_len"}`.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Upstream {
+    pub async fn start() -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
+        let addr = listener.local_addr().expect("addr");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let log = log.clone();
+                        async move { Ok::<_, Infallible>(upstream_answer(req, log).await) }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Upstream { addr, seen }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().expect("lock").clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.seen.lock().expect("lock").len()
+    }
+
+    pub fn last(&self) -> Seen {
+        self.seen().pop().expect("the upstream received a request")
+    }
+}
+
+async fn upstream_answer(
+    req: Request<Incoming>,
+    log: Arc<Mutex<Vec<Seen>>>,
+) -> Response<Full<Bytes>> {
+    let (parts, body) = req.into_parts();
+    let uri = parts
+        .uri
+        .path_and_query()
+        .map(|pq| pq.to_string())
+        .unwrap_or_default();
+    let body = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => Bytes::from_static(b"<broken body>"),
+    };
+    let path = parts.uri.path().to_string();
+    log.lock().expect("lock").push(Seen {
+        method: parts.method.clone(),
+        uri: uri.clone(),
+        headers: parts.headers.clone(),
+        body: body.clone(),
+    });
+    if path == "/hang" {
+        std::future::pending::<()>().await;
+    }
+    if let Some(code) = path
+        .strip_prefix("/status/")
+        .and_then(|c| c.parse::<u16>().ok())
+    {
+        let mut r = Response::new(Full::new(Bytes::from_static(b"{}")));
+        *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::OK);
+        return r;
+    }
+    if let Some(n) = path
+        .strip_prefix("/big/")
+        .and_then(|n| n.parse::<usize>().ok())
+    {
+        return Response::new(Full::new(Bytes::from(vec![b'x'; n])));
+    }
+    let json = serde_json::json!({
+        "method": parts.method.as_str(),
+        "uri": uri,
+        "body_len": body.len(),
+    });
+    let mut r = Response::new(Full::new(Bytes::from(json.to_string())));
+    r.headers_mut().insert(
+        "content-type",
+        http::HeaderValue::from_static("application/json"),
+    );
+    r.headers_mut()
+        .insert("connection", http::HeaderValue::from_static("keep-alive"));
+    r.headers_mut()
+        .insert("keep-alive", http::HeaderValue::from_static("timeout=5"));
+    r
+}
+
+/// A gateway running on 127.0.0.1:0.
+pub struct TestGateway {
+    pub addr: SocketAddr,
+    pub server: RunningServer,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+/// Starts a gateway from YAML text (its `listen` should be 127.0.0.1:0).
+pub async fn gateway(yaml: &str) -> TestGateway {
+    gateway_in(
+        Path::new("tollgate-test.yaml"),
+        yaml,
+        tollgate::clock::SystemClock::shared(),
+    )
+    .await
+}
+
+/// Starts a gateway with an injected clock.
+pub async fn gateway_with_clock(yaml: &str, clock: SharedClock) -> TestGateway {
+    gateway_in(Path::new("tollgate-test.yaml"), yaml, clock).await
+}
+
+/// Starts a gateway whose config file is `file` (includes resolve beside it).
+pub async fn gateway_in(file: &Path, yaml: &str, clock: SharedClock) -> TestGateway {
+    let gateway = compile(file, yaml, clock)
+        .unwrap_or_else(|errors| panic!("config did not compile:\n{}", errors.join("\n")));
+    let server = RunningServer::start(gateway).await.expect("start gateway");
+    TestGateway {
+        addr: server.addr,
+        server,
+        client: Client::builder(TokioExecutor::new()).build_http(),
+    }
+}
+
+/// Loads and compiles YAML text; errors as `FILE:LINE:COL: ...` strings.
+pub fn compile(file: &Path, yaml: &str, clock: SharedClock) -> Result<Gateway, Vec<String>> {
+    let strings = |errors: Vec<tollgate::config::ConfigError>| {
+        errors.iter().map(|e| e.to_string()).collect::<Vec<_>>()
+    };
+    let loaded = tollgate::config::load_str(file, yaml).map_err(strings)?;
+    let deps = Deps::for_config(&loaded, clock).map_err(strings)?;
+    Gateway::compile(loaded, &deps).map_err(strings)
+}
+
+/// What the client got.
+#[derive(Debug)]
+pub struct Got {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Got {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.body))
+    }
+
+    /// Asserts a problem+json answer with this status and code.
+    pub fn assert_problem(&self, status: u16, code: &str) -> serde_json::Value {
+        assert_eq!(self.status.as_u16(), status, "body: {:?}", self.body);
+        assert_eq!(
+            self.headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok()),
+            Some("application/problem+json")
+        );
+        let json = self.json();
+        assert_eq!(json["code"], code, "{json}");
+        assert_eq!(json["status"], status);
+        let id = self
+            .headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .expect("x-request-id");
+        assert_eq!(json["request_id"], id);
+        json
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+impl TestGateway {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn get(&self, path: &str) -> Got {
+        self.send(
+            Request::get(self.url(path))
+                .body(Full::default())
+                .expect("request"),
+        )
+        .await
+    }
+
+    /// GET with extra headers.
+    pub async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Got {
+        let mut req = Request::get(self.url(path));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        self.send(req.body(Full::default()).expect("request")).await
+    }
+
+    pub async fn send(&self, req: Request<Full<Bytes>>) -> Got {
+        let response = self.client.request(req).await.expect("gateway answered");
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.expect("body").to_bytes();
+        Got {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    }
+
+    pub async fn shutdown(self) {
+        self.server.shutdown().await;
+    }
+}
+
+/// Writes raw bytes to `addr` and reads until the peer closes or goes
+/// quiet for `quiet`; returns everything read.
+pub async fn raw_exchange(addr: SocketAddr, request: &[u8], quiet: Duration) -> String {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request).await.expect("write");
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match tokio::time::timeout(quiet, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A gateway config with one API over `upstream`, plus `extra` YAML at the
+/// top level (policies, limits...).
+pub fn simple_config(upstream: &str, extra: &str) -> String {
+    format!(
+        r#"version: 1
+listen: 127.0.0.1:0
+{extra}
+apis:
+  - name: directory
+    base_path: /employees
+    upstream: {upstream}
+    operations:
+      - id: getEmployee
+        method: GET
+        path: /{{employeeId}}
+      - id: createEmployee
+        method: POST
+        path: /
+      - id: anyFile
+        method: GET
+        path: /files/{{*rest}}
+"#
+    )
+}
