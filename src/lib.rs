@@ -1,10 +1,12 @@
 //! Tollgate: an API gateway that turns a project's workflow endpoints into
 //! one governed API. See DESIGN.md for the contract and README.md for use.
 
+pub mod app;
 pub mod body;
 pub mod clock;
 pub mod config;
 pub mod context;
+pub mod demo;
 pub mod gateway;
 pub mod headers;
 pub mod policy;
@@ -13,3 +15,4 @@ pub mod proxy;
 pub mod routing;
 pub mod server;
 pub mod stack;
+pub mod telemetry;

@@ -1,1 +1,162 @@
-fn main() {}
+//! The `tollgate` command: argument parsing only; the work is in the library.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use tollgate::app;
+use tollgate::telemetry::{self, LogFormat};
+
+#[derive(Parser)]
+#[command(
+    name = "tollgate",
+    version,
+    about = "Turn workflow endpoints into one governed API"
+)]
+struct Cli {
+    /// Log format: `text`, or `json` (one object per line; access log included).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// Config file (default: tollgate.yaml, else config.example.yaml).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a config; errors as FILE:LINE:COL: message, exit 1 on any.
+    Check {
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
+    /// Print the OpenAPI 3.1 export of the governed API.
+    Openapi {
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        #[arg(long, default_value = "json")]
+        format: String,
+    },
+    /// Turn an OpenAPI 3.0/3.1 spec into config YAML.
+    Import {
+        spec: PathBuf,
+        #[arg(long)]
+        upstream: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        base_path: Option<String>,
+    },
+    /// Run config.example.yaml with a built-in sample workflow upstream.
+    Demo,
+    /// Make a new API key and the config line that stores its hash.
+    Key,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    match cli.command {
+        Command::Check { config } => check(config.unwrap_or_else(app::default_config_path)),
+        Command::Serve { config } => serve(config.unwrap_or_else(app::default_config_path)),
+        Command::Demo => demo(),
+        Command::Key => match app::new_key() {
+            Ok(k) => {
+                println!("key:    {}", k.key);
+                println!("id:     {}", k.id);
+                println!("config: - {{ id: {}, sha256: {} }}", k.id, k.sha256);
+                println!("\nThe key is shown once; the config keeps only its SHA-256.");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
+        Command::Openapi { .. } => fail("`tollgate openapi` is not available yet"),
+        Command::Import { .. } => fail("`tollgate import` is not available yet"),
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("tollgate: {message}");
+    ExitCode::from(2)
+}
+
+fn check(path: PathBuf) -> ExitCode {
+    match app::load(&path) {
+        Ok((gateway, _)) => {
+            println!("{}: ok ({})", path.display(), app::summarize(&gateway));
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            eprintln!(
+                "{} error{}",
+                errors.len(),
+                if errors.len() == 1 { "" } else { "s" }
+            );
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
+
+fn serve(path: PathBuf) -> ExitCode {
+    let (gateway, deps) = match app::load(&path) {
+        Ok(loaded) => loaded,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime()
+        .map_err(|e| e.to_string())
+        .and_then(|rt| rt.block_on(app::serve(path, gateway, deps)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn demo() -> ExitCode {
+    let path = PathBuf::from("config.example.yaml");
+    let path = if path.exists() {
+        path
+    } else {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config.example.yaml")
+    };
+    let (gateway, deps) = match app::load(&path) {
+        Ok(loaded) => loaded,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            return ExitCode::from(1);
+        }
+    };
+    let listen = gateway.settings.listen;
+    let result = runtime().map_err(|e| e.to_string()).and_then(|rt| {
+        rt.block_on(async {
+            let upstream = tollgate::demo::start_sample_upstream(([127, 0, 0, 1], 9090).into())
+                .await
+                .map_err(|e| format!("cannot start the sample upstream on 127.0.0.1:9090: {e}"))?;
+            println!("{}", tollgate::demo::banner(listen, upstream));
+            app::serve(path, gateway, deps).await
+        })
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}

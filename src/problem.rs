@@ -160,15 +160,21 @@ pub struct FieldError {
 }
 
 /// A refusal: what a policy, the router or the proxy returns instead of a
-/// response. Cheap to build (`detail` is usually a `&'static str`).
+/// response. Small and cheap to build (`detail` is usually a
+/// `&'static str`); the rarer headers and schema errors live behind one box.
 #[derive(Debug, Clone)]
 pub struct Reject {
     pub code: Code,
     pub detail: Cow<'static, str>,
+    extra: Option<Box<Extra>>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Extra {
     /// Headers the refusal carries (`WWW-Authenticate`, `Retry-After`, `Allow`).
-    pub headers: HeaderMap,
+    headers: HeaderMap,
     /// Schema violations, rendered as the `errors` member.
-    pub errors: Vec<FieldError>,
+    errors: Vec<FieldError>,
 }
 
 impl Reject {
@@ -176,8 +182,7 @@ impl Reject {
         Reject {
             code,
             detail: detail.into(),
-            headers: HeaderMap::new(),
-            errors: Vec::new(),
+            extra: None,
         }
     }
 
@@ -185,9 +190,22 @@ impl Reject {
     /// a value that is not a valid header is a bug; it is dropped, not panicked on.
     pub fn with_header(mut self, name: HeaderName, value: impl TryInto<HeaderValue>) -> Self {
         if let Ok(value) = value.try_into() {
-            self.headers.append(name, value);
+            self.extra
+                .get_or_insert_with(Default::default)
+                .headers
+                .append(name, value);
         }
         self
+    }
+
+    /// The headers the refusal will carry.
+    pub fn headers(&self) -> Option<&HeaderMap> {
+        self.extra.as_ref().map(|e| &e.headers)
+    }
+
+    /// The schema violations the refusal will list.
+    pub fn errors(&self) -> &[FieldError] {
+        self.extra.as_ref().map_or(&[], |e| &e.errors)
     }
 
     /// `Retry-After` in whole seconds, at least 1 (RFC 9110 §10.2.3).
@@ -196,7 +214,7 @@ impl Reject {
     }
 
     pub fn with_errors(mut self, errors: Vec<FieldError>) -> Self {
-        self.errors = errors;
+        self.extra.get_or_insert_with(Default::default).errors = errors;
         self
     }
 
@@ -216,7 +234,9 @@ impl Reject {
             HeaderValue::from_static("application/problem+json"),
         );
         headers.insert(crate::headers::X_REQUEST_ID, request_id.clone());
-        headers.extend(self.headers);
+        if let Some(extra) = self.extra {
+            headers.extend(extra.headers);
+        }
         response.extensions_mut().insert(RejectedWith(self.code));
         response
     }
@@ -252,9 +272,9 @@ impl Reject {
         out.push_str(self.code.as_str());
         out.push_str("\",\"request_id\":");
         push_json_str(&mut out, request_id);
-        if !self.errors.is_empty() {
+        if !self.errors().is_empty() {
             out.push_str(",\"errors\":[");
-            for (i, e) in self.errors.iter().enumerate() {
+            for (i, e) in self.errors().iter().enumerate() {
                 if i > 0 {
                     out.push(',');
                 }

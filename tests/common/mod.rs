@@ -32,13 +32,22 @@ pub struct Seen {
 }
 
 /// A real HTTP upstream that records what reaches it. It answers:
-/// - `/status/{code}`: that status;
-/// - `/big/{n}`: `n` bytes streamed in 16 KiB chunks;
+/// - `.../status/{code}`: that status;
+/// - `.../big/{n}`: `n` bytes of body;
 /// - `/hang`: never (for timeouts);
+/// - `/gate`: once the test calls `release()` (signals `arrived()` first);
 /// - anything else: 200 with a JSON echo `{"method","uri","body_len"}`.
 pub struct Upstream {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
+    gate: Arc<Gate>,
+}
+
+/// Holds `/gate` requests until released, so a test can act while a
+/// request is in flight without sleeping.
+struct Gate {
+    arrived: tokio::sync::Notify,
+    release: tokio::sync::Semaphore,
 }
 
 impl Upstream {
@@ -48,17 +57,24 @@ impl Upstream {
             .expect("bind upstream");
         let addr = listener.local_addr().expect("addr");
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let gate = Arc::new(Gate {
+            arrived: tokio::sync::Notify::new(),
+            release: tokio::sync::Semaphore::new(0),
+        });
         let log = seen.clone();
+        let server_gate = gate.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
                 let log = log.clone();
+                let gate = server_gate.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                         let log = log.clone();
-                        async move { Ok::<_, Infallible>(upstream_answer(req, log).await) }
+                        let gate = gate.clone();
+                        async move { Ok::<_, Infallible>(upstream_answer(req, log, gate).await) }
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), svc)
@@ -66,7 +82,17 @@ impl Upstream {
                 });
             }
         });
-        Upstream { addr, seen }
+        Upstream { addr, seen, gate }
+    }
+
+    /// Waits until a `/gate` request has arrived.
+    pub async fn arrived(&self) {
+        self.gate.arrived.notified().await;
+    }
+
+    /// Lets one held `/gate` request answer.
+    pub fn release(&self) {
+        self.gate.release.add_permits(1);
     }
 
     pub fn url(&self) -> String {
@@ -89,6 +115,7 @@ impl Upstream {
 async fn upstream_answer(
     req: Request<Incoming>,
     log: Arc<Mutex<Vec<Seen>>>,
+    gate: Arc<Gate>,
 ) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
     let uri = parts
@@ -110,8 +137,15 @@ async fn upstream_answer(
     if path == "/hang" {
         std::future::pending::<()>().await;
     }
+    if path == "/gate" {
+        gate.arrived.notify_one();
+        if let Ok(permit) = gate.release.acquire().await {
+            permit.forget();
+        }
+    }
     if let Some(code) = path
-        .strip_prefix("/status/")
+        .rsplit_once("/status/")
+        .map(|(_, c)| c)
         .and_then(|c| c.parse::<u16>().ok())
     {
         let mut r = Response::new(Full::new(Bytes::from_static(b"{}")));
@@ -119,8 +153,8 @@ async fn upstream_answer(
         return r;
     }
     if let Some(n) = path
-        .strip_prefix("/big/")
-        .and_then(|n| n.parse::<usize>().ok())
+        .rsplit_once("/big/")
+        .and_then(|(_, n)| n.parse::<usize>().ok())
     {
         return Response::new(Full::new(Bytes::from(vec![b'x'; n])));
     }
@@ -280,6 +314,14 @@ pub async fn raw_exchange(addr: SocketAddr, request: &[u8], quiet: Duration) -> 
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// An address on which nothing listens (bound, then closed).
+pub async fn closed_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    drop(l);
+    addr
+}
+
 /// A gateway config with one API over `upstream`, plus `extra` YAML at the
 /// top level (policies, limits...).
 pub fn simple_config(upstream: &str, extra: &str) -> String {
@@ -301,6 +343,22 @@ apis:
       - id: anyFile
         method: GET
         path: /files/{{*rest}}
+  - name: workflows
+    base_path: /wf
+    operations:
+      - id: runWorkflow
+        method: POST
+        path: /{{name}}/run
+        upstream: {upstream}/workflows/{{name}}/trigger?source=tollgate
+      - id: gated
+        method: GET
+        path: /gate
+        upstream: {upstream}/gate
+      - id: hang
+        method: GET
+        path: /hang
+        upstream: {upstream}/hang
+        upstream_timeout: 300ms
 "#
     )
 }
