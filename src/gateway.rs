@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tower::ServiceExt;
 
-use crate::body::{self, Body, LimitedBody};
+use crate::body::Body;
 use crate::clock::SharedClock;
 use crate::config::schema::{PolicyDef, PolicyRef};
 use crate::config::{ConfigError, LoadedConfig};
@@ -178,7 +178,9 @@ impl Gateway {
         cx.tls = tls;
 
         let method = req.method().clone();
-        let raw_path = req.uri().path().to_string();
+        // Copied only when the access log will use it.
+        let raw_path = tracing::enabled!(target: "tollgate::access", tracing::Level::INFO)
+            .then(|| req.uri().path().to_string());
         let (service, refusal) = match self.route(&mut req, &mut cx) {
             Ok(index) => (self.operations[index].service.clone(), None),
             Err(reject) => (self.unrouted.clone(), Some(reject)),
@@ -192,7 +194,13 @@ impl Gateway {
             Ok(response) => response,
             Err(never) => match never {},
         };
-        finish(response, &method, &raw_path, started, bytes_in)
+        finish(
+            response,
+            &method,
+            raw_path.as_deref().unwrap_or(""),
+            started,
+            bytes_in,
+        )
     }
 
     /// Checks limits, normalises the path and finds the operation; on
@@ -220,9 +228,6 @@ impl Gateway {
         if let std::borrow::Cow::Owned(normal) = path {
             set_path(req, &normal)?;
         }
-        let limit = self.settings.max_body;
-        let body = std::mem::replace(req.body_mut(), body::empty());
-        *req.body_mut() = body::boxed(LimitedBody::new(body, limit));
         req.extensions_mut().insert(UpstreamUri(upstream));
         cx.operation = Some(operation.info.clone());
         Ok(index)

@@ -18,7 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
-use crate::body;
+use crate::body::{self, LimitedBody};
 use crate::gateway::{Gateway, Settings, TlsFiles};
 
 /// The gateway currently serving; a reload swaps in a new one while
@@ -119,9 +119,12 @@ async fn serve_connection(
 ) {
     let is_tls = tls.is_some();
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let response = gateway
-            .load_full()
-            .handle(req.map(body::boxed), peer, is_tls);
+        let gateway = gateway.load_full();
+        // The body is counted against `max_body` as it streams, whatever
+        // Content-Length claims.
+        let limit = gateway.settings.max_body;
+        let req = req.map(|b| body::boxed(LimitedBody::new(b, limit)));
+        let response = gateway.handle(req, peer, is_tls);
         async move { Ok::<_, Infallible>(response.await) }
     });
     let result = match tls {
