@@ -3,6 +3,7 @@
 //! config is only the written form; `crate::gateway` compiles it.
 
 pub mod load;
+pub mod spans;
 pub mod schema;
 pub mod units;
 
