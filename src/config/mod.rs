@@ -3,9 +3,10 @@
 //! config is only the written form; `crate::gateway` compiles it.
 
 pub mod load;
-pub mod spans;
 pub mod schema;
+pub mod spans;
 pub mod units;
+pub mod validate;
 
 pub use load::{load_file, load_str, ConfigError, LoadedConfig};
 

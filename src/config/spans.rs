@@ -40,10 +40,20 @@ pub struct SyntaxError {
     pub message: String,
 }
 
+/// A key written twice in one mapping (serde_yaml refuses the document,
+/// but places the error at the mapping, not at the second key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DuplicateKey {
+    pub path: Vec<String>,
+    pub first: Pos,
+    pub second: Pos,
+}
+
 /// Node path -> position, for one YAML document.
 #[derive(Debug, Clone, Default)]
 pub struct SpanIndex {
     spans: HashMap<Vec<String>, Pos>,
+    duplicates: Vec<DuplicateKey>,
 }
 
 impl SpanIndex {
@@ -51,15 +61,19 @@ impl SpanIndex {
     pub fn build(text: &str) -> Result<SpanIndex, SyntaxError> {
         let mut builder = Builder::default();
         let mut parser = Parser::new_from_str(text);
-        parser
-            .load(&mut builder, false)
-            .map_err(|e| SyntaxError {
-                pos: Pos::from_marker(*e.marker()),
-                message: e.info().to_string(),
-            })?;
+        parser.load(&mut builder, false).map_err(|e| SyntaxError {
+            pos: Pos::from_marker(*e.marker()),
+            message: e.info().to_string(),
+        })?;
         Ok(SpanIndex {
             spans: builder.spans,
+            duplicates: builder.duplicates,
         })
+    }
+
+    /// Keys written twice in the same mapping, in document order.
+    pub fn duplicates(&self) -> &[DuplicateKey] {
+        &self.duplicates
     }
 
     /// The position of the deepest node along `path` that exists: the node
@@ -88,9 +102,9 @@ impl SpanIndex {
 enum Frame {
     Map {
         path: Vec<String>,
-        /// The key just read and where it was written; `None` while the
-        /// next scalar is a key.
-        key: Option<(String, Marker)>,
+        /// The key just read, where it was written, and whether it was a
+        /// scalar; `None` while the next node is a key.
+        key: Option<(String, Marker, bool)>,
     },
     Seq {
         path: Vec<String>,
@@ -102,6 +116,7 @@ enum Frame {
 struct Builder {
     stack: Vec<Frame>,
     spans: HashMap<Vec<String>, Pos>,
+    duplicates: Vec<DuplicateKey>,
     /// Depth inside a collection used as a mapping key (`? [a, b]: v`):
     /// such keys have no path of their own, so their insides are skipped.
     complex_key_depth: usize,
@@ -116,7 +131,9 @@ impl Builder {
     fn node(&mut self, scalar: Option<&str>, mark: Marker) -> Option<Vec<String>> {
         match self.stack.last_mut() {
             None => {
-                self.spans.entry(Vec::new()).or_insert(Pos::from_marker(mark));
+                self.spans
+                    .entry(Vec::new())
+                    .or_insert(Pos::from_marker(mark));
                 Some(Vec::new())
             }
             Some(Frame::Seq { path, next_index }) => {
@@ -127,17 +144,28 @@ impl Builder {
                 Some(path)
             }
             Some(Frame::Map { path, key }) => match key.take() {
-                Some((name, key_mark)) => {
+                Some((name, key_mark, scalar_key)) => {
                     let mut path = path.clone();
                     path.push(name);
-                    self.spans.insert(path.clone(), Pos::from_marker(key_mark));
+                    let here = Pos::from_marker(key_mark);
+                    if let Some(first) = self.spans.insert(path.clone(), here) {
+                        if scalar_key {
+                            self.duplicates.push(DuplicateKey {
+                                path: path.clone(),
+                                first,
+                                second: here,
+                            });
+                        }
+                        // Later lookups should find the first writing.
+                        self.spans.insert(path.clone(), first);
+                    }
                     Some(path)
                 }
                 None => {
                     // A key. Non-scalar keys get a placeholder name so the
                     // value after them is still consumed as a value.
                     let name = scalar.unwrap_or("?").to_string();
-                    *key = Some((name, mark));
+                    *key = Some((name, mark, scalar.is_some()));
                     // yaml-rust2 marks a block mapping's start at the `:`
                     // after its first key, so a mapping that is a sequence
                     // item (or the root) would point past its own start;
@@ -219,8 +247,14 @@ apply: [auth, { type: ip }]
         assert_eq!(spans.locate(&["version"]), pos(1, 1));
         assert_eq!(spans.locate(&["listen"]), pos(2, 1));
         assert_eq!(spans.locate(&["apis", "0", "name"]), pos(4, 5));
-        assert_eq!(spans.locate(&["apis", "0", "operations", "0", "path"]), pos(7, 9));
-        assert_eq!(spans.locate(&["apis", "0", "operations", "1", "path"]), pos(8, 18));
+        assert_eq!(
+            spans.locate(&["apis", "0", "operations", "0", "path"]),
+            pos(7, 9)
+        );
+        assert_eq!(
+            spans.locate(&["apis", "0", "operations", "1", "path"]),
+            pos(8, 18)
+        );
     }
 
     #[test]
@@ -236,7 +270,10 @@ apply: [auth, { type: ip }]
     #[test]
     fn a_missing_path_falls_back_to_the_nearest_ancestor() {
         let spans = SpanIndex::build(DOC).unwrap();
-        assert_eq!(spans.locate(&["apis", "0", "operations", "0", "method"]), pos(6, 9));
+        assert_eq!(
+            spans.locate(&["apis", "0", "operations", "0", "method"]),
+            pos(6, 9)
+        );
         assert_eq!(spans.locate(&["nothing", "here"]), pos(1, 1));
         assert_eq!(spans.locate::<&str>(&[]), pos(1, 1));
     }
@@ -245,6 +282,19 @@ apply: [auth, { type: ip }]
     fn a_complex_key_does_not_shift_later_entries() {
         let spans = SpanIndex::build("? [a, b]\n: 1\nnext: 2\n").unwrap();
         assert_eq!(spans.locate(&["next"]), pos(3, 1));
+    }
+
+    #[test]
+    fn a_key_written_twice_is_reported_at_its_second_writing() {
+        let spans = SpanIndex::build("a: 1\nb:\n  c: 1\n  c: 2\n").unwrap();
+        assert_eq!(
+            spans.duplicates(),
+            &[DuplicateKey {
+                path: vec!["b".into(), "c".into()],
+                first: pos(3, 3),
+                second: pos(4, 3),
+            }]
+        );
     }
 
     #[test]
