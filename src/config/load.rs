@@ -316,7 +316,7 @@ fn read_includes(
     for (i, pattern) in globs.iter().enumerate() {
         // The directory is taken literally; only the written pattern is a glob.
         let dir = glob::Pattern::escape(&base_dir.to_string_lossy());
-        let full = if dir.is_empty() {
+        let full = if dir.is_empty() || Path::new(pattern).is_absolute() {
             pattern.clone()
         } else {
             format!("{dir}/{pattern}")
@@ -713,4 +713,195 @@ fn segment_strings(segments: &[Segment]) -> Vec<String> {
 fn find_key<'m>(map: &'m Mapping, key: &str) -> Option<&'m Value> {
     map.keys()
         .find(|k| scalar_string(k).as_deref() == Some(key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors_of(yaml: &str) -> Vec<String> {
+        match load_str(Path::new("t.yaml"), yaml) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    /// The example of DESIGN §3, with its included policy file.
+    const DESIGN_EXAMPLE: &str = "\
+version: 1
+listen: 127.0.0.1:8080
+tls: { cert_file: certs/gw.pem, key_file: certs/gw.key }
+admin: { listen: 127.0.0.1:9901, token_env: TOLLGATE_ADMIN_TOKEN }
+trusted_proxies: [10.0.0.0/8]
+limits:
+  max_body: 1MiB
+  max_header_bytes: 16KiB
+  header_read_timeout: 10s
+  upstream_timeout: 30s
+  max_connections: 10000
+state:
+  store: memory
+  redis_url: redis://127.0.0.1:6379
+  on_store_error: fail_closed
+roles: [admin, reader, agent]
+clients:
+  - id: hr-portal
+    roles: [reader]
+    api_keys:
+      - sha256: 5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8
+      - env: HR_PORTAL_KEY
+jwt:
+  issuer: https://idp.example.com
+  audience: tollgate
+  algorithms: [RS256]
+  public_key_file: keys/idp.pem
+  roles_claim: roles
+include: [policies/*.yaml]
+policies:
+  key-required: { type: auth, methods: [api_key, jwt] }
+apply: [key-required]
+apis:
+  - name: employee-directory
+    title: Employee Directory
+    version: 1.0.0
+    base_path: /employees
+    upstream: http://127.0.0.1:9090
+    apply: [per-client-rate]
+    operations:
+      - id: getEmployee
+        method: GET
+        path: /{employeeId}
+        upstream: http://127.0.0.1:9090/workflows/get-employee
+        summary: Look up one employee
+        apply: [{ type: roles, allow: [reader, admin] }]
+        response_schema: { type: object, required: [id, name] }
+      - id: health
+        method: GET
+        path: /health
+        skip: [key-required]
+";
+
+    #[test]
+    fn the_design_example_loads() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("policies")).expect("mkdir");
+        std::fs::write(
+            dir.path().join("policies/limits.yaml"),
+            "per-client-rate: { type: rate_limit, limit: 5, window: 1m, for_roles: [reader] }\n",
+        )
+        .expect("write");
+        let file = dir.path().join("tollgate.yaml");
+        std::fs::write(&file, DESIGN_EXAMPLE).expect("write");
+        let loaded = load_file(&file).unwrap_or_else(|errors| panic!("{errors:#?}"));
+        assert_eq!(loaded.base_dir, dir.path());
+        assert_eq!(loaded.config.policies.len(), 2);
+        assert_eq!(loaded.config.apis[0].operations.len(), 2);
+        assert!(matches!(
+            loaded.config.apis[0].operations[0].apply[0],
+            PolicyRef::Inline(_)
+        ));
+    }
+
+    #[test]
+    fn an_empty_file_lacks_version() {
+        assert_eq!(errors_of(""), ["t.yaml:1:1: missing field `version`"]);
+        assert_eq!(
+            errors_of("# nothing yet\n"),
+            ["t.yaml:1:1: missing field `version`"]
+        );
+    }
+
+    #[test]
+    fn a_config_that_is_not_a_mapping_is_one_error() {
+        assert_eq!(
+            errors_of("- version: 1\n"),
+            ["t.yaml:1:1: a config is a mapping of settings (version, listen, apis, ...)"]
+        );
+    }
+
+    #[test]
+    fn a_field_deleted_for_its_own_error_is_not_reported_missing_too() {
+        // `cert_file` is required: its wrong type is one error, not two.
+        assert_eq!(
+            errors_of("version: 1\nlisten: x\ntls: { cert_file: [a], key_file: k }\n"),
+            ["t.yaml:3:8: tls.cert_file: invalid type: sequence, expected a string"]
+        );
+    }
+
+    #[test]
+    fn every_item_of_a_list_is_read_on_its_own() {
+        let yaml = "\
+version: 1
+listen: x
+clients:
+  - id: a
+    role: [x]
+  - id: 7
+  - {}
+apis:
+  - name: one
+    operations: nope
+  - title: two
+    operations: []
+";
+        assert_eq!(
+            errors_of(yaml),
+            [
+                "t.yaml:5:5: clients[0].role: unknown field `role`, expected one of `id`, `roles`, `api_keys`",
+                "t.yaml:6:5: clients[1].id: invalid type: integer `7`, expected a string",
+                "t.yaml:7:5: clients[2]: missing field `id`",
+                "t.yaml:10:5: apis[0].operations: expected a list, found a string",
+                "t.yaml:11:5: apis[1]: missing field `name`",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_policy_that_is_not_a_mapping_is_reported_at_its_name() {
+        assert_eq!(
+            errors_of("version: 1\nlisten: x\npolicies:\n  p: auth\napply: [7]\n"),
+            [
+                "t.yaml:4:3: policies.p: a policy is a mapping with a `type:` key (or, in `apply`, a policy name)",
+                "t.yaml:5:9: apply[0]: a policy is a mapping with a `type:` key (or, in `apply`, a policy name)",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_config_itself_is_not_read_as_a_policy_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("gw.yaml");
+        std::fs::write(&file, "version: 1\nlisten: x\ninclude: ['*.yaml']\n").expect("write");
+        std::fs::write(dir.path().join("p.yaml"), "p: { type: ip, allow: [] }\n").expect("write");
+        let loaded = load_file(&file).unwrap_or_else(|errors| panic!("{errors:#?}"));
+        assert!(loaded.config.policies.contains_key("p"));
+    }
+
+    #[test]
+    fn an_unreadable_config_is_one_error_at_its_start() {
+        let errors = load_file(Path::new("/nonexistent/tollgate.yaml")).unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0]
+            .to_string()
+            .starts_with("/nonexistent/tollgate.yaml:1:1: cannot read the config:"));
+    }
+
+    #[test]
+    fn the_deepest_key_of_an_error_path_is_deleted() {
+        let mut value: Value =
+            serde_yaml::from_str("a:\n  - { b: 1, c: 2 }\nd: 3\n").expect("yaml");
+        let segments = [
+            Segment::Map { key: "a".into() },
+            Segment::Seq { index: 0 },
+            Segment::Map { key: "c".into() },
+        ];
+        assert_eq!(
+            delete_deepest_key(&mut value, &segments),
+            Some(vec!["a".to_string(), "0".to_string(), "c".to_string()])
+        );
+        let left: Value = serde_yaml::from_str("a:\n  - { b: 1 }\nd: 3\n").expect("yaml");
+        assert_eq!(value, left);
+        // Nothing to delete at the root.
+        assert_eq!(delete_deepest_key(&mut value, &[]), None);
+    }
 }
