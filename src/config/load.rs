@@ -249,38 +249,35 @@ fn read_config(
     let apply = root.remove("apply");
     let apis = root.remove("apis");
 
-    let mut config = reader.peel::<Config>(&[], Value::Mapping(root));
+    let config = reader.peel::<Config>(&[], Value::Mapping(root));
     let clients: Option<Vec<ClientConfig>> =
         reader.items(&["clients"], clients, |r, path, v| r.peel(path, v));
     let include: Option<Vec<String>> = match include {
         Some(v) => reader.peel(&["include".to_string()], v),
         None => Some(Vec::new()),
     };
+    // Inline policies are registered before any included file is read (a
+    // name an included file repeats is reported in that file), even those
+    // that failed to parse.
+    if let Some(Value::Mapping(map)) = &policies {
+        for name in map.keys().filter_map(scalar_string) {
+            let path = vec!["policies".to_string(), name.clone()];
+            sources
+                .policies
+                .insert(name, PolicyOrigin { source: 0, path });
+        }
+    }
     let policies = reader.policies(policies);
     let apply = reader.policy_refs(&["apply".to_string()], apply);
     let apis: Option<Vec<ApiConfig>> = reader.items(&["apis"], apis, |r, path, v| r.api(path, v));
 
-    // Inline policies are registered first, so a name an included file
-    // repeats is reported in that file.
-    let mut all_policies = BTreeMap::new();
-    if let Some(policies) = policies {
-        for (name, def) in policies {
-            sources.policies.insert(
-                name.clone(),
-                PolicyOrigin {
-                    source: 0,
-                    path: vec!["policies".to_string(), name.clone()],
-                },
-            );
-            all_policies.insert(name, def);
-        }
-    }
+    let mut all_policies: BTreeMap<String, PolicyDef> = policies.into_iter().flatten().collect();
     let include_ok = match &include {
         Some(globs) => read_includes(globs, sources, base_dir, &mut all_policies, errors),
         None => false,
     };
 
-    let mut config = config.take()?;
+    let mut config = config?;
     config.clients = clients?;
     config.include = include?;
     config.apply = apply?;
@@ -299,18 +296,20 @@ fn read_includes(
     errors: &mut Vec<ConfigError>,
 ) -> bool {
     let before = errors.len();
-    // `sources` grows below, so what the main file's errors need is copied.
+    // `sources` grows below, so where each `include` entry was written is
+    // looked up first.
     let main_file = sources.files[0].file.clone();
-    let main_spans = sources.files[0].spans.clone();
     let main_canonical = main_file.canonicalize().ok();
+    let entries: Vec<(Vec<String>, Pos)> = (0..globs.len())
+        .map(|i| {
+            let path = vec!["include".to_string(), i.to_string()];
+            let pos = sources.files[0].spans.locate(&path);
+            (path, pos)
+        })
+        .collect();
     let include_error = |errors: &mut Vec<ConfigError>, i: usize, message: String| {
-        let path = ["include".to_string(), i.to_string()];
-        errors.push(ConfigError::new(
-            &main_file,
-            main_spans.locate(&path),
-            &path,
-            message,
-        ));
+        let (path, pos) = &entries[i];
+        errors.push(ConfigError::new(&main_file, *pos, path, message));
     };
     let mut seen: Vec<PathBuf> = Vec::new();
     for (i, pattern) in globs.iter().enumerate() {
