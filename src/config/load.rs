@@ -9,7 +9,7 @@
 //!    reported: the top-level settings, each client, each policy (through
 //!    [`PolicyDef::from_value`], which knows the path inside it), each
 //!    `apply` entry, each API and each of its operations. Inside one piece,
-//!    [`Reader::peel`] deletes a key that failed and tries again, so two
+//!    `Reader::peel` deletes a key that failed and tries again, so two
 //!    bad fields of one struct are two errors.
 //! 3. Read `include:` files of named policies, each with its own index.
 //! 4. Check what serde cannot (`validate`): references, uniqueness, ...
