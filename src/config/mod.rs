@@ -4,7 +4,9 @@
 
 pub mod load;
 pub mod schema;
+pub mod spans;
 pub mod units;
+pub mod validate;
 
 pub use load::{load_file, load_str, ConfigError, LoadedConfig};
 
