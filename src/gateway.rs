@@ -583,15 +583,10 @@ impl<'a> Compiler<'a> {
             let mut path: Vec<&str> = at.to_vec();
             path.push(&i_s);
             match r {
-                PolicyRef::Name(name) => match named.get(name.as_str()) {
-                    Some(p) => out.push(p.clone()),
-                    // Unknown names are reported by validation; a known
-                    // policy that failed to compile was reported already.
-                    None if !self.loaded.config.policies.contains_key(name) => {
-                        self.error(&path, format!("no policy is named `{name}`"))
-                    }
-                    None => {}
-                },
+                // Unknown names never get here (the loader refuses them); a
+                // named policy missing from `named` failed to compile and was
+                // reported already.
+                PolicyRef::Name(name) => out.extend(named.get(name.as_str()).cloned()),
                 PolicyRef::Inline(def) => {
                     let name = inline_name(scope, def, i);
                     let compiled = policy::compile(def, &name, cx);

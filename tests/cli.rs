@@ -1,0 +1,81 @@
+//! The `tollgate` binary as a user runs it.
+
+use std::process::Command;
+
+fn tollgate(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run tollgate");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_reports_every_compile_mistake_as_file_line_col_and_exits_1() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("bad.yaml");
+    std::fs::write(
+        &file,
+        "version: 1\nlisten: 127.0.0.1:80800\ntrusted_proxies: [10.0.0.0/33]\napis:\n  - name: dir\n    upstream: ftp://x\n    operations:\n      - { id: get, method: GET, path: /a }\n      - id: put\n        method: \"G E T\"\n        path: /b\n        upstream: http://h/{nope}\n",
+    )
+    .expect("write");
+    let path = file.display().to_string();
+    let (code, _, stderr) = tollgate(&["check", "-c", &path]);
+    assert_eq!(code, 1, "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            format!("{path}:2:1: listen: `127.0.0.1:80800` is not an address like 127.0.0.1:8080").as_str(),
+            format!("{path}:3:19: trusted_proxies[0]: `10.0.0.0/33` is not a CIDR (like 10.0.0.0/8) or an IP address").as_str(),
+            format!("{path}:6:5: apis[0].upstream: `ftp://x`: only http and https upstreams are supported").as_str(),
+            format!("{path}:10:9: apis[0].operations[1].method: `G E T` is not an HTTP method").as_str(),
+            "4 errors",
+        ]
+    );
+}
+
+#[test]
+fn check_accepts_a_good_config_and_summarises_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("good.yaml");
+    std::fs::write(
+        &file,
+        "version: 1\nlisten: 127.0.0.1:0\napis:\n  - name: dir\n    upstream: http://127.0.0.1:9\n    operations:\n      - { id: get, method: GET, path: '/{id}' }\n",
+    )
+    .expect("write");
+    let (code, stdout, stderr) = tollgate(&["check", "-c", &file.display().to_string()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("ok (1 API, 1 operation, 0 named policies)"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn key_prints_a_key_and_the_hash_line_for_the_config() {
+    let (code, stdout, _) = tollgate(&["key"]);
+    assert_eq!(code, 0);
+    let field = |name: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+            .unwrap_or_else(|| panic!("no {name} in {stdout}"))
+            .to_string()
+    };
+    let key = field("key:");
+    let config = field("config:");
+    use sha2::Digest;
+    let hash = hex::encode(sha2::Sha256::digest(key.as_bytes()));
+    assert!(config.contains(&format!("sha256: {hash}")), "{config}");
+    assert!(
+        !config.contains(&key),
+        "the config line must not hold the key"
+    );
+}
