@@ -757,3 +757,29 @@ fn bad_header_names_and_regexes_are_config_errors() {
     assert!(errors.contains("policies.h.require[0]"), "{errors}");
     assert!(errors.contains("policies.h.match.X-A"), "{errors}");
 }
+
+// === the policy library ===
+
+#[test]
+fn the_access_policy_files_compile() {
+    let dir = format!("{}/policies", env!("CARGO_MANIFEST_DIR"));
+    for file in [
+        "require-api-key",
+        "internal-network",
+        "admins-only",
+        "strip-internal-headers",
+    ] {
+        let text = std::fs::read_to_string(format!("{dir}/{file}.yaml")).expect("policy file");
+        let indented: String = text.lines().map(|l| format!("  {l}\n")).collect();
+        let extra = clients(&format!(
+            "jwt:\n  algorithms: [RS256]\n  public_key_file: {}\npolicies:\n{indented}apply: [{file}]\n",
+            fixture("jwt-rsa-public.pem")
+        ));
+        let compiled = compile(
+            std::path::Path::new("tollgate-test.yaml"),
+            &simple_config("http://127.0.0.1:9", &extra),
+            tollgate::clock::SystemClock::shared(),
+        );
+        assert!(compiled.is_ok(), "{file}: {:?}", compiled.err());
+    }
+}
