@@ -126,16 +126,15 @@ impl Credentials {
                 let k_s = k.to_string();
                 let key_at = |field: &str| at(&["api_keys", &k_s, field]);
                 match api_key(key, &id, set, &key_at) {
-                    Ok(entry) => {
-                        if out.keys.contains_key(&entry.hash) {
-                            errors.push((
-                                key_at(key_field(key)),
-                                "this key is already configured".into(),
-                            ));
-                        } else {
-                            out.keys.insert(entry.hash, entry);
+                    Ok(entry) => match out.keys.entry(entry.hash) {
+                        std::collections::hash_map::Entry::Occupied(_) => errors.push((
+                            key_at(key_field(key)),
+                            "this key is already configured".into(),
+                        )),
+                        std::collections::hash_map::Entry::Vacant(slot) => {
+                            slot.insert(entry);
                         }
-                    }
+                    },
                     Err(e) => errors.push(e),
                 }
             }
@@ -364,9 +363,7 @@ impl JwtVerifier {
                 }
             }
         } else if let Some(file) = &config.public_key_file {
-            let Some(&key_family) = families.first() else {
-                return None;
-            };
+            let &key_family = families.first()?;
             if families.iter().any(|f| *f != key_family) || key_family == Family::Hmac {
                 errors.push((
                     at("algorithms"),
