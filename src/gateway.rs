@@ -20,6 +20,7 @@ use crate::config::schema::{PolicyDef, PolicyRef};
 use crate::config::{ConfigError, LoadedConfig};
 use crate::context::{new_request_id, OperationInfo, RequestContext};
 use crate::headers::*;
+use crate::policy::credentials::Credentials;
 use crate::policy::{self, CompileCx, CompiledPolicy, OperationService, PolicyMeta, RoleTable};
 use crate::problem::{Code, Reject, RejectedWith};
 use crate::proxy::{HttpClient, Proxy, UpstreamTarget, UpstreamUri};
@@ -429,7 +430,17 @@ impl<'a> Compiler<'a> {
         let settings = self.settings();
         let roles = RoleTable::new(config.roles.clone());
         let base_dir = self.loaded.base_dir.clone();
-        let mut cx = CompileCx::new(config, &roles, &self.deps.clock, &base_dir);
+        // Keys and the JWT verifier are built once, before any policy, and
+        // shared by every `auth` policy.
+        let (credentials, credential_errors) = Credentials::build(config, &roles, &base_dir);
+        for (path, message) in credential_errors {
+            self.error(
+                &path.iter().map(String::as_str).collect::<Vec<_>>(),
+                message,
+            );
+        }
+        let mut cx = CompileCx::new(config, &roles, &self.deps.clock, &base_dir)
+            .with_credentials(Arc::new(credentials));
 
         // Named policies compile once; operations share them (and their counters).
         let mut named: std::collections::BTreeMap<&str, CompiledPolicy> = Default::default();

@@ -1,11 +1,40 @@
 //! API keys and JWTs: who is calling.
+//!
+//! ```yaml
+//! policies:
+//!   require-api-key:
+//!     type: auth
+//!     methods: [api_key, jwt]       # any one that succeeds identifies the caller
+//!     api_key:
+//!       header: X-API-Key           # default; names are case-insensitive
+//!       bearer: true                # `Authorization: Bearer <key>` too (default)
+//!       query: api_key              # optional query parameter
+//!     forward_credentials: false    # default: the credential never reaches the upstream
+//! ```
+//!
+//! The keys and the JWT verifier are the gateway's (`clients:`, `jwt:`),
+//! built once in [`super::credentials`]. No credential: 401
+//! `unauthenticated` with `WWW-Authenticate`; a wrong, expired or invalid
+//! one: 401 `invalid_credentials`. A key or token is never logged.
 
+use futures_util::future::{self, Either};
+use http::header::{HeaderName, HeaderValue, AUTHORIZATION, WWW_AUTHENTICATE};
+use http::request::Parts;
+use http::{Request, Response, Uri};
 use serde::Deserialize;
+use std::borrow::Cow;
+use std::convert::Infallible;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use tower::Service;
 
-use super::{CompileCx, PolicyMeta, Stage};
-#[allow(unused_imports)]
-use crate::config::units::{ByteSize, ConfigDuration};
+use super::credentials::{looks_like_jwt, Credentials};
+use super::{CompileCx, OperationService, Phase, PolicyMeta, Stage};
+use crate::body::Body;
+use crate::clock::SharedClock;
+use crate::context::{Client, RequestContext};
+use crate::problem::{Code, Reject};
+use crate::proxy::UpstreamUri;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -46,11 +75,354 @@ impl Default for ApiKeySource {
     }
 }
 
+/// A compiled `auth` policy.
+pub struct Auth {
+    credentials: Arc<Credentials>,
+    clock: SharedClock,
+    /// The key header, when `api_key` is a method.
+    key_header: Option<HeaderName>,
+    /// `Authorization: Bearer` may carry a key.
+    bearer_key: bool,
+    /// `Authorization: Bearer` may carry a JWT.
+    jwt: bool,
+    /// The key's query parameter, when `api_key` is a method.
+    query: Option<String>,
+    forward_credentials: bool,
+    /// `WWW-Authenticate` challenges for the schemes accepted, built once.
+    challenges: Vec<HeaderValue>,
+}
+
 pub fn compile(
-    _config: &AuthConfig,
-    _meta: &Arc<PolicyMeta>,
+    config: &AuthConfig,
+    meta: &Arc<PolicyMeta>,
     cx: &mut CompileCx<'_>,
 ) -> Option<Vec<Stage>> {
-    cx.error(&["type"], "this policy type is not implemented yet");
-    None
+    if config.methods.is_empty() {
+        cx.error(&["methods"], "list at least one of api_key, jwt");
+    }
+    let api_key = config.methods.contains(&AuthMethod::ApiKey);
+    let jwt = config.methods.contains(&AuthMethod::Jwt);
+    if jwt && cx.config.jwt.is_none() {
+        if let Some(i) = config.methods.iter().position(|m| *m == AuthMethod::Jwt) {
+            cx.error(
+                &["methods", &i.to_string()],
+                "`jwt` needs the top-level `jwt:` section (issuer, algorithms, key)",
+            );
+        }
+    }
+    let key_header = match HeaderName::from_bytes(config.api_key.header.trim().as_bytes()) {
+        Ok(name) => name,
+        Err(_) => {
+            cx.error(
+                &["api_key", "header"],
+                format!("`{}` is not a header name", config.api_key.header),
+            );
+            return None;
+        }
+    };
+    if let Some(q) = &config.api_key.query {
+        if q.is_empty() || q.contains(['&', '=', '#', ' ']) {
+            cx.error(
+                &["api_key", "query"],
+                format!("`{q}` is not a query parameter name"),
+            );
+        }
+    }
+    let mut challenges = Vec::new();
+    if api_key {
+        let mut c = format!("ApiKey realm=\"tollgate\", header=\"{key_header}\"");
+        if let Some(q) = &config.api_key.query {
+            c.push_str(&format!(", query=\"{q}\""));
+        }
+        challenges.extend(HeaderValue::try_from(c).ok());
+    }
+    if jwt || (api_key && config.api_key.bearer) {
+        challenges.push(HeaderValue::from_static("Bearer realm=\"tollgate\""));
+    }
+    let auth = Auth {
+        credentials: cx.credentials.clone(),
+        clock: cx.clock.clone(),
+        key_header: api_key.then_some(key_header),
+        bearer_key: api_key && config.api_key.bearer,
+        jwt,
+        query: config.api_key.query.clone().filter(|_| api_key),
+        forward_credentials: config.forward_credentials,
+        challenges,
+    };
+    Some(vec![AuthLayer::stage(auth, meta)])
+}
+
+// === impl Auth ===
+
+/// Which credential forms a request carried, so they can be removed.
+#[derive(Default)]
+struct Presented {
+    header: bool,
+    authorization: bool,
+    query: bool,
+}
+
+impl Auth {
+    /// Identifies the caller, or says why not. The first credential that
+    /// proves an identity wins; if none does, the first failure is reported.
+    fn identify(&self, parts: &Parts, presented: &mut Presented) -> Result<Client, Reject> {
+        let now = self.clock.now();
+        let mut failure: Option<Cow<'static, str>> = None;
+        let mut note = |result: Result<Client, Cow<'static, str>>| match result {
+            Ok(client) => Some(client),
+            Err(detail) => {
+                failure.get_or_insert(detail);
+                None
+            }
+        };
+        if let Some(name) = &self.key_header {
+            if let Some(value) = parts.headers.get(name) {
+                presented.header = true;
+                let checked = self.credentials.check_api_key(value.as_bytes(), now);
+                if let Some(client) = note(checked.map_err(Cow::Borrowed)) {
+                    return Ok(client);
+                }
+            }
+        }
+        if self.bearer_key || self.jwt {
+            if let Some(token) = parts.headers.get(AUTHORIZATION).and_then(bearer_value) {
+                presented.authorization = true;
+                let checked = if self.jwt && (looks_like_jwt(token) || !self.bearer_key) {
+                    self.credentials.check_jwt(token, now)
+                } else {
+                    self.credentials
+                        .check_api_key(token.as_bytes(), now)
+                        .map_err(Cow::Borrowed)
+                };
+                if let Some(client) = note(checked) {
+                    return Ok(client);
+                }
+            }
+        }
+        if let Some(param) = &self.query {
+            if let Some(value) = parts.uri.query().and_then(|q| query_value(q, param)) {
+                presented.query = true;
+                let checked = self.credentials.check_api_key(&value, now);
+                if let Some(client) = note(checked.map_err(Cow::Borrowed)) {
+                    return Ok(client);
+                }
+            }
+        }
+        let reject = match failure {
+            Some(detail) => Reject::new(Code::InvalidCredentials, detail),
+            None => Reject::new(
+                Code::Unauthenticated,
+                "this operation needs a credential (an API key or a bearer token)",
+            ),
+        };
+        Err(self
+            .challenges
+            .iter()
+            .fold(reject, |r, c| r.with_header(WWW_AUTHENTICATE, c.clone())))
+    }
+
+    /// Removes the credentials the request carried, so the upstream never
+    /// sees them.
+    fn strip(&self, parts: &mut Parts, presented: &Presented) {
+        if self.forward_credentials {
+            return;
+        }
+        if presented.header {
+            if let Some(name) = &self.key_header {
+                parts.headers.remove(name);
+            }
+        }
+        if presented.authorization {
+            parts.headers.remove(AUTHORIZATION);
+        }
+        if let (true, Some(param)) = (presented.query, &self.query) {
+            if let Some(uri) = without_query_param(&parts.uri, param) {
+                parts.uri = uri;
+            }
+            if let Some(UpstreamUri(upstream)) = parts.extensions.get_mut::<UpstreamUri>() {
+                if let Some(uri) = without_query_param(upstream, param) {
+                    *upstream = uri;
+                }
+            }
+        }
+    }
+}
+
+/// The token of `Authorization: Bearer <token>` (scheme case-insensitive).
+fn bearer_value(value: &HeaderValue) -> Option<&str> {
+    let value = value.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// The percent-decoded value of the first `name=` pair of a query string.
+fn query_value(query: &str, name: &str) -> Option<Vec<u8>> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| percent_decode(v))
+        .filter(|v| !v.is_empty())
+}
+
+fn percent_decode(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match b[i] {
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    out
+}
+
+/// `uri` without any `name=...` pair in its query; `None` if it had none.
+fn without_query_param(uri: &Uri, name: &str) -> Option<Uri> {
+    let query = uri.query()?;
+    let is_param = |pair: &&str| pair.split('=').next() == Some(name);
+    if !query.split('&').any(|p| is_param(&p)) {
+        return None;
+    }
+    let kept: Vec<&str> = query.split('&').filter(|p| !is_param(p)).collect();
+    let path_and_query = if kept.is_empty() {
+        uri.path().to_string()
+    } else {
+        format!("{}?{}", uri.path(), kept.join("&"))
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = path_and_query.parse().ok();
+    Uri::from_parts(parts).ok()
+}
+
+// === AuthLayer ===
+
+/// Runs [`Auth`] before the inner service. Its own service rather than a
+/// [`super::Check`]: removing a query-parameter credential rewrites the
+/// upstream URI in the request's extensions.
+pub struct AuthLayer;
+
+impl AuthLayer {
+    pub fn stage(auth: Auth, meta: &Arc<PolicyMeta>) -> Stage {
+        let auth = Arc::new(auth);
+        let meta = meta.clone();
+        Stage {
+            phase: Phase::Authenticate,
+            layer: Arc::new(move |inner| {
+                OperationService::new(AuthService {
+                    auth: auth.clone(),
+                    meta: meta.clone(),
+                    inner,
+                })
+            }),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AuthService {
+    auth: Arc<Auth>,
+    meta: Arc<PolicyMeta>,
+    inner: OperationService,
+}
+
+type AuthFuture = Either<
+    future::Ready<Result<Response<Body>, Infallible>>,
+    <OperationService as Service<Request<Body>>>::Future,
+>;
+
+impl Service<Request<Body>> for AuthService {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = AuthFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let (mut parts, body) = req.into_parts();
+        let mut presented = Presented::default();
+        let verdict = self.auth.identify(&parts, &mut presented);
+        let verdict = match parts.extensions.get_mut::<RequestContext>() {
+            None => Err(Reject::new(Code::Internal, "request context missing")),
+            Some(cx) => match verdict {
+                Ok(client) => {
+                    cx.client = Some(client);
+                    Ok(())
+                }
+                Err(reject) if self.meta.report_only => {
+                    tracing::info!(
+                        policy = &*self.meta.name,
+                        code = reject.code.as_str(),
+                        "report-only policy would reject"
+                    );
+                    cx.would_reject.push((self.meta.name.clone(), reject.code));
+                    Ok(())
+                }
+                Err(reject) => Err(reject),
+            },
+        };
+        match verdict {
+            Ok(()) => {
+                self.auth.strip(&mut parts, &presented);
+                Either::Right(self.inner.call(Request::from_parts(parts, body)))
+            }
+            Err(reject) => Either::Left(future::ready(Ok(reject.respond(parts.extensions)))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_values_are_read_whatever_the_scheme_case() {
+        let v = |s: &'static str| HeaderValue::from_static(s);
+        assert_eq!(bearer_value(&v("Bearer abc")), Some("abc"));
+        assert_eq!(bearer_value(&v("bearer  abc ")), Some("abc"));
+        assert_eq!(bearer_value(&v("Basic abc")), None);
+        assert_eq!(bearer_value(&v("Bearer ")), None);
+    }
+
+    #[test]
+    fn query_values_are_percent_decoded() {
+        assert_eq!(
+            query_value("a=1&key=x%2By+z", "key"),
+            Some(b"x+y z".to_vec())
+        );
+        assert_eq!(query_value("keys=1", "key"), None);
+        assert_eq!(query_value("key=", "key"), None);
+        assert_eq!(percent_decode("100%"), b"100%".to_vec());
+        assert_eq!(percent_decode("%zz%41"), b"%zzA".to_vec());
+    }
+
+    #[test]
+    fn the_key_parameter_is_removed_from_the_query() {
+        let uri: Uri = "http://h/p?a=1&key=s3cret&b=2&key".parse().expect("uri");
+        assert_eq!(
+            without_query_param(&uri, "key").map(|u| u.to_string()),
+            Some("http://h/p?a=1&b=2".into())
+        );
+        let only: Uri = "/p?key=s".parse().expect("uri");
+        assert_eq!(
+            without_query_param(&only, "key").map(|u| u.to_string()),
+            Some("/p".into())
+        );
+        let none: Uri = "/p?keys=s".parse().expect("uri");
+        assert!(without_query_param(&none, "key").is_none());
+    }
 }

@@ -1,11 +1,46 @@
 //! Header rules: required, matched and forbidden headers; request and response rewrites.
+//!
+//! ```yaml
+//! policies:
+//!   strip-internal-headers:
+//!     type: headers
+//!     require: [X-Tenant]                      # 400 header_required if absent
+//!     match: { X-Tenant: "[a-z0-9-]{1,32}" }   # whole value; 400 header_invalid
+//!     forbid: [X-Debug]                        # 400 header_forbidden if present
+//!     request:                                 # just before forwarding
+//!       remove: [Cookie]
+//!       set:
+//!         X-Caller: "${client.id}"
+//!         X-Workflow-Token: "${env.WORKFLOW_TOKEN}"   # read once at load
+//!     response:                                # on the way back
+//!       remove: [Server, X-Powered-By]
+//!       set: { X-Served-By: tollgate }
+//! ```
+//!
+//! The checks run in the `Authorize` phase (a `Check`); the rewrites in the
+//! `Rewrite` phase, innermost, with their own small service since they touch
+//! the response. Everything is parsed here, once: header names, regexes and
+//! value templates (`${client.id}`, `${request.id}`, `${client.ip}`,
+//! `${env.NAME}`).
 
+use http::header::{HeaderName, HeaderValue};
+use http::{HeaderMap, Request, Response};
+use regex::Regex;
 use serde::Deserialize;
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use tower::Service;
 
-use super::{CompileCx, PolicyMeta, Stage};
-#[allow(unused_imports)]
-use crate::config::units::{ByteSize, ConfigDuration};
+use super::{
+    Check, CheckLayer, CompileCx, OperationService, Phase, PolicyMeta, RequestHead, Stage,
+};
+use crate::body::Body;
+use crate::context::RequestContext;
+use crate::problem::{Code, Reject};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,11 +66,453 @@ pub struct HeaderRewrite {
     pub remove: Vec<String>,
 }
 
+/// The checks of a `headers` policy.
+#[derive(Debug)]
+pub struct HeaderChecks {
+    require: Vec<HeaderName>,
+    /// Each value of the header must match the whole pattern.
+    matches: Vec<(HeaderName, Regex)>,
+    forbid: Vec<HeaderName>,
+}
+
+/// The rewrites of a `headers` policy.
+#[derive(Debug, Default)]
+pub struct Rewrites {
+    request: RewriteSet,
+    response: RewriteSet,
+}
+
+#[derive(Debug, Default)]
+struct RewriteSet {
+    remove: Vec<HeaderName>,
+    set: Vec<(HeaderName, Template)>,
+}
+
+impl RewriteSet {
+    fn is_empty(&self) -> bool {
+        self.remove.is_empty() && self.set.is_empty()
+    }
+}
+
+/// A `set` value, parsed at load.
+#[derive(Debug)]
+enum Template {
+    /// No per-request placeholder: the value is built once.
+    Fixed(HeaderValue),
+    Parts(Vec<Part>),
+}
+
+#[derive(Debug)]
+enum Part {
+    /// Literal text (and `${env.NAME}` values, resolved at load).
+    Text(String),
+    ClientId,
+    RequestId,
+    ClientIp,
+}
+
 pub fn compile(
-    _config: &HeadersConfig,
-    _meta: &Arc<PolicyMeta>,
+    config: &HeadersConfig,
+    meta: &Arc<PolicyMeta>,
     cx: &mut CompileCx<'_>,
 ) -> Option<Vec<Stage>> {
-    cx.error(&["type"], "this policy type is not implemented yet");
-    None
+    let names = |cx: &mut CompileCx<'_>, field: &str, list: &[String]| -> Vec<HeaderName> {
+        let mut out = Vec::with_capacity(list.len());
+        for (i, name) in list.iter().enumerate() {
+            match header_name(name) {
+                Ok(n) => out.push(n),
+                Err(message) => cx.error(&[field, &i.to_string()], message),
+            }
+        }
+        out
+    };
+    let require = names(cx, "require", &config.require);
+    let forbid = names(cx, "forbid", &config.forbid);
+    let mut matches = Vec::with_capacity(config.match_.len());
+    for (name, pattern) in &config.match_ {
+        let header = match header_name(name) {
+            Ok(h) => h,
+            Err(message) => {
+                cx.error(&["match", name], message);
+                continue;
+            }
+        };
+        // Anchored: the pattern describes the whole value, so `[a-z]+`
+        // cannot be satisfied by one letter somewhere in it.
+        match Regex::new(&format!("^(?:{pattern})$")) {
+            Ok(re) => matches.push((header, re)),
+            Err(e) => cx.error(&["match", name], format!("not a valid regex: {e}")),
+        }
+    }
+    let rewrites = Rewrites {
+        request: rewrite_set(cx, "request", &config.request),
+        response: rewrite_set(cx, "response", &config.response),
+    };
+
+    let mut stages = Vec::new();
+    if !(require.is_empty() && matches.is_empty() && forbid.is_empty()) {
+        let checks = HeaderChecks {
+            require,
+            matches,
+            forbid,
+        };
+        stages.push(CheckLayer::stage(Phase::Authorize, checks, meta));
+    }
+    if !(rewrites.request.is_empty() && rewrites.response.is_empty()) {
+        stages.push(RewriteLayer::stage(rewrites));
+    }
+    let nothing = config.require.is_empty()
+        && config.match_.is_empty()
+        && config.forbid.is_empty()
+        && config.request.set.is_empty()
+        && config.request.remove.is_empty()
+        && config.response.set.is_empty()
+        && config.response.remove.is_empty();
+    if nothing {
+        cx.error(
+            &[],
+            "give at least one of `require`, `match`, `forbid`, `request`, `response`",
+        );
+    }
+    Some(stages)
+}
+
+fn header_name(name: &str) -> Result<HeaderName, String> {
+    HeaderName::from_bytes(name.trim().as_bytes())
+        .map_err(|_| format!("`{name}` is not a header name"))
+}
+
+fn rewrite_set(cx: &mut CompileCx<'_>, side: &str, config: &HeaderRewrite) -> RewriteSet {
+    let mut out = RewriteSet::default();
+    for (i, name) in config.remove.iter().enumerate() {
+        match header_name(name) {
+            Ok(n) => out.remove.push(n),
+            Err(message) => cx.error(&[side, "remove", &i.to_string()], message),
+        }
+    }
+    for (name, value) in &config.set {
+        let at = [side, "set", name.as_str()];
+        let header = match header_name(name) {
+            Ok(h) => h,
+            Err(message) => {
+                cx.error(&at, message);
+                continue;
+            }
+        };
+        match Template::parse(value) {
+            Ok(t) => out.set.push((header, t)),
+            Err(message) => cx.error(&at, message),
+        }
+    }
+    out
+}
+
+// === impl Template ===
+
+impl Template {
+    /// Parses `${...}` placeholders; `${env.NAME}` is read now. The error
+    /// never contains an environment value.
+    fn parse(text: &str) -> Result<Template, String> {
+        let mut parts = Vec::new();
+        let mut literal = String::new();
+        let mut secret = false;
+        let mut rest = text;
+        while let Some(start) = rest.find("${") {
+            literal.push_str(&rest[..start]);
+            let after = &rest[start + 2..];
+            let end = after
+                .find('}')
+                .ok_or_else(|| format!("`${{` without a closing `}}` in `{text}`"))?;
+            let name = after[..end].trim();
+            let part = match name {
+                "client.id" => Part::ClientId,
+                "request.id" => Part::RequestId,
+                "client.ip" => Part::ClientIp,
+                _ => match name.strip_prefix("env.") {
+                    Some(var) => {
+                        let value = std::env::var(var)
+                            .map_err(|_| format!("environment variable `{var}` is not set"))?;
+                        secret = true;
+                        literal.push_str(&value);
+                        rest = &after[end + 1..];
+                        continue;
+                    }
+                    None => {
+                        return Err(format!(
+                            "unknown placeholder `${{{name}}}`: use ${{client.id}}, \
+                             ${{request.id}}, ${{client.ip}} or ${{env.NAME}}"
+                        ))
+                    }
+                },
+            };
+            if !literal.is_empty() {
+                parts.push(Part::Text(std::mem::take(&mut literal)));
+            }
+            parts.push(part);
+            rest = &after[end + 1..];
+        }
+        literal.push_str(rest);
+        let invalid = |secret: bool| {
+            if secret {
+                "the value (with its environment variables) is not a valid header value".to_string()
+            } else {
+                format!("`{text}` is not a valid header value")
+            }
+        };
+        if parts.is_empty() {
+            let mut value = HeaderValue::try_from(literal).map_err(|_| invalid(secret))?;
+            value.set_sensitive(secret);
+            return Ok(Template::Fixed(value));
+        }
+        if !literal.is_empty() {
+            parts.push(Part::Text(literal));
+        }
+        let all_text: String = parts
+            .iter()
+            .filter_map(|p| match p {
+                Part::Text(t) => Some(t.as_str()),
+                _ => None,
+            })
+            .collect();
+        HeaderValue::try_from(all_text).map_err(|_| invalid(secret))?;
+        Ok(Template::Parts(parts))
+    }
+
+    /// The value for this request; `None` when it refers to something the
+    /// call lacks (an anonymous `${client.id}`) or renders invalid.
+    fn render(&self, cx: Option<&RequestContext>) -> Option<HeaderValue> {
+        let parts = match self {
+            Template::Fixed(value) => return Some(value.clone()),
+            Template::Parts(parts) => parts,
+        };
+        let cx = cx?;
+        let mut out = String::with_capacity(64);
+        for part in parts {
+            match part {
+                Part::Text(t) => out.push_str(t),
+                Part::ClientId => out.push_str(&cx.client.as_ref()?.id),
+                Part::RequestId => out.push_str(cx.request_id.to_str().ok()?),
+                Part::ClientIp => {
+                    let _ = write!(out, "{}", cx.client_ip);
+                }
+            }
+        }
+        HeaderValue::try_from(out).ok()
+    }
+}
+
+// === impl HeaderChecks ===
+
+impl Check for HeaderChecks {
+    fn check(&self, req: &mut RequestHead<'_>, _cx: &mut RequestContext) -> Result<(), Reject> {
+        let headers = &*req.headers;
+        for name in &self.require {
+            if !headers.contains_key(name) {
+                return Err(required(name));
+            }
+        }
+        for (name, pattern) in &self.matches {
+            let mut values = headers.get_all(name).iter().peekable();
+            if values.peek().is_none() {
+                return Err(required(name));
+            }
+            let all_match = values.all(|v| v.to_str().is_ok_and(|s| pattern.is_match(s)));
+            if !all_match {
+                return Err(Reject::new(
+                    Code::HeaderInvalid,
+                    format!("the value of header `{name}` is not in the accepted form"),
+                ));
+            }
+        }
+        for name in &self.forbid {
+            if headers.contains_key(name) {
+                return Err(Reject::new(
+                    Code::HeaderForbidden,
+                    format!("header `{name}` is not allowed on this operation"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn required(name: &HeaderName) -> Reject {
+    Reject::new(
+        Code::HeaderRequired,
+        format!("header `{name}` is required on this operation"),
+    )
+}
+
+// === impl Rewrites ===
+
+impl RewriteSet {
+    /// Removes, then sets: a header both removed and set ends with the set
+    /// value. A value that cannot be rendered removes the header, so a
+    /// caller's own header of that name never passes for the gateway's.
+    fn apply(&self, headers: &mut HeaderMap, cx: Option<&RequestContext>) {
+        for name in &self.remove {
+            headers.remove(name);
+        }
+        for (name, template) in &self.set {
+            match template.render(cx) {
+                Some(value) => {
+                    headers.insert(name.clone(), value);
+                }
+                None => {
+                    headers.remove(name);
+                }
+            }
+        }
+    }
+}
+
+/// Rewrites request headers before the inner service and response headers
+/// after it. Rewrites are not refusals, so `report_only` does not change
+/// them.
+pub struct RewriteLayer;
+
+impl RewriteLayer {
+    pub fn stage(rewrites: Rewrites) -> Stage {
+        let rewrites = Arc::new(rewrites);
+        Stage {
+            phase: Phase::Rewrite,
+            layer: Arc::new(move |inner| {
+                OperationService::new(RewriteService {
+                    rewrites: rewrites.clone(),
+                    inner,
+                })
+            }),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct RewriteService {
+    rewrites: Arc<Rewrites>,
+    inner: OperationService,
+}
+
+impl Service<Request<Body>> for RewriteService {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = RewriteFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+        if !self.rewrites.request.is_empty() {
+            let (mut parts, body) = req.into_parts();
+            let cx = parts.extensions.get::<RequestContext>();
+            self.rewrites.request.apply(&mut parts.headers, cx);
+            req = Request::from_parts(parts, body);
+        }
+        let response_side = !self.rewrites.response.is_empty();
+        RewriteFuture {
+            inner: self.inner.call(req),
+            rewrites: response_side.then(|| self.rewrites.clone()),
+        }
+    }
+}
+
+/// The inner response, with the response rewrites applied.
+pub struct RewriteFuture {
+    inner: <OperationService as Service<Request<Body>>>::Future,
+    /// `None` when the policy rewrites only requests.
+    rewrites: Option<Arc<Rewrites>>,
+}
+
+impl Future for RewriteFuture {
+    type Output = Result<Response<Body>, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Ok(mut response) = std::task::ready!(self.inner.as_mut().poll(cx));
+        if let Some(rewrites) = &self.rewrites {
+            let (mut head, body) = response.into_parts();
+            // The proxy (or a refusal) moved the request's context here.
+            let rcx = head.extensions.get::<RequestContext>();
+            rewrites.response.apply(&mut head.headers, rcx);
+            response = Response::from_parts(head, body);
+        }
+        Poll::Ready(Ok(response))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context() -> RequestContext {
+        let mut cx = RequestContext::new(
+            HeaderValue::from_static("req-1"),
+            "127.0.0.1:1".parse().expect("addr"),
+            "2001:db8::1".parse().expect("ip"),
+        );
+        cx.client = Some(crate::context::Client {
+            id: "hr-portal".into(),
+            roles: Default::default(),
+            key_id: None,
+        });
+        cx
+    }
+
+    #[test]
+    fn templates_render_placeholders_and_read_env_once() {
+        std::env::set_var("TOLLGATE_HEADERS_UNIT_SECRET", "s3cret");
+        let t = Template::parse(
+            "${client.id}/${request.id}@${client.ip};${env.TOLLGATE_HEADERS_UNIT_SECRET}",
+        )
+        .expect("template");
+        std::env::remove_var("TOLLGATE_HEADERS_UNIT_SECRET");
+        let v = t.render(Some(&context())).expect("value");
+        assert_eq!(v, "hr-portal/req-1@2001:db8::1;s3cret");
+
+        let fixed = Template::parse("Bearer ${env.PATH}").expect("env present");
+        assert!(matches!(&fixed, Template::Fixed(v) if v.is_sensitive()));
+    }
+
+    #[test]
+    fn an_anonymous_client_id_renders_nothing() {
+        let t = Template::parse("${client.id}").expect("template");
+        let mut cx = context();
+        cx.client = None;
+        assert!(t.render(Some(&cx)).is_none());
+    }
+
+    #[test]
+    fn bad_templates_are_config_errors_without_the_secret() {
+        std::env::set_var("TOLLGATE_HEADERS_UNIT_BAD", "line\nbreak");
+        let err = Template::parse("x ${env.TOLLGATE_HEADERS_UNIT_BAD}").expect_err("newline");
+        std::env::remove_var("TOLLGATE_HEADERS_UNIT_BAD");
+        assert!(!err.contains("line"), "{err}");
+        assert!(Template::parse("${env.TOLLGATE_SURELY_UNSET_VAR_42}").is_err());
+        assert!(Template::parse("${client.name}").is_err());
+        assert!(Template::parse("${client.id").is_err());
+        assert!(Template::parse("a\nb").is_err());
+        assert!(matches!(
+            Template::parse("cost: $5").expect("plain"),
+            Template::Fixed(_)
+        ));
+    }
+
+    #[test]
+    fn a_header_both_removed_and_set_ends_with_the_set_value() {
+        let set = RewriteSet {
+            remove: vec![
+                HeaderName::from_static("x-a"),
+                HeaderName::from_static("x-b"),
+            ],
+            set: vec![(
+                HeaderName::from_static("x-a"),
+                Template::parse("new").expect("t"),
+            )],
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert("x-a", HeaderValue::from_static("old"));
+        headers.insert("x-b", HeaderValue::from_static("old"));
+        set.apply(&mut headers, None);
+        assert_eq!(headers.get("x-a").map(|v| v.as_bytes()), Some(&b"new"[..]));
+        assert!(!headers.contains_key("x-b"));
+    }
 }

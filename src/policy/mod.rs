@@ -14,6 +14,7 @@
 
 pub mod abuse;
 pub mod auth;
+pub mod credentials;
 pub mod headers;
 pub mod ip;
 pub mod quota;
@@ -133,6 +134,9 @@ pub struct CompileCx<'a> {
     pub clock: &'a SharedClock,
     /// Where the config file lives: relative file names resolve against it.
     pub base_dir: &'a std::path::Path,
+    /// Every client's keys and the JWT verifier, built once per compile and
+    /// shared by every `auth` policy.
+    pub credentials: Arc<credentials::Credentials>,
     pub(crate) errors: Vec<(Vec<String>, String)>,
 }
 
@@ -148,8 +152,15 @@ impl<'a> CompileCx<'a> {
             roles,
             clock,
             base_dir,
+            credentials: Arc::default(),
             errors: Vec::new(),
         }
+    }
+
+    /// The credentials `auth` policies identify callers with (default: none).
+    pub fn with_credentials(mut self, credentials: Arc<credentials::Credentials>) -> Self {
+        self.credentials = credentials;
+        self
     }
 
     /// Records a mistake at `path` inside the definition being compiled.

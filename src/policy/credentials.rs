@@ -1,0 +1,729 @@
+//! The gateway's credentials: every client's API keys and the JWT verifier,
+//! built once per compiled config (not per `auth` policy) from the top-level
+//! `clients:` and `jwt:` sections, and shared by every `auth` policy.
+//!
+//! ```yaml
+//! roles: [reader, admin]
+//! clients:
+//!   - id: hr-portal
+//!     roles: [reader]
+//!     api_keys:
+//!       - sha256: 5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8
+//!       - { env: HR_PORTAL_KEY, id: hr-2025, expires: 2026-01-01T00:00:00Z }
+//! jwt:
+//!   issuer: https://idp.example.com
+//!   audience: tollgate
+//!   algorithms: [RS256]
+//!   public_key_file: keys/idp.pem    # or secret_env (HS*), or jwks_file
+//!   roles_claim: roles
+//!   leeway: 60s
+//! ```
+//!
+//! Plain keys are never kept: a key from the environment is hashed at load,
+//! and a presented key is looked up by its SHA-256.
+
+use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use sha2::{Digest, Sha256};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+
+use super::RoleTable;
+use crate::clock::Nanos;
+use crate::config::schema::{ApiKeyConfig, Config, JwtConfig};
+use crate::context::{Client, RoleSet};
+
+/// A config mistake: the absolute YAML path (`clients`, `0`, `api_keys`, `1`,
+/// `env`) and the message.
+pub type PathError = (Vec<String>, String);
+
+/// Every client's keys and roles, and the JWT verifier if `jwt:` is set.
+#[derive(Default)]
+pub struct Credentials {
+    /// API keys by the SHA-256 of the key.
+    keys: HashMap<[u8; 32], ApiKey>,
+    /// Configured clients' roles, for a JWT whose `sub` names one.
+    clients: HashMap<Arc<str>, RoleSet>,
+    jwt: Option<JwtVerifier>,
+    roles: RoleTable,
+}
+
+struct ApiKey {
+    hash: [u8; 32],
+    client: Arc<str>,
+    roles: RoleSet,
+    key_id: Option<Arc<str>>,
+    /// Refused strictly after this instant.
+    expires: Option<Nanos>,
+}
+
+/// Verifies tokens with keys and algorithms fixed by the config: the token's
+/// header only *selects* among them, so `alg: none` or an HMAC token signed
+/// with an RSA public key cannot pass.
+struct JwtVerifier {
+    keys: Vec<JwtKey>,
+    /// One validation per allowed algorithm (the crate insists that every
+    /// algorithm of a validation fits the key's family).
+    validations: Vec<(Algorithm, Validation)>,
+    leeway_secs: f64,
+    roles_claim: Option<String>,
+}
+
+struct JwtKey {
+    kid: Option<String>,
+    family: Family,
+    key: DecodingKey,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    Hmac,
+    Rsa,
+    Ec,
+    Ed,
+}
+
+// === impl Credentials ===
+
+impl Credentials {
+    /// Builds the table from the config, reading `env:` keys, the JWT secret
+    /// and key files now. Mistakes come back with absolute paths; whatever
+    /// was valid is still built.
+    pub fn build(
+        config: &Config,
+        roles: &RoleTable,
+        base_dir: &Path,
+    ) -> (Credentials, Vec<PathError>) {
+        let mut errors = Vec::new();
+        let mut out = Credentials {
+            roles: roles.clone(),
+            ..Credentials::default()
+        };
+        for (i, client) in config.clients.iter().enumerate() {
+            let at = |rest: &[&str]| {
+                let mut p = vec!["clients".to_string(), i.to_string()];
+                p.extend(rest.iter().map(|s| s.to_string()));
+                p
+            };
+            let id: Arc<str> = client.id.as_str().into();
+            let mut set = RoleSet::EMPTY;
+            for (r, name) in client.roles.iter().enumerate() {
+                match roles.bit(name) {
+                    Some(bit) => set = set.with(bit),
+                    None => errors.push((
+                        at(&["roles", &r.to_string()]),
+                        format!("role `{name}` is not declared in `roles:`"),
+                    )),
+                }
+            }
+            if out.clients.insert(id.clone(), set).is_some() {
+                errors.push((at(&["id"]), format!("client `{id}` is declared twice")));
+            }
+            for (k, key) in client.api_keys.iter().enumerate() {
+                let k_s = k.to_string();
+                let key_at = |field: &str| at(&["api_keys", &k_s, field]);
+                match api_key(key, &id, set, &key_at) {
+                    Ok(entry) => match out.keys.entry(entry.hash) {
+                        std::collections::hash_map::Entry::Occupied(_) => errors.push((
+                            key_at(key_field(key)),
+                            "this key is already configured".into(),
+                        )),
+                        std::collections::hash_map::Entry::Vacant(slot) => {
+                            slot.insert(entry);
+                        }
+                    },
+                    Err(e) => errors.push(e),
+                }
+            }
+        }
+        if let Some(jwt) = &config.jwt {
+            let before = errors.len();
+            let verifier = JwtVerifier::build(jwt, base_dir, &mut errors);
+            if errors.len() == before {
+                out.jwt = verifier;
+            }
+        }
+        (out, errors)
+    }
+
+    /// Whether a `jwt:` section compiled into a verifier.
+    pub fn has_jwt(&self) -> bool {
+        self.jwt.is_some()
+    }
+
+    /// The client a presented API key belongs to. The error is a detail for
+    /// the caller; it never contains the key.
+    pub fn check_api_key(&self, presented: &[u8], now: Nanos) -> Result<Client, &'static str> {
+        let digest: [u8; 32] = Sha256::digest(presented).into();
+        // The map's lookup time depends only on the digest, which tells an
+        // attacker nothing about any configured key; the final comparison is
+        // constant-time all the same.
+        let key = self
+            .keys
+            .get(&digest)
+            .filter(|k| bool::from(k.hash.ct_eq(&digest)))
+            .ok_or("the API key is not valid")?;
+        if key.expires.is_some_and(|at| now > at) {
+            return Err("the API key has expired");
+        }
+        Ok(Client {
+            id: key.client.clone(),
+            roles: key.roles,
+            key_id: key.key_id.clone(),
+        })
+    }
+
+    /// The client a bearer token names. The error is a detail for the caller.
+    pub fn check_jwt(&self, token: &str, now: Nanos) -> Result<Client, Cow<'static, str>> {
+        let jwt = self.jwt.as_ref().ok_or("tokens are not accepted")?;
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| "the token is malformed or its algorithm is not accepted")?;
+        let validation = jwt
+            .validations
+            .iter()
+            .find(|(alg, _)| *alg == header.alg)
+            .map(|(_, v)| v)
+            .ok_or("the token's algorithm is not accepted")?;
+        let key = jwt.key_for(header.alg, header.kid.as_deref())?;
+        let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
+            token, key, validation,
+        )
+        .map_err(|e| jwt_error_detail(e.kind()))?;
+        let claims = data.claims;
+        let now_secs = now as f64 / 1e9;
+        let exp = claims.get("exp").and_then(|v| v.as_f64());
+        if exp.is_some_and(|exp| now_secs > exp + jwt.leeway_secs) {
+            return Err("the token has expired".into());
+        }
+        let nbf = claims.get("nbf").and_then(|v| v.as_f64());
+        if nbf.is_some_and(|nbf| nbf > now_secs + jwt.leeway_secs) {
+            return Err("the token is not valid yet".into());
+        }
+        let sub = claims
+            .get("sub")
+            .and_then(|v| v.as_str())
+            .filter(|s| !s.is_empty())
+            .ok_or("the token has no `sub` claim")?;
+        let (id, roles) = match self.clients.get_key_value(sub) {
+            Some((id, roles)) => (id.clone(), *roles),
+            None => {
+                let roles = jwt
+                    .roles_claim
+                    .as_deref()
+                    .and_then(|claim| claims.get(claim))
+                    .map(|v| self.roles_in_claim(v))
+                    .unwrap_or_default();
+                (Arc::from(sub), roles)
+            }
+        };
+        Ok(Client {
+            id,
+            roles,
+            key_id: None,
+        })
+    }
+
+    /// Declared roles named by a claim (an array of names, or one
+    /// space-separated string); undeclared names are ignored.
+    fn roles_in_claim(&self, value: &serde_json::Value) -> RoleSet {
+        let add = |set: RoleSet, name: &str| match self.roles.bit(name) {
+            Some(bit) => set.with(bit),
+            None => set,
+        };
+        match value {
+            serde_json::Value::Array(items) => items
+                .iter()
+                .filter_map(|v| v.as_str())
+                .fold(RoleSet::EMPTY, add),
+            serde_json::Value::String(s) => s.split_whitespace().fold(RoleSet::EMPTY, add),
+            _ => RoleSet::EMPTY,
+        }
+    }
+}
+
+fn key_field(key: &ApiKeyConfig) -> &'static str {
+    if key.sha256.is_some() {
+        "sha256"
+    } else {
+        "env"
+    }
+}
+
+/// One configured key, hashed.
+fn api_key(
+    key: &ApiKeyConfig,
+    client: &Arc<str>,
+    roles: RoleSet,
+    at: &dyn Fn(&str) -> Vec<String>,
+) -> Result<ApiKey, PathError> {
+    let hash = match (&key.sha256, &key.env) {
+        (Some(hex_digest), None) => {
+            let hex_digest = hex_digest.strip_prefix("sha256:").unwrap_or(hex_digest);
+            let mut hash = [0u8; 32];
+            hex::decode_to_slice(hex_digest.trim(), &mut hash).map_err(|_| {
+                (
+                    at("sha256"),
+                    "expected the 64 hex digits of the key's SHA-256".to_string(),
+                )
+            })?;
+            hash
+        }
+        (None, Some(var)) => match std::env::var(var) {
+            Ok(plain) if !plain.is_empty() => Sha256::digest(plain.as_bytes()).into(),
+            _ => {
+                return Err((
+                    at("env"),
+                    format!("environment variable `{var}` is not set (or empty)"),
+                ))
+            }
+        },
+        _ => {
+            let mut path = at("");
+            path.pop();
+            return Err((
+                path,
+                "a key has exactly one of `sha256` or `env`".to_string(),
+            ));
+        }
+    };
+    let expires = match &key.expires {
+        None => None,
+        Some(text) => Some(parse_rfc3339(text).ok_or_else(|| {
+            (
+                at("expires"),
+                format!("`{text}` is not an RFC 3339 time like 2026-01-01T00:00:00Z"),
+            )
+        })?),
+    };
+    Ok(ApiKey {
+        hash,
+        client: client.clone(),
+        roles,
+        key_id: key.id.as_deref().map(Arc::from),
+        expires,
+    })
+}
+
+// === impl JwtVerifier ===
+
+impl JwtVerifier {
+    fn build(config: &JwtConfig, base_dir: &Path, errors: &mut Vec<PathError>) -> Option<Self> {
+        let at = |field: &str| vec!["jwt".to_string(), field.to_string()];
+        let mut algorithms = Vec::new();
+        for (i, name) in config.algorithms.iter().enumerate() {
+            match name.parse::<Algorithm>() {
+                Ok(alg) => algorithms.push(alg),
+                Err(_) => errors.push((
+                    vec!["jwt".into(), "algorithms".into(), i.to_string()],
+                    format!(
+                        "`{name}` is not an accepted algorithm (HS256/384/512, RS256/384/512, \
+                         PS256/384/512, ES256/384, EdDSA)"
+                    ),
+                )),
+            }
+        }
+        if config.algorithms.is_empty() {
+            errors.push((at("algorithms"), "list at least one algorithm".into()));
+        }
+        let sources = [
+            config.secret_env.is_some(),
+            config.public_key_file.is_some(),
+            config.jwks_file.is_some(),
+        ];
+        if sources.iter().filter(|s| **s).count() != 1 {
+            errors.push((
+                vec!["jwt".into()],
+                "give exactly one of `secret_env`, `public_key_file` or `jwks_file`".into(),
+            ));
+            return None;
+        }
+        let families: Vec<Family> = algorithms.iter().map(|a| family(*a)).collect();
+        let keys = if let Some(var) = &config.secret_env {
+            if families.iter().any(|f| *f != Family::Hmac) {
+                errors.push((
+                    at("algorithms"),
+                    "`secret_env` serves only HS256/384/512".into(),
+                ));
+            }
+            match std::env::var(var) {
+                Ok(secret) if !secret.is_empty() => vec![JwtKey {
+                    kid: None,
+                    family: Family::Hmac,
+                    key: DecodingKey::from_secret(secret.as_bytes()),
+                }],
+                _ => {
+                    errors.push((
+                        at("secret_env"),
+                        format!("environment variable `{var}` is not set (or empty)"),
+                    ));
+                    return None;
+                }
+            }
+        } else if let Some(file) = &config.public_key_file {
+            let &key_family = families.first()?;
+            if families.iter().any(|f| *f != key_family) || key_family == Family::Hmac {
+                errors.push((
+                    at("algorithms"),
+                    "one `public_key_file` serves one key type: list only RS*/PS*, only ES*, \
+                     or only EdDSA (HS* needs `secret_env`)"
+                        .into(),
+                ));
+                return None;
+            }
+            let pem = match std::fs::read(base_dir.join(file)) {
+                Ok(pem) => pem,
+                Err(e) => {
+                    errors.push((at("public_key_file"), format!("cannot read `{file}`: {e}")));
+                    return None;
+                }
+            };
+            let key = match key_family {
+                Family::Rsa => DecodingKey::from_rsa_pem(&pem),
+                Family::Ec => DecodingKey::from_ec_pem(&pem),
+                _ => DecodingKey::from_ed_pem(&pem),
+            };
+            match key {
+                Ok(key) => vec![JwtKey {
+                    kid: None,
+                    family: key_family,
+                    key,
+                }],
+                Err(e) => {
+                    errors.push((
+                        at("public_key_file"),
+                        format!("`{file}` is not a PEM public key for {key_family:?}: {e}"),
+                    ));
+                    return None;
+                }
+            }
+        } else {
+            let file = config.jwks_file.as_deref().unwrap_or_default();
+            let set = std::fs::read_to_string(base_dir.join(file))
+                .map_err(|e| format!("cannot read `{file}`: {e}"))
+                .and_then(|text| {
+                    serde_json::from_str::<JwkSet>(&text)
+                        .map_err(|e| format!("`{file}` is not a JWK set: {e}"))
+                });
+            let set = match set {
+                Ok(set) => set,
+                Err(message) => {
+                    errors.push((at("jwks_file"), message));
+                    return None;
+                }
+            };
+            let mut keys = Vec::new();
+            for jwk in &set.keys {
+                let family = match &jwk.algorithm {
+                    AlgorithmParameters::RSA(_) => Family::Rsa,
+                    AlgorithmParameters::EllipticCurve(_) => Family::Ec,
+                    AlgorithmParameters::OctetKeyPair(_) => Family::Ed,
+                    AlgorithmParameters::OctetKey(_) => Family::Hmac,
+                };
+                match DecodingKey::from_jwk(jwk) {
+                    Ok(key) => keys.push(JwtKey {
+                        kid: jwk.common.key_id.clone(),
+                        family,
+                        key,
+                    }),
+                    Err(e) => errors.push((at("jwks_file"), format!("a key in `{file}`: {e}"))),
+                }
+            }
+            if keys.is_empty() {
+                errors.push((at("jwks_file"), format!("`{file}` holds no usable key")));
+                return None;
+            }
+            keys
+        };
+        let validations = algorithms
+            .iter()
+            .map(|alg| (*alg, validation(*alg, config)))
+            .collect();
+        Some(JwtVerifier {
+            keys,
+            validations,
+            leeway_secs: config.leeway.map(|d| d.0.as_secs_f64()).unwrap_or(60.0),
+            roles_claim: config.roles_claim.clone(),
+        })
+    }
+
+    /// The configured key a token of `alg` (and `kid`) is verified with.
+    fn key_for(&self, alg: Algorithm, kid: Option<&str>) -> Result<&DecodingKey, &'static str> {
+        let wanted = family(alg);
+        let mut fitting = self
+            .keys
+            .iter()
+            .filter(|k| k.family == wanted)
+            .filter(|k| kid.is_none() || k.kid.is_none() || k.kid.as_deref() == kid);
+        match (fitting.next(), fitting.next()) {
+            (Some(key), None) => Ok(&key.key),
+            (None, _) => Err("no configured key fits the token"),
+            // Several keys fit: the token must name one by `kid`.
+            (Some(_), Some(_)) => match kid {
+                Some(kid) => self
+                    .keys
+                    .iter()
+                    .find(|k| k.family == wanted && k.kid.as_deref() == Some(kid))
+                    .map(|k| &k.key)
+                    .ok_or("no configured key fits the token"),
+                None => Err("the token does not say which key (`kid`) signed it"),
+            },
+        }
+    }
+}
+
+/// The crate's checks for one algorithm: signature, `iss`, `aud` and the
+/// presence of `exp`/`sub`. Time (`exp`, `nbf`) is checked by the caller
+/// against the injected clock, not the system time the crate would read.
+fn validation(alg: Algorithm, config: &JwtConfig) -> Validation {
+    let mut v = Validation::new(alg);
+    v.validate_exp = false;
+    v.validate_nbf = false;
+    v.leeway = 0;
+    let mut required = vec!["exp", "sub"];
+    if let Some(iss) = &config.issuer {
+        v.set_issuer(&[iss]);
+        required.push("iss");
+    }
+    match &config.audience {
+        Some(aud) => {
+            v.set_audience(&[aud]);
+            required.push("aud");
+        }
+        None => v.validate_aud = false,
+    }
+    v.set_required_spec_claims(&required);
+    v
+}
+
+fn family(alg: Algorithm) -> Family {
+    use Algorithm::*;
+    match alg {
+        HS256 | HS384 | HS512 => Family::Hmac,
+        RS256 | RS384 | RS512 | PS256 | PS384 | PS512 => Family::Rsa,
+        ES256 | ES384 => Family::Ec,
+        EdDSA => Family::Ed,
+    }
+}
+
+fn jwt_error_detail(kind: &jsonwebtoken::errors::ErrorKind) -> Cow<'static, str> {
+    use jsonwebtoken::errors::ErrorKind as K;
+    match kind {
+        K::InvalidSignature => "the token's signature does not verify".into(),
+        K::InvalidIssuer => "the token's issuer is not accepted".into(),
+        K::InvalidAudience => "the token's audience is not accepted".into(),
+        K::InvalidAlgorithm => "the token's algorithm is not accepted".into(),
+        K::MissingRequiredClaim(claim) => format!("the token has no `{claim}` claim").into(),
+        _ => "the token is malformed".into(),
+    }
+}
+
+/// Whether a bearer value is shaped like a JWT (three base64url segments,
+/// the first a JSON object), so it is tried as a token rather than a key.
+pub fn looks_like_jwt(value: &str) -> bool {
+    value.starts_with("eyJ")
+        && value.bytes().filter(|b| *b == b'.').count() == 2
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'='))
+}
+
+// === RFC 3339 ===
+
+/// Nanoseconds since the epoch of an RFC 3339 time
+/// (`2026-01-01T00:00:00Z`, `2026-01-01T02:00:00.5+02:00`). `None` if it is
+/// malformed or before 1970.
+pub fn parse_rfc3339(s: &str) -> Option<Nanos> {
+    let b = s.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let part = b.get(r)?;
+        if part.iter().all(u8::is_ascii_digit) {
+            std::str::from_utf8(part).ok()?.parse().ok()
+        } else {
+            None
+        }
+    };
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    let month_days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if !(1..=12).contains(&month)
+        || day < 1
+        || day > month_days[(month - 1) as usize]
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    let mut rest = &s[19..];
+    let mut nanos: i64 = 0;
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        for (i, d) in frac.bytes().take(digits).enumerate() {
+            if i < 9 {
+                nanos += i64::from(d - b'0') * 10i64.pow(8 - i as u32);
+            }
+        }
+        rest = &frac[digits..];
+    }
+    let offset_secs = match rest.as_bytes() {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let digits = [*h1, *h2, *m1, *m2];
+            if !digits.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            let h = i64::from((h1 - b'0') * 10 + (h2 - b'0'));
+            let m = i64::from((m1 - b'0') * 10 + (m2 - b'0'));
+            let off = h * 3600 + m * 60;
+            if *sign == b'+' {
+                off
+            } else {
+                -off
+            }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(year, month, day);
+    let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_secs;
+    let total = i128::from(secs) * 1_000_000_000 + i128::from(nanos);
+    u64::try_from(total).ok()
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_times_become_nanos_since_the_epoch() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            parse_rfc3339("2026-01-01T00:00:00Z"),
+            Some(1_767_225_600 * 1_000_000_000)
+        );
+        assert_eq!(
+            parse_rfc3339("2026-01-01T02:00:00.5+02:00"),
+            Some(1_767_225_600 * 1_000_000_000 + 500_000_000)
+        );
+        assert_eq!(
+            parse_rfc3339("2024-02-29t12:00:00z").map(|n| n % 86_400_000_000_000),
+            Some(43_200_000_000_000)
+        );
+    }
+
+    #[test]
+    fn malformed_times_are_refused() {
+        for bad in [
+            "2026-01-01",
+            "2026-13-01T00:00:00Z",
+            "2025-02-29T00:00:00Z",
+            "2026-01-01T00:00:00",
+            "2026-01-01T00:00:00.Z",
+            "1969-12-31T23:59:59Z",
+            "2026-01-01T00:00:00+0200",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_jwt_shaped_bearer_values_are_tried_as_tokens() {
+        assert!(looks_like_jwt("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.sig-_"));
+        assert!(!looks_like_jwt("tk_live_0123456789"));
+        assert!(!looks_like_jwt("eyJ.only-one-dot"));
+    }
+
+    fn config(yaml: &str) -> Config {
+        serde_yaml::from_str(yaml).expect("config")
+    }
+
+    #[test]
+    fn keys_are_found_by_hash_and_expire_strictly_after_their_time() {
+        let cfg = config(
+            "version: 1\nlisten: 127.0.0.1:0\nroles: [reader]\nclients:\n  - id: a\n    roles: [reader]\n    api_keys:\n      - sha256: 5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8\n        id: k1\n        expires: 1970-01-01T00:00:01Z\n",
+        );
+        let roles = RoleTable::new(cfg.roles.clone());
+        let (creds, errors) = Credentials::build(&cfg, &roles, Path::new("."));
+        assert!(errors.is_empty(), "{errors:?}");
+        let client = creds
+            .check_api_key(b"password", 1_000_000_000)
+            .expect("valid at the instant");
+        assert_eq!(&*client.id, "a");
+        assert_eq!(client.key_id.as_deref(), Some("k1"));
+        assert_eq!(client.roles, RoleSet::EMPTY.with(0));
+        assert_eq!(
+            creds.check_api_key(b"password", 1_000_000_001).err(),
+            Some("the API key has expired")
+        );
+        assert!(creds.check_api_key(b"Password", 0).is_err());
+    }
+
+    #[test]
+    fn key_mistakes_are_reported_at_their_absolute_paths() {
+        let cfg = config(
+            "version: 1\nlisten: 127.0.0.1:0\nclients:\n  - id: a\n    roles: [ghost]\n    api_keys:\n      - sha256: abc\n      - env: TOLLGATE_TEST_SURELY_UNSET_VAR\n      - {}\n      - { sha256: 5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8, expires: soon }\n",
+        );
+        let (_, errors) = Credentials::build(&cfg, &RoleTable::default(), Path::new("."));
+        let paths: Vec<String> = errors.iter().map(|(p, _)| p.join(".")).collect();
+        assert_eq!(
+            paths,
+            [
+                "clients.0.roles.0",
+                "clients.0.api_keys.0.sha256",
+                "clients.0.api_keys.1.env",
+                "clients.0.api_keys.2",
+                "clients.0.api_keys.3.expires",
+            ]
+        );
+    }
+
+    #[test]
+    fn jwt_config_mistakes_are_reported_at_their_absolute_paths() {
+        let cfg = config(
+            "version: 1\nlisten: 127.0.0.1:0\njwt:\n  algorithms: [none, RS256]\n  public_key_file: /nonexistent/key.pem\n",
+        );
+        let (creds, errors) = Credentials::build(&cfg, &RoleTable::default(), Path::new("."));
+        let paths: Vec<String> = errors.iter().map(|(p, _)| p.join(".")).collect();
+        assert_eq!(paths, ["jwt.algorithms.0", "jwt.public_key_file"]);
+        assert!(!creds.has_jwt());
+    }
+}
