@@ -3,7 +3,6 @@
 //! and what the client saw (DESIGN §4, §5).
 
 // Imports kept for the proxy tests other branches add here.
-#![allow(unused_imports)]
 
 mod common;
 

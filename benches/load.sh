@@ -1,0 +1,208 @@
+#!/usr/bin/env bash
+# Side-by-side load benchmark: the upstream called directly, nginx as a
+# reverse proxy doing the same job as Tollgate, and Tollgate — in
+# alternation (A B C A B C ...) so that drift on a shared machine hits all
+# three alike. Prints rps, p50 and p99 per target (median over rounds), the
+# CPU each proxy spent per request, and the ratios.
+#
+# The job both proxies do: allow only 127.0.0.0/8, require an API key
+# (one of two), a per-key rate limit high enough never to trigger, strip
+# the key, add X-Forwarded-For, keep-alive to the upstream.
+#
+# Usage: benches/load.sh [ROUNDS] [SECONDS]      (defaults: 3 rounds of 5 s)
+# Env:   CONNECTIONS (64), THREADS (1), SCENARIOS ("small big post")
+# Needs: wrk and nginx (installed with apt-get when missing and run as root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${1:-3}
+SECS=${2:-5}
+CONNECTIONS=${CONNECTIONS:-64}
+THREADS=${THREADS:-1}
+SCENARIOS=${SCENARIOS:-"small big post"}
+KEY=bench-key-one
+
+need() {
+  command -v "$1" >/dev/null 2>&1 && return
+  if [ "$(id -u)" = 0 ]; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2") >/dev/null
+  else
+    echo "need $1 (apt-get install $2)" >&2; exit 1
+  fi
+}
+need wrk wrk
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need nginx nginx-light
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+echo "building tollgate (profile perf)..." >&2
+cargo build --profile perf --quiet
+TOLLGATE=target/perf/tollgate
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done
+  "$NGINX" -p "$WORK/up" -c nginx.conf -s stop 2>/dev/null || true
+  "$NGINX" -p "$WORK/px" -c nginx.conf -s stop 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+UP=$(free_port); NX=$(free_port); TG=$(free_port)
+CORES=$(nproc)
+
+# --- the upstream: nginx, one worker, fixed answers -------------------------
+mkdir -p "$WORK/up/logs" "$WORK/px/logs" "$WORK/up/html"
+head -c 65536 /dev/zero | tr '\0' 'x' > "$WORK/up/html/big"
+cat > "$WORK/up/nginx.conf" <<NGINX
+worker_processes 1;
+error_log logs/error.log crit;
+pid logs/nginx.pid;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$UP reuseport;
+    location /big { root $WORK/up/html; default_type application/octet-stream; }
+    location / { default_type application/json; return 200 '{"ok":true,"from":"wf"}\n'; }
+  }
+}
+NGINX
+
+# --- nginx as the governing proxy --------------------------------------------
+cat > "$WORK/px/nginx.conf" <<NGINX
+worker_processes $CORES;
+error_log logs/error.log crit;
+pid logs/nginx.pid;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  map \$http_x_api_key \$client { default ""; "bench-key-one" one; "bench-key-two" two; }
+  limit_req_zone \$client zone=perkey:10m rate=1000000r/s;
+  upstream wf { server 127.0.0.1:$UP; keepalive 128; }
+  server {
+    listen 127.0.0.1:$NX reuseport;
+    client_max_body_size 1m;
+    location / {
+      allow 127.0.0.0/8; deny all;
+      if (\$client = "") { return 401; }
+      limit_req zone=perkey burst=1000000 nodelay;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-API-Key "";
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_pass http://wf;
+    }
+  }
+}
+NGINX
+
+# --- Tollgate with the same job -------------------------------------------
+cat > "$WORK/tollgate.yaml" <<YAML
+version: 1
+listen: 127.0.0.1:$TG
+limits: { max_body: 1MiB }
+roles: [bench]
+clients:
+  - { id: one, roles: [bench], api_keys: [{ sha256: $(printf %s bench-key-one | sha256sum | cut -d' ' -f1) }] }
+  - { id: two, roles: [bench], api_keys: [{ sha256: $(printf %s bench-key-two | sha256sum | cut -d' ' -f1) }] }
+policies:
+  lan: { type: ip, allow: [127.0.0.0/8] }
+  key: { type: auth, methods: [api_key] }
+  benchers: { type: roles, allow: [bench] }
+  per-key: { type: rate_limit, limit: 1000000, window: 1s, key: client }
+apply: [lan, key, benchers, per-key]
+apis:
+  - name: bench
+    upstream: http://127.0.0.1:$UP
+    operations:
+      - { id: small, method: GET, path: /small }
+      - { id: big, method: GET, path: /big }
+      - { id: post, method: POST, path: /post }
+YAML
+
+"$NGINX" -p "$WORK/up" -c nginx.conf
+"$NGINX" -p "$WORK/px" -c nginx.conf
+RUST_LOG=warn "$TOLLGATE" serve -c "$WORK/tollgate.yaml" 2>"$WORK/tollgate.log" &
+PIDS+=($!)
+TG_PID=$!
+
+wait_up() { for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$1/" && return; sleep 0.1; done; echo "port $1 did not come up" >&2; exit 1; }
+wait_up "$UP"; wait_up "$NX"; wait_up "$TG"
+for port in "$NX" "$TG"; do
+  code=$(curl -s -o /dev/null -w '%{http_code}' -H "X-API-Key: $KEY" "http://127.0.0.1:$port/small")
+  [ "$code" = 200 ] || { echo "sanity check failed on $port: $code" >&2; cat "$WORK/tollgate.log" >&2; exit 1; }
+  code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/small")
+  [ "$code" = 401 ] || { echo "port $port let a keyless call through: $code" >&2; exit 1; }
+done
+
+head -c 16384 /dev/zero | tr '\0' 'p' > "$WORK/post.body"
+cat > "$WORK/post.lua" <<LUA
+local f = io.open("$WORK/post.body", "rb"); wrk.body = f:read("*a"); f:close()
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/octet-stream"
+wrk.headers["X-API-Key"] = "$KEY"
+LUA
+
+nginx_pids() { pgrep -f "nginx: worker process" -P "$(cat "$WORK/px/logs/nginx.pid")" | tr '\n' ' '; echo "$(cat "$WORK/px/logs/nginx.pid")"; }
+cpu_ticks() { local t=0; for p in $1; do [ -r "/proc/$p/stat" ] && t=$((t + $(awk '{print $14+$15}' "/proc/$p/stat"))); done; echo $t; }
+
+# run TARGET PORT SCENARIO -> "rps p50_ms p99_ms cpu_us_per_req"
+run() {
+  local port=$2 scenario=$3 path args=()
+  case $scenario in
+    small) path=/small; args=(-H "X-API-Key: $KEY") ;;
+    big)   path=/big;   args=(-H "X-API-Key: $KEY") ;;
+    post)  path=/post;  args=(-s "$WORK/post.lua") ;;
+  esac
+  [ "$1" = direct ] && [ "$scenario" = post ] && path=/post
+  local pids=""
+  case $1 in nginx) pids=$(nginx_pids) ;; tollgate) pids=$TG_PID ;; esac
+  local before; before=$(cpu_ticks "$pids")
+  local out; out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${SECS}s" --latency "${args[@]}" "http://127.0.0.1:$port$path")
+  local after; after=$(cpu_ticks "$pids")
+  local reqs rps p50 p99
+  reqs=$(echo "$out" | awk '/requests in/ {print $1}')
+  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  p50=$(echo "$out" | awk '$1=="50%" {print $2}')
+  p99=$(echo "$out" | awk '$1=="99%" {print $2}')
+  local non2xx; non2xx=$(echo "$out" | awk '/Non-2xx/ {print $5}')
+  [ -z "$non2xx" ] || echo "warning: $1 $scenario had $non2xx non-2xx answers" >&2
+  local cpu="-"
+  if [ -n "$pids" ] && [ "${reqs:-0}" -gt 0 ]; then
+    cpu=$(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" -v n="$reqs" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
+  fi
+  echo "$rps $(to_ms "$p50") $(to_ms "$p99") $cpu"
+}
+to_ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us$/,"",v); printf "%.3f", v/1000 } else if (v ~ /ms$/) { sub(/ms$/,"",v); printf "%.3f", v } else if (v ~ /s$/) { sub(/s$/,"",v); printf "%.3f", v*1000 } else print v }'; }
+median() { sort -g | awk '{a[NR]=$1} END { if (NR==0) print "-"; else if (NR%2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
+
+echo "machine: $(nproc) cores, $(uname -r); wrk -t$THREADS -c$CONNECTIONS -d${SECS}s, $ROUNDS rounds (A B C alternation)"
+for scenario in $SCENARIOS; do
+  declare -A R=()
+  for round in $(seq 1 "$ROUNDS"); do
+    for target in direct nginx tollgate; do
+      case $target in direct) port=$UP ;; nginx) port=$NX ;; tollgate) port=$TG ;; esac
+      R[$target.$round]=$(run $target $port "$scenario")
+    done
+  done
+  echo
+  echo "scenario: $scenario"
+  printf '| %-9s | %10s | %8s | %8s | %12s |\n' target rps p50_ms p99_ms cpu_us_per_req
+  printf '|%s|%s|%s|%s|%s|\n' ----------- ------------ ---------- ---------- --------------
+  declare -A M=()
+  for target in direct nginx tollgate; do
+    for col in 1 2 3 4; do
+      M[$target.$col]=$(for round in $(seq 1 "$ROUNDS"); do echo "${R[$target.$round]}" | awk -v c=$col '{print $c}'; done | grep -v -- '^-$' | median)
+    done
+    printf '| %-9s | %10s | %8s | %8s | %12s |\n' $target "${M[$target.1]}" "${M[$target.2]}" "${M[$target.3]}" "${M[$target.4]}"
+  done
+  awk -v t="${M[tollgate.1]}" -v n="${M[nginx.1]}" -v d="${M[direct.1]}" -v tp="${M[tollgate.3]}" -v np="${M[nginx.3]}" \
+    'BEGIN { printf "ratios (median rps): tollgate/nginx %.2f, tollgate/direct %.2f, nginx/direct %.2f; p99 tollgate/nginx %.2f\n", t/n, t/d, n/d, tp/np }'
+  unset R M
+done
+echo
+echo "tollgate RSS after the run: $(awk '/VmRSS/ {print $2, $3}' /proc/$TG_PID/status)"
