@@ -32,6 +32,7 @@ use crate::clock::SharedClock;
 use crate::config::schema::{Config, PolicyDef, PolicyKind};
 use crate::context::{RequestContext, RoleSet};
 use crate::problem::{Code, Reject};
+use crate::state::AnyStore;
 
 /// The per-operation service: what every layer wraps and returns. Shared
 /// by reference in the `Gateway`, cloned per request.
@@ -131,6 +132,8 @@ pub struct CompileCx<'a> {
     pub config: &'a Config,
     pub roles: &'a RoleTable,
     pub clock: &'a SharedClock,
+    /// Where counters live (rate limits, quotas, bans); outlives reloads.
+    pub store: AnyStore,
     /// Where the config file lives: relative file names resolve against it.
     pub base_dir: &'a std::path::Path,
     pub(crate) errors: Vec<(Vec<String>, String)>,
@@ -147,9 +150,17 @@ impl<'a> CompileCx<'a> {
             config,
             roles,
             clock,
+            store: AnyStore::memory(),
             base_dir,
             errors: Vec::new(),
         }
+    }
+
+    /// Uses `store` for counters (the gateway's, from `Deps`). Without it a
+    /// context has a private memory store, which suits unit tests.
+    pub fn with_store(mut self, store: &AnyStore) -> Self {
+        self.store = store.clone();
+        self
     }
 
     /// Records a mistake at `path` inside the definition being compiled.
