@@ -494,3 +494,44 @@ async fn the_redis_store_is_a_config_error_until_it_exists() {
     let text = errors[0].to_string();
     assert!(text.contains("not available yet"), "{text}");
 }
+
+/// The example files' policies, inlined under `policies:` (the loader's
+/// `include:` is tested with the config loader; this checks the contents).
+fn example_policies() -> String {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let mut out = String::from("policies:\n");
+    for file in [
+        "per-client-rate.yaml",
+        "daily-quota.yaml",
+        "scanner-trap.yaml",
+    ] {
+        let text = std::fs::read_to_string(dir.join(file)).expect("example file");
+        for line in text.lines() {
+            out.push_str("  ");
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn the_example_policy_files_compile_and_trap_a_scanner() {
+    let up = Upstream::start().await;
+    let (_clock, shared) = clock();
+    let extra = format!(
+        "roles: [agent]\n{}apply: [scanner-trap, per-client-rate, agent-rate, daily-quota]",
+        example_policies()
+    );
+    let gw = gateway_with_clock(&simple_config(&up.url(), &extra), shared).await;
+    let got = gw.get("/employees/1").await;
+    assert_eq!(got.status, 200);
+    assert_eq!(
+        got.header("ratelimit-policy"),
+        Some("\"per-client-rate\";q=600;w=60")
+    );
+    assert_eq!(got.header("x-ratelimit-remaining"), Some("49"));
+    gw.get("/wp-login.php").await.assert_problem(403, "banned");
+    gw.get("/employees/1").await.assert_problem(403, "banned");
+    gw.shutdown().await;
+}
