@@ -15,7 +15,9 @@
 //!
 //! Keys are `{policy}:{key}` (see [`key`]): a policy's counters belong to its
 //! name, not to the compiled layer, so a reload (a new `Gateway` compiled
-//! with the same `Deps`) keeps them.
+//! with the same `Deps`) keeps them. Each kind of counter (buckets, quotas,
+//! hits, bans) is its own keyspace: `abuse` uses one key for its hits and
+//! its ban, and a Redis store prefixes the kind (`tollgate:ban:{key}`).
 //!
 //! Time is always passed in (`now`, nanoseconds since the epoch from the
 //! injected [`Clock`](crate::clock::Clock)), never read by the store, so the
