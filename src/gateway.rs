@@ -16,7 +16,7 @@ use tower::ServiceExt;
 
 use crate::body::Body;
 use crate::clock::SharedClock;
-use crate::config::schema::{PolicyDef, PolicyRef};
+use crate::config::schema::{PolicyDef, PolicyRef, StoreKind};
 use crate::config::{ConfigError, LoadedConfig};
 use crate::context::{new_request_id, OperationInfo, RequestContext};
 use crate::headers::*;
@@ -26,12 +26,16 @@ use crate::problem::{Code, Reject, RejectedWith};
 use crate::proxy::{HttpClient, Proxy, UpstreamTarget, UpstreamUri};
 use crate::routing::{normalize_path, RouteTable};
 use crate::stack;
+use crate::state::AnyStore;
 
 /// Resources that outlive one compiled config (so a reload keeps them).
 #[derive(Clone)]
 pub struct Deps {
     pub clock: SharedClock,
     pub client: HttpClient,
+    /// Rate-limit buckets, quotas and bans: shared by every `Gateway`
+    /// compiled with these deps, so a reload keeps the counters.
+    pub store: AnyStore,
 }
 
 impl Deps {
@@ -46,7 +50,20 @@ impl Deps {
             .map(|f| loaded.base_dir.join(f));
         let client = crate::proxy::build_client(ca_file.as_deref())
             .map_err(|message| vec![loaded.error_at(&["upstream_tls", "ca_file"], message)])?;
-        Ok(Deps { clock, client })
+        let store = match loaded.config.state.store {
+            StoreKind::Memory => AnyStore::memory(),
+            StoreKind::Redis => {
+                return Err(vec![loaded.error_at(
+                    &["state", "store"],
+                    "the redis store is not available yet; use `store: memory`",
+                )])
+            }
+        };
+        Ok(Deps {
+            clock,
+            client,
+            store,
+        })
     }
 }
 
@@ -440,7 +457,8 @@ impl<'a> Compiler<'a> {
             );
         }
         let mut cx = CompileCx::new(config, &roles, &self.deps.clock, &base_dir)
-            .with_credentials(Arc::new(credentials));
+            .with_credentials(Arc::new(credentials))
+            .with_store(&self.deps.store);
 
         // Named policies compile once; operations share them (and their counters).
         let mut named: std::collections::BTreeMap<&str, CompiledPolicy> = Default::default();

@@ -15,4 +15,5 @@ pub mod proxy;
 pub mod routing;
 pub mod server;
 pub mod stack;
+pub mod state;
 pub mod telemetry;

@@ -1,11 +1,50 @@
-//! Abuse blocking: ban an IP after too many watched responses, or at once for a blocked user agent or path.
+//! Abuse blocking: ban an IP after too many watched responses, or at once
+//! for a blocked user agent or path.
+//!
+//! ```yaml
+//! scanner-trap:
+//!   type: abuse
+//!   watch: [401, 403, 404, 429]   # statuses that count against a caller
+//!   threshold: 20                 # the 20th within `window` bans
+//!   window: 1m
+//!   ban: 15m
+//!   block_user_agents: ["(?i)sqlmap|nikto|masscan"]
+//!   block_paths: ["^/wp-(admin|login)", "\\.php$", "^/\\.env"]
+//!   ipv6_prefix: 64               # IPv6 callers are grouped by this prefix
+//! ```
+//!
+//! The key is the client IP (an IPv6 address grouped by `ipv6_prefix`, as
+//! one subscriber usually holds a whole /64). A banned key is answered
+//! 403 `banned` with `Retry-After` before anything else runs: one store
+//! lookup per request. A request matching `block_user_agents` or
+//! `block_paths` bans its key at once. Otherwise the answer's status is
+//! watched on the way out; the `threshold`-th watched answer within
+//! `window` (a fixed window from the first) bans the key for `ban`. The
+//! ban's reason names the authenticated client when there was one, so the
+//! admin API shows who was behind the address.
+//!
+//! As a gateway-wide policy it also judges requests that matched no route
+//! (`stack::build_unrouted`): a scanner's 404s count like any others.
+//! `report_only`: nothing is banned; would-be bans are logged and noted.
 
+use http::{Request, Response};
+use ipnet::Ipv6Net;
+use regex::bytes::RegexSet;
 use serde::Deserialize;
+use std::convert::Infallible;
+use std::fmt;
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use tower::{Service, ServiceExt};
 
-use super::{CompileCx, PolicyMeta, Stage};
-#[allow(unused_imports)]
-use crate::config::units::{ByteSize, ConfigDuration};
+use super::{CompileCx, OperationService, PolicyMeta, Stage};
+use crate::body::Body;
+use crate::clock::{Nanos, SharedClock};
+use crate::config::units::ConfigDuration;
+use crate::context::RequestContext;
+use crate::problem::{Code, Reject};
+use crate::state::{self, AnyStore, Ban, Store, StoreErrorMode, SECOND};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -42,11 +81,425 @@ fn default_ipv6_prefix() -> u8 {
     64
 }
 
+/// A compiled `abuse` policy.
+#[derive(Debug)]
+pub struct Abuse {
+    meta: Arc<PolicyMeta>,
+    /// One bit per status code 0..=639: a watched status is a bit test.
+    watch: [u64; 10],
+    threshold: u64,
+    window: Nanos,
+    ban: Nanos,
+    block_user_agents: Option<RegexSet>,
+    block_paths: Option<RegexSet>,
+    ipv6_prefix: u8,
+    store: AnyStore,
+    clock: SharedClock,
+    on_error: StoreErrorMode,
+}
+
 pub fn compile(
-    _config: &AbuseConfig,
-    _meta: &Arc<PolicyMeta>,
+    config: &AbuseConfig,
+    meta: &Arc<PolicyMeta>,
     cx: &mut CompileCx<'_>,
 ) -> Option<Vec<Stage>> {
-    cx.error(&["type"], "this policy type is not implemented yet");
-    None
+    let mut ok = true;
+    let mut watch = [0u64; 10];
+    for (i, &status) in config.watch.iter().enumerate() {
+        if (100..=599).contains(&status) {
+            watch[usize::from(status / 64)] |= 1 << (status % 64);
+        } else {
+            cx.error(
+                &["watch", &i.to_string()],
+                format!("{status} is not an HTTP status (100-599)"),
+            );
+            ok = false;
+        }
+    }
+    if config.threshold == 0 {
+        cx.error(&["threshold"], "the threshold is at least 1");
+        ok = false;
+    }
+    let nanos = |d: &ConfigDuration| d.0.as_nanos().min(u128::from(u64::MAX)) as Nanos;
+    let (window, ban) = (nanos(&config.window), nanos(&config.ban));
+    if window == 0 {
+        cx.error(&["window"], "the window must be longer than zero");
+        ok = false;
+    }
+    if ban == 0 {
+        cx.error(&["ban"], "the ban must be longer than zero");
+        ok = false;
+    }
+    if config.ipv6_prefix > 128 {
+        cx.error(&["ipv6_prefix"], "an IPv6 prefix is 0 to 128 bits");
+        ok = false;
+    }
+    let block_user_agents = regex_set(&config.block_user_agents, "block_user_agents", cx);
+    let block_paths = regex_set(&config.block_paths, "block_paths", cx);
+    let (Ok(block_user_agents), Ok(block_paths), true) = (block_user_agents, block_paths, ok)
+    else {
+        return None;
+    };
+    let policy = Arc::new(Abuse {
+        meta: meta.clone(),
+        watch,
+        threshold: u64::from(config.threshold),
+        window,
+        ban,
+        block_user_agents,
+        block_paths,
+        ipv6_prefix: config.ipv6_prefix,
+        store: cx.store.clone(),
+        clock: cx.clock.clone(),
+        on_error: StoreErrorMode::new(cx.config.state.on_store_error),
+    });
+    Some(vec![Stage {
+        phase: super::Phase::Screen,
+        layer: Arc::new(move |inner| {
+            OperationService::new(AbuseService {
+                policy: policy.clone(),
+                inner,
+            })
+        }),
+    }])
+}
+
+/// Compiles the patterns once into one set (one pass per request), each
+/// checked alone first so an error names its index.
+fn regex_set(
+    patterns: &[String],
+    field: &str,
+    cx: &mut CompileCx<'_>,
+) -> Result<Option<RegexSet>, ()> {
+    let mut ok = true;
+    for (i, p) in patterns.iter().enumerate() {
+        if let Err(e) = regex::bytes::Regex::new(p) {
+            cx.error(&[field, &i.to_string()], format!("not a valid regex: {e}"));
+            ok = false;
+        }
+    }
+    if !ok {
+        return Err(());
+    }
+    if patterns.is_empty() {
+        return Ok(None);
+    }
+    RegexSet::new(patterns).map(Some).map_err(|e| {
+        cx.error(
+            &[field],
+            format!("the patterns do not compile together: {e}"),
+        );
+    })
+}
+
+/// The address an abuse key is made of: IPv4 as is, IPv6 cut to its
+/// prefix (`2001:db8:1:2::/64`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpGroup {
+    V4(std::net::Ipv4Addr),
+    V6(Ipv6Net),
+}
+
+impl IpGroup {
+    pub fn of(ip: IpAddr, ipv6_prefix: u8) -> IpGroup {
+        match crate::gateway::canonical_ip(ip) {
+            IpAddr::V4(v4) => IpGroup::V4(v4),
+            IpAddr::V6(v6) => match Ipv6Net::new(v6, ipv6_prefix.min(128)) {
+                Ok(net) => IpGroup::V6(net.trunc()),
+                Err(_) => IpGroup::V6(Ipv6Net::from(v6)),
+            },
+        }
+    }
+}
+
+impl fmt::Display for IpGroup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IpGroup::V4(v4) => v4.fmt(f),
+            IpGroup::V6(net) => net.fmt(f),
+        }
+    }
+}
+
+// === impl Abuse ===
+
+impl Abuse {
+    fn watches(&self, status: u16) -> bool {
+        status < 640 && self.watch[usize::from(status / 64)] & (1 << (status % 64)) != 0
+    }
+
+    /// Before the call: `Err` refuses it (banned now or already).
+    async fn screen(&self, parts: &mut http::request::Parts, key: &str) -> Result<(), Reject> {
+        let now = self.clock.now();
+        match self.store.ban_get(key, now).await {
+            Ok(Some(ban)) => return self.refuse(parts, &ban, now),
+            Ok(None) => {}
+            Err(error) => return self.on_error.handle(&self.meta.name, &error, now),
+        }
+        let blocked =
+            |set: &Option<RegexSet>, value: &[u8]| set.as_ref().is_some_and(|s| s.is_match(value));
+        let user_agent = parts
+            .headers
+            .get(http::header::USER_AGENT)
+            .map_or(&b""[..], |v| v.as_bytes());
+        let reason = if blocked(&self.block_paths, parts.uri.path().as_bytes()) {
+            "blocked path"
+        } else if blocked(&self.block_user_agents, user_agent) {
+            "blocked user agent"
+        } else {
+            return Ok(());
+        };
+        let ban = Ban {
+            reason: format!(
+                "{reason} `{}`{}",
+                parts.uri.path(),
+                client_note(parts.extensions.get())
+            ),
+            until: now.saturating_add(self.ban),
+        };
+        self.impose(key, ban.clone(), now).await;
+        self.refuse(parts, &ban, now)
+    }
+
+    fn refuse(
+        &self,
+        parts: &mut http::request::Parts,
+        ban: &Ban,
+        now: Nanos,
+    ) -> Result<(), Reject> {
+        if self.meta.report_only {
+            if let Some(cx) = parts.extensions.get_mut::<RequestContext>() {
+                cx.would_reject.push((self.meta.name.clone(), Code::Banned));
+            }
+            return Ok(());
+        }
+        Err(
+            Reject::new(Code::Banned, "this address is banned for a while")
+                .with_retry_after(state::ceil_secs(ban.until.saturating_sub(now))),
+        )
+    }
+
+    /// Sets a ban (report-only: only logs it).
+    async fn impose(&self, key: &str, ban: Ban, now: Nanos) {
+        if self.meta.report_only {
+            tracing::info!(
+                policy = &*self.meta.name,
+                key,
+                reason = ban.reason,
+                "report-only abuse policy would ban"
+            );
+            return;
+        }
+        tracing::warn!(
+            policy = &*self.meta.name,
+            key,
+            reason = ban.reason,
+            "banned"
+        );
+        if let Err(error) = self.store.ban_set(key, ban, now).await {
+            tracing::warn!(policy = &*self.meta.name, %error, "could not store a ban");
+        }
+    }
+
+    /// After the call: counts a watched status, bans at the threshold.
+    /// (Takes the status and context, not the response: a body is not
+    /// `Sync`, so a reference to it cannot live across the store call.)
+    async fn watch_answer(&self, key: &str, status: u16, client: Option<Arc<str>>) {
+        if !self.watches(status) {
+            return;
+        }
+        let now = self.clock.now();
+        let count = match self.store.hit(key, self.window, now).await {
+            Ok(count) => count,
+            Err(error) => {
+                // Nothing to refuse any more: the answer is already made.
+                let _ = self.on_error.handle(&self.meta.name, &error, now);
+                return;
+            }
+        };
+        if count >= self.threshold {
+            let ban = Ban {
+                reason: format!(
+                    "{count} watched answers within {}s, the last {status}{}",
+                    self.window.div_ceil(SECOND),
+                    match client {
+                        Some(id) => format!(" (client {id})"),
+                        None => String::new(),
+                    },
+                ),
+                until: now.saturating_add(self.ban),
+            };
+            self.impose(key, ban, now).await;
+        }
+    }
+}
+
+/// ` (client hr-portal)` when the call was authenticated.
+fn client_note(cx: Option<&RequestContext>) -> String {
+    match cx.and_then(|cx| cx.client.as_ref()) {
+        Some(client) => format!(" (client {})", client.id),
+        None => String::new(),
+    }
+}
+
+// === impl AbuseService ===
+
+#[derive(Clone)]
+pub struct AbuseService {
+    policy: Arc<Abuse>,
+    inner: OperationService,
+}
+
+impl Service<Request<Body>> for AbuseService {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = futures_util::future::BoxFuture<'static, Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let policy = self.policy.clone();
+        let inner = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, inner);
+        Box::pin(async move {
+            let (mut parts, body) = req.into_parts();
+            let Some(ip) = parts
+                .extensions
+                .get::<RequestContext>()
+                .map(|cx| cx.client_ip)
+            else {
+                return Ok(Reject::new(Code::Internal, "request context missing")
+                    .respond(parts.extensions));
+            };
+            let group = IpGroup::of(ip, policy.ipv6_prefix);
+            let key = state::key(&policy.meta.name, format_args!("{group}"));
+            if let Err(reject) = policy.screen(&mut parts, &key).await {
+                return Ok(reject.respond(parts.extensions));
+            }
+            let response = inner.oneshot(Request::from_parts(parts, body)).await?;
+            let status = response.status().as_u16();
+            if policy.watches(status) {
+                let client = response
+                    .extensions()
+                    .get::<RequestContext>()
+                    .and_then(|cx| cx.client.as_ref())
+                    .map(|c| c.id.clone());
+                policy.watch_answer(&key, status, client).await;
+            }
+            Ok(response)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::{Clock, ManualClock};
+    use crate::policy::rate_limit::tests::{compile_policies, echo_terminal, request};
+
+    #[test]
+    fn ipv6_callers_are_grouped_by_prefix_and_ipv4_stands_alone() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        assert_eq!(
+            IpGroup::of(ip("2001:db8:1:2:aaaa::1"), 64).to_string(),
+            "2001:db8:1:2::/64"
+        );
+        assert_eq!(
+            IpGroup::of(ip("2001:db8:1:2:aaaa::1"), 64),
+            IpGroup::of(ip("2001:db8:1:2:bbbb::9"), 64)
+        );
+        assert_ne!(
+            IpGroup::of(ip("2001:db8:1:2::1"), 64),
+            IpGroup::of(ip("2001:db8:1:3::1"), 64)
+        );
+        assert_eq!(
+            IpGroup::of(ip("2001:db8::1"), 128).to_string(),
+            "2001:db8::1/128"
+        );
+        assert_eq!(
+            IpGroup::of(ip("::ffff:10.0.0.1"), 64).to_string(),
+            "10.0.0.1"
+        );
+    }
+
+    #[test]
+    fn bad_patterns_statuses_and_prefixes_are_config_errors() {
+        let clock: SharedClock = ManualClock::new(0);
+        let errors = compile_policies(
+            "version: 1\nlisten: 127.0.0.1:0\n",
+            "a: {type: abuse, watch: [404, 700], threshold: 0, ipv6_prefix: 129, \
+             block_paths: ['ok', '(unclosed']}",
+            &AnyStore::memory(),
+            &clock,
+        )
+        .err()
+        .expect("errors");
+        assert_eq!(errors.len(), 4, "{errors:?}");
+        assert!(errors
+            .iter()
+            .any(|e| e.starts_with("block_paths.1: not a valid regex")));
+        assert!(errors.iter().any(|e| e.starts_with("watch.1:")));
+    }
+
+    #[tokio::test]
+    async fn report_only_abuse_never_bans() {
+        let clock = ManualClock::new(1_000 * SECOND);
+        let shared: SharedClock = clock.clone();
+        let store = AnyStore::memory();
+        let policies = compile_policies(
+            "version: 1\nlisten: 127.0.0.1:0\n",
+            "trap: {type: abuse, threshold: 2, report_only: true, block_paths: ['^/x']}",
+            &store,
+            &shared,
+        )
+        .expect("compiles");
+        let svc = crate::stack::build(&policies, echo_terminal(404));
+        for _ in 0..5 {
+            let r = svc
+                .clone()
+                .oneshot(request(None))
+                .await
+                .expect("infallible");
+            assert_eq!(r.status(), 404);
+        }
+        let bans = store.ban_list(clock.now()).await.expect("store");
+        assert!(bans.is_empty(), "{bans:?}");
+    }
+
+    #[test]
+    fn watched_statuses_are_a_bit_test() {
+        let clock: SharedClock = ManualClock::new(0);
+        let policies = compile_policies(
+            "version: 1\nlisten: 127.0.0.1:0\n",
+            "a: {type: abuse, watch: [401, 599, 100]}",
+            &AnyStore::memory(),
+            &clock,
+        );
+        assert!(policies.is_ok());
+        let mut w = [0u64; 10];
+        for s in [401u16, 599, 100] {
+            w[usize::from(s / 64)] |= 1 << (s % 64);
+        }
+        let abuse = Abuse {
+            meta: Arc::new(PolicyMeta {
+                name: "a".into(),
+                type_name: "abuse",
+                report_only: false,
+            }),
+            watch: w,
+            threshold: 1,
+            window: 1,
+            ban: 1,
+            block_user_agents: None,
+            block_paths: None,
+            ipv6_prefix: 64,
+            store: AnyStore::memory(),
+            clock,
+            on_error: StoreErrorMode::new(Default::default()),
+        };
+        assert!(abuse.watches(401) && abuse.watches(599) && abuse.watches(100));
+        assert!(!abuse.watches(404) && !abuse.watches(200) && !abuse.watches(639));
+    }
 }

@@ -33,6 +33,7 @@ use crate::clock::SharedClock;
 use crate::config::schema::{Config, PolicyDef, PolicyKind};
 use crate::context::{RequestContext, RoleSet};
 use crate::problem::{Code, Reject};
+use crate::state::AnyStore;
 
 /// The per-operation service: what every layer wraps and returns. Shared
 /// by reference in the `Gateway`, cloned per request.
@@ -132,6 +133,8 @@ pub struct CompileCx<'a> {
     pub config: &'a Config,
     pub roles: &'a RoleTable,
     pub clock: &'a SharedClock,
+    /// Where counters live (rate limits, quotas, bans); outlives reloads.
+    pub store: AnyStore,
     /// Where the config file lives: relative file names resolve against it.
     pub base_dir: &'a std::path::Path,
     /// Every client's keys and the JWT verifier, built once per compile and
@@ -151,6 +154,7 @@ impl<'a> CompileCx<'a> {
             config,
             roles,
             clock,
+            store: AnyStore::memory(),
             base_dir,
             credentials: Arc::default(),
             errors: Vec::new(),
@@ -160,6 +164,13 @@ impl<'a> CompileCx<'a> {
     /// The credentials `auth` policies identify callers with (default: none).
     pub fn with_credentials(mut self, credentials: Arc<credentials::Credentials>) -> Self {
         self.credentials = credentials;
+        self
+    }
+
+    /// Uses `store` for counters (the gateway's, from `Deps`). Without it a
+    /// context has a private memory store, which suits unit tests.
+    pub fn with_store(mut self, store: &AnyStore) -> Self {
+        self.store = store.clone();
         self
     }
 

@@ -1,11 +1,36 @@
-//! Usage quotas per calendar period, consumed only by forwarded calls.
+//! Usage quotas per UTC calendar period, consumed only by forwarded calls.
+//!
+//! ```yaml
+//! daily-quota:
+//!   type: quota
+//!   limit: 10000
+//!   period: day       # hour | day | month (UTC calendar)
+//!   key: client       # client | ip | global | header:X-User
+//! ```
+//!
+//! The call takes one unit from the store before it is forwarded (one
+//! atomic take, so concurrent calls can never overshoot the limit), and
+//! gives it back if the answer was made by the gateway rather than the
+//! upstream: refused by a later policy (request schema), or failed at the
+//! proxy (502 `upstream_unavailable`, 504 `upstream_timeout`, 413). Any
+//! answer the upstream itself gave — a 500 included — counts: the workflow
+//! ran. Past the limit: 429 `quota_exceeded` with `Retry-After` until the
+//! period ends; that refusal consumes nothing. (A caller that hangs up
+//! before the answer keeps its unit used: the upstream may have run.)
 
+use http::{Request, Response};
 use serde::Deserialize;
+use std::convert::Infallible;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use tower::{Service, ServiceExt};
 
-use super::{CompileCx, PolicyMeta, Stage};
-#[allow(unused_imports)]
-use crate::config::units::{ByteSize, ConfigDuration};
+use super::{CompileCx, LimitKey, OperationService, PolicyMeta, Stage};
+use crate::body::Body;
+use crate::clock::{Nanos, SharedClock};
+use crate::context::RequestContext;
+use crate::problem::{Code, Reject, RejectedWith};
+use crate::state::{self, AnyStore, Store, StoreErrorMode, SECOND};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -25,11 +50,283 @@ pub enum QuotaPeriod {
     Month,
 }
 
+/// A compiled `quota` policy.
+#[derive(Debug)]
+pub struct Quota {
+    meta: Arc<PolicyMeta>,
+    limit: u64,
+    period: QuotaPeriod,
+    key: LimitKey,
+    store: AnyStore,
+    clock: SharedClock,
+    on_error: StoreErrorMode,
+}
+
 pub fn compile(
-    _config: &QuotaConfig,
-    _meta: &Arc<PolicyMeta>,
+    config: &QuotaConfig,
+    meta: &Arc<PolicyMeta>,
     cx: &mut CompileCx<'_>,
 ) -> Option<Vec<Stage>> {
-    cx.error(&["type"], "this policy type is not implemented yet");
-    None
+    if config.limit == 0 {
+        cx.error(&["limit"], "a quota allows at least 1 call per period");
+        return None;
+    }
+    let policy = Arc::new(Quota {
+        meta: meta.clone(),
+        limit: config.limit,
+        period: config.period,
+        key: config.key.clone(),
+        store: cx.store.clone(),
+        clock: cx.clock.clone(),
+        on_error: StoreErrorMode::new(cx.config.state.on_store_error),
+    });
+    Some(vec![Stage {
+        phase: super::Phase::Quota,
+        layer: Arc::new(move |inner| {
+            OperationService::new(QuotaService {
+                policy: policy.clone(),
+                inner,
+            })
+        }),
+    }])
+}
+
+/// A unit taken for a call, to give back if the upstream never answered.
+struct Taken {
+    key: String,
+    period_end: Nanos,
+}
+
+// === impl Quota ===
+
+impl Quota {
+    /// Takes one unit: `Ok(Some)` taken, `Ok(None)` let through without
+    /// taking (report-only over the limit, or the store failed open).
+    async fn take(
+        &self,
+        headers: &http::HeaderMap,
+        cx: &mut RequestContext,
+    ) -> Result<Option<Taken>, Reject> {
+        let key = super::rate_limit::store_key(&self.meta.name, &self.key, headers, cx);
+        let now = self.clock.now();
+        let period_end = period_end(self.period, now);
+        let d = match self
+            .store
+            .quota_take(&key, self.limit, period_end, now)
+            .await
+        {
+            Ok(d) => d,
+            Err(error) => {
+                return self
+                    .on_error
+                    .handle(&self.meta.name, &error, now)
+                    .map(|()| None)
+            }
+        };
+        if d.allowed {
+            return Ok(Some(Taken { key, period_end }));
+        }
+        if self.meta.report_only {
+            tracing::info!(
+                policy = &*self.meta.name,
+                key,
+                "report-only quota would refuse"
+            );
+            cx.would_reject
+                .push((self.meta.name.clone(), Code::QuotaExceeded));
+            return Ok(None);
+        }
+        Err(Reject::new(
+            Code::QuotaExceeded,
+            "the quota for this period is used up; retry after the time in Retry-After",
+        )
+        .with_retry_after(state::ceil_secs(period_end - now)))
+    }
+
+    async fn refund(&self, taken: Taken) {
+        let now = self.clock.now();
+        if let Err(error) = self
+            .store
+            .quota_refund(&taken.key, taken.period_end, now)
+            .await
+        {
+            // Failing to give a unit back only ever errs against the
+            // caller by one call; worth a log, not a refusal.
+            tracing::warn!(policy = &*self.meta.name, %error, "quota refund failed");
+        }
+    }
+}
+
+/// When the UTC calendar period holding `now` ends (nanos since the epoch).
+pub fn period_end(period: QuotaPeriod, now: Nanos) -> Nanos {
+    const HOUR: u64 = 3600;
+    const DAY: u64 = 86_400;
+    let secs = now / SECOND;
+    let end_secs = match period {
+        QuotaPeriod::Hour => (secs / HOUR + 1) * HOUR,
+        QuotaPeriod::Day => (secs / DAY + 1) * DAY,
+        QuotaPeriod::Month => {
+            let (year, month, _) = civil_from_days(secs / DAY);
+            let (year, month) = if month == 12 {
+                (year + 1, 1)
+            } else {
+                (year, month + 1)
+            };
+            days_from_civil(year, month, 1) * DAY
+        }
+    };
+    end_secs.saturating_mul(SECOND)
+}
+
+/// (year, month 1..=12, day 1..=31) of a day count since 1970-01-01, in the
+/// proleptic Gregorian calendar (H. Hinnant's `civil_from_days`, for days
+/// on or after the epoch).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    // Shift the epoch to 0000-03-01, so leap days fall at the end of a
+    // 400-year era's year.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097; // [0, 146096]
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365]
+    let mp = (5 * doy + 2) / 153; // [0, 11], March = 0
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+/// Days since 1970-01-01 of a date on or after it (inverse of the above).
+fn days_from_civil(year: u64, month: u64, day: u64) -> u64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y / 400;
+    let yoe = y - era * 400;
+    let mp = if month > 2 { month - 3 } else { month + 9 };
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+// === impl QuotaService ===
+
+#[derive(Clone)]
+pub struct QuotaService {
+    policy: Arc<Quota>,
+    inner: OperationService,
+}
+
+impl Service<Request<Body>> for QuotaService {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = futures_util::future::BoxFuture<'static, Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let policy = self.policy.clone();
+        let inner = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, inner);
+        Box::pin(async move {
+            let (mut parts, body) = req.into_parts();
+            let verdict = match parts.extensions.get_mut::<RequestContext>() {
+                Some(cx) => policy.take(&parts.headers, cx).await,
+                None => Err(Reject::new(Code::Internal, "request context missing")),
+            };
+            let taken = match verdict {
+                Ok(taken) => taken,
+                Err(reject) => return Ok(reject.respond(parts.extensions)),
+            };
+            let response = inner.oneshot(Request::from_parts(parts, body)).await?;
+            if let Some(taken) = taken {
+                if response.extensions().get::<RejectedWith>().is_some() {
+                    policy.refund(taken).await;
+                }
+            }
+            Ok(response)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::policy::rate_limit::tests::{compile_policies, echo_terminal, request};
+
+    /// Nanos of a UTC date and time.
+    fn at(y: u64, mo: u64, d: u64, h: u64, mi: u64, s: u64) -> Nanos {
+        ((days_from_civil(y, mo, d) * 86_400) + h * 3600 + mi * 60 + s) * SECOND
+    }
+
+    #[test]
+    fn the_calendar_round_trips_every_day_for_four_centuries() {
+        for days in 0..146_097 + 20_000 {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days);
+        }
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+    }
+
+    #[test]
+    fn months_end_on_the_first_of_the_next_month_across_leap_years() {
+        let month = |t| period_end(QuotaPeriod::Month, t);
+        assert_eq!(month(at(2024, 2, 29, 23, 59, 59)), at(2024, 3, 1, 0, 0, 0));
+        assert_eq!(month(at(2023, 2, 28, 12, 0, 0)), at(2023, 3, 1, 0, 0, 0));
+        assert_eq!(month(at(2100, 2, 28, 0, 0, 0)), at(2100, 3, 1, 0, 0, 0));
+        assert_eq!(month(at(2000, 2, 29, 0, 0, 0)), at(2000, 3, 1, 0, 0, 0));
+        assert_eq!(month(at(2024, 12, 31, 23, 59, 59)), at(2025, 1, 1, 0, 0, 0));
+        assert_eq!(month(at(2024, 1, 31, 0, 0, 0)), at(2024, 2, 1, 0, 0, 0));
+        assert_eq!(month(at(2024, 4, 30, 0, 0, 0)), at(2024, 5, 1, 0, 0, 0));
+        // The first instant of a month belongs to that month.
+        assert_eq!(month(at(2024, 3, 1, 0, 0, 0)), at(2024, 4, 1, 0, 0, 0));
+    }
+
+    #[test]
+    fn hours_and_days_end_on_the_utc_boundary() {
+        let t = at(2024, 12, 31, 23, 30, 0) + 1;
+        assert_eq!(period_end(QuotaPeriod::Hour, t), at(2025, 1, 1, 0, 0, 0));
+        assert_eq!(period_end(QuotaPeriod::Day, t), at(2025, 1, 1, 0, 0, 0));
+        let t = at(2024, 6, 1, 0, 0, 0);
+        assert_eq!(period_end(QuotaPeriod::Hour, t), at(2024, 6, 1, 1, 0, 0));
+        assert_eq!(period_end(QuotaPeriod::Day, t), at(2024, 6, 2, 0, 0, 0));
+    }
+
+    async fn status_of(svc: &OperationService) -> u16 {
+        let r = svc
+            .clone()
+            .oneshot(request(None))
+            .await
+            .expect("infallible");
+        r.status().as_u16()
+    }
+
+    #[tokio::test]
+    async fn gateway_made_answers_give_their_unit_back() {
+        let clock = ManualClock::new(at(2024, 1, 1, 0, 0, 0));
+        let shared: SharedClock = clock.clone();
+        let store = AnyStore::memory();
+        let policies = compile_policies(
+            "version: 1\nlisten: 127.0.0.1:0\n",
+            "q: {type: quota, limit: 1, period: hour, key: ip}",
+            &store,
+            &shared,
+        )
+        .expect("compiles");
+        // A terminal that answers like the proxy when the upstream is down.
+        let failing = OperationService::new(tower::service_fn(|req: Request<Body>| async move {
+            let (parts, _) = req.into_parts();
+            Ok(Reject::new(Code::UpstreamUnavailable, "down").respond(parts.extensions))
+        }));
+        let down = crate::stack::build(&policies, failing);
+        for _ in 0..3 {
+            assert_eq!(status_of(&down).await, 502);
+        }
+        let up = crate::stack::build(&policies, echo_terminal(500));
+        assert_eq!(status_of(&up).await, 500);
+        assert_eq!(status_of(&up).await, 429);
+    }
 }

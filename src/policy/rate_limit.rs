@@ -1,11 +1,58 @@
 //! GCRA rate limits per client, IP, header or globally.
+//!
+//! ```yaml
+//! per-client-rate:
+//!   type: rate_limit
+//!   limit: 100          # calls per window, sustained
+//!   window: 1m
+//!   burst: 20           # bucket size; default = limit
+//!   key: client         # client | ip | global | header:X-User
+//!   for_roles: [agent]  # optional: only callers holding one of these roles
+//! ```
+//!
+//! A bucket of `burst` calls refills `limit` per `window` (GCRA, one
+//! theoretical arrival time per key in the state store). A refused call
+//! gets 429 `rate_limited` with `Retry-After` and consumes nothing.
+//!
+//! Every governed response carries the IETF httpapi draft fields
+//! (draft-ietf-httpapi-ratelimit-headers-09, structured-field form) and the
+//! de facto `X-RateLimit-*` trio, describing the limit closest to
+//! exhaustion:
+//!
+//! ```text
+//! RateLimit-Policy: "per-client-rate";q=100;w=60
+//! RateLimit: "per-client-rate";r=42;t=30
+//! X-RateLimit-Limit: 100
+//! X-RateLimit-Remaining: 42
+//! X-RateLimit-Reset: 30
+//! ```
+//!
+//! `r`/`Remaining` is the calls that would still pass now; `t`/`Reset` the
+//! whole seconds until the bucket is full again. With several limits on one
+//! operation each records its decision in the `RequestContext`
+//! (`record_rate_limit` keeps the one with the fewest calls left) and only
+//! the outermost rate-limit layer writes the headers, on the way out.
+//!
+//! Calls refused by a *later* policy (quota, schema) keep the token they
+//! took: the gateway did the work of judging them. `report_only` limits
+//! count in their own bucket (keyed by their own name), never refuse, add
+//! no headers, and note the would-be refusal in the context.
 
+use http::header::{HeaderName, HeaderValue};
+use http::{HeaderMap, Request, Response};
 use serde::Deserialize;
+use std::convert::Infallible;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use tower::{Service, ServiceExt};
 
-use super::{CompileCx, PolicyMeta, Stage};
-#[allow(unused_imports)]
-use crate::config::units::{ByteSize, ConfigDuration};
+use super::{CompileCx, LimitKey, OperationService, PolicyMeta, Stage};
+use crate::body::Body;
+use crate::clock::{Nanos, SharedClock};
+use crate::config::units::ConfigDuration;
+use crate::context::{RateLimitDecision, RequestContext, RoleSet};
+use crate::problem::{Code, Reject};
+use crate::state::{self, AnyStore, GcraRule, Store, StoreErrorMode, SECOND};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -20,11 +67,449 @@ pub struct RateLimitConfig {
     pub for_roles: Vec<String>,
 }
 
+pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+pub const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+pub const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+pub const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+
+/// A compiled `rate_limit` policy.
+#[derive(Debug)]
+pub struct RateLimit {
+    meta: Arc<PolicyMeta>,
+    rule: GcraRule,
+    limit: u64,
+    window_secs: u64,
+    key: LimitKey,
+    /// Empty: everyone.
+    for_roles: RoleSet,
+    store: AnyStore,
+    clock: SharedClock,
+    on_error: StoreErrorMode,
+}
+
 pub fn compile(
-    _config: &RateLimitConfig,
-    _meta: &Arc<PolicyMeta>,
+    config: &RateLimitConfig,
+    meta: &Arc<PolicyMeta>,
     cx: &mut CompileCx<'_>,
 ) -> Option<Vec<Stage>> {
-    cx.error(&["type"], "this policy type is not implemented yet");
-    None
+    let mut ok = true;
+    if config.limit == 0 {
+        cx.error(&["limit"], "a rate limit allows at least 1 call");
+        ok = false;
+    }
+    let window = config.window.0.as_nanos().min(u64::MAX as u128) as Nanos;
+    if window == 0 {
+        cx.error(&["window"], "the window must be longer than zero");
+        ok = false;
+    }
+    if config.burst == Some(0) {
+        cx.error(&["burst"], "a burst of 0 would refuse every call");
+        ok = false;
+    }
+    let mut for_roles = RoleSet::EMPTY;
+    for (i, role) in config.for_roles.iter().enumerate() {
+        match cx.roles.bit(role) {
+            Some(bit) => for_roles = for_roles.with(bit),
+            None => {
+                cx.error(
+                    &["for_roles", &i.to_string()],
+                    format!("no role is named `{role}` (declare it under `roles:`)"),
+                );
+                ok = false;
+            }
+        }
+    }
+    if !ok {
+        return None;
+    }
+    let burst = config.burst.unwrap_or(config.limit);
+    let policy = Arc::new(RateLimit {
+        meta: meta.clone(),
+        rule: GcraRule::new(config.limit, window, burst),
+        limit: config.limit,
+        window_secs: window.div_ceil(SECOND),
+        key: config.key.clone(),
+        for_roles,
+        store: cx.store.clone(),
+        clock: cx.clock.clone(),
+        on_error: StoreErrorMode::new(cx.config.state.on_store_error),
+    });
+    Some(vec![Stage {
+        phase: super::Phase::RateLimit,
+        layer: Arc::new(move |inner| {
+            OperationService::new(RateLimitService {
+                policy: policy.clone(),
+                inner,
+            })
+        }),
+    }])
+}
+
+/// Marks a request whose `RateLimit*` headers already have a writer: the
+/// first (outermost) governing rate-limit layer inserts it and writes the
+/// headers on the way out; inner ones only record their decision.
+#[derive(Debug, Clone, Copy)]
+struct HeadersWriter;
+
+// === impl RateLimit ===
+
+impl RateLimit {
+    fn governs(&self, cx: &RequestContext) -> bool {
+        self.for_roles.is_empty() || cx.roles().intersects(self.for_roles)
+    }
+
+    /// Decides one call: `Ok` to go on (the decision recorded in `cx`), or
+    /// the refusal.
+    async fn judge(&self, headers: &HeaderMap, cx: &mut RequestContext) -> Result<(), Reject> {
+        let key = store_key(&self.meta.name, &self.key, headers, cx);
+        let now = self.clock.now();
+        let d = match self.store.gcra(&key, self.rule, now, true).await {
+            Ok(d) => d,
+            Err(error) => return self.on_error.handle(&self.meta.name, &error, now),
+        };
+        if self.meta.report_only {
+            if !d.allowed {
+                tracing::info!(
+                    policy = &*self.meta.name,
+                    key,
+                    "report-only rate limit would refuse"
+                );
+                cx.would_reject
+                    .push((self.meta.name.clone(), Code::RateLimited));
+            }
+            return Ok(());
+        }
+        cx.record_rate_limit(RateLimitDecision {
+            policy: self.meta.name.clone(),
+            limit: self.limit,
+            remaining: d.remaining,
+            reset_secs: state::ceil_secs(d.reset_after),
+            window_secs: self.window_secs,
+        });
+        if d.allowed {
+            Ok(())
+        } else {
+            Err(Reject::new(
+                Code::RateLimited,
+                "too many calls; retry after the time in Retry-After",
+            )
+            .with_retry_after(state::ceil_secs(d.retry_after)))
+        }
+    }
+}
+
+/// The store key of a `rate_limit` or `quota` call: `{policy}:{kind}:{id}`.
+/// `client` and `header:` fall back to the client IP when the call is
+/// anonymous or the header is missing (or not visible ASCII), so one
+/// unidentified caller cannot use up everybody's budget.
+pub(crate) fn store_key(
+    policy: &str,
+    key: &LimitKey,
+    headers: &HeaderMap,
+    cx: &RequestContext,
+) -> String {
+    let ip = || state::key(policy, format_args!("ip:{}", cx.client_ip));
+    match key {
+        LimitKey::Client => match &cx.client {
+            Some(client) => state::key(policy, format_args!("client:{}", client.id)),
+            None => ip(),
+        },
+        LimitKey::Ip => ip(),
+        LimitKey::Global => state::key(policy, format_args!("global")),
+        LimitKey::Header(name) => match headers.get(name).and_then(|v| v.to_str().ok()) {
+            Some(value) if !value.is_empty() => state::key(policy, format_args!("header:{value}")),
+            _ => ip(),
+        },
+    }
+}
+
+/// Writes the `RateLimit*` headers of the decision the context kept.
+fn write_headers(response: &mut Response<Body>) {
+    let Some(d) = response
+        .extensions()
+        .get::<RequestContext>()
+        .and_then(|cx| cx.rate_limit.clone())
+    else {
+        return;
+    };
+    let name = sf_string(&d.policy);
+    let headers = response.headers_mut();
+    let mut put = |header: HeaderName, value: String| {
+        if let Ok(value) = HeaderValue::try_from(value) {
+            headers.insert(header, value);
+        }
+    };
+    put(
+        RATELIMIT_POLICY,
+        format!("{name};q={};w={}", d.limit, d.window_secs),
+    );
+    put(
+        RATELIMIT,
+        format!("{name};r={};t={}", d.remaining, d.reset_secs),
+    );
+    headers.insert(X_RATELIMIT_LIMIT, d.limit.into());
+    headers.insert(X_RATELIMIT_REMAINING, d.remaining.into());
+    headers.insert(X_RATELIMIT_RESET, d.reset_secs.into());
+}
+
+/// A structured-field String (RFC 8941 §3.3.3): quoted, `"` and `\`
+/// escaped; characters it cannot carry become `?`.
+fn sf_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            ' '..='~' => out.push(c),
+            _ => out.push('?'),
+        }
+    }
+    out.push('"');
+    out
+}
+
+// === impl RateLimitService ===
+
+#[derive(Clone)]
+pub struct RateLimitService {
+    policy: Arc<RateLimit>,
+    inner: OperationService,
+}
+
+impl Service<Request<Body>> for RateLimitService {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = futures_util::future::BoxFuture<'static, Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let policy = self.policy.clone();
+        // The inner service was polled ready: take it, leave a clone.
+        let inner = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, inner);
+        Box::pin(async move {
+            let (mut parts, body) = req.into_parts();
+            let governs = match parts.extensions.get::<RequestContext>() {
+                Some(cx) => policy.governs(cx),
+                None => {
+                    return Ok(Reject::new(Code::Internal, "request context missing")
+                        .respond(parts.extensions))
+                }
+            };
+            if !governs {
+                return inner.oneshot(Request::from_parts(parts, body)).await;
+            }
+            let writer =
+                !policy.meta.report_only && parts.extensions.get::<HeadersWriter>().is_none();
+            if writer {
+                parts.extensions.insert(HeadersWriter);
+            }
+            let verdict = match parts.extensions.get_mut::<RequestContext>() {
+                Some(cx) => policy.judge(&parts.headers, cx).await,
+                None => Err(Reject::new(Code::Internal, "request context missing")),
+            };
+            let mut response = match verdict {
+                Ok(()) => inner.oneshot(Request::from_parts(parts, body)).await?,
+                Err(reject) => reject.respond(parts.extensions),
+            };
+            if writer {
+                write_headers(&mut response);
+            }
+            Ok(response)
+        })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::config::schema::{Config, PolicyDef};
+    use crate::context::Client;
+    use crate::policy::{CompiledPolicy, RoleTable};
+
+    /// Compiles policies from YAML definitions (`name: {type: ..}`) against
+    /// `config_yaml`, sharing `store` and `clock`. For this module's tests
+    /// and those of `quota` and `abuse`.
+    pub(crate) fn compile_policies(
+        config_yaml: &str,
+        defs_yaml: &str,
+        store: &AnyStore,
+        clock: &SharedClock,
+    ) -> Result<Vec<CompiledPolicy>, Vec<String>> {
+        let config: Config = serde_yaml::from_str(config_yaml).expect("config yaml");
+        let defs: Vec<(String, PolicyDef)> = serde_yaml::from_str::<serde_yaml::Mapping>(defs_yaml)
+            .expect("defs yaml")
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().expect("name").to_string(),
+                    serde_yaml::from_value(v).expect("policy def"),
+                )
+            })
+            .collect();
+        let roles = RoleTable::new(config.roles.clone());
+        let base = std::path::PathBuf::from(".");
+        let mut cx = CompileCx::new(&config, &roles, clock, &base).with_store(store);
+        let mut out = Vec::new();
+        for (name, def) in &defs {
+            if let Some(p) = crate::policy::compile(def, name, &mut cx) {
+                out.push(p);
+            }
+        }
+        let errors: Vec<String> = cx
+            .take_errors()
+            .into_iter()
+            .map(|(path, m)| format!("{}: {m}", path.join(".")))
+            .collect();
+        if errors.is_empty() {
+            Ok(out)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// A terminal that answers 200 and hands the context back, as the
+    /// proxy does.
+    pub(crate) fn echo_terminal(status: u16) -> OperationService {
+        OperationService::new(tower::service_fn(move |req: Request<Body>| async move {
+            let (parts, _) = req.into_parts();
+            let mut response = Response::new(crate::body::empty());
+            *response.status_mut() = http::StatusCode::from_u16(status).expect("status");
+            if let Some(cx) = parts.extensions.get::<RequestContext>() {
+                response.extensions_mut().insert(cx.clone());
+            }
+            Ok(response)
+        }))
+    }
+
+    pub(crate) fn request(client: Option<(&str, RoleSet)>) -> Request<Body> {
+        let mut cx = RequestContext::new(
+            HeaderValue::from_static("req"),
+            "192.0.2.1:4000".parse().expect("addr"),
+            "192.0.2.1".parse().expect("ip"),
+        );
+        cx.client = client.map(|(id, roles)| Client {
+            id: id.into(),
+            roles,
+            key_id: None,
+        });
+        let mut req = Request::new(crate::body::empty());
+        req.extensions_mut().insert(cx);
+        req
+    }
+
+    const CONFIG: &str = "version: 1\nlisten: 127.0.0.1:0\nroles: [reader, agent]\n";
+
+    fn stack(defs: &str) -> (OperationService, Arc<ManualClock>) {
+        let clock = ManualClock::new(1_000 * SECOND);
+        let shared: SharedClock = clock.clone();
+        let policies =
+            compile_policies(CONFIG, defs, &AnyStore::memory(), &shared).expect("compiles");
+        (crate::stack::build(&policies, echo_terminal(200)), clock)
+    }
+
+    async fn call(svc: &OperationService, req: Request<Body>) -> Response<Body> {
+        svc.clone().oneshot(req).await.expect("infallible")
+    }
+
+    #[tokio::test]
+    async fn for_roles_limits_only_callers_holding_one_of_the_roles() {
+        let (svc, _) = stack(
+            "agents: {type: rate_limit, limit: 1, window: 1m, key: client, for_roles: [agent]}",
+        );
+        let agent = RoleSet::EMPTY.with(1);
+        let reader = RoleSet::EMPTY.with(0);
+        assert_eq!(
+            call(&svc, request(Some(("bot", agent)))).await.status(),
+            200
+        );
+        assert_eq!(
+            call(&svc, request(Some(("bot", agent)))).await.status(),
+            429
+        );
+        for _ in 0..3 {
+            let r = call(&svc, request(Some(("human", reader)))).await;
+            assert_eq!(r.status(), 200);
+            assert!(r.headers().get("ratelimit").is_none());
+        }
+        // Anonymous callers hold no role: untouched too.
+        assert_eq!(call(&svc, request(None)).await.status(), 200);
+    }
+
+    #[tokio::test]
+    async fn client_keys_count_per_client_and_fall_back_to_the_ip() {
+        let (svc, _) = stack("per-client: {type: rate_limit, limit: 1, window: 1m}");
+        let none = RoleSet::EMPTY;
+        assert_eq!(call(&svc, request(Some(("a", none)))).await.status(), 200);
+        assert_eq!(call(&svc, request(Some(("b", none)))).await.status(), 200);
+        assert_eq!(call(&svc, request(Some(("a", none)))).await.status(), 429);
+        assert_eq!(call(&svc, request(None)).await.status(), 200);
+        assert_eq!(call(&svc, request(None)).await.status(), 429);
+    }
+
+    #[tokio::test]
+    async fn with_two_limits_the_headers_describe_the_one_closest_to_exhaustion() {
+        let (svc, _) = stack(
+            "wide: {type: rate_limit, limit: 100, window: 1m, key: global}\n\
+             narrow: {type: rate_limit, limit: 3, window: 1m, key: ip}",
+        );
+        let r = call(&svc, request(None)).await;
+        assert_eq!(r.headers()["ratelimit-policy"], "\"narrow\";q=3;w=60");
+        assert_eq!(r.headers()["ratelimit"], "\"narrow\";r=2;t=20");
+        assert_eq!(r.headers().get_all("ratelimit").iter().count(), 1);
+        assert_eq!(r.headers()["x-ratelimit-remaining"], "2");
+    }
+
+    #[tokio::test]
+    async fn report_only_limits_never_refuse_and_note_the_would_be_refusal() {
+        let (svc, _) = stack("trial: {type: rate_limit, limit: 1, window: 1m, report_only: true}");
+        for i in 0..3 {
+            let r = call(&svc, request(None)).await;
+            assert_eq!(r.status(), 200);
+            assert!(r.headers().get("ratelimit").is_none());
+            let cx = r.extensions().get::<RequestContext>().expect("cx");
+            assert_eq!(cx.would_reject.len(), usize::from(i > 0));
+        }
+    }
+
+    #[test]
+    fn bad_limits_and_unknown_roles_are_config_errors() {
+        let clock: SharedClock = ManualClock::new(0);
+        let errors = compile_policies(
+            CONFIG,
+            "a: {type: rate_limit, limit: 0, window: 0s, burst: 0, for_roles: [nobody]}",
+            &AnyStore::memory(),
+            &clock,
+        )
+        .err()
+        .expect("errors");
+        assert_eq!(errors.len(), 4, "{errors:?}");
+        assert!(errors.iter().any(|e| e.starts_with("for_roles.0: no role")));
+    }
+
+    #[test]
+    fn header_keys_fall_back_to_the_ip_when_the_header_is_missing() {
+        let req = request(None);
+        let cx = req.extensions().get::<RequestContext>().expect("cx");
+        let key = LimitKey::Header(HeaderName::from_static("x-user"));
+        let mut headers = HeaderMap::new();
+        assert_eq!(store_key("p", &key, &headers, cx), "p:ip:192.0.2.1");
+        headers.insert("x-user", HeaderValue::from_static("ann"));
+        assert_eq!(store_key("p", &key, &headers, cx), "p:header:ann");
+        assert_eq!(store_key("p", &LimitKey::Global, &headers, cx), "p:global");
+    }
+
+    #[test]
+    fn policy_names_are_quoted_as_structured_field_strings() {
+        assert_eq!(sf_string("a\"b\\c"), "\"a\\\"b\\\\c\"");
+        assert_eq!(sf_string("é"), "\"?\"");
+    }
 }

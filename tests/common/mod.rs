@@ -362,3 +362,33 @@ apis:
 "#
     )
 }
+
+/// The deps (clock, upstream client, state store) for YAML text. Compile
+/// several gateways with the same deps to test what a reload keeps.
+pub fn deps_for(yaml: &str, clock: SharedClock) -> Deps {
+    let loaded = tollgate::config::load_str(Path::new("tollgate-test.yaml"), yaml)
+        .unwrap_or_else(|e| panic!("config did not load: {e:?}"));
+    Deps::for_config(&loaded, clock).unwrap_or_else(|e| panic!("deps: {e:?}"))
+}
+
+/// Compiles YAML text with existing deps (as a reload does).
+pub fn compile_with_deps(yaml: &str, deps: &Deps) -> Result<Gateway, Vec<String>> {
+    let strings = |errors: Vec<tollgate::config::ConfigError>| {
+        errors.iter().map(|e| e.to_string()).collect::<Vec<_>>()
+    };
+    let loaded =
+        tollgate::config::load_str(Path::new("tollgate-test.yaml"), yaml).map_err(strings)?;
+    Gateway::compile(loaded, deps).map_err(strings)
+}
+
+/// Starts a gateway compiled with existing deps.
+pub async fn gateway_with_deps(yaml: &str, deps: &Deps) -> TestGateway {
+    let gateway = compile_with_deps(yaml, deps)
+        .unwrap_or_else(|errors| panic!("config did not compile:\n{}", errors.join("\n")));
+    let server = RunningServer::start(gateway).await.expect("start gateway");
+    TestGateway {
+        addr: server.addr,
+        server,
+        client: Client::builder(TokioExecutor::new()).build_http(),
+    }
+}

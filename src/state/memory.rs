@@ -1,0 +1,449 @@
+//! The in-process store: N shards, each a `parking_lot::Mutex` over plain
+//! hash maps, so unrelated keys rarely contend and every decision is one
+//! short critical section (never held across an `.await`: the methods are
+//! synchronous inside their ready futures).
+//!
+//! GCRA is written here rather than taken from `governor`: the decision has
+//! to match the Redis script exactly (same state: one theoretical arrival
+//! time per key), take the time as an argument, and support a non-committing
+//! peek; governor's keyed limiter owns its clock and its state layout.
+//!
+//! Bounded memory: an entry that has gone idle (bucket full again, period
+//! or window over, ban lifted) is indistinguishable from an absent one, so
+//! it may be dropped at any time. Each table sweeps itself when an insert
+//! finds it at its sweep mark, then sets the mark to twice the live size:
+//! memory stays within about twice the live keys, and sweeping costs O(1)
+//! amortised per insert with no background task. [`MemoryStore::sweep`]
+//! does the same on demand.
+
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::future::{ready, Future};
+use std::hash::BuildHasher;
+
+use super::{Ban, GcraRule, QuotaDecision, RateDecision, Store, StoreError};
+use crate::clock::Nanos;
+
+/// Shards: a power of two, enough that 64 cores rarely meet on one lock.
+const SHARDS: usize = 64;
+
+/// A table is not swept below this many entries: small tables are cheap to
+/// keep, and sweeping them often would cost more than it frees.
+const MIN_SWEEP: usize = 1024;
+
+#[derive(Debug)]
+pub struct MemoryStore {
+    shards: Box<[Mutex<Shard>]>,
+    /// Picks the shard; seeded per process so keys a caller chooses (IPs,
+    /// header values) cannot be aimed at one shard.
+    hasher: std::collections::hash_map::RandomState,
+}
+
+#[derive(Debug, Default)]
+struct Shard {
+    /// GCRA: the theoretical arrival time per key.
+    buckets: Table<Nanos>,
+    quotas: Table<QuotaCell>,
+    hits: Table<HitCell>,
+    bans: Table<Ban>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct QuotaCell {
+    count: u64,
+    period_end: Nanos,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct HitCell {
+    count: u64,
+    window_end: Nanos,
+}
+
+/// Whether an entry holds nothing an absent entry would not.
+trait Idle {
+    fn idle(&self, now: Nanos) -> bool;
+}
+
+impl Idle for Nanos {
+    /// A bucket whose arrival time has passed is full again.
+    fn idle(&self, now: Nanos) -> bool {
+        *self <= now
+    }
+}
+
+impl Idle for QuotaCell {
+    fn idle(&self, now: Nanos) -> bool {
+        now >= self.period_end
+    }
+}
+
+impl Idle for HitCell {
+    fn idle(&self, now: Nanos) -> bool {
+        now >= self.window_end
+    }
+}
+
+impl Idle for Ban {
+    fn idle(&self, now: Nanos) -> bool {
+        now >= self.until
+    }
+}
+
+/// A map that drops idle entries when it grows to its sweep mark.
+#[derive(Debug)]
+struct Table<V> {
+    map: HashMap<Box<str>, V>,
+    sweep_at: usize,
+}
+
+impl<V> Default for Table<V> {
+    fn default() -> Self {
+        Table {
+            map: HashMap::new(),
+            sweep_at: MIN_SWEEP,
+        }
+    }
+}
+
+impl<V: Idle> Table<V> {
+    /// Inserts a new key, sweeping first if the table is at its mark.
+    fn insert(&mut self, key: &str, value: V, now: Nanos) {
+        if self.map.len() >= self.sweep_at {
+            self.sweep(now);
+        }
+        self.map.insert(key.into(), value);
+    }
+
+    fn sweep(&mut self, now: Nanos) {
+        self.map.retain(|_, v| !v.idle(now));
+        let live = self.map.len();
+        self.sweep_at = (live * 2).max(MIN_SWEEP);
+        // Give memory back after a flood has passed.
+        if self.map.capacity() > 4 * self.sweep_at {
+            self.map.shrink_to(self.sweep_at);
+        }
+    }
+}
+
+// === impl MemoryStore ===
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryStore {
+    pub fn new() -> MemoryStore {
+        MemoryStore {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            hasher: Default::default(),
+        }
+    }
+
+    fn shard(&self, key: &str) -> &Mutex<Shard> {
+        let h = self.hasher.hash_one(key) as usize;
+        &self.shards[h & (SHARDS - 1)]
+    }
+
+    /// Drops every idle entry now (the tables also do this on their own as
+    /// they grow; this is for a periodic task or a test).
+    pub fn sweep(&self, now: Nanos) {
+        for shard in self.shards.iter() {
+            let mut s = shard.lock();
+            s.buckets.sweep(now);
+            s.quotas.sweep(now);
+            s.hits.sweep(now);
+            s.bans.sweep(now);
+        }
+    }
+
+    /// Entries held, idle ones included (for tests and the memory bench).
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| {
+                let s = s.lock();
+                s.buckets.map.len() + s.quotas.map.len() + s.hits.map.len() + s.bans.map.len()
+            })
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The GCRA decision, synchronously (the bench calls this directly).
+    pub fn gcra_now(&self, key: &str, rule: GcraRule, now: Nanos, commit: bool) -> RateDecision {
+        let mut shard = self.shard(key).lock();
+        let table = &mut shard.buckets;
+        match table.map.get_mut(key) {
+            Some(tat) => {
+                let (decision, new_tat) = gcra_decide(*tat, rule, now);
+                if commit && decision.allowed {
+                    *tat = new_tat;
+                }
+                decision
+            }
+            None => {
+                let (decision, new_tat) = gcra_decide(now, rule, now);
+                if commit && decision.allowed {
+                    table.insert(key, new_tat, now);
+                }
+                decision
+            }
+        }
+    }
+
+    fn quota_take_now(
+        &self,
+        key: &str,
+        limit: u64,
+        period_end: Nanos,
+        now: Nanos,
+    ) -> QuotaDecision {
+        let mut shard = self.shard(key).lock();
+        let table = &mut shard.quotas;
+        // A counter from an earlier period counts as zero.
+        let used = table
+            .map
+            .get(key)
+            .filter(|c| c.period_end == period_end)
+            .map_or(0, |c| c.count);
+        if used >= limit {
+            return QuotaDecision {
+                allowed: false,
+                used,
+                remaining: 0,
+            };
+        }
+        let cell = QuotaCell {
+            count: used + 1,
+            period_end,
+        };
+        match table.map.get_mut(key) {
+            Some(old) => *old = cell,
+            None => table.insert(key, cell, now),
+        }
+        QuotaDecision {
+            allowed: true,
+            used: used + 1,
+            remaining: limit - used - 1,
+        }
+    }
+
+    fn quota_refund_now(&self, key: &str, period_end: Nanos) {
+        let mut shard = self.shard(key).lock();
+        if let Some(cell) = shard.quotas.map.get_mut(key) {
+            if cell.period_end == period_end {
+                cell.count = cell.count.saturating_sub(1);
+            }
+        }
+    }
+
+    fn hit_now(&self, key: &str, window: Nanos, now: Nanos) -> u64 {
+        let mut shard = self.shard(key).lock();
+        let table = &mut shard.hits;
+        let fresh = HitCell {
+            count: 1,
+            window_end: now.saturating_add(window),
+        };
+        match table.map.get_mut(key) {
+            Some(cell) if !cell.idle(now) => {
+                cell.count += 1;
+                cell.count
+            }
+            Some(cell) => {
+                *cell = fresh;
+                1
+            }
+            None => {
+                table.insert(key, fresh, now);
+                1
+            }
+        }
+    }
+
+    fn ban_get_now(&self, key: &str, now: Nanos) -> Option<Ban> {
+        let shard = self.shard(key).lock();
+        shard.bans.map.get(key).filter(|b| !b.idle(now)).cloned()
+    }
+
+    fn ban_set_now(&self, key: &str, ban: Ban, now: Nanos) {
+        let mut shard = self.shard(key).lock();
+        let table = &mut shard.bans;
+        match table.map.get_mut(key) {
+            Some(active) if !active.idle(now) && active.until >= ban.until => {}
+            Some(old) => *old = ban,
+            None => table.insert(key, ban, now),
+        }
+    }
+
+    fn ban_list_now(&self, now: Nanos) -> Vec<(String, Ban)> {
+        let mut out: Vec<(String, Ban)> = self
+            .shards
+            .iter()
+            .flat_map(|shard| {
+                let shard = shard.lock();
+                shard
+                    .bans
+                    .map
+                    .iter()
+                    .filter(|(_, b)| !b.idle(now))
+                    .map(|(k, b)| (k.to_string(), b.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    fn ban_remove_now(&self, key: &str, now: Nanos) -> bool {
+        let mut shard = self.shard(key).lock();
+        shard.bans.map.remove(key).is_some_and(|b| !b.idle(now))
+    }
+}
+
+/// The GCRA step from theoretical arrival time `tat`: the decision, and the
+/// arrival time to store if the call is taken.
+fn gcra_decide(tat: Nanos, rule: GcraRule, now: Nanos) -> (RateDecision, Nanos) {
+    let start = tat.max(now);
+    let new_tat = start.saturating_add(rule.interval);
+    let horizon = now.saturating_add(rule.tolerance);
+    if new_tat <= horizon {
+        let decision = RateDecision {
+            allowed: true,
+            remaining: (horizon - new_tat) / rule.interval,
+            retry_after: 0,
+            reset_after: new_tat - now,
+        };
+        (decision, new_tat)
+    } else {
+        let decision = RateDecision {
+            allowed: false,
+            remaining: 0,
+            retry_after: new_tat - horizon,
+            reset_after: start - now,
+        };
+        (decision, tat)
+    }
+}
+
+impl Store for MemoryStore {
+    fn gcra(
+        &self,
+        key: &str,
+        rule: GcraRule,
+        now: Nanos,
+        commit: bool,
+    ) -> impl Future<Output = Result<RateDecision, StoreError>> + Send {
+        ready(Ok(self.gcra_now(key, rule, now, commit)))
+    }
+
+    fn quota_take(
+        &self,
+        key: &str,
+        limit: u64,
+        period_end: Nanos,
+        now: Nanos,
+    ) -> impl Future<Output = Result<QuotaDecision, StoreError>> + Send {
+        ready(Ok(self.quota_take_now(key, limit, period_end, now)))
+    }
+
+    fn quota_refund(
+        &self,
+        key: &str,
+        period_end: Nanos,
+        _now: Nanos,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.quota_refund_now(key, period_end);
+        ready(Ok(()))
+    }
+
+    fn hit(
+        &self,
+        key: &str,
+        window: Nanos,
+        now: Nanos,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        ready(Ok(self.hit_now(key, window, now)))
+    }
+
+    fn ban_get(
+        &self,
+        key: &str,
+        now: Nanos,
+    ) -> impl Future<Output = Result<Option<Ban>, StoreError>> + Send {
+        ready(Ok(self.ban_get_now(key, now)))
+    }
+
+    fn ban_set(
+        &self,
+        key: &str,
+        ban: Ban,
+        now: Nanos,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.ban_set_now(key, ban, now);
+        ready(Ok(()))
+    }
+
+    fn ban_list(
+        &self,
+        now: Nanos,
+    ) -> impl Future<Output = Result<Vec<(String, Ban)>, StoreError>> + Send {
+        ready(Ok(self.ban_list_now(now)))
+    }
+
+    fn ban_remove(
+        &self,
+        key: &str,
+        now: Nanos,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        ready(Ok(self.ban_remove_now(key, now)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::suite;
+    use crate::state::SECOND;
+
+    /// The shared behaviour suite (`state::suite`), against memory.
+    #[tokio::test]
+    async fn memory_store_passes_the_store_suite() {
+        suite::run_all(MemoryStore::new).await;
+    }
+
+    #[test]
+    fn idle_buckets_are_swept_as_the_table_grows() {
+        let store = MemoryStore::new();
+        let rule = GcraRule::new(1, SECOND, 1);
+        let n = SHARDS * MIN_SWEEP * 2;
+        for i in 0..n {
+            store.gcra_now(&format!("p:{i}"), rule, 0, true);
+        }
+        assert_eq!(store.len(), n);
+        // A second later every bucket is full again, so idle: inserting a
+        // new wave sweeps the old one as the tables reach their marks.
+        for i in 0..n {
+            store.gcra_now(&format!("q:{i}"), rule, 2 * SECOND, true);
+        }
+        assert!(store.len() < n + n / 2, "{} entries held", store.len());
+        store.sweep(4 * SECOND);
+        assert!(store.is_empty());
+    }
+
+    #[test]
+    fn live_buckets_are_never_swept() {
+        let store = MemoryStore::new();
+        let rule = GcraRule::new(1, 3600 * SECOND, 1);
+        for i in 0..5000 {
+            store.gcra_now(&format!("p:{i}"), rule, 0, true);
+        }
+        store.sweep(SECOND);
+        assert_eq!(store.len(), 5000);
+        assert!(!store.gcra_now("p:42", rule, SECOND, false).allowed);
+    }
+}
