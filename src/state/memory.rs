@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::future::{ready, Future};
 use std::hash::BuildHasher;
 
-use super::{Ban, GcraRule, QuotaDecision, RateDecision, Store, StoreError};
+use super::{Ban, GcraRule, QuotaDecision, RateDecision, Store, StoreError, UsageEntry};
 use crate::clock::Nanos;
 
 /// Shards: a power of two, enough that 64 cores rarely meet on one lock.
@@ -46,6 +46,9 @@ struct Shard {
     quotas: Table<QuotaCell>,
     hits: Table<HitCell>,
     bans: Table<Ban>,
+    /// Usage counters per subject: bounded by the config (client and
+    /// operation ids), so never evicted.
+    usage: HashMap<String, HashMap<String, u64>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -194,6 +197,57 @@ impl MemoryStore {
                 decision
             }
         }
+    }
+
+    fn quota_peek_now(&self, key: &str, period_end: Nanos) -> u64 {
+        let shard = self.shard(key).lock();
+        shard
+            .quotas
+            .map
+            .get(key)
+            .filter(|c| c.period_end == period_end)
+            .map_or(0, |c| c.count)
+    }
+
+    fn usage_add_now(&self, subject: &str, counts: &[(&str, u64)]) {
+        let mut shard = self.shard(subject).lock();
+        let fields = match shard.usage.get_mut(subject) {
+            Some(fields) => fields,
+            None => shard.usage.entry(subject.to_string()).or_default(),
+        };
+        for (field, n) in counts {
+            match fields.get_mut(*field) {
+                Some(count) => *count = count.saturating_add(*n),
+                None => {
+                    fields.insert((*field).to_string(), *n);
+                }
+            }
+        }
+    }
+
+    fn usage_list_now(&self) -> Vec<UsageEntry> {
+        let mut out: Vec<UsageEntry> = self
+            .shards
+            .iter()
+            .flat_map(|shard| {
+                let shard = shard.lock();
+                shard
+                    .usage
+                    .iter()
+                    .map(|(subject, fields)| {
+                        let mut counts: Vec<(String, u64)> =
+                            fields.iter().map(|(f, n)| (f.clone(), *n)).collect();
+                        counts.sort();
+                        UsageEntry {
+                            subject: subject.clone(),
+                            counts,
+                        }
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        out.sort_by(|a, b| a.subject.cmp(&b.subject));
+        out
     }
 
     fn quota_take_now(
@@ -401,6 +455,32 @@ impl Store for MemoryStore {
         now: Nanos,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send {
         ready(Ok(self.ban_remove_now(key, now)))
+    }
+
+    fn quota_peek(
+        &self,
+        key: &str,
+        period_end: Nanos,
+        _now: Nanos,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        ready(Ok(self.quota_peek_now(key, period_end)))
+    }
+
+    fn usage_add(
+        &self,
+        subject: &str,
+        counts: &[(&str, u64)],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.usage_add_now(subject, counts);
+        ready(Ok(()))
+    }
+
+    fn usage_list(&self) -> impl Future<Output = Result<Vec<UsageEntry>, StoreError>> + Send {
+        ready(Ok(self.usage_list_now()))
+    }
+
+    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
+        ready(Ok(()))
     }
 }
 

@@ -173,6 +173,42 @@ pub trait Store: Send + Sync + 'static {
         key: &str,
         now: Nanos,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Calls counted by [`Store::quota_take`] on `key` in the period ending
+    /// at `period_end` (0 when the counter is from an earlier period). A
+    /// read; for the admin API's usage report.
+    fn quota_peek(
+        &self,
+        key: &str,
+        period_end: Nanos,
+        now: Nanos,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Adds `counts` to the usage counters of `subject` (a client id):
+    /// each `(field, n)` is an atomic increment of one counter, the fields
+    /// are not one transaction. A store may buffer and flush these in
+    /// batches (usage is a report, not a decision); `usage_list` then lags
+    /// by at most one flush interval. Subjects and fields come from the
+    /// config (client and operation ids, error codes), so they are bounded.
+    fn usage_add(
+        &self,
+        subject: &str,
+        counts: &[(&str, u64)],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Every subject's usage counters, sorted by subject then field.
+    fn usage_list(&self) -> impl Future<Output = Result<Vec<UsageEntry>, StoreError>> + Send;
+
+    /// Whether the store answers (for `/readyz`).
+    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// One subject's usage counters, as `usage_list` reports them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageEntry {
+    pub subject: String,
+    /// `(field, count)`, sorted by field.
+    pub counts: Vec<(String, u64)>,
 }
 
 /// The store chosen by `state.store`. An enum rather than `dyn Store` so the
@@ -251,6 +287,35 @@ impl Store for AnyStore {
     async fn ban_remove(&self, key: &str, now: Nanos) -> Result<bool, StoreError> {
         match self {
             AnyStore::Memory(m) => m.ban_remove(key, now).await,
+        }
+    }
+
+    async fn quota_peek(
+        &self,
+        key: &str,
+        period_end: Nanos,
+        now: Nanos,
+    ) -> Result<u64, StoreError> {
+        match self {
+            AnyStore::Memory(m) => m.quota_peek(key, period_end, now).await,
+        }
+    }
+
+    async fn usage_add(&self, subject: &str, counts: &[(&str, u64)]) -> Result<(), StoreError> {
+        match self {
+            AnyStore::Memory(m) => m.usage_add(subject, counts).await,
+        }
+    }
+
+    async fn usage_list(&self) -> Result<Vec<UsageEntry>, StoreError> {
+        match self {
+            AnyStore::Memory(m) => m.usage_list().await,
+        }
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            AnyStore::Memory(m) => m.ping().await,
         }
     }
 }

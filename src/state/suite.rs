@@ -21,6 +21,83 @@ pub async fn run_all<S: Store>(make: impl Fn() -> S) {
     bans_hold_until_they_expire(make()).await;
     bans_are_listed_and_lifted(make()).await;
     a_shorter_ban_never_shortens_an_active_one(make()).await;
+    quota_peek_reads_without_taking(make()).await;
+    usage_counters_add_up_per_subject_and_field(make()).await;
+    a_working_store_answers_ping(make()).await;
+}
+
+pub async fn quota_peek_reads_without_taking(store: impl Store) {
+    let end = T0 + 3600 * SECOND;
+    assert_eq!(store.quota_peek("s13:q", end, T0).await.expect("store"), 0);
+    for _ in 0..3 {
+        store.quota_take("s13:q", 10, end, T0).await.expect("store");
+    }
+    assert_eq!(store.quota_peek("s13:q", end, T0).await.expect("store"), 3);
+    assert_eq!(store.quota_peek("s13:q", end, T0).await.expect("store"), 3);
+    // The next period's view of the same key starts at zero.
+    let next = end + 3600 * SECOND;
+    assert_eq!(
+        store.quota_peek("s13:q", next, end).await.expect("store"),
+        0
+    );
+}
+
+pub async fn usage_counters_add_up_per_subject_and_field(store: impl Store) {
+    store
+        .usage_add(
+            "s14-beta",
+            &[("getEmployee:calls", 1), ("getEmployee:bytes_out", 100)],
+        )
+        .await
+        .expect("store");
+    store
+        .usage_add("s14-alpha", &[("scoreLead:calls", 2)])
+        .await
+        .expect("store");
+    store
+        .usage_add(
+            "s14-beta",
+            &[
+                ("getEmployee:calls", 4),
+                ("getEmployee:rejected:rate_limited", 1),
+            ],
+        )
+        .await
+        .expect("store");
+    let mine: Vec<UsageEntry> = store
+        .usage_list()
+        .await
+        .expect("store")
+        .into_iter()
+        .filter(|e| e.subject.starts_with("s14-"))
+        .collect();
+    let owned = |pairs: &[(&str, u64)]| {
+        pairs
+            .iter()
+            .map(|(f, n)| (f.to_string(), *n))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        mine,
+        vec![
+            UsageEntry {
+                subject: "s14-alpha".into(),
+                counts: owned(&[("scoreLead:calls", 2)]),
+            },
+            UsageEntry {
+                subject: "s14-beta".into(),
+                counts: owned(&[
+                    ("getEmployee:bytes_out", 100),
+                    ("getEmployee:calls", 5),
+                    ("getEmployee:rejected:rate_limited", 1),
+                ]),
+            },
+        ]
+    );
+}
+
+pub async fn a_working_store_answers_ping(store: impl Store) {
+    store.ping().await.expect("ping");
 }
 
 pub async fn gcra_lets_the_burst_through_then_refuses(store: impl Store) {
