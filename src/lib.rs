@@ -8,6 +8,7 @@ pub mod config;
 pub mod context;
 pub mod demo;
 pub mod gateway;
+pub mod graphql;
 pub mod headers;
 pub mod policy;
 pub mod problem;
