@@ -740,7 +740,7 @@ pub fn parse_cidr(s: &str) -> Result<IpNet, String> {
 
 /// A stable name for an inline definition, so its counters survive a
 /// reload as long as the config keeps it in the same place.
-fn inline_name(scope: &str, def: &PolicyDef, index: usize) -> String {
+pub(crate) fn inline_name(scope: &str, def: &PolicyDef, index: usize) -> String {
     format!("{scope}/{}#{index}", def.type_name())
 }
 
