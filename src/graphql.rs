@@ -24,6 +24,10 @@
 //!    directives say (`@skip(if: $x)` is decided by variables the gateway
 //!    does not evaluate, so the field counts). Hence aliases, fragments and
 //!    `operationName` cannot hide a field.
+//!    A selector may name a field one level down (`field: viewer.solutions`)
+//!    to tell apart operations that share a root field (Tray's `viewer`):
+//!    then every field under that root must be published (unless the root
+//!    field itself is).
 //! 4. Each root field is matched to the operation publishing it. The call
 //!    runs the full policy stack of *every* matched operation, in config
 //!    order, and reaches the upstream once: each matched operation's stack
@@ -49,7 +53,9 @@
 //! brings pest and a value model the gateway does not need.
 
 use bytes::Bytes;
-use graphql_parser::query::{Definition, Document, OperationDefinition, Selection, SelectionSet};
+use graphql_parser::query::{
+    Definition, Document, Field, OperationDefinition, Selection, SelectionSet,
+};
 use http::{HeaderValue, Request};
 use http_body_util::BodyExt;
 use std::collections::{HashSet, VecDeque};
@@ -65,6 +71,9 @@ use crate::problem::{Code, Reject};
 /// Documents nested deeper than this are refused before parsing: the
 /// parser recurses, and a body of a million `{` must not exhaust the stack.
 const MAX_DEPTH: usize = 64;
+
+/// At most this many root field selections (aliases count) per operation.
+const MAX_ROOT_FIELDS: usize = 256;
 
 /// One operation of an endpoint: the field it publishes and its stack
 /// (built around [`Continue`]).
@@ -92,6 +101,9 @@ pub struct Selected {
     pub operation: Option<GraphqlOperationType>,
     /// Root field names, each once, in document order (`__typename` left out).
     pub fields: Vec<String>,
+    /// For each root field, the names of the fields selected under it
+    /// (for `field: viewer.solutions` selectors), through fragments.
+    pub children: Vec<Vec<String>>,
 }
 
 // === impl Endpoint ===
@@ -177,16 +189,30 @@ impl Endpoint {
                 "subscriptions are not published at this endpoint",
             )
         })?;
-        let mut unknown = Vec::new();
+        let mut unknown: Vec<String> = Vec::new();
         let mut hit = vec![false; self.members.len()];
-        for field in &selected.fields {
-            match self
-                .members
+        let position = |name: &str| {
+            self.members
                 .iter()
-                .position(|m| m.selector.operation == operation && m.selector.field == *field)
-            {
-                Some(i) => hit[i] = true,
-                None => unknown.push(field.as_str()),
+                .position(|m| m.selector.operation == operation && m.selector.field == name)
+        };
+        for (field, children) in selected.fields.iter().zip(&selected.children) {
+            // `viewer.solutions` selectors split one root field by the
+            // fields under it; each must then be published, unless the
+            // root field itself is.
+            let plain = position(field);
+            if let Some(i) = plain {
+                hit[i] = true;
+            }
+            for child in children {
+                match position(&format!("{field}.{child}")) {
+                    Some(i) => hit[i] = true,
+                    None if plain.is_none() => unknown.push(format!("{field}.{child}")),
+                    None => {}
+                }
+            }
+            if plain.is_none() && children.is_empty() {
+                unknown.push(field.clone());
             }
         }
         if !unknown.is_empty() && self.unmatched == GraphqlUnmatched::Reject {
@@ -331,10 +357,39 @@ pub fn select(document: &str, operation_name: Option<&str>) -> Result<Selected, 
         }
         OperationDefinition::Subscription(s) => (None, &s.selection_set),
     };
-    let mut fields = Vec::new();
-    let mut visited = HashSet::new();
-    collect_root_fields(&doc, set, &mut visited, &mut fields)?;
-    Ok(Selected { operation, fields })
+    let mut roots = Vec::new();
+    collect_fields(&doc, set, &mut HashSet::new(), &mut roots)?;
+    // Each root field's children are collected through the fragments
+    // again: bound the root fields so that cannot grow quadratic.
+    if roots.len() > MAX_ROOT_FIELDS {
+        return Err(bad(format!(
+            "the operation selects more than {MAX_ROOT_FIELDS} root fields"
+        )));
+    }
+    let mut fields: Vec<String> = Vec::new();
+    let mut children: Vec<Vec<String>> = Vec::new();
+    for field in roots {
+        let mut below = Vec::new();
+        collect_fields(&doc, &field.selection_set, &mut HashSet::new(), &mut below)?;
+        let i = match fields.iter().position(|f| f == field.name) {
+            Some(i) => i,
+            None => {
+                fields.push(field.name.to_string());
+                children.push(Vec::new());
+                fields.len() - 1
+            }
+        };
+        for child in below {
+            if !children[i].iter().any(|c| c == child.name) {
+                children[i].push(child.name.to_string());
+            }
+        }
+    }
+    Ok(Selected {
+        operation,
+        fields,
+        children,
+    })
 }
 
 fn operation_name_of<'a>(op: &OperationDefinition<'a, &'a str>) -> Option<&'a str> {
@@ -346,22 +401,23 @@ fn operation_name_of<'a>(op: &OperationDefinition<'a, &'a str>) -> Option<&'a st
     }
 }
 
-/// The root fields of `set`, through fragments (each spread once).
-fn collect_root_fields<'a>(
-    doc: &Document<'a, &'a str>,
-    set: &SelectionSet<'a, &'a str>,
+/// The fields of `set`, through fragments (each spread once), without
+/// `__typename`.
+fn collect_fields<'d, 'a>(
+    doc: &'d Document<'a, &'a str>,
+    set: &'d SelectionSet<'a, &'a str>,
     visited: &mut HashSet<&'a str>,
-    out: &mut Vec<String>,
+    out: &mut Vec<&'d Field<'a, &'a str>>,
 ) -> Result<(), Reject> {
     for selection in &set.items {
         match selection {
             Selection::Field(field) => {
-                if field.name != "__typename" && !out.iter().any(|f| f == field.name) {
-                    out.push(field.name.to_string());
+                if field.name != "__typename" {
+                    out.push(field);
                 }
             }
             Selection::InlineFragment(inline) => {
-                collect_root_fields(doc, &inline.selection_set, visited, out)?
+                collect_fields(doc, &inline.selection_set, visited, out)?
             }
             Selection::FragmentSpread(spread) => {
                 // A fragment spread twice selects nothing new; a cycle
@@ -382,7 +438,7 @@ fn collect_root_fields<'a>(
                             spread.fragment_name
                         ))
                     })?;
-                collect_root_fields(doc, &fragment.selection_set, visited, out)?;
+                collect_fields(doc, &fragment.selection_set, visited, out)?;
             }
         }
     }
