@@ -16,7 +16,7 @@ use tower::ServiceExt;
 
 use crate::body::Body;
 use crate::clock::SharedClock;
-use crate::config::schema::{PolicyDef, PolicyRef, StoreKind};
+use crate::config::schema::{GraphqlSelector, PolicyDef, PolicyRef, StoreKind};
 use crate::config::{ConfigError, LoadedConfig};
 use crate::context::{new_request_id, OperationInfo, RequestContext};
 use crate::headers::*;
@@ -98,6 +98,8 @@ pub struct Operation {
     pub target: UpstreamTarget,
     /// Effective policies, in config order (for the admin API and OpenAPI).
     pub policies: Vec<Arc<PolicyMeta>>,
+    /// The root field this operation publishes at a GraphQL endpoint.
+    pub graphql: Option<GraphqlSelector>,
     service: OperationService,
 }
 
@@ -476,6 +478,8 @@ impl<'a> Compiler<'a> {
         let gateway_policies = self.resolve(&config.apply, &["apply"], "gateway", &named, &mut cx);
         let mut routes = RouteTable::new();
         let mut operations = Vec::new();
+        // Where each compiled operation was written (API and operation index).
+        let mut written_at: Vec<(usize, usize)> = Vec::new();
         for (a, api) in config.apis.iter().enumerate() {
             let a_s = a.to_string();
             let api_policies = self.resolve(
@@ -532,7 +536,11 @@ impl<'a> Compiler<'a> {
                         continue;
                     }
                 };
-                if let Err(e) = routes.insert(method.clone(), &template, operations.len()) {
+                let routed = match op.graphql {
+                    Some(_) => routes.insert_graphql(method.clone(), &template, operations.len()),
+                    None => routes.insert(method.clone(), &template, operations.len()),
+                };
+                if let Err(e) = routed {
                     let message = match e {
                         crate::routing::RouteError::Duplicate {
                             method,
@@ -568,7 +576,22 @@ impl<'a> Compiler<'a> {
                     .or(api.upstream_timeout)
                     .map(|d| d.0)
                     .unwrap_or(settings.upstream_timeout);
-                let terminal = OperationService::new(Proxy::new(self.deps.client.clone(), timeout));
+                let mut terminal =
+                    OperationService::new(Proxy::new(self.deps.client.clone(), timeout));
+                if op.graphql.is_some() {
+                    // Passes the call on to the next matched GraphQL operation.
+                    terminal = crate::graphql::continue_to(terminal);
+                }
+                // Body schemas compile once, here, and run in phase Validate.
+                let mut stack_policies = effective.clone();
+                match policy::schema::compile_for(op, settings.max_body) {
+                    Ok(schema) => stack_policies.extend(schema),
+                    Err(errors) => {
+                        for (field, message) in errors {
+                            self.error(&at(field), message);
+                        }
+                    }
+                }
                 let info = Arc::new(OperationInfo {
                     api: api.name.as_str().into(),
                     id: op.id.as_str().into(),
@@ -581,10 +604,13 @@ impl<'a> Compiler<'a> {
                     template,
                     target,
                     policies: effective.iter().map(|p| p.meta.clone()).collect(),
-                    service: stack::build(&effective, terminal),
+                    graphql: op.graphql.clone(),
+                    service: stack::build(&stack_policies, terminal),
                 });
+                written_at.push((a, o));
             }
         }
+        self.link_graphql(&mut operations, &written_at);
         let unrouted = stack::build_unrouted(&gateway_policies, unrouted_terminal());
         if self.errors.is_empty() {
             Ok((settings, operations, routes, unrouted))
@@ -593,6 +619,46 @@ impl<'a> Compiler<'a> {
                 .sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
             self.errors.dedup();
             Err(self.errors)
+        }
+    }
+
+    /// Joins GraphQL operations that share a method and path into one
+    /// endpoint: each of their routes answers through it.
+    fn link_graphql(&mut self, operations: &mut [Operation], written_at: &[(usize, usize)]) {
+        let mut groups: std::collections::BTreeMap<(String, &str), Vec<usize>> = Default::default();
+        for (i, op) in operations.iter().enumerate() {
+            if op.graphql.is_some() {
+                groups
+                    .entry((op.method.to_string(), op.template.as_str()))
+                    .or_default()
+                    .push(i);
+            }
+        }
+        let groups: Vec<Vec<usize>> = groups.into_values().collect();
+        for group in groups {
+            let members = group
+                .iter()
+                .filter_map(|&i| {
+                    let op = &operations[i];
+                    op.graphql.clone().map(|selector| crate::graphql::Member {
+                        selector,
+                        info: op.info.clone(),
+                        service: op.service.clone(),
+                    })
+                })
+                .collect();
+            match crate::graphql::Endpoint::new(members, self.loaded.config.graphql_unmatched) {
+                Ok(endpoint) => {
+                    for &i in &group {
+                        operations[i].service = endpoint.service();
+                    }
+                }
+                Err((member, message)) => {
+                    let (a, o) = written_at[group[member]];
+                    let (a, o) = (a.to_string(), o.to_string());
+                    self.error(&["apis", &a, "operations", &o, "graphql", "field"], message);
+                }
+            }
         }
     }
 
@@ -703,7 +769,7 @@ pub fn parse_cidr(s: &str) -> Result<IpNet, String> {
 
 /// A stable name for an inline definition, so its counters survive a
 /// reload as long as the config keeps it in the same place.
-fn inline_name(scope: &str, def: &PolicyDef, index: usize) -> String {
+pub(crate) fn inline_name(scope: &str, def: &PolicyDef, index: usize) -> String {
     format!("{scope}/{}#{index}", def.type_name())
 }
 

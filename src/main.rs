@@ -38,6 +38,7 @@ enum Command {
     Openapi {
         #[arg(short, long)]
         config: Option<PathBuf>,
+        /// `json` or `yaml`.
         #[arg(long, default_value = "json")]
         format: String,
     },
@@ -74,8 +75,40 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(&e),
         },
-        Command::Openapi { .. } => fail("`tollgate openapi` is not available yet"),
-        Command::Import { .. } => fail("`tollgate import` is not available yet"),
+        Command::Openapi { config, format } => {
+            let path = config.unwrap_or_else(app::default_config_path);
+            match tollgate::openapi::export_file(&path, &format) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(errors) => {
+                    for e in &errors {
+                        eprintln!("{e}");
+                    }
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Import {
+            spec,
+            upstream,
+            name,
+            base_path,
+        } => {
+            let options = tollgate::openapi::ImportOptions {
+                upstream,
+                name,
+                base_path,
+            };
+            match tollgate::openapi::import::import_file(&spec, &options) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
     }
 }
 

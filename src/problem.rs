@@ -40,6 +40,9 @@ pub enum Code {
     StateStoreUnavailable,
     ShuttingDown,
     UpstreamTimeout,
+    /// A GraphQL document selects a root field no operation publishes
+    /// (with `graphql_unmatched: reject`).
+    GraphqlOperationNotAllowed,
     Internal,
 }
 
@@ -68,6 +71,7 @@ impl Code {
         Code::StateStoreUnavailable,
         Code::ShuttingDown,
         Code::UpstreamTimeout,
+        Code::GraphqlOperationNotAllowed,
         Code::Internal,
     ];
 
@@ -96,6 +100,7 @@ impl Code {
             Code::StateStoreUnavailable => "state_store_unavailable",
             Code::ShuttingDown => "shutting_down",
             Code::UpstreamTimeout => "upstream_timeout",
+            Code::GraphqlOperationNotAllowed => "graphql_operation_not_allowed",
             Code::Internal => "internal_error",
         }
     }
@@ -106,7 +111,8 @@ impl Code {
             | Code::HeaderRequired
             | Code::HeaderInvalid
             | Code::HeaderForbidden
-            | Code::InvalidRequestBody => StatusCode::BAD_REQUEST,
+            | Code::InvalidRequestBody
+            | Code::GraphqlOperationNotAllowed => StatusCode::BAD_REQUEST,
             Code::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Code::Unauthenticated | Code::InvalidCredentials => StatusCode::UNAUTHORIZED,
             Code::ForbiddenRole | Code::IpDenied | Code::Banned => StatusCode::FORBIDDEN,
@@ -147,6 +153,7 @@ impl Code {
             Code::StateStoreUnavailable => "State store unavailable",
             Code::ShuttingDown => "Shutting down",
             Code::UpstreamTimeout => "Upstream timeout",
+            Code::GraphqlOperationNotAllowed => "GraphQL operation not allowed",
             Code::Internal => "Internal error",
         }
     }

@@ -183,7 +183,9 @@ pub struct RouteTable {
 #[derive(Debug)]
 struct Entry {
     template: String,
-    methods: Vec<(Method, usize)>,
+    /// Method, the operation it routes to, and whether that operation is
+    /// a GraphQL endpoint (whose other operations share the route).
+    methods: Vec<(Method, usize, bool)>,
     allow: HeaderValue,
 }
 
@@ -212,6 +214,28 @@ impl RouteTable {
         template: &str,
         operation: usize,
     ) -> Result<(), RouteError> {
+        self.add(method, template, operation, false)
+    }
+
+    /// Adds a GraphQL operation: several may share one method and template
+    /// (the route leads to the first; `crate::graphql` tells them apart by
+    /// the document), but not with a plain operation.
+    pub fn insert_graphql(
+        &mut self,
+        method: Method,
+        template: &str,
+        operation: usize,
+    ) -> Result<(), RouteError> {
+        self.add(method, template, operation, true)
+    }
+
+    fn add(
+        &mut self,
+        method: Method,
+        template: &str,
+        operation: usize,
+        graphql: bool,
+    ) -> Result<(), RouteError> {
         let index = match self.router.at(template) {
             Ok(found) if self.entries[*found.value].template == template => *found.value,
             _ => {
@@ -228,18 +252,21 @@ impl RouteTable {
             }
         };
         let entry = &mut self.entries[index];
-        if let Some((_, existing)) = entry.methods.iter().find(|(m, _)| *m == method) {
+        if let Some((_, existing, shared)) = entry.methods.iter().find(|(m, ..)| *m == method) {
+            if graphql && *shared {
+                return Ok(());
+            }
             return Err(RouteError::Duplicate {
                 method,
                 template: template.to_string(),
                 existing: *existing,
             });
         }
-        entry.methods.push((method, operation));
+        entry.methods.push((method, operation, graphql));
         let allow = entry
             .methods
             .iter()
-            .map(|(m, _)| m.as_str())
+            .map(|(m, ..)| m.as_str())
             .collect::<Vec<_>>()
             .join(", ");
         entry.allow = HeaderValue::from_str(&allow).unwrap_or(HeaderValue::from_static(""));
@@ -256,8 +283,8 @@ impl RouteTable {
             )
         })?;
         let entry = &self.entries[*found.value];
-        match entry.methods.iter().find(|(m, _)| m == method) {
-            Some((_, operation)) => Ok(RouteMatch {
+        match entry.methods.iter().find(|(m, ..)| m == method) {
+            Some((_, operation, _)) => Ok(RouteMatch {
                 operation: *operation,
                 params: found.params.iter().collect(),
             }),
@@ -404,5 +431,23 @@ mod tests {
             t.insert(Method::GET, "/employees/{other}", 6),
             Err(RouteError::Conflict(_))
         ));
+    }
+
+    #[test]
+    fn graphql_operations_share_a_route_but_not_with_a_plain_one() {
+        let mut t = RouteTable::new();
+        t.insert_graphql(Method::POST, "/graphql", 0)
+            .expect("first");
+        t.insert_graphql(Method::POST, "/graphql", 1)
+            .expect("shared");
+        assert_eq!(
+            t.lookup(&Method::POST, "/graphql")
+                .map(|m| m.operation)
+                .ok(),
+            Some(0)
+        );
+        assert!(t.insert(Method::POST, "/graphql", 2).is_err());
+        let mut t = table();
+        assert!(t.insert_graphql(Method::GET, "/employees/{id}", 3).is_err());
     }
 }

@@ -50,6 +50,19 @@ pub struct Config {
     pub apis: Vec<ApiConfig>,
     #[serde(default)]
     pub agents: Option<AgentsConfig>,
+    /// What a GraphQL document selecting a root field that no operation
+    /// publishes gets: refused (default) or forwarded under the policies of
+    /// the fields that did match.
+    #[serde(default)]
+    pub graphql_unmatched: GraphqlUnmatched,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GraphqlUnmatched {
+    #[default]
+    Reject,
+    Allow,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -238,8 +251,42 @@ pub struct OperationConfig {
     pub request_schema: Option<serde_json::Value>,
     #[serde(default)]
     pub response_schema: Option<serde_json::Value>,
+    /// What a response that breaks `response_schema` gets.
+    #[serde(default)]
+    pub response_validation: ResponseValidation,
+    /// Makes this operation one root field of a GraphQL endpoint: several
+    /// operations then share one method and path.
+    #[serde(default)]
+    pub graphql: Option<GraphqlSelector>,
     #[serde(default)]
     pub agent: bool,
+}
+
+/// `response_validation:` of an operation with a `response_schema`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponseValidation {
+    /// A response that breaks the schema becomes 502 `invalid_upstream_response`.
+    Enforce,
+    /// Warn and pass the response through.
+    #[default]
+    Log,
+    Off,
+}
+
+/// `graphql:` of an operation: the root field it publishes.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GraphqlSelector {
+    pub operation: GraphqlOperationType,
+    pub field: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GraphqlOperationType {
+    Query,
+    Mutation,
 }
 
 /// An `apply` entry: a policy's name, or a definition written in place.

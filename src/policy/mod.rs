@@ -20,6 +20,7 @@ pub mod ip;
 pub mod quota;
 pub mod rate_limit;
 pub mod roles;
+pub mod schema;
 
 use futures_util::future::{self, Either};
 use http::{HeaderMap, Method, Request, Response, Uri};

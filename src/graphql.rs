@@ -1,0 +1,544 @@
+//! GraphQL endpoints: several operations at one method and path (e.g.
+//! `POST /graphql`), each publishing one root field, told apart by the
+//! document the caller sends.
+//!
+//! ```yaml
+//! graphql_unmatched: reject          # or allow
+//! apis:
+//!   - name: embedded
+//!     upstream: https://tray.example/graphql
+//!     operations:
+//!       - { id: getUsers, method: POST, path: /graphql, graphql: { operation: query, field: users } }
+//!       - { id: removeUser, method: POST, path: /graphql, graphql: { operation: mutation, field: removeUser } }
+//! ```
+//!
+//! What a call goes through:
+//! 1. The body is buffered (it is already bounded by `limits.max_body`) and
+//!    read as `{"query", "operationName"}` JSON, or as the document itself
+//!    with `Content-Type: application/graphql`.
+//! 2. The document is parsed; the executable operation is chosen (by
+//!    `operationName`; a document with several operations and no
+//!    `operationName` is refused, as a GraphQL server would refuse it).
+//! 3. Its root fields are collected through fragment spreads and inline
+//!    fragments, by field *name* (aliases are ignored), and whatever their
+//!    directives say (`@skip(if: $x)` is decided by variables the gateway
+//!    does not evaluate, so the field counts). Hence aliases, fragments and
+//!    `operationName` cannot hide a field.
+//!    A selector may name a field one level down (`field: viewer.solutions`)
+//!    to tell apart operations that share a root field (Tray's `viewer`):
+//!    then every field under that root must be published (unless the root
+//!    field itself is).
+//! 4. Each root field is matched to the operation publishing it. The call
+//!    runs the full policy stack of *every* matched operation, in config
+//!    order, and reaches the upstream once: each matched operation's stack
+//!    ends in [`Continue`], which passes the request on to the next matched
+//!    stack (carried in the request's extensions), and the last one proxies.
+//! 5. A root field no operation publishes: 400
+//!    `graphql_operation_not_allowed` with `graphql_unmatched: reject`; with
+//!    `allow` it is forwarded under the policies of the fields that did
+//!    match. A document matching no operation at all is always refused:
+//!    there would be no policy to run it under.
+//!
+//! `__typename` at the root needs no operation (it reveals only the root
+//! type's name). Introspection (`__schema`, `__type`) is an ordinary root
+//! field: publish it with an operation (`field: __schema`) to allow it, and
+//! give that operation the policies it deserves.
+//!
+//! The upstream sees `X-Tollgate-Operation` naming every matched operation,
+//! comma-separated in config order (the access log's `operation` too).
+//!
+//! Parser: `graphql-parser` — small (one dependency, `combine`), borrows
+//! the document instead of copying it, and reads the whole executable
+//! grammar; `async-graphql-parser` is the other maintained choice but
+//! brings pest and a value model the gateway does not need.
+
+use bytes::Bytes;
+use graphql_parser::query::{
+    Definition, Document, Field, OperationDefinition, Selection, SelectionSet,
+};
+use http::{HeaderValue, Request};
+use http_body_util::BodyExt;
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use tower::ServiceExt;
+
+use crate::body::{self, Body};
+use crate::config::schema::{GraphqlOperationType, GraphqlSelector, GraphqlUnmatched};
+use crate::context::{OperationInfo, RequestContext};
+use crate::policy::OperationService;
+use crate::problem::{Code, Reject};
+
+/// Documents nested deeper than this are refused before parsing: the
+/// parser recurses, and a body of a million `{` must not exhaust the stack.
+const MAX_DEPTH: usize = 64;
+
+/// At most this many root field selections (aliases count) per operation.
+const MAX_ROOT_FIELDS: usize = 256;
+
+/// One operation of an endpoint: the field it publishes and its stack
+/// (built around [`Continue`]).
+#[derive(Clone)]
+pub struct Member {
+    pub selector: GraphqlSelector,
+    pub info: Arc<OperationInfo>,
+    pub service: OperationService,
+}
+
+/// All the operations at one method and path.
+#[derive(Clone)]
+pub struct Endpoint {
+    members: Arc<[Member]>,
+    unmatched: GraphqlUnmatched,
+}
+
+/// The stacks still to run for this call, in the request's extensions.
+#[derive(Clone)]
+struct Chain(VecDeque<OperationService>);
+
+/// What a document asks for: the operation type and its root fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selected {
+    pub operation: Option<GraphqlOperationType>,
+    /// Root field names, each once, in document order (`__typename` left out).
+    pub fields: Vec<String>,
+    /// For each root field, the names of the fields selected under it
+    /// (for `field: viewer.solutions` selectors), through fragments.
+    pub children: Vec<Vec<String>>,
+}
+
+// === impl Endpoint ===
+
+impl Endpoint {
+    /// `Err((index, message))` names a member whose field another member
+    /// already publishes.
+    pub fn new(members: Vec<Member>, unmatched: GraphqlUnmatched) -> Result<Self, (usize, String)> {
+        for (i, m) in members.iter().enumerate() {
+            if let Some(other) = members[..i].iter().find(|o| o.selector == m.selector) {
+                return Err((
+                    i,
+                    format!(
+                        "the {} field `{}` is already published by operation `{}`",
+                        type_name(m.selector.operation),
+                        m.selector.field,
+                        other.info.id
+                    ),
+                ));
+            }
+        }
+        Ok(Endpoint {
+            members: members.into(),
+            unmatched,
+        })
+    }
+
+    /// The service every member's route answers through.
+    pub fn service(&self) -> OperationService {
+        let this = self.clone();
+        OperationService::new(tower::service_fn(move |req: Request<Body>| {
+            let this = this.clone();
+            async move { Ok(this.call(req).await) }
+        }))
+    }
+
+    async fn call(&self, req: Request<Body>) -> http::Response<Body> {
+        let (mut parts, body) = req.into_parts();
+        let bytes = match body.collect().await {
+            Ok(c) => c.to_bytes(),
+            Err(e) if body::is_body_too_large(&e) => {
+                return Reject::new(
+                    Code::BodyTooLarge,
+                    "the request body is larger than the gateway accepts",
+                )
+                .respond(parts.extensions)
+            }
+            Err(_) => {
+                return Reject::new(Code::InvalidRequestBody, "the request body broke off")
+                    .respond(parts.extensions)
+            }
+        };
+        let matched = match read_request(&parts.headers, &bytes)
+            .and_then(|(doc, name)| select(&doc, name.as_deref()))
+            .and_then(|selected| self.matching(&selected))
+        {
+            Ok(m) => m,
+            Err(reject) => return reject.respond(parts.extensions),
+        };
+        if let Some(cx) = parts.extensions.get_mut::<RequestContext>() {
+            cx.operation = Some(combined_info(&matched));
+        }
+        let mut chain: VecDeque<OperationService> =
+            matched.iter().map(|m| m.service.clone()).collect();
+        let Some(first) = chain.pop_front() else {
+            return Reject::new(Code::Internal, "no operation matched").respond(parts.extensions);
+        };
+        parts.extensions.insert(Chain(chain));
+        match first
+            .oneshot(Request::from_parts(parts, body::full(bytes)))
+            .await
+        {
+            Ok(r) => r,
+            Err(never) => match never {},
+        }
+    }
+
+    /// The members whose policies the call must pass, in config order.
+    fn matching(&self, selected: &Selected) -> Result<Vec<&Member>, Reject> {
+        let operation = selected.operation.ok_or_else(|| {
+            Reject::new(
+                Code::GraphqlOperationNotAllowed,
+                "subscriptions are not published at this endpoint",
+            )
+        })?;
+        let mut unknown: Vec<String> = Vec::new();
+        let mut hit = vec![false; self.members.len()];
+        let position = |name: &str| {
+            self.members
+                .iter()
+                .position(|m| m.selector.operation == operation && m.selector.field == name)
+        };
+        for (field, children) in selected.fields.iter().zip(&selected.children) {
+            // `viewer.solutions` selectors split one root field by the
+            // fields under it; each must then be published, unless the
+            // root field itself is.
+            let plain = position(field);
+            if let Some(i) = plain {
+                hit[i] = true;
+            }
+            for child in children {
+                match position(&format!("{field}.{child}")) {
+                    Some(i) => hit[i] = true,
+                    None if plain.is_none() => unknown.push(format!("{field}.{child}")),
+                    None => {}
+                }
+            }
+            if plain.is_none() && children.is_empty() {
+                unknown.push(field.clone());
+            }
+        }
+        if !unknown.is_empty() && self.unmatched == GraphqlUnmatched::Reject {
+            return Err(Reject::new(
+                Code::GraphqlOperationNotAllowed,
+                format!(
+                    "no operation publishes the {} field(s) {}",
+                    type_name(operation),
+                    unknown.join(", ")
+                ),
+            ));
+        }
+        let matched: Vec<&Member> = self
+            .members
+            .iter()
+            .zip(hit)
+            .filter_map(|(m, hit)| hit.then_some(m))
+            .collect();
+        if matched.is_empty() {
+            return Err(Reject::new(
+                Code::GraphqlOperationNotAllowed,
+                "the document selects no field an operation publishes",
+            ));
+        }
+        Ok(matched)
+    }
+}
+
+/// The end of each member's stack: on to the next matched operation's
+/// stack, or to the proxy when this was the last.
+pub fn continue_to(proxy: OperationService) -> OperationService {
+    OperationService::new(tower::service_fn(move |mut req: Request<Body>| {
+        let next = req
+            .extensions_mut()
+            .get_mut::<Chain>()
+            .and_then(|c| c.0.pop_front())
+            .unwrap_or_else(|| proxy.clone());
+        next.oneshot(req)
+    }))
+}
+
+/// The `operation` the context, the access log and `X-Tollgate-Operation`
+/// report: the matched ids, comma-separated.
+fn combined_info(matched: &[&Member]) -> Arc<OperationInfo> {
+    if let [only] = matched {
+        return only.info.clone();
+    }
+    let ids = matched
+        .iter()
+        .map(|m| &*m.info.id)
+        .collect::<Vec<_>>()
+        .join(",");
+    Arc::new(OperationInfo {
+        api: matched
+            .first()
+            .map(|m| m.info.api.clone())
+            .unwrap_or_default(),
+        header_value: HeaderValue::from_str(&ids).unwrap_or(HeaderValue::from_static("invalid")),
+        id: ids.into(),
+    })
+}
+
+fn type_name(t: GraphqlOperationType) -> &'static str {
+    match t {
+        GraphqlOperationType::Query => "query",
+        GraphqlOperationType::Mutation => "mutation",
+    }
+}
+
+// === reading the document ===
+
+fn bad(detail: impl Into<std::borrow::Cow<'static, str>>) -> Reject {
+    Reject::new(Code::InvalidRequestBody, detail)
+}
+
+/// The document text and `operationName` of a GraphQL-over-HTTP request.
+fn read_request(
+    headers: &http::HeaderMap,
+    bytes: &Bytes,
+) -> Result<(String, Option<String>), Reject> {
+    let essence = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase());
+    if essence.as_deref() == Some("application/graphql") {
+        let doc = std::str::from_utf8(bytes).map_err(|_| bad("the document is not UTF-8"))?;
+        return Ok((doc.to_string(), None));
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct GraphqlRequest {
+        query: String,
+        #[serde(default)]
+        operation_name: Option<String>,
+    }
+    let req: GraphqlRequest = serde_json::from_slice(bytes).map_err(|e| {
+        bad(format!(
+            "a GraphQL request is JSON with a `query` string ({e})"
+        ))
+    })?;
+    Ok((req.query, req.operation_name))
+}
+
+/// Parses `document` and collects what its chosen operation selects.
+pub fn select(document: &str, operation_name: Option<&str>) -> Result<Selected, Reject> {
+    if nesting_depth(document) > MAX_DEPTH {
+        return Err(bad(format!(
+            "the document is nested deeper than {MAX_DEPTH} levels"
+        )));
+    }
+    let doc: Document<'_, &str> = graphql_parser::parse_query(document)
+        .map_err(|e| bad(format!("the GraphQL document does not parse: {e}")))?;
+    let operations: Vec<&OperationDefinition<'_, &str>> = doc
+        .definitions
+        .iter()
+        .filter_map(|d| match d {
+            Definition::Operation(op) => Some(op),
+            Definition::Fragment(_) => None,
+        })
+        .collect();
+    let chosen = match operation_name {
+        Some(name) => operations
+            .iter()
+            .find(|op| operation_name_of(op) == Some(name))
+            .ok_or_else(|| bad(format!("the document has no operation named `{name}`")))?,
+        None => match operations.as_slice() {
+            [only] => only,
+            [] => return Err(bad("the document has no operation")),
+            _ => {
+                return Err(bad(
+                    "the document has several operations: `operationName` must choose one",
+                ))
+            }
+        },
+    };
+    let (operation, set) = match chosen {
+        OperationDefinition::SelectionSet(s) => (Some(GraphqlOperationType::Query), s),
+        OperationDefinition::Query(q) => (Some(GraphqlOperationType::Query), &q.selection_set),
+        OperationDefinition::Mutation(m) => {
+            (Some(GraphqlOperationType::Mutation), &m.selection_set)
+        }
+        OperationDefinition::Subscription(s) => (None, &s.selection_set),
+    };
+    let mut roots = Vec::new();
+    collect_fields(&doc, set, &mut HashSet::new(), &mut roots)?;
+    // Each root field's children are collected through the fragments
+    // again: bound the root fields so that cannot grow quadratic.
+    if roots.len() > MAX_ROOT_FIELDS {
+        return Err(bad(format!(
+            "the operation selects more than {MAX_ROOT_FIELDS} root fields"
+        )));
+    }
+    let mut fields: Vec<String> = Vec::new();
+    let mut children: Vec<Vec<String>> = Vec::new();
+    for field in roots {
+        let mut below = Vec::new();
+        collect_fields(&doc, &field.selection_set, &mut HashSet::new(), &mut below)?;
+        let i = match fields.iter().position(|f| f == field.name) {
+            Some(i) => i,
+            None => {
+                fields.push(field.name.to_string());
+                children.push(Vec::new());
+                fields.len() - 1
+            }
+        };
+        for child in below {
+            if !children[i].iter().any(|c| c == child.name) {
+                children[i].push(child.name.to_string());
+            }
+        }
+    }
+    Ok(Selected {
+        operation,
+        fields,
+        children,
+    })
+}
+
+fn operation_name_of<'a>(op: &OperationDefinition<'a, &'a str>) -> Option<&'a str> {
+    match op {
+        OperationDefinition::SelectionSet(_) => None,
+        OperationDefinition::Query(q) => q.name,
+        OperationDefinition::Mutation(m) => m.name,
+        OperationDefinition::Subscription(s) => s.name,
+    }
+}
+
+/// The fields of `set`, through fragments (each spread once), without
+/// `__typename`.
+fn collect_fields<'d, 'a>(
+    doc: &'d Document<'a, &'a str>,
+    set: &'d SelectionSet<'a, &'a str>,
+    visited: &mut HashSet<&'a str>,
+    out: &mut Vec<&'d Field<'a, &'a str>>,
+) -> Result<(), Reject> {
+    for selection in &set.items {
+        match selection {
+            Selection::Field(field) => {
+                if field.name != "__typename" {
+                    out.push(field);
+                }
+            }
+            Selection::InlineFragment(inline) => {
+                collect_fields(doc, &inline.selection_set, visited, out)?
+            }
+            Selection::FragmentSpread(spread) => {
+                // A fragment spread twice selects nothing new; a cycle
+                // (invalid GraphQL) ends here too.
+                if !visited.insert(spread.fragment_name) {
+                    continue;
+                }
+                let fragment = doc
+                    .definitions
+                    .iter()
+                    .find_map(|d| match d {
+                        Definition::Fragment(f) if f.name == spread.fragment_name => Some(f),
+                        _ => None,
+                    })
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "the document spreads an undefined fragment `{}`",
+                            spread.fragment_name
+                        ))
+                    })?;
+                collect_fields(doc, &fragment.selection_set, visited, out)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The deepest nesting of `{`, `(` and `[` outside strings and comments.
+fn nesting_depth(doc: &str) -> usize {
+    let (mut depth, mut max) = (0usize, 0usize);
+    let mut chars = doc.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '{' | '(' | '[' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            '}' | ')' | ']' => depth = depth.saturating_sub(1),
+            '#' => {
+                for c in chars.by_ref() {
+                    if c == '\n' || c == '\r' {
+                        break;
+                    }
+                }
+            }
+            '"' => {
+                // Block strings ("""...""") are read as three strings: the
+                // empty one, the body, the empty one; close enough for a
+                // depth bound.
+                let mut escaped = false;
+                for c in chars.by_ref() {
+                    match c {
+                        '\\' if !escaped => escaped = true,
+                        '"' if !escaped => break,
+                        _ => escaped = false,
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    max
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(doc: &str, name: Option<&str>) -> Vec<String> {
+        select(doc, name).expect("selects").fields
+    }
+
+    #[test]
+    fn aliases_are_ignored_and_fragments_are_expanded() {
+        let doc = r#"
+            mutation { safe: createSolutionInstance(input: {}) { id } ...F ... on Mutation { authorize(input: {}) { accessToken } } }
+            fragment F on Mutation { hidden: removeUser(input: {}) { clientMutationId } }
+        "#;
+        assert_eq!(
+            fields(doc, None),
+            ["createSolutionInstance", "removeUser", "authorize"]
+        );
+    }
+
+    #[test]
+    fn operation_name_chooses_and_is_required_among_several() {
+        let doc = "query A { users { id } } mutation B { removeUser { x } }";
+        let b = select(doc, Some("B")).expect("B");
+        assert_eq!(b.operation, Some(GraphqlOperationType::Mutation));
+        assert_eq!(b.fields, ["removeUser"]);
+        assert_eq!(
+            select(doc, None).map(|_| ()).map_err(|r| r.code),
+            Err(Code::InvalidRequestBody)
+        );
+        assert!(select(doc, Some("C")).is_err());
+    }
+
+    #[test]
+    fn shorthand_is_a_query_and_typename_needs_no_operation() {
+        let s = select("{ __typename viewer { id } viewer { name } }", None).expect("doc");
+        assert_eq!(s.operation, Some(GraphqlOperationType::Query));
+        assert_eq!(s.fields, ["viewer"]);
+    }
+
+    #[test]
+    fn recursive_fragments_end_and_undefined_ones_are_refused() {
+        let doc = "query { ...A } fragment A on Query { a ...B } fragment B on Query { b ...A }";
+        assert_eq!(fields(doc, None), ["a", "b"]);
+        assert!(select("query { ...Missing }", None).is_err());
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_parsing() {
+        let deep = format!("query {}{}", "{ a ".repeat(10_000), "}".repeat(10_000));
+        assert!(select(&deep, None).is_err());
+        assert_eq!(
+            nesting_depth(
+                r#"{ a(s: "{{{{") # {{{{
+            }"#
+            ),
+            2
+        );
+    }
+}
