@@ -122,8 +122,8 @@ Try:
        -H 'Content-Type: application/json' -d '{{"company":"Acme","employees":250,"industry":"software"}}'   # 403: admins only
   curl -i -X POST {g}/leads/score -H 'Authorization: Bearer demo-admin-key' \
        -H 'Content-Type: application/json' -d '{{"company":"Acme","employees":250,"industry":"software"}}'
-  for i in $(seq 1 12); do curl -s -o /dev/null -w '%{{http_code}} ' {g}/employees/7 -H 'X-API-Key: demo-reader-key'; done; echo   # 429 after 10
-  curl -s {g}/openapi.json | head                            # the export (admin listener: see README)
+  for i in $(seq 1 12); do curl -s -o /dev/null -w '%{{http_code}} ' {g}/employees/7 -H 'X-API-Key: demo-reader-key'; done; echo   # 429 once 10 calls in a minute are used
+  cargo run --release -- openapi -c config.example.yaml      # the OpenAPI 3.1 export of this config
 
 Stop with Ctrl-C."#
     )
