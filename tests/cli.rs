@@ -79,3 +79,49 @@ fn key_prints_a_key_and_the_hash_line_for_the_config() {
         "the config line must not hold the key"
     );
 }
+
+#[test]
+fn openapi_prints_the_export_of_the_example_config_in_json_and_yaml() {
+    let (code, json, stderr) = tollgate(&["openapi", "-c", "config.example.yaml"]);
+    assert_eq!(code, 0, "{stderr}");
+    let doc: serde_json::Value = serde_json::from_str(&json).expect("json");
+    assert_eq!(doc["openapi"], "3.1.0");
+    let ids: Vec<&str> = doc["paths"]
+        .as_object()
+        .expect("paths")
+        .values()
+        .flat_map(|item| item.as_object().into_iter().flat_map(|ops| ops.values()))
+        .filter_map(|op| op["operationId"].as_str())
+        .collect();
+    for id in [
+        "listEmployees",
+        "getEmployee",
+        "directoryHealth",
+        "scoreLead",
+    ] {
+        assert!(ids.contains(&id), "{id} missing from {ids:?}");
+    }
+    let (code, yaml, _) = tollgate(&["openapi", "-c", "config.example.yaml", "--format", "yaml"]);
+    assert_eq!(code, 0);
+    let from_yaml: serde_json::Value = serde_yaml::from_str(&yaml).expect("yaml");
+    assert_eq!(from_yaml, doc, "the YAML and JSON exports differ");
+}
+
+#[test]
+fn import_turns_the_platform_spec_into_config_that_checks() {
+    let (code, yaml, stderr) = tollgate(&[
+        "import",
+        "tests/fixtures/tray-platform-api.yaml",
+        "--upstream",
+        "http://127.0.0.1:9",
+        "--name",
+        "platform",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("imported.yaml");
+    std::fs::write(&file, format!("version: 1\nlisten: 127.0.0.1:0\n{yaml}")).expect("write");
+    let (code, stdout, stderr) = tollgate(&["check", "-c", &file.display().to_string()]);
+    assert_eq!(code, 0, "{stderr}\n{yaml}");
+    assert!(stdout.contains("18 operations"), "{stdout}");
+}

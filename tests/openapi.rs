@@ -239,7 +239,17 @@ fn the_platform_import_loads_with_a_bearer_auth_policy_and_exports_the_same_oper
     assert_eq!(config.apis[0].operations.len(), 18);
     assert_eq!(config.policies["platform-auth"].type_name(), "auth");
     let value: serde_yaml::Value = serde_yaml::from_str(&yaml).expect("yaml");
-    assert_eq!(value["policies"]["platform-auth"]["methods"][0], "jwt");
+    // Bearer tokens are accepted as client keys, so the import loads as it
+    // is; verifying them as JWTs needs the IdP's key (the output says how).
+    assert_eq!(
+        value["policies"]["platform-auth"]["methods"],
+        serde_yaml::from_str::<serde_yaml::Value>("[api_key]").expect("yaml")
+    );
+    assert_eq!(
+        value["policies"]["platform-auth"]["api_key"]["bearer"],
+        true
+    );
+    assert!(yaml.contains("to verify them as JWTs, add `jwt`"));
     assert_eq!(value["apis"][0]["apply"][0], "platform-auth");
 
     let doc = tollgate::openapi::export(config);
@@ -254,7 +264,7 @@ fn the_platform_import_loads_with_a_bearer_auth_policy_and_exports_the_same_oper
     for (_, _, op) in operations(&doc) {
         assert_eq!(
             op["security"],
-            json!([{"jwt": []}]),
+            json!([{"apiKey": []}, {"bearerApiKey": []}]),
             "{}",
             op["operationId"]
         );

@@ -8,8 +8,8 @@
 //! the JSON schema of the 200 (else first 2xx) response, with every local
 //! `$ref` inlined (a recursive one is cut where it recurs, as `{}`), and
 //! 3.0 schema quirks (`nullable`, boolean `exclusiveMinimum`) rewritten to
-//! JSON Schema 2020-12. Security: HTTP bearer with `bearerFormat: JWT`
-//! becomes method `jwt`; other bearer schemes become an API key sent as a
+//! JSON Schema 2020-12. Security: HTTP bearer (with `bearerFormat: JWT` or
+//! not) becomes an API key accepted as a
 //! bearer token; `apiKey` in a header or query becomes `api_key` with that
 //! header or query name. The policy is applied to the API when the spec
 //! requires security globally (operations with `security: []` skip it), or
@@ -76,6 +76,7 @@ struct Importer<'s> {
 /// The auth policy the spec's schemes call for.
 #[derive(Default)]
 struct AuthPlan {
+    /// The bearer scheme says its tokens are JWTs (noted, not enforced).
     jwt: bool,
     api_key: bool,
     header: Option<String>,
@@ -207,9 +208,8 @@ impl Importer<'_> {
                 methods.push("api_key");
             }
             if plan.jwt {
-                methods.push("jwt");
                 notes.push(format!(
-                    "policy `{auth_name}` accepts JWTs: add a top-level `jwt:` section (issuer, key) to verify them"
+                    "the spec's bearer tokens are JWTs: policy `{auth_name}` accepts them as API keys of configured clients; to verify them as JWTs, add `jwt` to its `methods` and a top-level `jwt:` section (issuer, audience, key)"
                 ));
             }
             policy.insert("methods".into(), json!(methods));
@@ -261,11 +261,14 @@ impl Importer<'_> {
             match kind {
                 "http" if field("scheme").is_some_and(|s| s.eq_ignore_ascii_case("bearer")) => {
                     any = true;
+                    // Bearer tokens are accepted as keys of configured
+                    // clients, so the output loads as it is (DESIGN §2); a
+                    // JWT bearer scheme gets a note on verifying them as JWTs
+                    // instead, which needs the identity provider's key.
+                    plan.api_key = true;
+                    plan.bearer = true;
                     if field("bearerFormat").is_some_and(|f| f.eq_ignore_ascii_case("jwt")) {
                         plan.jwt = true;
-                    } else {
-                        plan.api_key = true;
-                        plan.bearer = true;
                     }
                 }
                 "apiKey" => match field("in").as_deref() {
