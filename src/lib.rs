@@ -10,6 +10,7 @@ pub mod demo;
 pub mod gateway;
 pub mod graphql;
 pub mod headers;
+pub mod metrics;
 pub mod openapi;
 pub mod policy;
 pub mod problem;

@@ -236,7 +236,11 @@ impl Service<Request<Body>> for QuotaService {
             };
             let taken = match verdict {
                 Ok(taken) => taken,
-                Err(reject) => return Ok(reject.respond(parts.extensions)),
+                Err(reject) => {
+                    return Ok(reject
+                        .by_policy(&policy.meta.name)
+                        .respond(parts.extensions))
+                }
             };
             let response = inner.oneshot(Request::from_parts(parts, body)).await?;
             if let Some(taken) = taken {
