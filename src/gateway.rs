@@ -20,13 +20,13 @@ use crate::config::schema::{GraphqlSelector, PolicyDef, PolicyRef, StoreKind};
 use crate::config::{ConfigError, LoadedConfig};
 use crate::context::{new_request_id, OperationInfo, RequestContext};
 use crate::headers::*;
+use crate::metrics::{Metrics, OperationMetrics, Outcome, ANONYMOUS};
 use crate::policy::credentials::Credentials;
 use crate::policy::{self, CompileCx, CompiledPolicy, OperationService, PolicyMeta, RoleTable};
 use crate::problem::{Code, Reject, RejectedWith};
 use crate::proxy::{HttpClient, Proxy, UpstreamTarget, UpstreamUri};
 use crate::routing::{normalize_path, RouteTable};
 use crate::stack;
-use crate::metrics::{Metrics, OperationMetrics, Outcome, ANONYMOUS};
 use crate::state::{AnyStore, Store};
 use rustls::sign::CertifiedKey;
 
@@ -133,9 +133,8 @@ impl Gateway {
     /// Compiles a loaded config. Every mistake found is returned, each with
     /// its file, line and column.
     pub fn compile(loaded: LoadedConfig, deps: &Deps) -> Result<Gateway, Vec<ConfigError>> {
-        Compiler::new(&loaded, deps)
-            .run()
-            .map(|(settings, tls_key, operations, routes, unrouted)| Gateway {
+        Compiler::new(&loaded, deps).run().map(
+            |(settings, tls_key, operations, routes, unrouted)| Gateway {
                 settings,
                 loaded,
                 operations,
@@ -145,7 +144,8 @@ impl Gateway {
                 unrouted_metrics: deps.metrics.unrouted(),
                 metrics: deps.metrics.clone(),
                 store: deps.store.clone(),
-            })
+            },
+        )
     }
 
     /// The metrics registry this gateway counts into.

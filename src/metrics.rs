@@ -212,7 +212,9 @@ impl Metrics {
                     .inc();
             }
             match rejected.code {
-                Code::UpstreamUnavailable | Code::UpstreamTimeout | Code::InvalidUpstreamResponse => {
+                Code::UpstreamUnavailable
+                | Code::UpstreamTimeout
+                | Code::InvalidUpstreamResponse => {
                     self.upstream_errors
                         .get_or_create(&UpstreamErrorLabels {
                             api: op.api.clone(),
@@ -294,12 +296,17 @@ pub struct OperationMetrics {
     upstream_duration: Histogram,
     /// `status -> [(client, counter)]`: clients are few per status, so a
     /// scan compares a handful of `&str` and allocates nothing.
-    counters: RwLock<HashMap<u16, Vec<(Option<Arc<str>>, Counter)>>>,
+    counters: RwLock<HashMap<u16, Vec<ClientCounter>>>,
     usage: UsageFields,
 }
 
 impl OperationMetrics {
-    fn count(&self, family: &Family<RequestLabels, Counter>, client: Option<&Arc<str>>, status: u16) {
+    fn count(
+        &self,
+        family: &Family<RequestLabels, Counter>,
+        client: Option<&Arc<str>>,
+        status: u16,
+    ) {
         let same = |c: &Option<Arc<str>>| c.as_deref() == client.map(|a| &**a);
         if let Some(counters) = self.counters.read().get(&status) {
             if let Some((_, counter)) = counters.iter().find(|(c, _)| same(c)) {
@@ -343,6 +350,9 @@ impl OperationMetrics {
         }
     }
 }
+
+/// A `tollgate_requests_total` counter of one client (`None`: anonymous).
+type ClientCounter = (Option<Arc<str>>, Counter);
 
 /// Usage field names, spelled once per operation at compile.
 #[derive(Debug)]
