@@ -1,13 +1,19 @@
 //! What the commands do, as library functions (`main.rs` only parses
-//! arguments): load and compile a config, serve it with signal handling
-//! and reload, and make API keys.
+//! arguments): load and compile a config, serve it (public and admin
+//! listeners, signals) and reload it (SIGHUP, the admin API, or polling
+//! with `reload: watch`), and make API keys.
 
 use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use std::net::SocketAddr;
+use tokio::sync::watch;
+
+use crate::admin::AdminServer;
 use crate::clock::SystemClock;
+use crate::config::schema::ReloadMode;
 use crate::config::{self, ConfigError};
 use crate::gateway::{Deps, Gateway};
 use crate::server::{Server, SharedGateway};
@@ -38,17 +44,7 @@ pub fn reload(
     deps: &Deps,
     shared: &SharedGateway,
 ) -> Result<String, Vec<ConfigError>> {
-    let loaded = config::load_file(path)?;
-    let gateway = Gateway::compile(loaded, deps)?;
-    let old = shared.load();
-    let mut summary = summarize(&gateway);
-    if gateway.settings.listen != old.settings.listen
-        || gateway.settings.tls.is_some() != old.settings.tls.is_some()
-    {
-        summary.push_str("; listener changes need a restart");
-    }
-    shared.store(Arc::new(gateway));
-    Ok(summary)
+    reload_detailed(path, deps, shared).map(|r| r.message())
 }
 
 pub fn summarize(gateway: &Gateway) -> String {
@@ -72,20 +68,259 @@ pub fn summarize(gateway: &Gateway) -> String {
     )
 }
 
-/// Serves `gateway` until SIGTERM or SIGINT; SIGHUP reloads `path`.
-pub async fn serve(path: PathBuf, gateway: Gateway, deps: Deps) -> Result<(), String> {
+/// What a successful reload did.
+#[derive(Debug, Clone)]
+pub struct Reloaded {
+    /// APIs, operations and policies now serving.
+    pub summary: String,
+    /// Settings that changed but only take effect after a restart (the
+    /// listeners are bound once): `listen`, `tls` on/off, `admin.listen`,
+    /// `admin.token_env`.
+    pub restart_needed: Vec<&'static str>,
+}
+
+impl Reloaded {
+    pub fn message(&self) -> String {
+        if self.restart_needed.is_empty() {
+            self.summary.clone()
+        } else {
+            format!(
+                "{}; changes to {} need a restart",
+                self.summary,
+                self.restart_needed.join(", ")
+            )
+        }
+    }
+}
+
+fn reload_detailed(
+    path: &Path,
+    deps: &Deps,
+    shared: &SharedGateway,
+) -> Result<Reloaded, Vec<ConfigError>> {
+    let loaded = config::load_file(path)?;
+    let gateway = Gateway::compile(loaded, deps)?;
+    let old = shared.load();
+    let (new_s, old_s) = (&gateway.settings, &old.settings);
+    let mut restart_needed = Vec::new();
+    if new_s.listen != old_s.listen {
+        restart_needed.push("listen");
+    }
+    if new_s.tls.is_some() != old_s.tls.is_some() {
+        restart_needed.push("tls");
+    }
+    if new_s.admin_listen != old_s.admin_listen {
+        restart_needed.push("admin.listen");
+    }
+    if new_s.admin_token_env != old_s.admin_token_env {
+        restart_needed.push("admin.token_env");
+    }
+    let summary = summarize(&gateway);
+    shared.store(Arc::new(gateway));
+    Ok(Reloaded {
+        summary,
+        restart_needed,
+    })
+}
+
+/// Reloads one config file into the serving gateway, for every trigger
+/// (SIGHUP, `POST /admin/reload`, `reload: watch`): one reload at a time,
+/// each counted in `tollgate_config_reloads_total`.
+pub struct Reloader {
+    path: PathBuf,
+    deps: Deps,
+    shared: SharedGateway,
+    one_at_a_time: tokio::sync::Mutex<()>,
+}
+
+impl Reloader {
+    pub fn new(path: PathBuf, deps: Deps, shared: SharedGateway) -> Arc<Reloader> {
+        Arc::new(Reloader {
+            path,
+            deps,
+            shared,
+            one_at_a_time: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn deps(&self) -> &Deps {
+        &self.deps
+    }
+
+    pub fn shared(&self) -> &SharedGateway {
+        &self.shared
+    }
+
+    /// Re-reads the config; on errors the previous gateway keeps serving.
+    pub async fn reload(self: &Arc<Self>) -> Result<Reloaded, Vec<ConfigError>> {
+        let _turn = self.one_at_a_time.lock().await;
+        let this = self.clone();
+        // Reading files and compiling regexes and schemas blocks: keep it
+        // off the threads that serve requests.
+        let result = tokio::task::spawn_blocking(move || {
+            reload_detailed(&this.path, &this.deps, &this.shared)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(vec![ConfigError {
+                file: self.path.clone(),
+                line: 1,
+                column: 1,
+                path: String::new(),
+                message: format!("the reload failed: {e}"),
+            }])
+        });
+        self.deps.metrics.record_reload(result.is_ok());
+        match &result {
+            Ok(done) => tracing::info!("reloaded: {}", done.message()),
+            Err(errors) => {
+                for e in errors {
+                    tracing::error!("{e}");
+                }
+                tracing::error!("reload refused; the previous config keeps serving");
+            }
+        }
+        result
+    }
+}
+
+/// The gateway's listeners running in the background.
+pub struct Running {
+    /// The public listener's address.
+    pub addr: SocketAddr,
+    /// The admin listener's address, when `admin.listen` is set.
+    pub admin_addr: Option<SocketAddr>,
+    pub reloader: Arc<Reloader>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops accepting on both listeners and drains in-flight requests.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Binds the public listener and (when configured) the admin listener,
+/// and starts serving `gateway` with `reload: watch` polling; `path` is
+/// what reloads re-read.
+pub async fn start(path: PathBuf, gateway: Gateway, deps: Deps) -> Result<Running, String> {
     let shared: SharedGateway = Arc::new(ArcSwap::from_pointee(gateway));
+    let reloader = Reloader::new(path, deps, shared.clone());
     let server = Server::bind(shared.clone()).await?;
     let addr = server.local_addr().map_err(|e| e.to_string())?;
-    tracing::info!(%addr, config = %path.display(), "{}", summarize(&shared.load()));
-    spawn_reload_on_sighup(path, deps, shared.clone());
-    server.run(shutdown_signal()).await;
+    let admin = match shared.load().settings.admin_listen {
+        Some(listen) => Some(AdminServer::bind(listen, reloader.clone()).await?),
+        None => None,
+    };
+    let admin_addr = admin
+        .as_ref()
+        .map(|a| a.local_addr())
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let (stop, stopped) = watch::channel(false);
+    let until_stopped = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }
+    };
+    let mut tasks = vec![tokio::spawn(server.run(until_stopped()))];
+    if let Some(admin) = admin {
+        tasks.push(tokio::spawn(admin.run(until_stopped())));
+    }
+    tokio::spawn(watch_config(reloader.clone(), until_stopped()));
+    Ok(Running {
+        addr,
+        admin_addr,
+        reloader,
+        stop,
+        tasks,
+    })
+}
+
+/// Serves `gateway` until SIGTERM or SIGINT; SIGHUP reloads `path`.
+pub async fn serve(path: PathBuf, gateway: Gateway, deps: Deps) -> Result<(), String> {
+    let running = start(path, gateway, deps).await?;
+    let shared = running.reloader.shared().clone();
+    tracing::info!(
+        addr = %running.addr,
+        admin = ?running.admin_addr,
+        config = %running.reloader.path().display(),
+        "{}",
+        summarize(&shared.load())
+    );
+    spawn_reload_on_sighup(running.reloader.clone());
+    shutdown_signal().await;
+    running.shutdown().await;
     tracing::info!("stopped");
     Ok(())
 }
 
+/// How often `reload: watch` looks at the files.
+const WATCH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// With `reload: watch`, reloads when the config file, an included file or
+/// a TLS file changes (size or modification time). A config that fails is
+/// not retried until its files change again.
+async fn watch_config(reloader: Arc<Reloader>, stop: impl std::future::Future<Output = ()>) {
+    tokio::pin!(stop);
+    let mut seen = fingerprint(&reloader.shared().load());
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tokio::time::sleep(WATCH_EVERY) => {}
+        }
+        let gateway = reloader.shared().load_full();
+        if gateway.loaded.config.reload != ReloadMode::Watch {
+            seen = fingerprint(&gateway);
+            continue;
+        }
+        let now = fingerprint(&gateway);
+        if now == seen {
+            continue;
+        }
+        tracing::info!("config files changed; reloading");
+        let _ = reloader.reload().await;
+        // The new config may read other files; a failed one is judged
+        // again only once its files change again.
+        seen = match reloader.shared().load_full() {
+            current if Arc::ptr_eq(&current, &gateway) => now,
+            current => fingerprint(&current),
+        };
+    }
+}
+
+/// Size and modification time of every file a gateway was built from.
+fn fingerprint(gateway: &Gateway) -> Vec<(PathBuf, Option<(u64, std::time::SystemTime)>)> {
+    let tls = gateway
+        .settings
+        .tls
+        .iter()
+        .flat_map(|t| [t.cert_file.as_path(), t.key_file.as_path()]);
+    gateway
+        .loaded
+        .files()
+        .chain(tls)
+        .map(|file| {
+            let meta = std::fs::metadata(file)
+                .ok()
+                .and_then(|m| Some((m.len(), m.modified().ok()?)));
+            (file.to_path_buf(), meta)
+        })
+        .collect()
+}
+
 #[cfg(unix)]
-fn spawn_reload_on_sighup(path: PathBuf, deps: Deps, shared: SharedGateway) {
+fn spawn_reload_on_sighup(reloader: Arc<Reloader>) {
     use tokio::signal::unix::{signal, SignalKind};
     tokio::spawn(async move {
         let Ok(mut hup) = signal(SignalKind::hangup()) else {
@@ -93,21 +328,13 @@ fn spawn_reload_on_sighup(path: PathBuf, deps: Deps, shared: SharedGateway) {
             return;
         };
         while hup.recv().await.is_some() {
-            match reload(&path, &deps, &shared) {
-                Ok(summary) => tracing::info!("reloaded: {summary}"),
-                Err(errors) => {
-                    for e in &errors {
-                        tracing::error!("{e}");
-                    }
-                    tracing::error!("reload refused; the previous config keeps serving");
-                }
-            }
+            let _ = reloader.reload().await;
         }
     });
 }
 
 #[cfg(not(unix))]
-fn spawn_reload_on_sighup(_: PathBuf, _: Deps, _: SharedGateway) {}
+fn spawn_reload_on_sighup(_: Arc<Reloader>) {}
 
 async fn shutdown_signal() {
     #[cfg(unix)]

@@ -20,13 +20,15 @@ use crate::config::schema::{GraphqlSelector, PolicyDef, PolicyRef, StoreKind};
 use crate::config::{ConfigError, LoadedConfig};
 use crate::context::{new_request_id, OperationInfo, RequestContext};
 use crate::headers::*;
+use crate::metrics::{Metrics, OperationMetrics, Outcome, ANONYMOUS};
 use crate::policy::credentials::Credentials;
 use crate::policy::{self, CompileCx, CompiledPolicy, OperationService, PolicyMeta, RoleTable};
 use crate::problem::{Code, Reject, RejectedWith};
 use crate::proxy::{HttpClient, Proxy, UpstreamTarget, UpstreamUri};
 use crate::routing::{normalize_path, RouteTable};
 use crate::stack;
-use crate::state::AnyStore;
+use crate::state::{AnyStore, Store};
+use rustls::sign::CertifiedKey;
 
 /// Resources that outlive one compiled config (so a reload keeps them).
 #[derive(Clone)]
@@ -36,6 +38,8 @@ pub struct Deps {
     /// Rate-limit buckets, quotas and bans: shared by every `Gateway`
     /// compiled with these deps, so a reload keeps the counters.
     pub store: AnyStore,
+    /// Prometheus metrics: like the store, they outlive a reload.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Deps {
@@ -63,6 +67,7 @@ impl Deps {
             clock,
             client,
             store,
+            metrics: Arc::default(),
         })
     }
 }
@@ -101,14 +106,22 @@ pub struct Operation {
     /// The root field this operation publishes at a GraphQL endpoint.
     pub graphql: Option<GraphqlSelector>,
     service: OperationService,
+    metrics: Arc<OperationMetrics>,
 }
 
 pub struct Gateway {
     pub settings: Settings,
     pub loaded: LoadedConfig,
     pub operations: Vec<Operation>,
+    /// The listener's certificate, read at compile so a reload serves a
+    /// renewed one to the next connection (and refuses an unreadable one).
+    pub tls_key: Option<Arc<CertifiedKey>>,
     routes: RouteTable,
     unrouted: OperationService,
+    unrouted_metrics: Arc<OperationMetrics>,
+    metrics: Arc<Metrics>,
+    /// Where usage is metered (the `Deps` store).
+    store: AnyStore,
 }
 
 /// Where a request goes when no operation takes it: the route refusal
@@ -120,15 +133,29 @@ impl Gateway {
     /// Compiles a loaded config. Every mistake found is returned, each with
     /// its file, line and column.
     pub fn compile(loaded: LoadedConfig, deps: &Deps) -> Result<Gateway, Vec<ConfigError>> {
-        Compiler::new(&loaded, deps)
-            .run()
-            .map(|(settings, operations, routes, unrouted)| Gateway {
+        Compiler::new(&loaded, deps).run().map(
+            |(settings, tls_key, operations, routes, unrouted)| Gateway {
                 settings,
                 loaded,
                 operations,
+                tls_key,
                 routes,
                 unrouted,
-            })
+                unrouted_metrics: deps.metrics.unrouted(),
+                metrics: deps.metrics.clone(),
+                store: deps.store.clone(),
+            },
+        )
+    }
+
+    /// The metrics registry this gateway counts into.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The state store (counters, bans, usage) this gateway uses.
+    pub fn store(&self) -> &AnyStore {
+        &self.store
     }
 
     /// Whether `ip` is one of the `trusted_proxies`.
@@ -184,6 +211,7 @@ impl Gateway {
 
     async fn answer(&self, mut req: Request<Body>, peer: SocketAddr, tls: bool) -> Response<Body> {
         let started = Instant::now();
+        let _in_flight = self.metrics.in_flight();
         let peer_trusted = self.is_trusted(peer.ip());
         let headers = req.headers_mut();
         let request_id = match headers.get(X_REQUEST_ID) {
@@ -201,9 +229,12 @@ impl Gateway {
         // Copied only when the access log will use it.
         let raw_path = tracing::enabled!(target: "tollgate::access", tracing::Level::INFO)
             .then(|| req.uri().path().to_string());
-        let (service, refusal) = match self.route(&mut req, &mut cx) {
-            Ok(index) => (self.operations[index].service.clone(), None),
-            Err(reject) => (self.unrouted.clone(), Some(reject)),
+        let (service, op_metrics, refusal) = match self.route(&mut req, &mut cx) {
+            Ok(index) => {
+                let op = &self.operations[index];
+                (op.service.clone(), &op.metrics, None)
+            }
+            Err(reject) => (self.unrouted.clone(), &self.unrouted_metrics, Some(reject)),
         };
         if let Some(reject) = refusal {
             req.extensions_mut().insert(RouteMiss(reject));
@@ -214,13 +245,51 @@ impl Gateway {
             Ok(response) => response,
             Err(never) => match never {},
         };
-        finish(
+        let response = finish(
             response,
             &method,
             raw_path.as_deref().unwrap_or(""),
             started,
             bytes_in,
-        )
+        );
+        let (subject, counts) = self.meter(&response, op_metrics, started, bytes_in);
+        // Usage metering is the last step (DESIGN §1). The memory store
+        // answers at once; a remote one may buffer.
+        let subject = subject.as_deref().unwrap_or(ANONYMOUS);
+        if let Err(error) = self.store.usage_add(subject, &counts).await {
+            self.metrics.record_store_error();
+            tracing::debug!(%error, "usage not metered");
+        }
+        response
+    }
+
+    /// Counts the answered request in the metrics; returns the client and
+    /// the usage counters to add for it. (Synchronous: a response body is
+    /// not `Sync`, so no reference to it may live across the store call.)
+    fn meter<'o>(
+        &self,
+        response: &Response<Body>,
+        op: &'o OperationMetrics,
+        started: Instant,
+        bytes_in: Option<u64>,
+    ) -> (Option<Arc<str>>, Vec<(&'o str, u64)>) {
+        let cx = response.extensions().get::<RequestContext>();
+        let outcome = Outcome {
+            client: cx.and_then(|c| c.client.as_ref()).map(|c| &c.id),
+            status: response.status().as_u16(),
+            duration: started.elapsed(),
+            upstream: cx.and_then(|c| c.upstream_duration),
+            rejected: response.extensions().get::<RejectedWith>(),
+            would_reject: cx.map_or(&[], |c| &c.would_reject[..]),
+            bytes_in: bytes_in.unwrap_or(0),
+            bytes_out: http_body::Body::size_hint(response.body())
+                .exact()
+                .unwrap_or(0),
+        };
+        self.metrics.observe(op, &outcome);
+        let mut counts = Vec::with_capacity(8);
+        op.usage_counts(&outcome, &mut counts);
+        (outcome.client.cloned(), counts)
     }
 
     /// Checks limits, normalises the path and finds the operation; on
@@ -267,7 +336,7 @@ fn finish(
     let code = response
         .extensions()
         .get::<RejectedWith>()
-        .map(|r| r.0.as_str());
+        .map(|r| r.code.as_str());
     if let Some(cx) = &cx {
         if !response.headers().contains_key(X_REQUEST_ID) {
             response
@@ -429,7 +498,13 @@ struct Compiler<'a> {
     errors: Vec<ConfigError>,
 }
 
-type Compiled = (Settings, Vec<Operation>, RouteTable, OperationService);
+type Compiled = (
+    Settings,
+    Option<Arc<CertifiedKey>>,
+    Vec<Operation>,
+    RouteTable,
+    OperationService,
+);
 
 impl<'a> Compiler<'a> {
     fn new(loaded: &'a LoadedConfig, deps: &'a Deps) -> Self {
@@ -447,6 +522,16 @@ impl<'a> Compiler<'a> {
     fn run(mut self) -> Result<Compiled, Vec<ConfigError>> {
         let config = &self.loaded.config;
         let settings = self.settings();
+        let tls_key = match &settings.tls {
+            Some(files) => match crate::server::load_certified_key(files) {
+                Ok(key) => Some(key),
+                Err((field, message)) => {
+                    self.error(&["tls", field], message);
+                    None
+                }
+            },
+            None => None,
+        };
         let roles = RoleTable::new(config.roles.clone());
         let base_dir = self.loaded.base_dir.clone();
         // Keys and the JWT verifier are built once, before any policy, and
@@ -598,7 +683,9 @@ impl<'a> Compiler<'a> {
                     header_value: HeaderValue::from_str(&op.id)
                         .unwrap_or(HeaderValue::from_static("invalid")),
                 });
+                let metrics = self.deps.metrics.operation(&info.api, &info.id);
                 operations.push(Operation {
+                    metrics,
                     info,
                     method,
                     template,
@@ -613,7 +700,7 @@ impl<'a> Compiler<'a> {
         self.link_graphql(&mut operations, &written_at);
         let unrouted = stack::build_unrouted(&gateway_policies, unrouted_terminal());
         if self.errors.is_empty() {
-            Ok((settings, operations, routes, unrouted))
+            Ok((settings, tls_key, operations, routes, unrouted))
         } else {
             self.errors
                 .sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));

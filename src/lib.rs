@@ -1,6 +1,7 @@
 //! Tollgate: an API gateway that turns a project's workflow endpoints into
 //! one governed API. See DESIGN.md for the contract and README.md for use.
 
+pub mod admin;
 pub mod app;
 pub mod body;
 pub mod clock;
@@ -10,6 +11,7 @@ pub mod demo;
 pub mod gateway;
 pub mod graphql;
 pub mod headers;
+pub mod metrics;
 pub mod openapi;
 pub mod policy;
 pub mod problem;

@@ -10,6 +10,7 @@ use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use http::{HeaderMap, Response, StatusCode};
 use std::borrow::Cow;
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use crate::body::{self, Body};
 use crate::context::RequestContext;
@@ -44,6 +45,12 @@ pub enum Code {
     /// (with `graphql_unmatched: reject`).
     GraphqlOperationNotAllowed,
     Internal,
+    /// Admin listener only: no or a wrong bearer token.
+    AdminUnauthorized,
+    /// Admin listener only: a reload found errors in the config.
+    ConfigInvalid,
+    /// Admin listener only: no active ban on that key.
+    BanNotFound,
 }
 
 impl Code {
@@ -73,7 +80,19 @@ impl Code {
         Code::UpstreamTimeout,
         Code::GraphqlOperationNotAllowed,
         Code::Internal,
+        Code::AdminUnauthorized,
+        Code::ConfigInvalid,
+        Code::BanNotFound,
     ];
+
+    /// Codes only the admin listener answers with: the public API (and so
+    /// its OpenAPI export) never shows them.
+    pub const fn is_admin(self) -> bool {
+        matches!(
+            self,
+            Code::AdminUnauthorized | Code::ConfigInvalid | Code::BanNotFound
+        )
+    }
 
     /// The snake_case string that appears as `code` in the body.
     pub const fn as_str(self) -> &'static str {
@@ -102,6 +121,9 @@ impl Code {
             Code::UpstreamTimeout => "upstream_timeout",
             Code::GraphqlOperationNotAllowed => "graphql_operation_not_allowed",
             Code::Internal => "internal_error",
+            Code::AdminUnauthorized => "admin_unauthorized",
+            Code::ConfigInvalid => "config_invalid",
+            Code::BanNotFound => "ban_not_found",
         }
     }
 
@@ -112,11 +134,14 @@ impl Code {
             | Code::HeaderInvalid
             | Code::HeaderForbidden
             | Code::InvalidRequestBody
-            | Code::GraphqlOperationNotAllowed => StatusCode::BAD_REQUEST,
+            | Code::GraphqlOperationNotAllowed
+            | Code::ConfigInvalid => StatusCode::BAD_REQUEST,
             Code::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Code::Unauthenticated | Code::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            Code::Unauthenticated | Code::InvalidCredentials | Code::AdminUnauthorized => {
+                StatusCode::UNAUTHORIZED
+            }
             Code::ForbiddenRole | Code::IpDenied | Code::Banned => StatusCode::FORBIDDEN,
-            Code::RouteNotFound => StatusCode::NOT_FOUND,
+            Code::RouteNotFound | Code::BanNotFound => StatusCode::NOT_FOUND,
             Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Code::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Code::RateLimited | Code::QuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
@@ -155,6 +180,9 @@ impl Code {
             Code::UpstreamTimeout => "Upstream timeout",
             Code::GraphqlOperationNotAllowed => "GraphQL operation not allowed",
             Code::Internal => "Internal error",
+            Code::AdminUnauthorized => "Admin token required",
+            Code::ConfigInvalid => "Config has errors",
+            Code::BanNotFound => "No such ban",
         }
     }
 }
@@ -173,6 +201,8 @@ pub struct FieldError {
 pub struct Reject {
     pub code: Code,
     pub detail: Cow<'static, str>,
+    /// The policy that refused, when one did (for metrics and the log).
+    pub policy: Option<Arc<str>>,
     extra: Option<Box<Extra>>,
 }
 
@@ -189,8 +219,15 @@ impl Reject {
         Reject {
             code,
             detail: detail.into(),
+            policy: None,
             extra: None,
         }
+    }
+
+    /// Names the policy that refused (an `Arc` clone, no allocation).
+    pub fn by_policy(mut self, name: &Arc<str>) -> Self {
+        self.policy = Some(name.clone());
+        self
     }
 
     /// Adds a header to the refusal. Values come from the gateway itself, so
@@ -244,7 +281,10 @@ impl Reject {
         if let Some(extra) = self.extra {
             headers.extend(extra.headers);
         }
-        response.extensions_mut().insert(RejectedWith(self.code));
+        response.extensions_mut().insert(RejectedWith {
+            code: self.code,
+            policy: self.policy,
+        });
         response
     }
 
@@ -299,9 +339,13 @@ impl Reject {
 }
 
 /// Marks a response the gateway produced itself, so that the access log,
-/// metrics and the `abuse` policy can tell which code refused the call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RejectedWith(pub Code);
+/// metrics and the `abuse` policy can tell which code refused the call,
+/// and which policy (if a policy did).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedWith {
+    pub code: Code,
+    pub policy: Option<Arc<str>>,
+}
 
 /// Appends `s` as a JSON string literal (RFC 8259 §7 escaping).
 pub fn push_json_str(out: &mut String, s: &str) {

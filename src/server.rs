@@ -20,6 +20,8 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::body::{self, LimitedBody};
 use crate::gateway::{Gateway, Settings, TlsFiles};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 
 /// The gateway currently serving; a reload swaps in a new one while
 /// requests in flight finish on the old.
@@ -36,7 +38,10 @@ impl Server {
     /// Binds `settings.listen` of the gateway (and loads its TLS files).
     pub async fn bind(gateway: SharedGateway) -> Result<Server, String> {
         let settings = gateway.load().settings.clone();
-        let tls = settings.tls.as_ref().map(tls_acceptor).transpose()?;
+        let tls = match settings.tls {
+            Some(_) => Some(tls_acceptor(&gateway)?),
+            None => None,
+        };
         let listener = TcpListener::bind(settings.listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
@@ -177,31 +182,79 @@ fn http_builder(settings: &Settings) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, String> {
-    let cert_pem = std::fs::read(&files.cert_file)
-        .map_err(|e| format!("cannot read {}: {e}", files.cert_file.display()))?;
-    let key_pem = std::fs::read(&files.key_file)
-        .map_err(|e| format!("cannot read {}: {e}", files.key_file.display()))?;
+/// Reads the listener's certificate chain and private key. The error names
+/// the config field (`cert_file` or `key_file`) it is about.
+pub fn load_certified_key(files: &TlsFiles) -> Result<Arc<CertifiedKey>, (&'static str, String)> {
+    let cert_pem = std::fs::read(&files.cert_file).map_err(|e| {
+        (
+            "cert_file",
+            format!("cannot read {}: {e}", files.cert_file.display()),
+        )
+    })?;
+    let key_pem = std::fs::read(&files.key_file).map_err(|e| {
+        (
+            "key_file",
+            format!("cannot read {}: {e}", files.key_file.display()),
+        )
+    })?;
     let certs = rustls_pemfile::certs(&mut cert_pem.as_slice())
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{}: {e}", files.cert_file.display()))?;
+        .map_err(|e| ("cert_file", format!("{}: {e}", files.cert_file.display())))?;
     if certs.is_empty() {
-        return Err(format!(
-            "{} holds no PEM certificate",
-            files.cert_file.display()
+        return Err((
+            "cert_file",
+            format!("{} holds no PEM certificate", files.cert_file.display()),
         ));
     }
     let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .map_err(|e| format!("{}: {e}", files.key_file.display()))?
-        .ok_or_else(|| format!("{} holds no PEM private key", files.key_file.display()))?;
+        .map_err(|e| ("key_file", format!("{}: {e}", files.key_file.display())))?
+        .ok_or_else(|| {
+            (
+                "key_file",
+                format!("{} holds no PEM private key", files.key_file.display()),
+            )
+        })?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key)
+        .map_err(|e| ("key_file", format!("{}: {e}", files.key_file.display())))?;
+    let certified = CertifiedKey::new(certs, signing);
+    certified.keys_match().map_err(|e| {
+        (
+            "key_file",
+            format!(
+                "{} does not match {}: {e}",
+                files.key_file.display(),
+                files.cert_file.display()
+            ),
+        )
+    })?;
+    Ok(Arc::new(certified))
+}
+
+/// Hands each TLS handshake the certificate of the gateway serving now, so
+/// a reload that read a renewed certificate takes effect on the next
+/// connection without a restart.
+struct CurrentCert(SharedGateway);
+
+impl std::fmt::Debug for CurrentCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CurrentCert")
+    }
+}
+
+impl ResolvesServerCert for CurrentCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.0.load().tls_key.clone()
+    }
+}
+
+fn tls_acceptor(gateway: &SharedGateway) -> Result<TlsAcceptor, String> {
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .map_err(|e| e.to_string())?
     .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .map_err(|e| format!("{}: {e}", files.cert_file.display()))?;
+    .with_cert_resolver(Arc::new(CurrentCert(gateway.clone())));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }

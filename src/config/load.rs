@@ -101,6 +101,12 @@ struct PolicyOrigin {
 }
 
 impl LoadedConfig {
+    /// Every file this config was read from: the main file, then the
+    /// included ones (what `reload: watch` polls).
+    pub fn files(&self) -> impl Iterator<Item = &Path> {
+        self.sources.files.iter().map(|s| s.file.as_path())
+    }
+
     /// An error at `path` (segments, e.g. `["apis", "0", "operations", "2",
     /// "path"]`) of the main config file. When the path was not written
     /// (a missing field), the nearest written ancestor is used.

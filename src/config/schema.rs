@@ -55,6 +55,20 @@ pub struct Config {
     /// the fields that did match.
     #[serde(default)]
     pub graphql_unmatched: GraphqlUnmatched,
+    /// `watch`: also reload when the config file, an included file or the
+    /// TLS files change (polled every second). SIGHUP and the admin
+    /// `POST /admin/reload` always work.
+    #[serde(default)]
+    pub reload: ReloadMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReloadMode {
+    /// Reload on SIGHUP or `POST /admin/reload` only.
+    #[default]
+    Manual,
+    Watch,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]

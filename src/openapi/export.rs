@@ -536,7 +536,11 @@ impl<'c> Exporter<'c> {
 
 /// RFC 9457 problem details with Tollgate's `code` and `request_id`.
 fn problem_schema() -> Value {
-    let codes: Vec<&str> = Code::ALL.iter().map(|c| c.as_str()).collect();
+    let codes: Vec<&str> = Code::ALL
+        .iter()
+        .filter(|c| !c.is_admin())
+        .map(|c| c.as_str())
+        .collect();
     json!({
         "type": "object",
         "description": "An error the gateway itself produced (RFC 9457 problem details).",

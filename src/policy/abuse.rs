@@ -376,7 +376,9 @@ impl Service<Request<Body>> for AbuseService {
             let group = IpGroup::of(ip, policy.ipv6_prefix);
             let key = state::key(&policy.meta.name, format_args!("{group}"));
             if let Err(reject) = policy.screen(&mut parts, &key).await {
-                return Ok(reject.respond(parts.extensions));
+                return Ok(reject
+                    .by_policy(&policy.meta.name)
+                    .respond(parts.extensions));
             }
             let response = inner.oneshot(Request::from_parts(parts, body)).await?;
             let status = response.status().as_u16();

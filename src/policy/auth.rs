@@ -380,7 +380,9 @@ impl Service<Request<Body>> for AuthService {
                 self.auth.strip(&mut parts, &presented);
                 Either::Right(self.inner.call(Request::from_parts(parts, body)))
             }
-            Err(reject) => Either::Left(future::ready(Ok(reject.respond(parts.extensions)))),
+            Err(reject) => Either::Left(future::ready(Ok(reject
+                .by_policy(&self.meta.name)
+                .respond(parts.extensions)))),
         }
     }
 }

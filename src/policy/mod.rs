@@ -302,7 +302,9 @@ impl<P: Check> Service<Request<Body>> for CheckService<P> {
         };
         match verdict {
             Ok(()) => Either::Right(self.inner.call(Request::from_parts(parts, body))),
-            Err(reject) => Either::Left(future::ready(Ok(reject.respond(parts.extensions)))),
+            Err(reject) => Either::Left(future::ready(Ok(reject
+                .by_policy(&self.meta.name)
+                .respond(parts.extensions)))),
         }
     }
 }

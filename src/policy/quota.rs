@@ -181,7 +181,7 @@ pub fn period_end(period: QuotaPeriod, now: Nanos) -> Nanos {
 /// (year, month 1..=12, day 1..=31) of a day count since 1970-01-01, in the
 /// proleptic Gregorian calendar (H. Hinnant's `civil_from_days`, for days
 /// on or after the epoch).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
+pub(crate) fn civil_from_days(days: u64) -> (u64, u64, u64) {
     // Shift the epoch to 0000-03-01, so leap days fall at the end of a
     // 400-year era's year.
     let z = days + 719_468;
@@ -236,7 +236,11 @@ impl Service<Request<Body>> for QuotaService {
             };
             let taken = match verdict {
                 Ok(taken) => taken,
-                Err(reject) => return Ok(reject.respond(parts.extensions)),
+                Err(reject) => {
+                    return Ok(reject
+                        .by_policy(&policy.meta.name)
+                        .respond(parts.extensions))
+                }
             };
             let response = inner.oneshot(Request::from_parts(parts, body)).await?;
             if let Some(taken) = taken {

@@ -317,7 +317,9 @@ impl Service<Request<Body>> for RateLimitService {
             };
             let mut response = match verdict {
                 Ok(()) => inner.oneshot(Request::from_parts(parts, body)).await?,
-                Err(reject) => reject.respond(parts.extensions),
+                Err(reject) => reject
+                    .by_policy(&policy.meta.name)
+                    .respond(parts.extensions),
             };
             if writer {
                 write_headers(&mut response);

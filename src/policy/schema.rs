@@ -58,6 +58,8 @@ pub struct SchemaValidation {
     pub response_mode: ResponseValidation,
     /// `limits.max_body`: the most of a response that is buffered.
     pub max_body: u64,
+    /// The policy name refusals carry (`{operation}/schema`).
+    pub name: Arc<str>,
 }
 
 /// Compiles an operation's `request_schema` / `response_schema` into the
@@ -80,15 +82,17 @@ pub fn compile_for(
     if !errors.is_empty() {
         return Err(errors);
     }
+    let name: Arc<str> = format!("{}/schema", op.id).into();
     let validation = SchemaValidation {
         request,
         response,
         response_mode: op.response_validation,
         max_body,
+        name: name.clone(),
     };
     Ok(validation.stage().map(|stage| CompiledPolicy {
         meta: Arc::new(PolicyMeta {
-            name: format!("{}/schema", op.id).into(),
+            name,
             type_name: "schema",
             report_only: false,
         }),
@@ -179,7 +183,9 @@ impl SchemaValidation {
         let req = match &self.request {
             Some(schema) => match check_request(schema, req).await {
                 Ok(req) => req,
-                Err((reject, extensions)) => return reject.respond(extensions),
+                Err((reject, extensions)) => {
+                    return reject.by_policy(&self.name).respond(extensions)
+                }
             },
             None => req,
         };

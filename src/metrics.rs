@@ -1,0 +1,449 @@
+//! Prometheus metrics: one registry per process (it lives in `Deps`, so a
+//! reload keeps every counter), the per-operation handles the request path
+//! uses, and the text the admin listener's `GET /metrics` serves.
+//!
+//! Label cardinality is bounded by the config: `api`, `operation`, `policy`
+//! and `client` are names written in it (an anonymous caller is
+//! `anonymous`, a request that matched no route is `operation="unrouted"`
+//! with `api=""`), `status` and `code` are small fixed sets. Raw paths and
+//! addresses never become labels.
+//!
+//! The request path does no label formatting: each operation gets an
+//! [`OperationMetrics`] at compile with its histograms already looked up,
+//! and a small per-operation cache of `(client, status)` counters, so the
+//! common case is one read lock on that operation's cache and atomic
+//! increments; only a first-seen `(client, status)` takes the family lock.
+
+use parking_lot::RwLock;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use crate::problem::{Code, RejectedWith};
+
+/// The label value for calls no credential identified.
+pub const ANONYMOUS: &str = "anonymous";
+/// The `operation` label of requests that matched no route.
+pub const UNROUTED: &str = "unrouted";
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    api: Arc<str>,
+    operation: Arc<str>,
+    client: Arc<str>,
+    status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabels {
+    api: Arc<str>,
+    operation: Arc<str>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RejectionLabels {
+    policy: Arc<str>,
+    code: &'static str,
+    mode: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamErrorLabels {
+    api: Arc<str>,
+    operation: Arc<str>,
+    code: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    result: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Seconds, from 1ms to about 33s.
+fn duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
+/// Every metric the gateway keeps.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_duration: HistogramFamily<OperationLabels>,
+    upstream_duration: HistogramFamily<OperationLabels>,
+    policy_rejections: Family<RejectionLabels, Counter>,
+    upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    in_flight: Gauge,
+    reloads: Family<ReloadLabels, Counter>,
+    store_errors: Counter,
+    bans_active: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("tollgate");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let request_duration: HistogramFamily<OperationLabels> =
+            Family::new_with_constructor(duration_histogram);
+        let upstream_duration: HistogramFamily<OperationLabels> =
+            Family::new_with_constructor(duration_histogram);
+        let policy_rejections = Family::<RejectionLabels, Counter>::default();
+        let upstream_errors = Family::<UpstreamErrorLabels, Counter>::default();
+        let in_flight = Gauge::default();
+        let reloads = Family::<ReloadLabels, Counter>::default();
+        let store_errors = Counter::default();
+        let bans_active = Gauge::default();
+        // Counters get `_total` from the registry.
+        registry.register(
+            "requests",
+            "Requests answered, by API, operation, client and status",
+            requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from request to response head, by API and operation",
+            request_duration.clone(),
+        );
+        registry.register(
+            "upstream_duration_seconds",
+            "Time the upstream took to answer with its head, by API and operation",
+            upstream_duration.clone(),
+        );
+        registry.register(
+            "policy_rejections",
+            "Refusals by policy and code; mode=report counts report-only would-rejections",
+            policy_rejections.clone(),
+        );
+        registry.register(
+            "upstream_errors",
+            "Calls the upstream failed (unreachable, timed out, invalid answer)",
+            upstream_errors.clone(),
+        );
+        registry.register(
+            "requests_in_flight",
+            "Requests being answered now",
+            in_flight.clone(),
+        );
+        registry.register(
+            "config_reloads",
+            "Config reloads by result (ok or failed)",
+            reloads.clone(),
+        );
+        registry.register(
+            "store_errors",
+            "State store calls that failed (seen by metering, readiness and fail_closed refusals)",
+            store_errors.clone(),
+        );
+        registry.register(
+            "bans_active",
+            "Active bans, counted at scrape",
+            bans_active.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            request_duration,
+            upstream_duration,
+            policy_rejections,
+            upstream_errors,
+            in_flight,
+            reloads,
+            store_errors,
+            bans_active,
+        }
+    }
+
+    /// The handles one operation's requests use; built once per compile.
+    pub fn operation(&self, api: &Arc<str>, operation: &Arc<str>) -> Arc<OperationMetrics> {
+        let labels = OperationLabels {
+            api: api.clone(),
+            operation: operation.clone(),
+        };
+        Arc::new(OperationMetrics {
+            request_duration: self.request_duration.get_or_create_owned(&labels),
+            upstream_duration: self.upstream_duration.get_or_create_owned(&labels),
+            api: api.clone(),
+            operation: operation.clone(),
+            counters: RwLock::default(),
+            usage: UsageFields::new(operation),
+        })
+    }
+
+    /// The handles of requests that matched no route.
+    pub fn unrouted(&self) -> Arc<OperationMetrics> {
+        self.operation(&Arc::from(""), &Arc::from(UNROUTED))
+    }
+
+    /// A request is being answered until the guard drops.
+    pub fn in_flight(&self) -> InFlight {
+        self.in_flight.inc();
+        InFlight(self.in_flight.clone())
+    }
+
+    /// Counts one answered request.
+    pub fn observe(&self, op: &OperationMetrics, outcome: &Outcome<'_>) {
+        op.count(&self.requests, outcome.client, outcome.status);
+        op.request_duration.observe(outcome.duration.as_secs_f64());
+        if let Some(upstream) = outcome.upstream {
+            op.upstream_duration.observe(upstream.as_secs_f64());
+        }
+        if let Some(rejected) = outcome.rejected {
+            if let Some(policy) = &rejected.policy {
+                self.policy_rejections
+                    .get_or_create(&RejectionLabels {
+                        policy: policy.clone(),
+                        code: rejected.code.as_str(),
+                        mode: "enforce",
+                    })
+                    .inc();
+            }
+            match rejected.code {
+                Code::UpstreamUnavailable
+                | Code::UpstreamTimeout
+                | Code::InvalidUpstreamResponse => {
+                    self.upstream_errors
+                        .get_or_create(&UpstreamErrorLabels {
+                            api: op.api.clone(),
+                            operation: op.operation.clone(),
+                            code: rejected.code.as_str(),
+                        })
+                        .inc();
+                }
+                Code::StateStoreUnavailable => {
+                    self.store_errors.inc();
+                }
+                _ => {}
+            }
+        }
+        for (policy, code) in outcome.would_reject {
+            self.policy_rejections
+                .get_or_create(&RejectionLabels {
+                    policy: policy.clone(),
+                    code: code.as_str(),
+                    mode: "report",
+                })
+                .inc();
+        }
+    }
+
+    pub fn record_reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.reloads.get_or_create(&ReloadLabels { result }).inc();
+    }
+
+    pub fn record_store_error(&self) {
+        self.store_errors.inc();
+    }
+
+    /// The OpenMetrics text of every metric; `bans_active` is what the
+    /// caller just counted in the store.
+    pub fn render(&self, bans_active: Option<i64>) -> String {
+        if let Some(bans) = bans_active {
+            self.bans_active.set(bans);
+        }
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// The content type of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Decrements the in-flight gauge when the request is answered (or its
+/// future is dropped because the caller went away).
+pub struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// What one request came to, as the metrics and usage meter see it.
+pub struct Outcome<'a> {
+    pub client: Option<&'a Arc<str>>,
+    pub status: u16,
+    pub duration: Duration,
+    pub upstream: Option<Duration>,
+    pub rejected: Option<&'a RejectedWith>,
+    pub would_reject: &'a [(Arc<str>, Code)],
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+/// One operation's handles.
+#[derive(Debug)]
+pub struct OperationMetrics {
+    api: Arc<str>,
+    operation: Arc<str>,
+    request_duration: Histogram,
+    upstream_duration: Histogram,
+    /// `status -> [(client, counter)]`: clients are few per status, so a
+    /// scan compares a handful of `&str` and allocates nothing.
+    counters: RwLock<HashMap<u16, Vec<ClientCounter>>>,
+    usage: UsageFields,
+}
+
+impl OperationMetrics {
+    fn count(
+        &self,
+        family: &Family<RequestLabels, Counter>,
+        client: Option<&Arc<str>>,
+        status: u16,
+    ) {
+        let same = |c: &Option<Arc<str>>| c.as_deref() == client.map(|a| &**a);
+        if let Some(counters) = self.counters.read().get(&status) {
+            if let Some((_, counter)) = counters.iter().find(|(c, _)| same(c)) {
+                counter.inc();
+                return;
+            }
+        }
+        let counter = family.get_or_create_owned(&RequestLabels {
+            api: self.api.clone(),
+            operation: self.operation.clone(),
+            client: client.cloned().unwrap_or_else(|| ANONYMOUS.into()),
+            status,
+        });
+        counter.inc();
+        let mut cache = self.counters.write();
+        let entry = cache.entry(status).or_default();
+        if !entry.iter().any(|(c, _)| same(c)) {
+            entry.push((client.cloned(), counter));
+        }
+    }
+
+    /// The usage counters (`Store::usage_add` fields) one call adds to its
+    /// client: totals and this operation's share.
+    pub fn usage_counts<'a>(&'a self, outcome: &Outcome<'_>, out: &mut Vec<(&'a str, u64)>) {
+        let u = &self.usage;
+        out.push(("calls", 1));
+        out.push(("bytes_in", outcome.bytes_in));
+        out.push(("bytes_out", outcome.bytes_out));
+        if self.operation.as_ref() != UNROUTED {
+            out.push((&u.calls, 1));
+            out.push((&u.bytes_in, outcome.bytes_in));
+            out.push((&u.bytes_out, outcome.bytes_out));
+        }
+        if let Some(rejected) = outcome.rejected {
+            if let Some(i) = Code::ALL.iter().position(|c| *c == rejected.code) {
+                out.push((&REJECTED_FIELDS[i], 1));
+                if self.operation.as_ref() != UNROUTED {
+                    out.push((&u.rejected[i], 1));
+                }
+            }
+        }
+    }
+}
+
+/// A `tollgate_requests_total` counter of one client (`None`: anonymous).
+type ClientCounter = (Option<Arc<str>>, Counter);
+
+/// Usage field names, spelled once per operation at compile.
+#[derive(Debug)]
+struct UsageFields {
+    calls: String,
+    bytes_in: String,
+    bytes_out: String,
+    /// `op:{id}:rejected:{code}`, indexed like `Code::ALL`.
+    rejected: Vec<String>,
+}
+
+impl UsageFields {
+    fn new(operation: &str) -> UsageFields {
+        UsageFields {
+            calls: format!("op:{operation}:calls"),
+            bytes_in: format!("op:{operation}:bytes_in"),
+            bytes_out: format!("op:{operation}:bytes_out"),
+            rejected: Code::ALL
+                .iter()
+                .map(|c| format!("op:{operation}:rejected:{}", c.as_str()))
+                .collect(),
+        }
+    }
+}
+
+/// `rejected:{code}`, indexed like `Code::ALL`.
+static REJECTED_FIELDS: LazyLock<Vec<String>> = LazyLock::new(|| {
+    Code::ALL
+        .iter()
+        .map(|c| format!("rejected:{}", c.as_str()))
+        .collect()
+});
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_counted_by_client_and_status_with_anonymous_named() {
+        let metrics = Metrics::new();
+        let op = metrics.operation(&"dir".into(), &"getEmployee".into());
+        let client: Arc<str> = "hr".into();
+        let outcome = |client, status| Outcome {
+            client,
+            status,
+            duration: Duration::from_millis(3),
+            upstream: Some(Duration::from_millis(2)),
+            rejected: None,
+            would_reject: &[],
+            bytes_in: 0,
+            bytes_out: 10,
+        };
+        metrics.observe(&op, &outcome(Some(&client), 200));
+        metrics.observe(&op, &outcome(Some(&client), 200));
+        metrics.observe(&op, &outcome(None, 401));
+        let text = metrics.render(Some(2));
+        assert!(text.contains(
+            r#"tollgate_requests_total{api="dir",operation="getEmployee",client="hr",status="200"} 2"#
+        ), "{text}");
+        assert!(text.contains(
+            r#"tollgate_requests_total{api="dir",operation="getEmployee",client="anonymous",status="401"} 1"#
+        ));
+        assert!(text.contains("tollgate_bans_active 2"));
+        assert!(text.contains(
+            r#"tollgate_request_duration_seconds_count{api="dir",operation="getEmployee"} 3"#
+        ));
+    }
+
+    #[test]
+    fn usage_names_the_operation_and_the_refusal_code() {
+        let metrics = Metrics::new();
+        let op = metrics.operation(&"dir".into(), &"getEmployee".into());
+        let rejected = RejectedWith {
+            code: Code::RateLimited,
+            policy: Some("per-client".into()),
+        };
+        let outcome = Outcome {
+            client: None,
+            status: 429,
+            duration: Duration::ZERO,
+            upstream: None,
+            rejected: Some(&rejected),
+            would_reject: &[],
+            bytes_in: 5,
+            bytes_out: 7,
+        };
+        let mut counts = Vec::new();
+        op.usage_counts(&outcome, &mut counts);
+        assert!(counts.contains(&("op:getEmployee:calls", 1)));
+        assert!(counts.contains(&("rejected:rate_limited", 1)));
+        assert!(counts.contains(&("op:getEmployee:rejected:rate_limited", 1)));
+        assert!(counts.contains(&("bytes_out", 7)));
+    }
+}
