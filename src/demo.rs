@@ -123,7 +123,10 @@ Try:
   curl -i -X POST {g}/leads/score -H 'Authorization: Bearer demo-admin-key' \
        -H 'Content-Type: application/json' -d '{{"company":"Acme","employees":250,"industry":"software"}}'
   for i in $(seq 1 12); do curl -s -o /dev/null -w '%{{http_code}} ' {g}/employees/7 -H 'X-API-Key: demo-reader-key'; done; echo   # 429 once 10 calls in a minute are used
-  cargo run --release -- openapi -c config.example.yaml      # the OpenAPI 3.1 export of this config
+  curl -s http://127.0.0.1:9901/openapi.json | head -20      # the OpenAPI 3.1 export (admin listener)
+  curl -s http://127.0.0.1:9901/metrics | grep tollgate_requests_total
+  curl -s http://127.0.0.1:9901/admin/usage
+  open http://127.0.0.1:9901/                               # the status page
 
 Stop with Ctrl-C."#
     )
