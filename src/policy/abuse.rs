@@ -31,14 +31,11 @@ use http::{Request, Response};
 use ipnet::Ipv6Net;
 use regex::bytes::RegexSet;
 use serde::Deserialize;
-use std::convert::Infallible;
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use tower::{Service, ServiceExt};
 
-use super::{CompileCx, OperationService, PolicyMeta, Stage};
+use super::{call_next, context_missing, Around, CompileCx, OperationService, PolicyMeta, Stage};
 use crate::body::Body;
 use crate::clock::{Nanos, SharedClock};
 use crate::config::units::ConfigDuration;
@@ -153,15 +150,7 @@ pub fn compile(
         clock: cx.clock.clone(),
         on_error: StoreErrorMode::new(cx.config.state.on_store_error),
     });
-    Some(vec![Stage {
-        phase: super::Phase::Screen,
-        layer: Arc::new(move |inner| {
-            OperationService::new(AbuseService {
-                policy: policy.clone(),
-                inner,
-            })
-        }),
-    }])
+    Some(vec![super::around_stage(super::Phase::Screen, policy)])
 }
 
 /// Compiles the patterns once into one set (one pass per request), each
@@ -342,56 +331,37 @@ fn client_note(cx: Option<&RequestContext>) -> String {
     }
 }
 
-// === impl AbuseService ===
+// === impl Around for Abuse ===
 
-#[derive(Clone)]
-pub struct AbuseService {
-    policy: Arc<Abuse>,
-    inner: OperationService,
-}
-
-impl Service<Request<Body>> for AbuseService {
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = futures_util::future::BoxFuture<'static, Result<Response<Body>, Infallible>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let policy = self.policy.clone();
-        let inner = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, inner);
-        Box::pin(async move {
-            let (mut parts, body) = req.into_parts();
-            let Some(ip) = parts
-                .extensions
+impl Around for Abuse {
+    async fn around(self: Arc<Self>, req: Request<Body>, next: OperationService) -> Response<Body> {
+        let policy = self;
+        let (mut parts, body) = req.into_parts();
+        let Some(ip) = parts
+            .extensions
+            .get::<RequestContext>()
+            .map(|cx| cx.client_ip)
+        else {
+            return context_missing(parts.extensions);
+        };
+        let group = IpGroup::of(ip, policy.ipv6_prefix);
+        let key = state::key(&policy.meta.name, format_args!("{group}"));
+        if let Err(reject) = policy.screen(&mut parts, &key).await {
+            return reject
+                .by_policy(&policy.meta.name)
+                .respond(parts.extensions);
+        }
+        let response = call_next(next, Request::from_parts(parts, body)).await;
+        let status = response.status().as_u16();
+        if policy.watches(status) {
+            let client = response
+                .extensions()
                 .get::<RequestContext>()
-                .map(|cx| cx.client_ip)
-            else {
-                return Ok(Reject::new(Code::Internal, "request context missing")
-                    .respond(parts.extensions));
-            };
-            let group = IpGroup::of(ip, policy.ipv6_prefix);
-            let key = state::key(&policy.meta.name, format_args!("{group}"));
-            if let Err(reject) = policy.screen(&mut parts, &key).await {
-                return Ok(reject
-                    .by_policy(&policy.meta.name)
-                    .respond(parts.extensions));
-            }
-            let response = inner.oneshot(Request::from_parts(parts, body)).await?;
-            let status = response.status().as_u16();
-            if policy.watches(status) {
-                let client = response
-                    .extensions()
-                    .get::<RequestContext>()
-                    .and_then(|cx| cx.client.as_ref())
-                    .map(|c| c.id.clone());
-                policy.watch_answer(&key, status, client).await;
-            }
-            Ok(response)
-        })
+                .and_then(|cx| cx.client.as_ref())
+                .map(|c| c.id.clone());
+            policy.watch_answer(&key, status, client).await;
+        }
+        response
     }
 }
 
@@ -400,6 +370,7 @@ mod tests {
     use super::*;
     use crate::clock::{Clock, ManualClock};
     use crate::policy::rate_limit::tests::{compile_policies, echo_terminal, request};
+    use tower::ServiceExt;
 
     #[test]
     fn ipv6_callers_are_grouped_by_prefix_and_ipv4_stands_alone() {

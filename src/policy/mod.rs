@@ -309,6 +309,79 @@ impl<P: Check> Service<Request<Body>> for CheckService<P> {
     }
 }
 
+// === Around: policies that wrap the rest of the call ===
+
+/// A policy that runs around the rest of the stack: it may answer at once,
+/// or call `next` and then look at the response (rate limits write headers,
+/// quotas give back units, abuse counts watched statuses). The async
+/// counterpart of [`Check`], run by [`AroundService`].
+pub trait Around: Send + Sync + 'static {
+    /// Answers `req`; `next` is the rest of the stack, already polled ready.
+    fn around(
+        self: Arc<Self>,
+        req: Request<Body>,
+        next: OperationService,
+    ) -> impl std::future::Future<Output = Response<Body>> + Send;
+}
+
+/// A stage running an [`Around`] policy in `phase`.
+pub fn around_stage<P: Around>(phase: Phase, policy: Arc<P>) -> Stage {
+    Stage {
+        phase,
+        layer: Arc::new(move |inner| {
+            OperationService::new(AroundService {
+                policy: policy.clone(),
+                inner,
+            })
+        }),
+    }
+}
+
+pub struct AroundService<P> {
+    policy: Arc<P>,
+    inner: OperationService,
+}
+
+impl<P> Clone for AroundService<P> {
+    fn clone(&self) -> Self {
+        AroundService {
+            policy: self.policy.clone(),
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<P: Around> Service<Request<Body>> for AroundService<P> {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = futures_util::future::BoxFuture<'static, Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        // The inner service was polled ready: take it, leave a clone.
+        let fresh = self.inner.clone();
+        let next = std::mem::replace(&mut self.inner, fresh);
+        let policy = self.policy.clone();
+        Box::pin(async move { Ok(policy.around(req, next).await) })
+    }
+}
+
+/// Calls the rest of the stack (which cannot fail: errors are responses).
+pub async fn call_next(next: OperationService, req: Request<Body>) -> Response<Body> {
+    match tower::ServiceExt::oneshot(next, req).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
+}
+
+/// The answer when a request has lost its context (a bug, never input).
+pub fn context_missing(extensions: http::Extensions) -> Response<Body> {
+    Reject::new(Code::Internal, "request context missing").respond(extensions)
+}
+
 // === LimitKey: what a limit or quota counts by ===
 
 /// `key:` of `rate_limit` and `quota`: `client` (falls back to the IP when

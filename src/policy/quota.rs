@@ -20,12 +20,9 @@
 
 use http::{Request, Response};
 use serde::Deserialize;
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use tower::{Service, ServiceExt};
 
-use super::{CompileCx, LimitKey, OperationService, PolicyMeta, Stage};
+use super::{call_next, Around, CompileCx, LimitKey, OperationService, PolicyMeta, Stage};
 use crate::body::Body;
 use crate::clock::{Nanos, SharedClock};
 use crate::context::RequestContext;
@@ -80,15 +77,7 @@ pub fn compile(
         clock: cx.clock.clone(),
         on_error: StoreErrorMode::new(cx.config.state.on_store_error),
     });
-    Some(vec![Stage {
-        phase: super::Phase::Quota,
-        layer: Arc::new(move |inner| {
-            OperationService::new(QuotaService {
-                policy: policy.clone(),
-                inner,
-            })
-        }),
-    }])
+    Some(vec![super::around_stage(super::Phase::Quota, policy)])
 }
 
 /// A unit taken for a call, to give back if the upstream never answered.
@@ -207,49 +196,31 @@ fn days_from_civil(year: u64, month: u64, day: u64) -> u64 {
     era * 146_097 + doe - 719_468
 }
 
-// === impl QuotaService ===
+// === impl Around for Quota ===
 
-#[derive(Clone)]
-pub struct QuotaService {
-    policy: Arc<Quota>,
-    inner: OperationService,
-}
-
-impl Service<Request<Body>> for QuotaService {
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = futures_util::future::BoxFuture<'static, Result<Response<Body>, Infallible>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let policy = self.policy.clone();
-        let inner = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, inner);
-        Box::pin(async move {
-            let (mut parts, body) = req.into_parts();
-            let verdict = match parts.extensions.get_mut::<RequestContext>() {
-                Some(cx) => policy.take(&parts.headers, cx).await,
-                None => Err(Reject::new(Code::Internal, "request context missing")),
-            };
-            let taken = match verdict {
-                Ok(taken) => taken,
-                Err(reject) => {
-                    return Ok(reject
-                        .by_policy(&policy.meta.name)
-                        .respond(parts.extensions))
-                }
-            };
-            let response = inner.oneshot(Request::from_parts(parts, body)).await?;
-            if let Some(taken) = taken {
-                if response.extensions().get::<RejectedWith>().is_some() {
-                    policy.refund(taken).await;
-                }
+impl Around for Quota {
+    async fn around(self: Arc<Self>, req: Request<Body>, next: OperationService) -> Response<Body> {
+        let policy = self;
+        let (mut parts, body) = req.into_parts();
+        let verdict = match parts.extensions.get_mut::<RequestContext>() {
+            Some(cx) => policy.take(&parts.headers, cx).await,
+            None => Err(Reject::new(Code::Internal, "request context missing")),
+        };
+        let taken = match verdict {
+            Ok(taken) => taken,
+            Err(reject) => {
+                return reject
+                    .by_policy(&policy.meta.name)
+                    .respond(parts.extensions)
             }
-            Ok(response)
-        })
+        };
+        let response = call_next(next, Request::from_parts(parts, body)).await;
+        if let Some(taken) = taken {
+            if response.extensions().get::<RejectedWith>().is_some() {
+                policy.refund(taken).await;
+            }
+        }
+        response
     }
 }
 
@@ -258,6 +229,7 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
     use crate::policy::rate_limit::tests::{compile_policies, echo_terminal, request};
+    use tower::ServiceExt;
 
     /// Nanos of a UTC date and time.
     fn at(y: u64, mo: u64, d: u64, h: u64, mi: u64, s: u64) -> Nanos {

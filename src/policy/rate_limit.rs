@@ -41,12 +41,11 @@
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Request, Response};
 use serde::Deserialize;
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use tower::{Service, ServiceExt};
 
-use super::{CompileCx, LimitKey, OperationService, PolicyMeta, Stage};
+use super::{
+    call_next, context_missing, Around, CompileCx, LimitKey, OperationService, PolicyMeta, Stage,
+};
 use crate::body::Body;
 use crate::clock::{Nanos, SharedClock};
 use crate::config::units::ConfigDuration;
@@ -135,15 +134,7 @@ pub fn compile(
         clock: cx.clock.clone(),
         on_error: StoreErrorMode::new(cx.config.state.on_store_error),
     });
-    Some(vec![Stage {
-        phase: super::Phase::RateLimit,
-        layer: Arc::new(move |inner| {
-            OperationService::new(RateLimitService {
-                policy: policy.clone(),
-                inner,
-            })
-        }),
-    }])
+    Some(vec![super::around_stage(super::Phase::RateLimit, policy)])
 }
 
 /// Marks a request whose `RateLimit*` headers already have a writer: the
@@ -272,60 +263,39 @@ fn sf_string(s: &str) -> String {
     out
 }
 
-// === impl RateLimitService ===
+// === impl Around for RateLimit ===
 
-#[derive(Clone)]
-pub struct RateLimitService {
-    policy: Arc<RateLimit>,
-    inner: OperationService,
-}
-
-impl Service<Request<Body>> for RateLimitService {
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = futures_util::future::BoxFuture<'static, Result<Response<Body>, Infallible>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let policy = self.policy.clone();
-        // The inner service was polled ready: take it, leave a clone.
-        let inner = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, inner);
-        Box::pin(async move {
-            let (mut parts, body) = req.into_parts();
-            let governs = match parts.extensions.get::<RequestContext>() {
-                Some(cx) => policy.governs(cx),
-                None => {
-                    return Ok(Reject::new(Code::Internal, "request context missing")
-                        .respond(parts.extensions))
-                }
-            };
-            if !governs {
-                return inner.oneshot(Request::from_parts(parts, body)).await;
+impl Around for RateLimit {
+    async fn around(self: Arc<Self>, req: Request<Body>, next: OperationService) -> Response<Body> {
+        let policy = self;
+        let (mut parts, body) = req.into_parts();
+        let governs = match parts.extensions.get::<RequestContext>() {
+            Some(cx) => policy.governs(cx),
+            None => {
+                return context_missing(parts.extensions);
             }
-            let writer =
-                !policy.meta.report_only && parts.extensions.get::<HeadersWriter>().is_none();
-            if writer {
-                parts.extensions.insert(HeadersWriter);
-            }
-            let verdict = match parts.extensions.get_mut::<RequestContext>() {
-                Some(cx) => policy.judge(&parts.headers, cx).await,
-                None => Err(Reject::new(Code::Internal, "request context missing")),
-            };
-            let mut response = match verdict {
-                Ok(()) => inner.oneshot(Request::from_parts(parts, body)).await?,
-                Err(reject) => reject
-                    .by_policy(&policy.meta.name)
-                    .respond(parts.extensions),
-            };
-            if writer {
-                write_headers(&mut response);
-            }
-            Ok(response)
-        })
+        };
+        if !governs {
+            return call_next(next, Request::from_parts(parts, body)).await;
+        }
+        let writer = !policy.meta.report_only && parts.extensions.get::<HeadersWriter>().is_none();
+        if writer {
+            parts.extensions.insert(HeadersWriter);
+        }
+        let verdict = match parts.extensions.get_mut::<RequestContext>() {
+            Some(cx) => policy.judge(&parts.headers, cx).await,
+            None => Err(Reject::new(Code::Internal, "request context missing")),
+        };
+        let mut response = match verdict {
+            Ok(()) => call_next(next, Request::from_parts(parts, body)).await,
+            Err(reject) => reject
+                .by_policy(&policy.meta.name)
+                .respond(parts.extensions),
+        };
+        if writer {
+            write_headers(&mut response);
+        }
+        response
     }
 }
 
@@ -336,6 +306,7 @@ pub(crate) mod tests {
     use crate::config::schema::{Config, PolicyDef};
     use crate::context::Client;
     use crate::policy::{CompiledPolicy, RoleTable};
+    use tower::ServiceExt;
 
     /// Compiles policies from YAML definitions (`name: {type: ..}`) against
     /// `config_yaml`, sharing `store` and `clock`. For this module's tests
