@@ -385,7 +385,7 @@ async fn flush_usage_forever(
 /// bounded by the config, so the buffer is too).
 async fn flush_usage_once(
     usage: &UsageBuffer,
-    link: &Link,
+    link: &Arc<Link>,
     prefix: &str,
 ) -> Result<(), StoreError> {
     let taken = std::mem::take(&mut *usage.counts.lock());
@@ -456,11 +456,39 @@ impl Link {
         // backoff would wait up to a minute before noticing Redis is back).
         ConnectionManagerConfig::new()
             .set_number_of_retries(0)
-            .set_connection_timeout(self.timeout.max(Duration::from_millis(250)))
+            .set_connection_timeout(self.timeout.max(Duration::from_secs(1)))
+    }
+
+    /// The first connection, made in a task of its own: a caller whose
+    /// deadline passes gives up waiting, but the connection attempt
+    /// (bounded by the connection timeout) carries on for the next caller,
+    /// so a Redis that is slower to reach than `timeout` still gets
+    /// connected. Later reconnects are the manager's own tasks.
+    async fn connect(self: &Arc<Self>) -> Result<ConnectionManager, RedisError> {
+        let link = self.clone();
+        let task = tokio::spawn(async move {
+            link.conn
+                .get_or_try_init(|| {
+                    ConnectionManager::new_with_config(
+                        link.client.clone(),
+                        link.connection_config(),
+                    )
+                })
+                .await
+                .cloned()
+        });
+        match task.await {
+            Ok(result) => result,
+            Err(e) => Err(RedisError::from((
+                redis::ErrorKind::ClientError,
+                "redis connect task failed",
+                e.to_string(),
+            ))),
+        }
     }
 
     /// Runs one round trip through the breaker, within the deadline.
-    async fn call<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
+    async fn call<T, F, Fut>(self: &Arc<Self>, op: F) -> Result<T, StoreError>
     where
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
@@ -472,16 +500,10 @@ impl Link {
             ));
         };
         let attempt = async {
-            let conn = self
-                .conn
-                .get_or_try_init(|| {
-                    ConnectionManager::new_with_config(
-                        self.client.clone(),
-                        self.connection_config(),
-                    )
-                })
-                .await?
-                .clone();
+            let conn = match self.conn.get() {
+                Some(conn) => conn.clone(),
+                None => self.connect().await?,
+            };
             op(conn).await
         };
         let error = match tokio::time::timeout(self.timeout, attempt).await {
