@@ -220,7 +220,7 @@ for scenario in $SCENARIOS; do
   declare -A M=()
   for target in direct nginx tollgate; do
     for col in 1 2 3 4; do
-      M[$target.$col]=$(for round in $(seq 1 "$ROUNDS"); do echo "${R[$target.$round]}" | awk -v c=$col '{print $c}'; done | grep -v -- '^-$' | median)
+      M[$target.$col]=$(for round in $(seq 1 "$ROUNDS"); do echo "${R[$target.$round]}" | awk -v c=$col '{print $c}'; done | { grep -v -- '^-$' || true; } | median)
     done
     printf '| %-9s | %10s | %8s | %8s | %12s |\n' $target "${M[$target.1]}" "${M[$target.2]}" "${M[$target.3]}" "${M[$target.4]}"
   done
