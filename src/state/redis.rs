@@ -46,9 +46,8 @@
 //!
 //! **Failure.** Redis being down at start is not an error: the connection
 //! is made on first use. Every call has the deadline `state.timeout` and
-//! goes through a circuit breaker (after [`Breaker::TRIP_AFTER`]
-//! consecutive failures, calls fail at once for [`Breaker::OPEN_FOR`], then
-//! one probe is let through), so a slow or dead Redis never stalls a
+//! goes through a circuit breaker (after 5 consecutive failures,
+//! calls fail at once for a second, then one probe is let through), so a slow or dead Redis never stalls a
 //! request; policies turn the [`StoreError`] into 503 or a pass through
 //! `state.on_store_error`. [`RedisStore::errors_total`] and
 //! [`RedisStore::is_degraded`] are for `/metrics` and `/readyz`.
