@@ -10,8 +10,11 @@
 # the key, add X-Forwarded-For, keep-alive to the upstream.
 #
 # Usage: benches/load.sh [ROUNDS] [SECONDS]      (defaults: 3 rounds of 5 s)
-# Env:   CONNECTIONS (64), THREADS (1), SCENARIOS ("small big post")
-# Needs: wrk and nginx (installed with apt-get when missing and run as root).
+# Env:   CONNECTIONS (64), THREADS (1), SCENARIOS ("small big post"),
+#        STORE (memory | redis: Tollgate's state store; redis starts a
+#        private redis-server on a free port for the run)
+# Needs: wrk and nginx (installed with apt-get when missing and run as root),
+#        and redis-server with STORE=redis.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +23,7 @@ SECS=${2:-5}
 CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-1}
 SCENARIOS=${SCENARIOS:-"small big post"}
+STORE=${STORE:-memory}
 KEY=bench-key-one
 
 need() {
@@ -33,6 +37,11 @@ need() {
 need wrk wrk
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need nginx nginx-light
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+case $STORE in
+  memory) ;;
+  redis) need redis-server redis-server ;;
+  *) echo "STORE must be memory or redis, not $STORE" >&2; exit 1 ;;
+esac
 
 echo "building tollgate (profile perf)..." >&2
 cargo build --profile perf --quiet
@@ -100,10 +109,25 @@ http {
 }
 NGINX
 
+# --- the state store: a private redis-server when STORE=redis ---------------
+STATE="{ store: memory }"
+if [ "$STORE" = redis ]; then
+  RD=$(free_port)
+  redis-server --port "$RD" --bind 127.0.0.1 --save '' --appendonly no \
+    --dir "$WORK" --loglevel warning >"$WORK/redis.log" 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 1 100); do
+    [ "$( (exec 3<>"/dev/tcp/127.0.0.1/$RD" && printf 'PING\r\n' >&3 && head -c 5 <&3) 2>/dev/null)" = "+PONG" ] && break
+    sleep 0.1
+  done
+  STATE="{ store: redis, redis_url: \"redis://127.0.0.1:$RD\" }"
+fi
+
 # --- Tollgate with the same job -------------------------------------------
 cat > "$WORK/tollgate.yaml" <<YAML
 version: 1
 listen: 127.0.0.1:$TG
+state: $STATE
 limits: { max_body: 1MiB }
 roles: [bench]
 clients:
@@ -180,7 +204,7 @@ run() {
 to_ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us$/,"",v); printf "%.3f", v/1000 } else if (v ~ /ms$/) { sub(/ms$/,"",v); printf "%.3f", v } else if (v ~ /s$/) { sub(/s$/,"",v); printf "%.3f", v*1000 } else print v }'; }
 median() { sort -g | awk '{a[NR]=$1} END { if (NR==0) print "-"; else if (NR%2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
 
-echo "machine: $(nproc) cores, $(uname -r); wrk -t$THREADS -c$CONNECTIONS -d${SECS}s, $ROUNDS rounds (A B C alternation)"
+echo "machine: $(nproc) cores, $(uname -r); wrk -t$THREADS -c$CONNECTIONS -d${SECS}s, $ROUNDS rounds (A B C alternation); tollgate store: $STORE"
 for scenario in $SCENARIOS; do
   declare -A R=()
   for round in $(seq 1 "$ROUNDS"); do
@@ -196,7 +220,7 @@ for scenario in $SCENARIOS; do
   declare -A M=()
   for target in direct nginx tollgate; do
     for col in 1 2 3 4; do
-      M[$target.$col]=$(for round in $(seq 1 "$ROUNDS"); do echo "${R[$target.$round]}" | awk -v c=$col '{print $c}'; done | grep -v -- '^-$' | median)
+      M[$target.$col]=$(for round in $(seq 1 "$ROUNDS"); do echo "${R[$target.$round]}" | awk -v c=$col '{print $c}'; done | { grep -v -- '^-$' || true; } | median)
     done
     printf '| %-9s | %10s | %8s | %8s | %12s |\n' $target "${M[$target.1]}" "${M[$target.2]}" "${M[$target.3]}" "${M[$target.4]}"
   done

@@ -27,7 +27,7 @@ use crate::problem::{Code, Reject, RejectedWith};
 use crate::proxy::{HttpClient, Proxy, UpstreamTarget, UpstreamUri};
 use crate::routing::{normalize_path, RouteTable};
 use crate::stack;
-use crate::state::{AnyStore, Store};
+use crate::state::{AnyStore, RedisStore, Store};
 use rustls::sign::CertifiedKey;
 
 /// Resources that outlive one compiled config (so a reload keeps them).
@@ -56,11 +56,19 @@ impl Deps {
             .map_err(|message| vec![loaded.error_at(&["upstream_tls", "ca_file"], message)])?;
         let store = match loaded.config.state.store {
             StoreKind::Memory => AnyStore::memory(),
+            // Only a malformed URL is an error here: Redis being down at
+            // start is not (the store connects on first use, and calls fail
+            // per `on_store_error` until it answers).
             StoreKind::Redis => {
-                return Err(vec![loaded.error_at(
-                    &["state", "store"],
-                    "the redis store is not available yet; use `store: memory`",
-                )])
+                let state = &loaded.config.state;
+                let Some(url) = state.redis_url.as_deref() else {
+                    return Err(vec![
+                        loaded.error_at(&["state", "store"], "`store: redis` needs `redis_url`")
+                    ]);
+                };
+                let store = RedisStore::open(url, state.timeout.0)
+                    .map_err(|message| vec![loaded.error_at(&["state", "redis_url"], message)])?;
+                AnyStore::Redis(Arc::new(store))
             }
         };
         Ok(Deps {

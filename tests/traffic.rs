@@ -483,19 +483,33 @@ async fn bans_survive_a_reload_compiled_with_the_same_deps() {
 }
 
 #[tokio::test]
-async fn the_redis_store_is_a_config_error_until_it_exists() {
+async fn a_malformed_redis_url_is_a_config_error_at_its_line() {
     let yaml = simple_config(
         "http://127.0.0.1:9",
-        "state: {store: redis, redis_url: \"redis://127.0.0.1:6379\"}",
+        "state: {store: redis, redis_url: \"not-a-url\"}",
     );
     let loaded = tollgate::config::load_str(std::path::Path::new("t.yaml"), &yaml).expect("loads");
     let clock: SharedClock = ManualClock::new(0);
     let errors = match tollgate::gateway::Deps::for_config(&loaded, clock) {
-        Ok(_) => panic!("redis accepted"),
+        Ok(_) => panic!("a malformed redis_url was accepted"),
         Err(errors) => errors,
     };
     let text = errors[0].to_string();
-    assert!(text.contains("not available yet"), "{text}");
+    assert!(text.starts_with("t.yaml:3:"), "{text}");
+    assert!(text.contains("redis_url"), "{text}");
+}
+
+#[tokio::test]
+async fn a_redis_store_that_is_down_at_start_is_not_a_config_error() {
+    let nothing = closed_port().await;
+    let yaml = simple_config(
+        "http://127.0.0.1:9",
+        &format!("state: {{store: redis, redis_url: \"redis://{nothing}\"}}"),
+    );
+    let loaded = tollgate::config::load_str(std::path::Path::new("t.yaml"), &yaml).expect("loads");
+    let clock: SharedClock = ManualClock::new(0);
+    let deps = tollgate::gateway::Deps::for_config(&loaded, clock).expect("deps");
+    assert_eq!(deps.store.kind(), "redis");
 }
 
 /// The example files' policies, inlined under `policies:` (the loader's

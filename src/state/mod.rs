@@ -4,12 +4,12 @@
 //!
 //! ```yaml
 //! state:
-//!   store: memory              # redis comes later, behind the same trait
+//!   store: memory              # or redis (see `redis.rs`)
 //!   on_store_error: fail_closed
 //! ```
 //!
 //! Every method is one *decision*, not a read followed by a write: the
-//! memory store makes it under one shard lock, and the Redis store will make
+//! memory store makes it under one shard lock, and the Redis store makes
 //! it as one script (`EVALSHA`), so two gateways sharing Redis can never
 //! both take the last token. Each method's doc states its atomicity rule.
 //!
@@ -25,6 +25,7 @@
 //! what "now" is.
 
 pub mod memory;
+pub mod redis;
 #[cfg(test)]
 mod suite;
 
@@ -37,6 +38,7 @@ use crate::config::schema::OnStoreError;
 use crate::problem::{Code, Reject};
 
 pub use memory::MemoryStore;
+pub use redis::RedisStore;
 
 /// One second in nanoseconds.
 pub const SECOND: Nanos = 1_000_000_000;
@@ -98,7 +100,7 @@ pub struct Ban {
 }
 
 /// The counters every policy keeps, as atomic decisions. Implemented by
-/// [`MemoryStore`] now and by a Redis store later; [`AnyStore`] picks one
+/// [`MemoryStore`] and [`RedisStore`]; [`AnyStore`] picks one
 /// at load without boxing. Every method is meant to be one round trip.
 pub trait Store: Send + Sync + 'static {
     /// GCRA check-and-take on `key`. Atomic: the read of the bucket, the
@@ -216,11 +218,38 @@ pub struct UsageEntry {
 #[derive(Debug, Clone)]
 pub enum AnyStore {
     Memory(Arc<MemoryStore>),
+    Redis(Arc<RedisStore>),
 }
 
 impl AnyStore {
     pub fn memory() -> AnyStore {
         AnyStore::Memory(Arc::new(MemoryStore::new()))
+    }
+
+    /// `memory` or `redis`: for `/readyz` and metrics labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AnyStore::Memory(_) => "memory",
+            AnyStore::Redis(_) => "redis",
+        }
+    }
+
+    /// Store calls that failed since start (always 0 for memory): for
+    /// `/metrics`.
+    pub fn errors_total(&self) -> u64 {
+        match self {
+            AnyStore::Memory(_) => 0,
+            AnyStore::Redis(r) => r.errors_total(),
+        }
+    }
+
+    /// Whether the store is failing now (its circuit breaker has tripped;
+    /// never for memory): for `/readyz`.
+    pub fn is_degraded(&self) -> bool {
+        match self {
+            AnyStore::Memory(_) => false,
+            AnyStore::Redis(r) => r.is_degraded(),
+        }
     }
 }
 
@@ -234,6 +263,7 @@ impl Store for AnyStore {
     ) -> Result<RateDecision, StoreError> {
         match self {
             AnyStore::Memory(m) => m.gcra(key, rule, now, commit).await,
+            AnyStore::Redis(r) => r.gcra(key, rule, now, commit).await,
         }
     }
 
@@ -246,6 +276,7 @@ impl Store for AnyStore {
     ) -> Result<QuotaDecision, StoreError> {
         match self {
             AnyStore::Memory(m) => m.quota_take(key, limit, period_end, now).await,
+            AnyStore::Redis(r) => r.quota_take(key, limit, period_end, now).await,
         }
     }
 
@@ -257,36 +288,42 @@ impl Store for AnyStore {
     ) -> Result<(), StoreError> {
         match self {
             AnyStore::Memory(m) => m.quota_refund(key, period_end, now).await,
+            AnyStore::Redis(r) => r.quota_refund(key, period_end, now).await,
         }
     }
 
     async fn hit(&self, key: &str, window: Nanos, now: Nanos) -> Result<u64, StoreError> {
         match self {
             AnyStore::Memory(m) => m.hit(key, window, now).await,
+            AnyStore::Redis(r) => r.hit(key, window, now).await,
         }
     }
 
     async fn ban_get(&self, key: &str, now: Nanos) -> Result<Option<Ban>, StoreError> {
         match self {
             AnyStore::Memory(m) => m.ban_get(key, now).await,
+            AnyStore::Redis(r) => r.ban_get(key, now).await,
         }
     }
 
     async fn ban_set(&self, key: &str, ban: Ban, now: Nanos) -> Result<(), StoreError> {
         match self {
             AnyStore::Memory(m) => m.ban_set(key, ban, now).await,
+            AnyStore::Redis(r) => r.ban_set(key, ban, now).await,
         }
     }
 
     async fn ban_list(&self, now: Nanos) -> Result<Vec<(String, Ban)>, StoreError> {
         match self {
             AnyStore::Memory(m) => m.ban_list(now).await,
+            AnyStore::Redis(r) => r.ban_list(now).await,
         }
     }
 
     async fn ban_remove(&self, key: &str, now: Nanos) -> Result<bool, StoreError> {
         match self {
             AnyStore::Memory(m) => m.ban_remove(key, now).await,
+            AnyStore::Redis(r) => r.ban_remove(key, now).await,
         }
     }
 
@@ -298,24 +335,28 @@ impl Store for AnyStore {
     ) -> Result<u64, StoreError> {
         match self {
             AnyStore::Memory(m) => m.quota_peek(key, period_end, now).await,
+            AnyStore::Redis(r) => r.quota_peek(key, period_end, now).await,
         }
     }
 
     async fn usage_add(&self, subject: &str, counts: &[(&str, u64)]) -> Result<(), StoreError> {
         match self {
             AnyStore::Memory(m) => m.usage_add(subject, counts).await,
+            AnyStore::Redis(r) => r.usage_add(subject, counts).await,
         }
     }
 
     async fn usage_list(&self) -> Result<Vec<UsageEntry>, StoreError> {
         match self {
             AnyStore::Memory(m) => m.usage_list().await,
+            AnyStore::Redis(r) => r.usage_list().await,
         }
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
         match self {
             AnyStore::Memory(m) => m.ping().await,
+            AnyStore::Redis(r) => r.ping().await,
         }
     }
 }

@@ -3,6 +3,8 @@
 //! no sleeps.
 #![allow(dead_code)]
 
+pub mod redis_server;
+
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
