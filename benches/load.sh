@@ -64,6 +64,9 @@ CORES=$(nproc)
 # --- the upstream: nginx, one worker, fixed answers -------------------------
 mkdir -p "$WORK/up/logs" "$WORK/px/logs" "$WORK/up/html"
 head -c 65536 /dev/zero | tr '\0' 'x' > "$WORK/up/html/big"
+# nginx workers run as an unprivileged user: mktemp's 0700 would make /big a 403.
+chmod 755 "$WORK" "$WORK/up" "$WORK/up/html"
+chmod 644 "$WORK/up/html/big"
 cat > "$WORK/up/nginx.conf" <<NGINX
 worker_processes 1;
 error_log logs/error.log crit;
@@ -95,6 +98,9 @@ http {
   server {
     listen 127.0.0.1:$NX reuseport;
     client_max_body_size 1m;
+    # Stream request bodies as Tollgate does, instead of spooling them to disk.
+    client_body_buffer_size 64k;
+    proxy_request_buffering off;
     location / {
       allow 127.0.0.0/8; deny all;
       if (\$client = "") { return 401; }

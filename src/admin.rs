@@ -240,15 +240,16 @@ impl Admin {
     }
 
     async fn readyz(&self) -> Response<Body> {
-        match self.store().ping().await {
-            Ok(()) => json_response(StatusCode::OK, &json!({ "status": "ready" })),
-            Err(error) => {
-                self.reloader.deps().metrics.record_store_error();
-                json_response(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &json!({ "status": "degraded", "reason": error.to_string() }),
-                )
-            }
+        let store = self.store();
+        match store.ping().await {
+            Ok(()) => json_response(
+                StatusCode::OK,
+                &json!({ "status": "ready", "store": store.kind() }),
+            ),
+            Err(error) => json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({ "status": "degraded", "store": store.kind(), "reason": error.to_string() }),
+            ),
         }
     }
 
@@ -257,11 +258,11 @@ impl Admin {
         let bans = match self.store().ban_list(self.now()).await {
             Ok(bans) => Some(bans.len() as i64),
             Err(error) => {
-                metrics.record_store_error();
                 tracing::warn!(%error, "cannot count bans for /metrics");
                 None
             }
         };
+        metrics.sync_store_errors(self.store().errors_total());
         text(StatusCode::OK, metrics::CONTENT_TYPE, metrics.render(bans))
     }
 
@@ -310,7 +311,6 @@ impl Admin {
     }
 
     fn store_failed(&self, error: state::StoreError) -> Response<Body> {
-        self.reloader.deps().metrics.record_store_error();
         problem(Code::StateStoreUnavailable, error.to_string())
     }
 

@@ -264,8 +264,8 @@ impl Gateway {
         // Usage metering is the last step (DESIGN §1). The memory store
         // answers at once; a remote one may buffer.
         let subject = subject.as_deref().unwrap_or(ANONYMOUS);
+        // A failure is counted by the store itself (tollgate_store_errors_total).
         if let Err(error) = self.store.usage_add(subject, &counts).await {
-            self.metrics.record_store_error();
             tracing::debug!(%error, "usage not metered");
         }
         response

@@ -223,9 +223,6 @@ impl Metrics {
                         })
                         .inc();
                 }
-                Code::StateStoreUnavailable => {
-                    self.store_errors.inc();
-                }
                 _ => {}
             }
         }
@@ -245,8 +242,14 @@ impl Metrics {
         self.reloads.get_or_create(&ReloadLabels { result }).inc();
     }
 
-    pub fn record_store_error(&self) {
-        self.store_errors.inc();
+    /// Brings `tollgate_store_errors_total` up to the store's own count of
+    /// failed calls (every failure, whether a policy failed open or closed,
+    /// or the admin API asked). The store's count only grows.
+    pub fn sync_store_errors(&self, store_errors_total: u64) {
+        let seen = self.store_errors.get();
+        if store_errors_total > seen {
+            self.store_errors.inc_by(store_errors_total - seen);
+        }
     }
 
     /// The OpenMetrics text of every metric; `bans_active` is what the

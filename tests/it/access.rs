@@ -1,9 +1,7 @@
 //! The access policies end to end (DESIGN §3–§5): `auth`, `roles`, `ip`,
 //! `headers` — what reaches the upstream and what the caller gets.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
 use sha2::{Digest, Sha256};

@@ -2,10 +2,8 @@
 //! through `upstream_tls.ca_file`, the connection cap and the header-read
 //! timeout against slowloris.
 
-mod common;
-
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;

@@ -1,9 +1,7 @@
 //! Traffic policies end to end: `rate_limit`, `quota` and `abuse` on a real
 //! gateway and upstream, with an injected clock (DESIGN §3, §8).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::sync::Arc;
 use std::time::Duration;
 use tollgate::clock::{ManualClock, SharedClock};

@@ -3,10 +3,8 @@
 //! (under load, refused, watched), certificate renewal, graceful shutdown,
 //! h2c and TLS+h2 through the policies, and the status page in a browser.
 
-mod common;
-
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};

@@ -3,10 +3,8 @@
 //! processes would have), then checks what they share and what happens
 //! when Redis dies, comes back, or is slow.
 
-mod common;
-
-use common::redis_server::RedisServer;
-use common::*;
+use crate::common::redis_server::RedisServer;
+use crate::common::*;
 use futures_util::future::join_all;
 use std::time::{Duration, Instant};
 use tollgate::clock::{Clock, SystemClock};

@@ -1,10 +1,8 @@
 //! JSON-schema validation of request and response bodies, end to end:
 //! what the caller gets, and whether the upstream was reached.
 
-mod common;
-
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use http::Request;
 use http_body_util::Full;
 use std::path::Path;

@@ -4,10 +4,8 @@
 //! `X-Tollgate-Operation` header the upstream receives: every matched
 //! operation id, comma-separated, in config order.
 
-mod common;
-
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use http::Request;
 use http_body_util::Full;
 use serde_json::json;

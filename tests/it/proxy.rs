@@ -2,12 +2,8 @@
 //! a real gateway on loopback; each test checks what reached the upstream
 //! and what the client saw (DESIGN §4, §5).
 
-// Imports kept for the proxy tests other branches add here.
-
-mod common;
-
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use futures_util::stream;
 use http::{Method, Request};
 use http_body::Frame;

@@ -3,10 +3,8 @@
 //! a real-world spec whose every operation then routes to an upstream.
 //! The external validators run in scripts/validate-openapi.sh, not here.
 
-mod common;
-
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use http::Request;
 use http_body_util::Full;
 use serde_json::{json, Value};

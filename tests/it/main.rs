@@ -1,0 +1,19 @@
+//! The black-box suites, one binary: a real gateway and real upstreams on
+//! 127.0.0.1 per test. One binary links once, which is most of what a
+//! clean `cargo test` spends on integration tests. (`store_memory` stays a
+//! binary of its own: it measures this process's memory.)
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod access;
+mod admin;
+mod cli;
+mod config_errors;
+mod graphql;
+mod openapi;
+mod proxy;
+mod redis;
+mod schema;
+mod server;
+mod traffic;
