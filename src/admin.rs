@@ -35,6 +35,7 @@ use tokio::net::TcpListener;
 
 use crate::app::Reloader;
 use crate::body::{self, Body};
+use crate::calendar::format_rfc3339;
 use crate::clock::Nanos;
 use crate::config::schema::{PolicyDef, PolicyKind, PolicyRef};
 use crate::config::ConfigError;
@@ -44,7 +45,7 @@ use crate::metrics;
 use crate::policy::quota::{self, QuotaConfig, QuotaPeriod};
 use crate::policy::LimitKey;
 use crate::problem::{Code, Reject};
-use crate::state::{self, Store, UsageEntry, SECOND};
+use crate::state::{self, Store, UsageEntry};
 
 /// How long a shutdown waits for admin requests in flight.
 const DRAIN: Duration = Duration::from_secs(5);
@@ -274,7 +275,7 @@ impl Admin {
             .map_err(|e| self.store_failed(e))?;
         Ok(bans
             .into_iter()
-            .map(|(key, ban)| json!({ "key": key, "reason": ban.reason, "until": rfc3339(ban.until) }))
+            .map(|(key, ban)| json!({ "key": key, "reason": ban.reason, "until": format_rfc3339(ban.until) }))
             .collect())
     }
 
@@ -394,7 +395,7 @@ impl Admin {
             "limit": q.config.limit,
             "used": used,
             "remaining": q.config.limit.saturating_sub(used),
-            "resets_at": rfc3339(end),
+            "resets_at": format_rfc3339(end),
         }))
     }
 
@@ -778,28 +779,9 @@ fn config_errors(errors: &[ConfigError]) -> Response<Body> {
     response
 }
 
-/// RFC 3339 in UTC, whole seconds (`2025-01-31T23:59:59Z`).
-pub fn rfc3339(nanos: Nanos) -> String {
-    let secs = nanos / SECOND;
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    let (year, month, day) = quota::civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn timestamps_are_rfc3339_utc() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(1_709_251_199 * SECOND + 5), "2024-02-29T23:59:59Z");
-    }
 
     #[test]
     fn bearer_and_basic_credentials_yield_the_token() {

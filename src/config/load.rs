@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::schema::{ApiConfig, ClientConfig, Config, OperationConfig, PolicyDef, PolicyRef};
+use super::segment_strings;
 use super::spans::{Pos, SpanIndex};
 
 /// One mistake in the config, where the user must fix it.
@@ -700,19 +701,6 @@ fn delete_deepest_key(value: &mut Value, segments: &[Segment]) -> Option<Vec<Str
     let k = find_key(map, key)?.clone();
     map.remove(&k)?;
     Some(segment_strings(&segments[..=target]))
-}
-
-/// Segments as strings, like `super::path_segments` does for a whole path.
-fn segment_strings(segments: &[Segment]) -> Vec<String> {
-    segments
-        .iter()
-        .filter_map(|seg| match seg {
-            Segment::Seq { index } => Some(index.to_string()),
-            Segment::Map { key } => Some(key.clone()),
-            Segment::Enum { variant } => Some(variant.clone()),
-            Segment::Unknown => None,
-        })
-        .collect()
 }
 
 fn find_key<'m>(map: &'m Mapping, key: &str) -> Option<&'m Value> {

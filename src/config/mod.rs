@@ -12,8 +12,16 @@ pub use load::{load_file, load_str, ConfigError, LoadedConfig};
 
 /// Turns a serde_path_to_error path into segments (`apis`, `0`, `path`).
 pub(crate) fn path_segments(path: &serde_path_to_error::Path) -> Vec<String> {
+    segment_strings(path.iter())
+}
+
+/// Segments as strings: a sequence index as its decimal digits.
+pub(crate) fn segment_strings<'a>(
+    segments: impl IntoIterator<Item = &'a serde_path_to_error::Segment>,
+) -> Vec<String> {
     use serde_path_to_error::Segment;
-    path.iter()
+    segments
+        .into_iter()
         .filter_map(|seg| match seg {
             Segment::Seq { index } => Some(index.to_string()),
             Segment::Map { key } => Some(key.clone()),

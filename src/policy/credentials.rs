@@ -291,7 +291,7 @@ fn api_key(
     };
     let expires = match &key.expires {
         None => None,
-        Some(text) => Some(parse_rfc3339(text).ok_or_else(|| {
+        Some(text) => Some(crate::calendar::parse_rfc3339(text).ok_or_else(|| {
             (
                 at("expires"),
                 format!("`{text}` is not an RFC 3339 time like 2026-01-01T00:00:00Z"),
@@ -532,138 +532,9 @@ pub fn looks_like_jwt(value: &str) -> bool {
 
 // === RFC 3339 ===
 
-/// Nanoseconds since the epoch of an RFC 3339 time
-/// (`2026-01-01T00:00:00Z`, `2026-01-01T02:00:00.5+02:00`). `None` if it is
-/// malformed or before 1970.
-pub fn parse_rfc3339(s: &str) -> Option<Nanos> {
-    let b = s.as_bytes();
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let part = b.get(r)?;
-        if part.iter().all(u8::is_ascii_digit) {
-            std::str::from_utf8(part).ok()?.parse().ok()
-        } else {
-            None
-        }
-    };
-    if b.len() < 20
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || !matches!(b[10], b'T' | b't' | b' ')
-        || b[13] != b':'
-        || b[16] != b':'
-    {
-        return None;
-    }
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-    let month_days = [
-        31,
-        if leap { 29 } else { 28 },
-        31,
-        30,
-        31,
-        30,
-        31,
-        31,
-        30,
-        31,
-        30,
-        31,
-    ];
-    if !(1..=12).contains(&month)
-        || day < 1
-        || day > month_days[(month - 1) as usize]
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
-        return None;
-    }
-    let mut rest = &s[19..];
-    let mut nanos: i64 = 0;
-    if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return None;
-        }
-        for (i, d) in frac.bytes().take(digits).enumerate() {
-            if i < 9 {
-                nanos += i64::from(d - b'0') * 10i64.pow(8 - i as u32);
-            }
-        }
-        rest = &frac[digits..];
-    }
-    let offset_secs = match rest.as_bytes() {
-        [b'Z' | b'z'] => 0,
-        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
-            let digits = [*h1, *h2, *m1, *m2];
-            if !digits.iter().all(u8::is_ascii_digit) {
-                return None;
-            }
-            let h = i64::from((h1 - b'0') * 10 + (h2 - b'0'));
-            let m = i64::from((m1 - b'0') * 10 + (m2 - b'0'));
-            let off = h * 3600 + m * 60;
-            if *sign == b'+' {
-                off
-            } else {
-                -off
-            }
-        }
-        _ => return None,
-    };
-    let days = days_from_civil(year, month, day);
-    let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_secs;
-    let total = i128::from(secs) * 1_000_000_000 + i128::from(nanos);
-    u64::try_from(total).ok()
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rfc3339_times_become_nanos_since_the_epoch() {
-        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(
-            parse_rfc3339("2026-01-01T00:00:00Z"),
-            Some(1_767_225_600 * 1_000_000_000)
-        );
-        assert_eq!(
-            parse_rfc3339("2026-01-01T02:00:00.5+02:00"),
-            Some(1_767_225_600 * 1_000_000_000 + 500_000_000)
-        );
-        assert_eq!(
-            parse_rfc3339("2024-02-29t12:00:00z").map(|n| n % 86_400_000_000_000),
-            Some(43_200_000_000_000)
-        );
-    }
-
-    #[test]
-    fn malformed_times_are_refused() {
-        for bad in [
-            "2026-01-01",
-            "2026-13-01T00:00:00Z",
-            "2025-02-29T00:00:00Z",
-            "2026-01-01T00:00:00",
-            "2026-01-01T00:00:00.Z",
-            "1969-12-31T23:59:59Z",
-            "2026-01-01T00:00:00+0200",
-        ] {
-            assert_eq!(parse_rfc3339(bad), None, "{bad}");
-        }
-    }
 
     #[test]
     fn only_jwt_shaped_bearer_values_are_tried_as_tokens() {
