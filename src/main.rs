@@ -137,6 +137,18 @@ fn check(path: PathBuf) -> ExitCode {
     }
 }
 
+/// Loads and compiles `path`, or prints every error and gives exit code 1.
+fn load_or_report(
+    path: &std::path::Path,
+) -> Result<(tollgate::gateway::Gateway, tollgate::gateway::Deps), ExitCode> {
+    app::load(path).map_err(|errors| {
+        for e in &errors {
+            eprintln!("{e}");
+        }
+        ExitCode::from(1)
+    })
+}
+
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -144,14 +156,9 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 fn serve(path: PathBuf) -> ExitCode {
-    let (gateway, deps) = match app::load(&path) {
+    let (gateway, deps) = match load_or_report(&path) {
         Ok(loaded) => loaded,
-        Err(errors) => {
-            for e in &errors {
-                eprintln!("{e}");
-            }
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     let result = runtime()
         .map_err(|e| e.to_string())
@@ -169,14 +176,9 @@ fn demo() -> ExitCode {
     } else {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config.example.yaml")
     };
-    let (gateway, deps) = match app::load(&path) {
+    let (gateway, deps) = match load_or_report(&path) {
         Ok(loaded) => loaded,
-        Err(errors) => {
-            for e in &errors {
-                eprintln!("{e}");
-            }
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     let listen = gateway.settings.listen;
     let result = runtime().map_err(|e| e.to_string()).and_then(|rt| {
