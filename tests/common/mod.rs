@@ -199,16 +199,21 @@ pub async fn gateway_with_clock(yaml: &str, clock: SharedClock) -> TestGateway {
     gateway_in(Path::new("tollgate-test.yaml"), yaml, clock).await
 }
 
-/// Starts a gateway whose config file is `file` (includes resolve beside it).
-pub async fn gateway_in(file: &Path, yaml: &str, clock: SharedClock) -> TestGateway {
-    let gateway = compile(file, yaml, clock)
-        .unwrap_or_else(|errors| panic!("config did not compile:\n{}", errors.join("\n")));
+/// Serves a compiled gateway on 127.0.0.1:0.
+pub async fn serve(gateway: Gateway) -> TestGateway {
     let server = RunningServer::start(gateway).await.expect("start gateway");
     TestGateway {
         addr: server.addr,
         server,
         client: Client::builder(TokioExecutor::new()).build_http(),
     }
+}
+
+/// Starts a gateway whose config file is `file` (includes resolve beside it).
+pub async fn gateway_in(file: &Path, yaml: &str, clock: SharedClock) -> TestGateway {
+    let gateway = compile(file, yaml, clock)
+        .unwrap_or_else(|errors| panic!("config did not compile:\n{}", errors.join("\n")));
+    serve(gateway).await
 }
 
 /// Loads and compiles YAML text; errors as `FILE:LINE:COL: ...` strings.
@@ -387,10 +392,5 @@ pub fn compile_with_deps(yaml: &str, deps: &Deps) -> Result<Gateway, Vec<String>
 pub async fn gateway_with_deps(yaml: &str, deps: &Deps) -> TestGateway {
     let gateway = compile_with_deps(yaml, deps)
         .unwrap_or_else(|errors| panic!("config did not compile:\n{}", errors.join("\n")));
-    let server = RunningServer::start(gateway).await.expect("start gateway");
-    TestGateway {
-        addr: server.addr,
-        server,
-        client: Client::builder(TokioExecutor::new()).build_http(),
-    }
+    serve(gateway).await
 }
