@@ -12,7 +12,9 @@
 # Usage: benches/load.sh [ROUNDS] [SECONDS]      (defaults: 3 rounds of 5 s)
 # Env:   CONNECTIONS (64), THREADS (1), SCENARIOS ("small big post"),
 #        STORE (memory | redis: Tollgate's state store; redis starts a
-#        private redis-server on a free port for the run)
+#        private redis-server on a free port for the run),
+#        PROFILE (perf: the cargo profile Tollgate is built with; `release`
+#        builds faster, for quick comparisons while working)
 # Needs: wrk and nginx (installed with apt-get when missing and run as root),
 #        and redis-server with STORE=redis.
 set -euo pipefail
@@ -43,9 +45,10 @@ case $STORE in
   *) echo "STORE must be memory or redis, not $STORE" >&2; exit 1 ;;
 esac
 
-echo "building tollgate (profile perf)..." >&2
-cargo build --profile perf --quiet
-TOLLGATE=target/perf/tollgate
+PROFILE=${PROFILE:-perf}
+echo "building tollgate (profile $PROFILE)..." >&2
+cargo build --profile "$PROFILE" --quiet
+TOLLGATE=target/$PROFILE/tollgate
 
 WORK=$(mktemp -d)
 PIDS=()

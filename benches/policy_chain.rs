@@ -1,7 +1,8 @@
-//! The access chain per request: ip + auth (API key) + roles + header
-//! checks and rewrites, compiled as the gateway compiles them, wrapped
-//! around a stub terminal service (no network). Measures the policies
-//! alone: building the request, running every stage, the stub's answer.
+//! The policy chain per request: ip + auth (API key) + roles + header
+//! checks and rewrites, then the same plus a per-client rate limit on the
+//! memory store, compiled as the gateway compiles them, wrapped around a
+//! stub terminal service (no network). Measures the policies alone:
+//! building the request, running every stage, the stub's answer.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use futures_util::FutureExt;
@@ -18,7 +19,7 @@ use tollgate::policy::{self, CompileCx, OperationService, RoleTable};
 
 const KEY: &str = "tk_live_bench_0123456789abcdef";
 
-fn chain() -> OperationService {
+fn chain(with_rate_limit: bool) -> OperationService {
     let yaml = format!(
         r#"version: 1
 listen: 127.0.0.1:0
@@ -38,8 +39,13 @@ policies:
     forbid: [X-Debug]
     request: {{ remove: [Cookie], set: {{ X-Caller: "${{client.id}}" }} }}
     response: {{ remove: [Server] }}
-"#,
-        hex::encode(Sha256::digest(KEY.as_bytes()))
+{}"#,
+        hex::encode(Sha256::digest(KEY.as_bytes())),
+        if with_rate_limit {
+            "  per-client: { type: rate_limit, limit: 1000000000, window: 1s, key: client }\n"
+        } else {
+            ""
+        }
     );
     let loaded = tollgate::config::load_str(Path::new("bench.yaml"), &yaml).expect("config");
     let config = &loaded.config;
@@ -79,7 +85,19 @@ fn request() -> Request<Body> {
 }
 
 fn bench(c: &mut Criterion) {
-    let svc = chain();
+    for (name, with_rate_limit) in [
+        ("policy_chain/ip+auth(api key)+roles+headers", false),
+        (
+            "policy_chain/ip+auth(api key)+roles+headers+rate_limit",
+            true,
+        ),
+    ] {
+        bench_chain(c, name, with_rate_limit);
+    }
+}
+
+fn bench_chain(c: &mut Criterion, name: &str, with_rate_limit: bool) {
+    let svc = chain(with_rate_limit);
     // Every stage answers without waiting, so the future completes on its
     // first poll: no runtime in the measurement.
     let run = |svc: &OperationService| {
@@ -91,9 +109,12 @@ fn bench(c: &mut Criterion) {
     };
     let response = run(&svc);
     assert_eq!(response.status(), 200);
-    c.bench_function("policy_chain/ip+auth(api key)+roles+headers", |b| {
-        b.iter(|| black_box(run(&svc)))
-    });
+    assert_eq!(
+        response.headers().contains_key("ratelimit"),
+        with_rate_limit,
+        "the rate limit ran"
+    );
+    c.bench_function(name, |b| b.iter(|| black_box(run(&svc))));
 }
 
 criterion_group!(benches, bench);
