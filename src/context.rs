@@ -53,8 +53,13 @@ pub struct OperationInfo {
 /// `RateLimit*` headers of the limit closest to exhaustion.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimitDecision {
-    /// The policy's name, as it appears in `RateLimit-Policy`.
+    /// The policy's name.
     pub policy: Arc<str>,
+    /// The name as a structured-field string (`"name"`), the start of the
+    /// `RateLimit` header; made once when the policy compiles.
+    pub quoted_name: Arc<str>,
+    /// The whole `RateLimit-Policy` value, which never changes per call.
+    pub policy_header: HeaderValue,
     pub limit: u64,
     pub remaining: u64,
     /// Seconds until the quota is whole again.
@@ -66,6 +71,8 @@ pub struct RateLimitDecision {
 #[derive(Debug, Clone)]
 pub struct RequestContext {
     pub request_id: HeaderValue,
+    /// See [`RequestContext::peer_ip_header`].
+    pub peer_ip_header: Option<HeaderValue>,
     /// The TCP peer.
     pub peer: SocketAddr,
     /// The caller's address: the peer, or the rightmost untrusted hop of
@@ -100,6 +107,16 @@ impl RequestContext {
             rate_limit: None,
             would_reject: Vec::new(),
             upstream_duration: None,
+            peer_ip_header: None,
+        }
+    }
+
+    /// The peer's address as a header value (`X-Forwarded-For`): the
+    /// connection's copy when the server made one, else formatted now.
+    pub fn peer_ip_header(&self) -> HeaderValue {
+        match &self.peer_ip_header {
+            Some(value) => value.clone(),
+            None => ip_header(self.peer.ip()),
         }
     }
 
@@ -122,6 +139,30 @@ impl RequestContext {
 
 /// A new request id: 32 hex digits of a per-thread random stream, seeded
 /// from the OS once per thread. Unique, not a secret.
+/// What the server knows of a connection: made once when it is accepted,
+/// shared by every request it carries.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    pub peer: SocketAddr,
+    pub tls: bool,
+    pub peer_ip_header: HeaderValue,
+}
+
+impl Connection {
+    pub fn new(peer: SocketAddr, tls: bool) -> Self {
+        Connection {
+            peer,
+            tls,
+            peer_ip_header: ip_header(peer.ip()),
+        }
+    }
+}
+
+fn ip_header(ip: IpAddr) -> HeaderValue {
+    // An address's text is always a valid header value.
+    HeaderValue::try_from(ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
 pub fn new_request_id() -> HeaderValue {
     use std::cell::Cell;
     thread_local! {
@@ -188,6 +229,8 @@ mod tests {
         );
         let d = |name: &str, remaining| RateLimitDecision {
             policy: name.into(),
+            quoted_name: format!("\"{name}\"").into(),
+            policy_header: HeaderValue::from_static("p"),
             limit: 10,
             remaining,
             reset_secs: 1,

@@ -18,13 +18,13 @@ use crate::body::Body;
 use crate::clock::SharedClock;
 use crate::config::schema::{GraphqlSelector, PolicyDef, PolicyRef, StoreKind};
 use crate::config::{ConfigError, LoadedConfig};
-use crate::context::{new_request_id, OperationInfo, RequestContext};
+use crate::context::{new_request_id, Connection, OperationInfo, RequestContext};
 use crate::headers::*;
 use crate::metrics::{Metrics, OperationMetrics, Outcome, ANONYMOUS};
 use crate::policy::credentials::Credentials;
 use crate::policy::{self, CompileCx, CompiledPolicy, OperationService, PolicyMeta, RoleTable};
 use crate::problem::{Code, Reject, RejectedWith};
-use crate::proxy::{HttpClient, Proxy, UpstreamTarget, UpstreamUri};
+use crate::proxy::{Proxy, UpstreamClients, UpstreamTarget, UpstreamUri};
 use crate::routing::{normalize_path, RouteTable};
 use crate::stack;
 use crate::state::{AnyStore, RedisStore, Store};
@@ -34,7 +34,7 @@ use rustls::sign::CertifiedKey;
 #[derive(Clone)]
 pub struct Deps {
     pub clock: SharedClock,
-    pub client: HttpClient,
+    pub client: Arc<UpstreamClients>,
     /// Rate-limit buckets, quotas and bans: shared by every `Gateway`
     /// compiled with these deps, so a reload keeps the counters.
     pub store: AnyStore,
@@ -94,6 +94,8 @@ pub struct Settings {
     pub upstream_timeout: Duration,
     pub max_connections: usize,
     pub drain_timeout: Duration,
+    /// Serving threads (≥ 1).
+    pub workers: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -211,13 +213,19 @@ impl Gateway {
     pub fn handle(
         self: Arc<Self>,
         req: Request<Body>,
-        peer: SocketAddr,
-        tls: bool,
+        conn: &Connection,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + Send>> {
-        Box::pin(async move { self.answer(req, peer, tls).await })
+        let (peer, tls, peer_ip_header) = (conn.peer, conn.tls, conn.peer_ip_header.clone());
+        Box::pin(async move { self.answer(req, peer, tls, peer_ip_header).await })
     }
 
-    async fn answer(&self, mut req: Request<Body>, peer: SocketAddr, tls: bool) -> Response<Body> {
+    async fn answer(
+        &self,
+        mut req: Request<Body>,
+        peer: SocketAddr,
+        tls: bool,
+        peer_ip_header: HeaderValue,
+    ) -> Response<Body> {
         let started = Instant::now();
         let _in_flight = self.metrics.in_flight();
         let peer_trusted = self.is_trusted(peer.ip());
@@ -232,6 +240,7 @@ impl Gateway {
         let mut cx = RequestContext::new(request_id, peer, client_ip);
         cx.peer_trusted = peer_trusted;
         cx.tls = tls;
+        cx.peer_ip_header = Some(peer_ip_header);
 
         let method = req.method().clone();
         // Copied only when the access log will use it.
@@ -848,6 +857,9 @@ impl<'a> Compiler<'a> {
             upstream_timeout: limits.upstream_timeout.0,
             max_connections: limits.max_connections.max(1),
             drain_timeout: limits.drain_timeout.0,
+            workers: config
+                .workers
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         }
     }
 }

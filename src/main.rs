@@ -7,6 +7,12 @@ use std::process::ExitCode;
 use tollgate::app;
 use tollgate::telemetry::{self, LogFormat};
 
+// Every request allocates a little (header maps, boxed futures, body
+// frames): mimalloc's thread-local free lists make that cheaper than the
+// system allocator's, measured in benches/load.sh.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "tollgate",
@@ -149,8 +155,11 @@ fn load_or_report(
     })
 }
 
+/// The control runtime: signals, reloads, the admin listener, the state
+/// store's connection. Public traffic runs on the server's own worker
+/// threads (server.rs), one runtime per core.
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
 }

@@ -21,12 +21,37 @@ use crate::context::RequestContext;
 use crate::headers::*;
 use crate::problem::{Code, Reject};
 
-/// The one pooled client every operation forwards through.
+/// A pooled client: keep-alive to upstreams, http and https, HTTP/2 to
+/// https upstreams that offer it.
 pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
 
-/// Builds the pooled client: keep-alive to upstreams, http and https
-/// (system roots plus `ca_file`), HTTP/2 to https upstreams that offer it.
-pub fn build_client(ca_file: Option<&std::path::Path>) -> Result<HttpClient, String> {
+/// The clients every operation forwards through: one pool per thread that
+/// forwards. With a runtime per core (server.rs) a request, the upstream
+/// connection it reuses and that connection's task then stay on one
+/// thread: no pool lock shared between cores, no cross-thread wake-up per
+/// request.
+pub struct UpstreamClients {
+    builder: hyper_util::client::legacy::Builder,
+    connector: hyper_rustls::HttpsConnector<HttpConnector>,
+    per_thread: thread_local::ThreadLocal<HttpClient>,
+}
+
+impl UpstreamClients {
+    /// This thread's client (made on first use).
+    pub fn get(&self) -> &HttpClient {
+        self.per_thread
+            .get_or(|| self.builder.build(self.connector.clone()))
+    }
+}
+
+impl std::fmt::Debug for UpstreamClients {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UpstreamClients")
+    }
+}
+
+/// Builds the upstream clients: system roots plus `ca_file` for https.
+pub fn build_client(ca_file: Option<&std::path::Path>) -> Result<Arc<UpstreamClients>, String> {
     let mut roots = rustls::RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     for cert in native.certs {
@@ -66,10 +91,15 @@ pub fn build_client(ca_file: Option<&std::path::Path>) -> Result<HttpClient, Str
         .enable_http1()
         .enable_http2()
         .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder
         .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(256)
-        .build(connector))
+        .pool_max_idle_per_host(256);
+    Ok(Arc::new(UpstreamClients {
+        builder,
+        connector,
+        per_thread: thread_local::ThreadLocal::new(),
+    }))
 }
 
 // === UpstreamTarget ===
@@ -272,18 +302,31 @@ impl UpstreamTarget {
 
 /// Removes hop-by-hop headers: RFC 9110 §7.6.1 and any named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if let Some(connection) = headers.get(header::CONNECTION) {
-        let named: Vec<HeaderName> = connection
-            .to_str()
-            .unwrap_or("")
-            .split(',')
-            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
-            headers.remove(name);
+    // One pass over the (few) headers present instead of a hashed remove
+    // per hop-by-hop name: most requests carry none of them.
+    let mut hop: Vec<HeaderName> = Vec::new();
+    for name in headers.keys() {
+        if is_hop_by_hop(name) {
+            hop.push(name.clone());
         }
     }
-    for name in [
+    if hop.is_empty() {
+        return;
+    }
+    for connection in headers.get_all(header::CONNECTION) {
+        for named in connection.to_str().unwrap_or("").split(',') {
+            if let Ok(name) = HeaderName::from_bytes(named.trim().as_bytes()) {
+                hop.push(name);
+            }
+        }
+    }
+    for name in hop {
+        headers.remove(name);
+    }
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    [
         header::CONNECTION,
         KEEP_ALIVE,
         PROXY_CONNECTION,
@@ -293,9 +336,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         header::TRAILER,
         header::TRANSFER_ENCODING,
         header::UPGRADE,
-    ] {
-        headers.remove(name);
-    }
+    ]
+    .contains(name)
 }
 
 /// Sets what the upstream learns about the call (DESIGN §4). Spoofed
@@ -305,12 +347,14 @@ fn add_forwarding_headers(
     uri_authority: Option<&Authority>,
     cx: &RequestContext,
 ) {
-    let peer_ip = cx.peer.ip().to_string();
     let xff = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(existing) if cx.peer_trusted => format!("{existing}, {peer_ip}"),
-        _ => peer_ip,
+        Some(existing) if cx.peer_trusted => {
+            HeaderValue::try_from(format!("{existing}, {}", cx.peer.ip())).ok()
+        }
+        // The common case: the peer's address, formatted once per connection.
+        _ => Some(cx.peer_ip_header()),
     };
-    if let Ok(v) = HeaderValue::try_from(xff) {
+    if let Some(v) = xff {
         headers.insert(X_FORWARDED_FOR, v);
     }
     if !headers.contains_key(X_FORWARDED_PROTO) {
@@ -347,7 +391,7 @@ fn add_forwarding_headers(
 /// put in the context and answers with the upstream's response.
 #[derive(Clone)]
 pub struct Proxy {
-    client: HttpClient,
+    clients: Arc<UpstreamClients>,
     timeout: Duration,
 }
 
@@ -356,8 +400,8 @@ pub struct Proxy {
 pub struct UpstreamUri(pub Uri);
 
 impl Proxy {
-    pub fn new(client: HttpClient, timeout: Duration) -> Self {
-        Proxy { client, timeout }
+    pub fn new(clients: Arc<UpstreamClients>, timeout: Duration) -> Self {
+        Proxy { clients, timeout }
     }
 }
 
@@ -371,13 +415,17 @@ impl tower::Service<Request<Body>> for Proxy {
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let client = self.client.clone();
+        let clients = self.clients.clone();
         let timeout = self.timeout;
-        Box::pin(async move { Ok(forward(client, timeout, req).await) })
+        Box::pin(async move { Ok(forward(&clients, timeout, req).await) })
     }
 }
 
-async fn forward(client: HttpClient, timeout: Duration, req: Request<Body>) -> Response<Body> {
+async fn forward(
+    clients: &UpstreamClients,
+    timeout: Duration,
+    req: Request<Body>,
+) -> Response<Body> {
     let (mut parts, body) = req.into_parts();
     let (Some(mut cx), Some(UpstreamUri(uri))) = (
         parts.extensions.remove::<RequestContext>(),
@@ -394,8 +442,11 @@ async fn forward(client: HttpClient, timeout: Duration, req: Request<Body>) -> R
     parts.version = http::Version::HTTP_11;
 
     let started = Instant::now();
-    let outcome =
-        tokio::time::timeout(timeout, client.request(Request::from_parts(parts, body))).await;
+    let outcome = tokio::time::timeout(
+        timeout,
+        clients.get().request(Request::from_parts(parts, body)),
+    )
+    .await;
     cx.upstream_duration = Some(started.elapsed());
     match outcome {
         Ok(Ok(response)) => {

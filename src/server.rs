@@ -19,6 +19,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::body::{self, LimitedBody};
+use crate::context::Connection;
 use crate::gateway::{Gateway, Settings, TlsFiles};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -27,53 +28,142 @@ use rustls::sign::CertifiedKey;
 /// requests in flight finish on the old.
 pub type SharedGateway = Arc<ArcSwap<Gateway>>;
 
-/// A bound, not yet running, public listener.
+/// A bound, not yet running, public listener: one socket per worker
+/// thread, all on one address (`SO_REUSEPORT`), so the kernel spreads new
+/// connections across the workers and each connection lives on one
+/// thread from accept to close.
 pub struct Server {
     gateway: SharedGateway,
-    listener: TcpListener,
+    listeners: Vec<std::net::TcpListener>,
     tls: Option<TlsAcceptor>,
 }
 
 impl Server {
-    /// Binds `settings.listen` of the gateway (and loads its TLS files).
+    /// Binds `settings.listen` of the gateway `settings.workers` times (and
+    /// loads its TLS files).
     pub async fn bind(gateway: SharedGateway) -> Result<Server, String> {
         let settings = gateway.load().settings.clone();
         let tls = match settings.tls {
             Some(_) => Some(tls_acceptor(&gateway)?),
             None => None,
         };
-        let listener = TcpListener::bind(settings.listen)
-            .await
-            .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
+        let cannot = |e: std::io::Error| format!("cannot listen on {}: {e}", settings.listen);
+        // SO_REUSEPORT would let a second gateway (same user) share a busy
+        // port without a word: a plain bind first still reports it in use.
+        if settings.listen.port() != 0 {
+            drop(std::net::TcpListener::bind(settings.listen).map_err(cannot)?);
+        }
+        let first = reuseport_listener(settings.listen).map_err(cannot)?;
+        let addr = first.local_addr().map_err(cannot)?;
+        let mut listeners = vec![first];
+        for _ in 1..settings.workers.max(1) {
+            listeners.push(reuseport_listener(addr).map_err(cannot)?);
+        }
         Ok(Server {
             gateway,
-            listener,
+            listeners,
             tls,
         })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+        match self.listeners.first() {
+            Some(listener) => listener.local_addr(),
+            None => Err(std::io::Error::other("no listener")),
+        }
     }
 
-    /// Serves until `shutdown` resolves, then drains.
+    /// Serves until `shutdown` resolves, then drains. Each listener gets a
+    /// thread with its own single-threaded runtime; this future only waits.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let settings: Settings = self.gateway.load().settings.clone();
         let connections = Arc::new(Semaphore::new(settings.max_connections));
+        let (stop, stopped) = watch::channel(false);
+        let mut finished = Vec::new();
+        // Worker threads log where the starting thread logs (tests may set
+        // a thread-local subscriber).
+        let dispatch = tracing::dispatcher::get_default(|d| d.clone());
+        for (i, listener) in self.listeners.into_iter().enumerate() {
+            let (done, finished_rx) = tokio::sync::oneshot::channel::<()>();
+            finished.push(finished_rx);
+            let worker = Worker {
+                gateway: self.gateway.clone(),
+                tls: self.tls.clone(),
+                connections: connections.clone(),
+                settings: settings.clone(),
+            };
+            let mut stopped = stopped.clone();
+            let dispatch = dispatch.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("tollgate-worker-{i}"))
+                .spawn(move || {
+                    let _log = tracing::dispatcher::set_default(&dispatch);
+                    let runtime = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(runtime) => runtime,
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot start a worker runtime");
+                            return;
+                        }
+                    };
+                    runtime.block_on(async move {
+                        match TcpListener::from_std(listener) {
+                            Ok(listener) => {
+                                let until = async move {
+                                    let _ = stopped.wait_for(|s| *s).await;
+                                };
+                                worker.serve(listener, until).await;
+                            }
+                            Err(e) => tracing::error!(error = %e, "cannot register a listener"),
+                        }
+                    });
+                    drop(done);
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start a worker thread");
+            }
+        }
+        shutdown.await;
+        let _ = stop.send(true);
+        for worker in finished {
+            // Resolves (with an error) when the worker thread is done.
+            let _ = worker.await;
+        }
+    }
+}
+
+/// A non-blocking listening socket with `SO_REUSEPORT` set.
+fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+/// What one serving thread needs.
+struct Worker {
+    gateway: SharedGateway,
+    tls: Option<TlsAcceptor>,
+    /// Shared by every worker: `max_connections` is for the whole gateway.
+    connections: Arc<Semaphore>,
+    settings: Settings,
+}
+
+impl Worker {
+    async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         let graceful = GracefulShutdown::new();
-        let builder = http_builder(&settings);
+        let builder = http_builder(&self.settings);
         tokio::pin!(shutdown);
         loop {
-            let permit = tokio::select! {
-                _ = &mut shutdown => break,
-                permit = connections.clone().acquire_owned() => match permit {
-                    Ok(p) => p,
-                    Err(_) => break,
-                },
-            };
             let (stream, peer) = tokio::select! {
                 _ = &mut shutdown => break,
-                accepted = self.listener.accept() => match accepted {
+                accepted = listener.accept() => match accepted {
                     Ok(a) => a,
                     Err(e) => {
                         // Out of file descriptors and the like: keep serving
@@ -83,12 +173,24 @@ impl Server {
                     }
                 },
             };
+            // Accept, then wait for a slot: the slots are shared by every
+            // worker, and a worker holding a free slot must never sit in
+            // accept() while the waiting connection is in another worker's
+            // queue. A worker that waits here accepts nothing more, so at
+            // most one connection per worker is held past the limit.
+            let permit = tokio::select! {
+                _ = &mut shutdown => break,
+                permit = self.connections.clone().acquire_owned() => match permit {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
             let _ = stream.set_nodelay(true);
             let gateway = self.gateway.clone();
             let builder = builder.clone();
             let tls = self.tls.clone();
             let watcher = graceful.watcher();
-            let handshake_timeout = settings.header_read_timeout;
+            let handshake_timeout = self.settings.header_read_timeout;
             tokio::spawn(async move {
                 serve_connection(
                     stream,
@@ -103,8 +205,8 @@ impl Server {
                 drop(permit);
             });
         }
-        drop(self.listener);
-        if tokio::time::timeout(settings.drain_timeout, graceful.shutdown())
+        drop(listener);
+        if tokio::time::timeout(self.settings.drain_timeout, graceful.shutdown())
             .await
             .is_err()
         {
@@ -122,14 +224,14 @@ async fn serve_connection(
     builder: auto::Builder<TokioExecutor>,
     watcher: hyper_util::server::graceful::Watcher,
 ) {
-    let is_tls = tls.is_some();
+    let conn = Connection::new(peer, tls.is_some());
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let gateway = gateway.load_full();
         // The body is counted against `max_body` as it streams, whatever
         // Content-Length claims.
         let limit = gateway.settings.max_body;
         let req = req.map(|b| body::boxed(LimitedBody::new(b, limit)));
-        let response = gateway.handle(req, peer, is_tls);
+        let response = gateway.handle(req, &conn);
         async move { Ok::<_, Infallible>(response.await) }
     });
     let result = match tls {

@@ -60,6 +60,11 @@ pub struct Config {
     /// `POST /admin/reload` always work.
     #[serde(default)]
     pub reload: ReloadMode,
+    /// Threads serving the public listener, each with its own runtime and
+    /// its own `SO_REUSEPORT` socket; default: one per core. Read at start
+    /// (a reload keeps the running count).
+    #[serde(default)]
+    pub workers: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]

@@ -168,6 +168,11 @@ impl Validator<'_> {
                 "`max_connections` must be at least 1",
             );
         }
+        if let Some(workers) = config.workers {
+            if !(1..=1024).contains(&workers) {
+                self.error(&["workers"], "`workers` must be between 1 and 1024");
+            }
+        }
     }
 
     /// Roles named inside the named policies (wherever they were written).

@@ -79,6 +79,9 @@ pub struct RateLimit {
     rule: GcraRule,
     limit: u64,
     window_secs: u64,
+    /// `"name"`, and the `RateLimit-Policy` value: both fixed per policy.
+    quoted_name: Arc<str>,
+    policy_header: HeaderValue,
     key: LimitKey,
     /// Empty: everyone.
     for_roles: RoleSet,
@@ -123,11 +126,19 @@ pub fn compile(
         return None;
     }
     let burst = config.burst.unwrap_or(config.limit);
+    let window_secs = window.div_ceil(SECOND);
+    let quoted_name = sf_string(&meta.name);
+    // Visible ASCII by construction (sf_string escapes or replaces the rest).
+    let policy_header =
+        HeaderValue::try_from(format!("{quoted_name};q={};w={window_secs}", config.limit))
+            .unwrap_or_else(|_| HeaderValue::from_static("\"?\""));
     let policy = Arc::new(RateLimit {
         meta: meta.clone(),
         rule: GcraRule::new(config.limit, window, burst),
         limit: config.limit,
-        window_secs: window.div_ceil(SECOND),
+        window_secs,
+        quoted_name: quoted_name.into(),
+        policy_header,
         key: config.key.clone(),
         for_roles,
         store: cx.store.clone(),
@@ -173,6 +184,8 @@ impl RateLimit {
         }
         cx.record_rate_limit(RateLimitDecision {
             policy: self.meta.name.clone(),
+            quoted_name: self.quoted_name.clone(),
+            policy_header: self.policy_header.clone(),
             limit: self.limit,
             remaining: d.remaining,
             reset_secs: state::ceil_secs(d.reset_after),
@@ -217,28 +230,28 @@ pub(crate) fn store_key(
 
 /// Writes the `RateLimit*` headers of the decision the context kept.
 fn write_headers(response: &mut Response<Body>) {
+    // Taken, not cloned: the headers are written once, by the outermost
+    // governing layer, on the way out.
     let Some(d) = response
-        .extensions()
-        .get::<RequestContext>()
-        .and_then(|cx| cx.rate_limit.clone())
+        .extensions_mut()
+        .get_mut::<RequestContext>()
+        .and_then(|cx| cx.rate_limit.take())
     else {
         return;
     };
-    let name = sf_string(&d.policy);
+    // Per call only the numbers change; no format machinery on this path.
+    let mut numbers = itoa::Buffer::new();
+    let mut value = String::with_capacity(d.quoted_name.len() + 24);
+    value.push_str(&d.quoted_name);
+    value.push_str(";r=");
+    value.push_str(numbers.format(d.remaining));
+    value.push_str(";t=");
+    value.push_str(numbers.format(d.reset_secs));
     let headers = response.headers_mut();
-    let mut put = |header: HeaderName, value: String| {
-        if let Ok(value) = HeaderValue::try_from(value) {
-            headers.insert(header, value);
-        }
-    };
-    put(
-        RATELIMIT_POLICY,
-        format!("{name};q={};w={}", d.limit, d.window_secs),
-    );
-    put(
-        RATELIMIT,
-        format!("{name};r={};t={}", d.remaining, d.reset_secs),
-    );
+    headers.insert(RATELIMIT_POLICY, d.policy_header);
+    if let Ok(value) = HeaderValue::try_from(value) {
+        headers.insert(RATELIMIT, value);
+    }
     headers.insert(X_RATELIMIT_LIMIT, d.limit.into());
     headers.insert(X_RATELIMIT_REMAINING, d.remaining.into());
     headers.insert(X_RATELIMIT_RESET, d.reset_secs.into());
