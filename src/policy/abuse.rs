@@ -28,14 +28,13 @@
 //! `report_only`: nothing is banned; would-be bans are logged and noted.
 
 use http::{Request, Response};
-use ipnet::Ipv6Net;
 use regex::bytes::RegexSet;
 use serde::Deserialize;
-use std::fmt;
-use std::net::IpAddr;
 use std::sync::Arc;
 
-use super::{call_next, context_missing, Around, CompileCx, OperationService, PolicyMeta, Stage};
+use super::{
+    call_next, context_missing, Around, CompileCx, IpGroup, OperationService, PolicyMeta, Stage,
+};
 use crate::body::Body;
 use crate::clock::{Nanos, SharedClock};
 use crate::config::units::ConfigDuration;
@@ -58,7 +57,7 @@ pub struct AbuseConfig {
     pub block_user_agents: Vec<String>,
     #[serde(default)]
     pub block_paths: Vec<String>,
-    #[serde(default = "default_ipv6_prefix")]
+    #[serde(default = "super::default_ipv6_prefix")]
     pub ipv6_prefix: u8,
 }
 
@@ -73,9 +72,6 @@ fn default_window() -> ConfigDuration {
 }
 fn default_ban() -> ConfigDuration {
     ConfigDuration(std::time::Duration::from_secs(15 * 60))
-}
-fn default_ipv6_prefix() -> u8 {
-    64
 }
 
 /// A compiled `abuse` policy.
@@ -127,10 +123,7 @@ pub fn compile(
         cx.error(&["ban"], "the ban must be longer than zero");
         ok = false;
     }
-    if config.ipv6_prefix > 128 {
-        cx.error(&["ipv6_prefix"], "an IPv6 prefix is 0 to 128 bits");
-        ok = false;
-    }
+    ok &= super::check_ipv6_prefix(config.ipv6_prefix, cx);
     let block_user_agents = regex_set(&config.block_user_agents, "block_user_agents", cx);
     let block_paths = regex_set(&config.block_paths, "block_paths", cx);
     let (Ok(block_user_agents), Ok(block_paths), true) = (block_user_agents, block_paths, ok)
@@ -179,35 +172,6 @@ fn regex_set(
             format!("the patterns do not compile together: {e}"),
         );
     })
-}
-
-/// The address an abuse key is made of: IPv4 as is, IPv6 cut to its
-/// prefix (`2001:db8:1:2::/64`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IpGroup {
-    V4(std::net::Ipv4Addr),
-    V6(Ipv6Net),
-}
-
-impl IpGroup {
-    pub fn of(ip: IpAddr, ipv6_prefix: u8) -> IpGroup {
-        match crate::gateway::canonical_ip(ip) {
-            IpAddr::V4(v4) => IpGroup::V4(v4),
-            IpAddr::V6(v6) => match Ipv6Net::new(v6, ipv6_prefix.min(128)) {
-                Ok(net) => IpGroup::V6(net.trunc()),
-                Err(_) => IpGroup::V6(Ipv6Net::from(v6)),
-            },
-        }
-    }
-}
-
-impl fmt::Display for IpGroup {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            IpGroup::V4(v4) => v4.fmt(f),
-            IpGroup::V6(net) => net.fmt(f),
-        }
-    }
 }
 
 // === impl Abuse ===
@@ -371,31 +335,6 @@ mod tests {
     use crate::clock::{Clock, ManualClock};
     use crate::policy::rate_limit::tests::{compile_policies, echo_terminal, request};
     use tower::ServiceExt;
-
-    #[test]
-    fn ipv6_callers_are_grouped_by_prefix_and_ipv4_stands_alone() {
-        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
-        assert_eq!(
-            IpGroup::of(ip("2001:db8:1:2:aaaa::1"), 64).to_string(),
-            "2001:db8:1:2::/64"
-        );
-        assert_eq!(
-            IpGroup::of(ip("2001:db8:1:2:aaaa::1"), 64),
-            IpGroup::of(ip("2001:db8:1:2:bbbb::9"), 64)
-        );
-        assert_ne!(
-            IpGroup::of(ip("2001:db8:1:2::1"), 64),
-            IpGroup::of(ip("2001:db8:1:3::1"), 64)
-        );
-        assert_eq!(
-            IpGroup::of(ip("2001:db8::1"), 128).to_string(),
-            "2001:db8::1/128"
-        );
-        assert_eq!(
-            IpGroup::of(ip("::ffff:10.0.0.1"), 64).to_string(),
-            "10.0.0.1"
-        );
-    }
 
     #[test]
     fn bad_patterns_statuses_and_prefixes_are_config_errors() {

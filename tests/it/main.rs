@@ -10,6 +10,7 @@ mod access;
 mod admin;
 mod cli;
 mod config_errors;
+mod fairness;
 mod graphql;
 mod openapi;
 mod proxy;
