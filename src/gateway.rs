@@ -358,16 +358,23 @@ fn finish(
             .and_then(|c| c.operation.as_ref())
             .map(|o| (&*o.id, &*o.api))
             .unwrap_or(("", ""));
-        let client = cx
-            .as_ref()
-            .and_then(|c| c.client.as_ref())
-            .map(|c| &*c.id)
-            .unwrap_or("");
+        let caller = cx.as_ref().and_then(|c| c.client.as_ref());
+        let client = caller.map(|c| &*c.id).unwrap_or("");
+        // The key's configured id, never the key: which of a client's keys
+        // is in use shows whether a rotation is done.
+        let key_id = caller.and_then(|c| c.key_id.as_deref());
+        // What report-only policies would have refused, usually one.
+        let shadow = cx.as_ref().map_or(&[][..], |c| &c.would_reject[..]);
+        let would_reject =
+            (!shadow.is_empty()).then(|| join(shadow.iter().map(|(_, c)| c.as_str())));
+        let would_reject_policy =
+            (!shadow.is_empty()).then(|| join(shadow.iter().map(|(p, _)| &**p)));
         tracing::info!(
             target: "tollgate::access",
             request_id = cx.as_ref().and_then(|c| c.request_id.to_str().ok()).unwrap_or(""),
             client_ip = %cx.as_ref().map(|c| c.client_ip).unwrap_or(IpAddr::from([0, 0, 0, 0])),
             client,
+            key_id,
             api,
             operation = op,
             method = method.as_str(),
@@ -378,13 +385,18 @@ fn finish(
             bytes_in,
             bytes_out = http_body::Body::size_hint(response.body()).exact(),
             code,
-            would_reject = cx.as_ref().and_then(|c| c.would_reject.first()).map(|(_, c)| c.as_str()),
+            would_reject,
+            would_reject_policy,
         );
     }
     if let Some(cx) = cx {
         response.extensions_mut().insert(cx);
     }
     response
+}
+
+fn join<'a>(items: impl Iterator<Item = &'a str>) -> String {
+    items.collect::<Vec<_>>().join(",")
 }
 
 /// The terminal service of the unrouted stack: answers with the route

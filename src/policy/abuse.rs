@@ -25,7 +25,11 @@
 //!
 //! As a gateway-wide policy it also judges requests that matched no route
 //! (`stack::build_unrouted`): a scanner's 404s count like any others.
-//! `report_only`: nothing is banned; would-be bans are logged and noted.
+//! `report_only`: nothing is banned and nobody is refused. A would-be ban
+//! is logged and noted (`would_reject: banned`) on the request that would
+//! have imposed it: one matching a block list, or a watched answer at or
+//! past the threshold. (No ban is stored, so the requests such a ban would
+//! then have refused are not counted.)
 
 use http::{Request, Response};
 use regex::bytes::RegexSet;
@@ -254,12 +258,13 @@ impl Abuse {
         }
     }
 
-    /// After the call: counts a watched status, bans at the threshold.
-    /// (Takes the status and context, not the response: a body is not
-    /// `Sync`, so a reference to it cannot live across the store call.)
-    async fn watch_answer(&self, key: &str, status: u16, client: Option<Arc<str>>) {
+    /// After the call: counts a watched status, bans at the threshold;
+    /// whether this answer reached it. (Takes the status and context, not
+    /// the response: a body is not `Sync`, so a reference to it cannot live
+    /// across the store call.)
+    async fn watch_answer(&self, key: &str, status: u16, client: Option<Arc<str>>) -> bool {
         if !self.watches(status) {
-            return;
+            return false;
         }
         let now = self.clock.now();
         let count = match self.store.hit(key, self.window, now).await {
@@ -267,10 +272,11 @@ impl Abuse {
             Err(error) => {
                 // Nothing to refuse any more: the answer is already made.
                 let _ = self.on_error.handle(&self.meta.name, &error, now);
-                return;
+                return false;
             }
         };
-        if count >= self.threshold {
+        let reached = count >= self.threshold;
+        if reached {
             let ban = Ban {
                 reason: format!(
                     "{count} watched answers within {}s, the last {status}{}",
@@ -284,6 +290,7 @@ impl Abuse {
             };
             self.impose(key, ban, now).await;
         }
+        reached
     }
 }
 
@@ -315,7 +322,7 @@ impl Around for Abuse {
                 .by_policy(&policy.meta.name)
                 .respond(parts.extensions);
         }
-        let response = call_next(next, Request::from_parts(parts, body)).await;
+        let mut response = call_next(next, Request::from_parts(parts, body)).await;
         let status = response.status().as_u16();
         if policy.watches(status) {
             let client = response
@@ -323,7 +330,15 @@ impl Around for Abuse {
                 .get::<RequestContext>()
                 .and_then(|cx| cx.client.as_ref())
                 .map(|c| c.id.clone());
-            policy.watch_answer(&key, status, client).await;
+            let reached = policy.watch_answer(&key, status, client).await;
+            // Report-only: the answer that would have imposed the ban is the
+            // one counted and logged as a would-be `banned`.
+            if reached && policy.meta.report_only {
+                if let Some(cx) = response.extensions_mut().get_mut::<RequestContext>() {
+                    cx.would_reject
+                        .push((policy.meta.name.clone(), Code::Banned));
+                }
+            }
         }
         response
     }
@@ -368,13 +383,23 @@ mod tests {
         )
         .expect("compiles");
         let svc = crate::stack::build(&policies, echo_terminal(404));
-        for _ in 0..5 {
+        for i in 0..5 {
             let r = svc
                 .clone()
                 .oneshot(request(None))
                 .await
                 .expect("infallible");
             assert_eq!(r.status(), 404);
+            // From the threshold (the 2nd watched answer) on, each answer
+            // is a would-be ban.
+            let cx = r.extensions().get::<RequestContext>().expect("cx");
+            let noted: Vec<_> = cx.would_reject.iter().map(|(p, c)| (&**p, *c)).collect();
+            let expected = if i >= 1 {
+                vec![("trap", Code::Banned)]
+            } else {
+                vec![]
+            };
+            assert_eq!(noted, expected, "call {i}");
         }
         let bans = store.ban_list(clock.now()).await.expect("store");
         assert!(bans.is_empty(), "{bans:?}");

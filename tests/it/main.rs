@@ -17,4 +17,5 @@ mod proxy;
 mod redis;
 mod schema;
 mod server;
+mod shadow;
 mod traffic;
