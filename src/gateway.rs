@@ -260,7 +260,11 @@ impl Gateway {
             started,
             bytes_in,
         );
-        let (subject, counts) = self.meter(&response, op_metrics, started, bytes_in);
+        let (subject, mut counts) = self.meter(&response, op_metrics, started, bytes_in);
+        let key_field = key_usage_field(&response);
+        if let Some(field) = &key_field {
+            counts.push((field, 1));
+        }
         // Usage metering is the last step (DESIGN §1). The memory store
         // answers at once; a remote one may buffer.
         let subject = subject.as_deref().unwrap_or(ANONYMOUS);
@@ -393,6 +397,15 @@ fn finish(
         response.extensions_mut().insert(cx);
     }
     response
+}
+
+/// The usage field counting calls made with the key the caller used,
+/// `key:{id}:calls`, when that key has an id: during a rotation it shows
+/// which keys are still in use.
+fn key_usage_field(response: &Response<Body>) -> Option<String> {
+    let cx = response.extensions().get::<RequestContext>()?;
+    let id = cx.client.as_ref()?.key_id.as_deref()?;
+    Some(format!("key:{id}:calls"))
 }
 
 fn join<'a>(items: impl Iterator<Item = &'a str>) -> String {

@@ -86,6 +86,7 @@ impl Validator<'_> {
     fn clients(&mut self) {
         let clients = &self.loaded.config.clients;
         let mut first: HashMap<&str, usize> = HashMap::new();
+        let mut key_ids: HashMap<&str, Vec<String>> = HashMap::new();
         for (c, client) in clients.iter().enumerate() {
             let c_s = c.to_string();
             if let Some(&j) = first.get(client.id.as_str()) {
@@ -103,7 +104,19 @@ impl Validator<'_> {
                 self.declared_role(role, &path(&["clients", &c_s, "roles", &r.to_string()]));
             }
             for (k, key) in client.api_keys.iter().enumerate() {
-                self.api_key(key, &path(&["clients", &c_s, "api_keys", &k.to_string()]));
+                let at = path(&["clients", &c_s, "api_keys", &k.to_string()]);
+                self.api_key(key, &at);
+                if let Some(id) = &key.id {
+                    if let Some(other) = key_ids.get(id.as_str()) {
+                        let message = format!(
+                            "key id `{id}` is already used (at {}): usage and logs tell keys apart by it",
+                            self.place(other)
+                        );
+                        self.error(&child(&at, "id"), message);
+                    } else {
+                        key_ids.insert(id, child(&at, "id"));
+                    }
+                }
             }
         }
     }
@@ -124,6 +137,18 @@ impl Validator<'_> {
                 self.error(
                     &child(at, "sha256"),
                     "`sha256` must be 64 hex digits (`tollgate key` prints one)",
+                );
+            }
+        }
+        if let Some(id) = &key.id {
+            let fits = (1..=64).contains(&id.len())
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+            if !fits {
+                self.error(
+                    &child(at, "id"),
+                    format!("key id `{id}`: 1 to 64 letters, digits, `-`, `_`, `.` or `:`"),
                 );
             }
         }

@@ -289,6 +289,19 @@ fn api_key(
             ));
         }
     };
+    if let Some(id) = &key.id {
+        // Ids are shown in logs and usage: one that is the key itself would
+        // publish it.
+        let id_hash: [u8; 32] = Sha256::digest(id.as_bytes()).into();
+        if bool::from(id_hash.ct_eq(&hash)) {
+            return Err((
+                at("id"),
+                "this id is the key itself; an id is shown in logs and usage, so give a \
+                 non-secret name (`tollgate key` prints one)"
+                    .to_string(),
+            ));
+        }
+    }
     let expires = match &key.expires {
         None => None,
         Some(text) => Some(crate::calendar::parse_rfc3339(text).ok_or_else(|| {

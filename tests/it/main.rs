@@ -12,6 +12,7 @@ mod cli;
 mod config_errors;
 mod fairness;
 mod graphql;
+mod keys;
 mod openapi;
 mod proxy;
 mod redis;
