@@ -22,6 +22,7 @@ use crate::context::{new_request_id, OperationInfo, RequestContext};
 use crate::headers::*;
 use crate::metrics::{Metrics, OperationMetrics, Outcome, ANONYMOUS};
 use crate::policy::credentials::Credentials;
+use crate::policy::jwks::JwksRegistry;
 use crate::policy::{self, CompileCx, CompiledPolicy, OperationService, PolicyMeta, RoleTable};
 use crate::problem::{Code, Reject, RejectedWith};
 use crate::proxy::{HttpClient, Proxy, UpstreamTarget, UpstreamUri};
@@ -40,6 +41,9 @@ pub struct Deps {
     pub store: AnyStore,
     /// Prometheus metrics: like the store, they outlive a reload.
     pub metrics: Arc<Metrics>,
+    /// JWT keys fetched from a `jwks_url`: a reload that keeps the URL
+    /// keeps them.
+    pub jwks: Arc<JwksRegistry>,
 }
 
 impl Deps {
@@ -72,6 +76,7 @@ impl Deps {
             }
         };
         Ok(Deps {
+            jwks: JwksRegistry::new(client.clone(), clock.clone()),
             clock,
             client,
             store,
@@ -569,7 +574,8 @@ impl<'a> Compiler<'a> {
         let base_dir = self.loaded.base_dir.clone();
         // Keys and the JWT verifier are built once, before any policy, and
         // shared by every `auth` policy.
-        let (credentials, credential_errors) = Credentials::build(config, &roles, &base_dir);
+        let (credentials, credential_errors) =
+            Credentials::build(config, &roles, &base_dir, &self.deps.jwks);
         for (path, message) in credential_errors {
             self.error(
                 &path.iter().map(String::as_str).collect::<Vec<_>>(),

@@ -170,6 +170,7 @@ impl Validator<'_> {
             jwt.public_key_file.is_some(),
             jwt.secret_env.is_some(),
             jwt.jwks_file.is_some(),
+            jwt.jwks_url.is_some(),
         ]
         .iter()
         .filter(|&&g| g)
@@ -177,8 +178,13 @@ impl Validator<'_> {
         if given != 1 {
             self.error(
                 &["jwt"],
-                "give exactly one of `public_key_file`, `secret_env` or `jwks_file`",
+                "give exactly one of `public_key_file`, `secret_env`, `jwks_file` or `jwks_url`",
             );
+        }
+        if let Some(url) = &jwt.jwks_url {
+            if let Err(message) = crate::policy::jwks::parse_url(url) {
+                self.error(&["jwt", "jwks_url"], message);
+            }
         }
     }
 

@@ -17,6 +17,7 @@ pub mod auth;
 pub mod credentials;
 pub mod headers;
 pub mod ip;
+pub mod jwks;
 pub mod quota;
 pub mod rate_limit;
 pub mod roles;

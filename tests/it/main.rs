@@ -12,6 +12,7 @@ mod cli;
 mod config_errors;
 mod fairness;
 mod graphql;
+mod jwks;
 mod keys;
 mod openapi;
 mod proxy;
