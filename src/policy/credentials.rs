@@ -69,8 +69,6 @@ struct ApiKey {
 /// with an RSA public key cannot pass.
 struct JwtVerifier {
     keys: KeySource,
-    /// The configured algorithms, to tell a token worth fetching keys for.
-    algorithms: Vec<Algorithm>,
     /// One validation per allowed algorithm (the crate insists that every
     /// algorithm of a validation fits the key's family).
     validations: Vec<(Algorithm, Validation)>,
@@ -278,7 +276,7 @@ impl Credentials {
             return None;
         };
         let header = jsonwebtoken::decode_header(token).ok()?;
-        if !jwt.algorithms.contains(&header.alg) {
+        if !jwt.validations.iter().any(|(alg, _)| *alg == header.alg) {
             return None;
         }
         let keys = source.keys();
@@ -520,7 +518,6 @@ impl JwtVerifier {
             .collect();
         Some(JwtVerifier {
             keys,
-            algorithms,
             validations,
             leeway: config
                 .leeway
