@@ -50,9 +50,11 @@ policies:
     let loaded = tollgate::config::load_str(Path::new("bench.yaml"), &yaml).expect("config");
     let config = &loaded.config;
     let roles = RoleTable::new(config.roles.clone());
-    let (credentials, errors) = Credentials::build(config, &roles, Path::new("."));
-    assert!(errors.is_empty(), "{errors:?}");
     let clock = tollgate::clock::SystemClock::shared();
+    let client = tollgate::proxy::build_client(None).expect("client");
+    let jwks = tollgate::policy::jwks::JwksRegistry::new(client, clock.clone());
+    let (credentials, errors) = Credentials::build(config, &roles, Path::new("."), &jwks);
+    assert!(errors.is_empty(), "{errors:?}");
     let mut cx = CompileCx::new(config, &roles, &clock, Path::new("."))
         .with_credentials(Arc::new(credentials));
     let compiled: Vec<_> = config

@@ -365,6 +365,7 @@ impl Admin {
                 "bytes_in": usage.bytes_in,
                 "bytes_out": usage.bytes_out,
                 "rejections": usage.rejections,
+                "keys": usage.keys,
                 "operations": usage.operations.iter().map(|(op, u)| (op.clone(), json!({
                     "calls": u.calls,
                     "bytes_in": u.bytes_in,
@@ -443,6 +444,9 @@ struct ClientUsage {
     bytes_out: u64,
     rejections: BTreeMap<String, u64>,
     operations: BTreeMap<String, OperationUsage>,
+    /// Calls per key id (keys configured with an `id`): shows which of a
+    /// client's keys is still in use during a rotation.
+    keys: BTreeMap<String, u64>,
 }
 
 #[derive(Default)]
@@ -471,6 +475,11 @@ impl ClientUsage {
                 }
             } else if let Some(code) = field.strip_prefix("rejected:") {
                 *self.rejections.entry(code.to_string()).or_default() += n;
+            } else if let Some(id) = field
+                .strip_prefix("key:")
+                .and_then(|rest| rest.strip_suffix(":calls"))
+            {
+                *self.keys.entry(id.to_string()).or_default() += n;
             } else {
                 match field.as_str() {
                     "calls" => self.calls += n,
@@ -802,8 +811,10 @@ mod tests {
             ("rejected:rate_limited".into(), 1),
             ("op:get:emp:calls".into(), 3),
             ("op:get:emp:rejected:rate_limited".into(), 1),
+            ("key:hr:2027:calls".into(), 2),
         ]);
         assert_eq!(usage.calls, 3);
+        assert_eq!(usage.keys["hr:2027"], 2);
         assert_eq!(usage.rejections["rate_limited"], 1);
         assert_eq!(usage.operations["get:emp"].calls, 3);
         assert_eq!(usage.operations["get:emp"].rejections["rate_limited"], 1);

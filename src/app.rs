@@ -176,7 +176,11 @@ impl Reloader {
         });
         self.deps.metrics.record_reload(result.is_ok());
         match &result {
-            Ok(done) => tracing::info!("reloaded: {}", done.message()),
+            Ok(done) => {
+                tracing::info!("reloaded: {}", done.message());
+                // A new `jwks_url` is fetched now rather than by the first token.
+                self.deps.jwks.prefetch();
+            }
             Err(errors) => {
                 for e in errors {
                     tracing::error!("{e}");
@@ -214,6 +218,9 @@ impl Running {
 /// what reloads re-read.
 pub async fn start(path: PathBuf, gateway: Gateway, deps: Deps) -> Result<Running, String> {
     let shared: SharedGateway = Arc::new(ArcSwap::from_pointee(gateway));
+    // JWT keys from a `jwks_url` are fetched now, in the background: the
+    // gateway serves API-key traffic even while the IdP is down.
+    deps.jwks.prefetch();
     let reloader = Reloader::new(path, deps, shared.clone());
     let server = Server::bind(shared.clone()).await?;
     let addr = server.local_addr().map_err(|e| e.to_string())?;

@@ -22,6 +22,7 @@ use crate::context::{new_request_id, Connection, OperationInfo, RequestContext};
 use crate::headers::*;
 use crate::metrics::{Metrics, OperationMetrics, Outcome, ANONYMOUS};
 use crate::policy::credentials::Credentials;
+use crate::policy::jwks::JwksRegistry;
 use crate::policy::{self, CompileCx, CompiledPolicy, OperationService, PolicyMeta, RoleTable};
 use crate::problem::{Code, Reject, RejectedWith};
 use crate::proxy::{Proxy, UpstreamClients, UpstreamTarget, UpstreamUri};
@@ -40,6 +41,9 @@ pub struct Deps {
     pub store: AnyStore,
     /// Prometheus metrics: like the store, they outlive a reload.
     pub metrics: Arc<Metrics>,
+    /// JWT keys fetched from a `jwks_url`: a reload that keeps the URL
+    /// keeps them.
+    pub jwks: Arc<JwksRegistry>,
 }
 
 impl Deps {
@@ -72,6 +76,7 @@ impl Deps {
             }
         };
         Ok(Deps {
+            jwks: JwksRegistry::new(client.clone(), clock.clone()),
             clock,
             client,
             store,
@@ -269,7 +274,11 @@ impl Gateway {
             started,
             bytes_in,
         );
-        let (subject, counts) = self.meter(&response, op_metrics, started, bytes_in);
+        let (subject, mut counts) = self.meter(&response, op_metrics, started, bytes_in);
+        let key_field = key_usage_field(&response);
+        if let Some(field) = &key_field {
+            counts.push((field, 1));
+        }
         // Usage metering is the last step (DESIGN §1). The memory store
         // answers at once; a remote one may buffer.
         let subject = subject.as_deref().unwrap_or(ANONYMOUS);
@@ -367,16 +376,23 @@ fn finish(
             .and_then(|c| c.operation.as_ref())
             .map(|o| (&*o.id, &*o.api))
             .unwrap_or(("", ""));
-        let client = cx
-            .as_ref()
-            .and_then(|c| c.client.as_ref())
-            .map(|c| &*c.id)
-            .unwrap_or("");
+        let caller = cx.as_ref().and_then(|c| c.client.as_ref());
+        let client = caller.map(|c| &*c.id).unwrap_or("");
+        // The key's configured id, never the key: which of a client's keys
+        // is in use shows whether a rotation is done.
+        let key_id = caller.and_then(|c| c.key_id.as_deref());
+        // What report-only policies would have refused, usually one.
+        let shadow = cx.as_ref().map_or(&[][..], |c| &c.would_reject[..]);
+        let would_reject =
+            (!shadow.is_empty()).then(|| join(shadow.iter().map(|(_, c)| c.as_str())));
+        let would_reject_policy =
+            (!shadow.is_empty()).then(|| join(shadow.iter().map(|(p, _)| &**p)));
         tracing::info!(
             target: "tollgate::access",
             request_id = cx.as_ref().and_then(|c| c.request_id.to_str().ok()).unwrap_or(""),
             client_ip = %cx.as_ref().map(|c| c.client_ip).unwrap_or(IpAddr::from([0, 0, 0, 0])),
             client,
+            key_id,
             api,
             operation = op,
             method = method.as_str(),
@@ -387,13 +403,27 @@ fn finish(
             bytes_in,
             bytes_out = http_body::Body::size_hint(response.body()).exact(),
             code,
-            would_reject = cx.as_ref().and_then(|c| c.would_reject.first()).map(|(_, c)| c.as_str()),
+            would_reject,
+            would_reject_policy,
         );
     }
     if let Some(cx) = cx {
         response.extensions_mut().insert(cx);
     }
     response
+}
+
+/// The usage field counting calls made with the key the caller used,
+/// `key:{id}:calls`, when that key has an id: during a rotation it shows
+/// which keys are still in use.
+fn key_usage_field(response: &Response<Body>) -> Option<String> {
+    let cx = response.extensions().get::<RequestContext>()?;
+    let id = cx.client.as_ref()?.key_id.as_deref()?;
+    Some(format!("key:{id}:calls"))
+}
+
+fn join<'a>(items: impl Iterator<Item = &'a str>) -> String {
+    items.collect::<Vec<_>>().join(",")
 }
 
 /// The terminal service of the unrouted stack: answers with the route
@@ -553,7 +583,8 @@ impl<'a> Compiler<'a> {
         let base_dir = self.loaded.base_dir.clone();
         // Keys and the JWT verifier are built once, before any policy, and
         // shared by every `auth` policy.
-        let (credentials, credential_errors) = Credentials::build(config, &roles, &base_dir);
+        let (credentials, credential_errors) =
+            Credentials::build(config, &roles, &base_dir, &self.deps.jwks);
         for (path, message) in credential_errors {
             self.error(
                 &path.iter().map(String::as_str).collect::<Vec<_>>(),

@@ -210,6 +210,9 @@ pub struct JwtConfig {
     pub secret_env: Option<String>,
     #[serde(default)]
     pub jwks_file: Option<String>,
+    /// The identity provider's JWK set, fetched and kept fresh at run time.
+    #[serde(default)]
+    pub jwks_url: Option<String>,
     #[serde(default)]
     pub roles_claim: Option<String>,
     #[serde(default)]

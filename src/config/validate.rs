@@ -86,6 +86,7 @@ impl Validator<'_> {
     fn clients(&mut self) {
         let clients = &self.loaded.config.clients;
         let mut first: HashMap<&str, usize> = HashMap::new();
+        let mut key_ids: HashMap<&str, Vec<String>> = HashMap::new();
         for (c, client) in clients.iter().enumerate() {
             let c_s = c.to_string();
             if let Some(&j) = first.get(client.id.as_str()) {
@@ -103,7 +104,19 @@ impl Validator<'_> {
                 self.declared_role(role, &path(&["clients", &c_s, "roles", &r.to_string()]));
             }
             for (k, key) in client.api_keys.iter().enumerate() {
-                self.api_key(key, &path(&["clients", &c_s, "api_keys", &k.to_string()]));
+                let at = path(&["clients", &c_s, "api_keys", &k.to_string()]);
+                self.api_key(key, &at);
+                if let Some(id) = &key.id {
+                    if let Some(other) = key_ids.get(id.as_str()) {
+                        let message = format!(
+                            "key id `{id}` is already used (at {}): usage and logs tell keys apart by it",
+                            self.place(other)
+                        );
+                        self.error(&child(&at, "id"), message);
+                    } else {
+                        key_ids.insert(id, child(&at, "id"));
+                    }
+                }
             }
         }
     }
@@ -127,6 +140,18 @@ impl Validator<'_> {
                 );
             }
         }
+        if let Some(id) = &key.id {
+            let fits = (1..=64).contains(&id.len())
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+            if !fits {
+                self.error(
+                    &child(at, "id"),
+                    format!("key id `{id}`: 1 to 64 letters, digits, `-`, `_`, `.` or `:`"),
+                );
+            }
+        }
         if let Some(expires) = &key.expires {
             if crate::calendar::parse_rfc3339(expires).is_none() {
                 self.error(
@@ -145,6 +170,7 @@ impl Validator<'_> {
             jwt.public_key_file.is_some(),
             jwt.secret_env.is_some(),
             jwt.jwks_file.is_some(),
+            jwt.jwks_url.is_some(),
         ]
         .iter()
         .filter(|&&g| g)
@@ -152,8 +178,13 @@ impl Validator<'_> {
         if given != 1 {
             self.error(
                 &["jwt"],
-                "give exactly one of `public_key_file`, `secret_env` or `jwks_file`",
+                "give exactly one of `public_key_file`, `secret_env`, `jwks_file` or `jwks_url`",
             );
+        }
+        if let Some(url) = &jwt.jwks_url {
+            if let Err(message) = crate::policy::jwks::parse_url(url) {
+                self.error(&["jwt", "jwks_url"], message);
+            }
         }
     }
 

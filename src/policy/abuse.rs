@@ -25,17 +25,20 @@
 //!
 //! As a gateway-wide policy it also judges requests that matched no route
 //! (`stack::build_unrouted`): a scanner's 404s count like any others.
-//! `report_only`: nothing is banned; would-be bans are logged and noted.
+//! `report_only`: nothing is banned and nobody is refused. A would-be ban
+//! is logged and noted (`would_reject: banned`) on the request that would
+//! have imposed it: one matching a block list, or a watched answer at or
+//! past the threshold. (No ban is stored, so the requests such a ban would
+//! then have refused are not counted.)
 
 use http::{Request, Response};
-use ipnet::Ipv6Net;
 use regex::bytes::RegexSet;
 use serde::Deserialize;
-use std::fmt;
-use std::net::IpAddr;
 use std::sync::Arc;
 
-use super::{call_next, context_missing, Around, CompileCx, OperationService, PolicyMeta, Stage};
+use super::{
+    call_next, context_missing, Around, CompileCx, IpGroup, OperationService, PolicyMeta, Stage,
+};
 use crate::body::Body;
 use crate::clock::{Nanos, SharedClock};
 use crate::config::units::ConfigDuration;
@@ -58,7 +61,7 @@ pub struct AbuseConfig {
     pub block_user_agents: Vec<String>,
     #[serde(default)]
     pub block_paths: Vec<String>,
-    #[serde(default = "default_ipv6_prefix")]
+    #[serde(default = "super::default_ipv6_prefix")]
     pub ipv6_prefix: u8,
 }
 
@@ -73,9 +76,6 @@ fn default_window() -> ConfigDuration {
 }
 fn default_ban() -> ConfigDuration {
     ConfigDuration(std::time::Duration::from_secs(15 * 60))
-}
-fn default_ipv6_prefix() -> u8 {
-    64
 }
 
 /// A compiled `abuse` policy.
@@ -127,10 +127,7 @@ pub fn compile(
         cx.error(&["ban"], "the ban must be longer than zero");
         ok = false;
     }
-    if config.ipv6_prefix > 128 {
-        cx.error(&["ipv6_prefix"], "an IPv6 prefix is 0 to 128 bits");
-        ok = false;
-    }
+    ok &= super::check_ipv6_prefix(config.ipv6_prefix, cx);
     let block_user_agents = regex_set(&config.block_user_agents, "block_user_agents", cx);
     let block_paths = regex_set(&config.block_paths, "block_paths", cx);
     let (Ok(block_user_agents), Ok(block_paths), true) = (block_user_agents, block_paths, ok)
@@ -179,35 +176,6 @@ fn regex_set(
             format!("the patterns do not compile together: {e}"),
         );
     })
-}
-
-/// The address an abuse key is made of: IPv4 as is, IPv6 cut to its
-/// prefix (`2001:db8:1:2::/64`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IpGroup {
-    V4(std::net::Ipv4Addr),
-    V6(Ipv6Net),
-}
-
-impl IpGroup {
-    pub fn of(ip: IpAddr, ipv6_prefix: u8) -> IpGroup {
-        match crate::gateway::canonical_ip(ip) {
-            IpAddr::V4(v4) => IpGroup::V4(v4),
-            IpAddr::V6(v6) => match Ipv6Net::new(v6, ipv6_prefix.min(128)) {
-                Ok(net) => IpGroup::V6(net.trunc()),
-                Err(_) => IpGroup::V6(Ipv6Net::from(v6)),
-            },
-        }
-    }
-}
-
-impl fmt::Display for IpGroup {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            IpGroup::V4(v4) => v4.fmt(f),
-            IpGroup::V6(net) => net.fmt(f),
-        }
-    }
 }
 
 // === impl Abuse ===
@@ -290,12 +258,13 @@ impl Abuse {
         }
     }
 
-    /// After the call: counts a watched status, bans at the threshold.
-    /// (Takes the status and context, not the response: a body is not
-    /// `Sync`, so a reference to it cannot live across the store call.)
-    async fn watch_answer(&self, key: &str, status: u16, client: Option<Arc<str>>) {
+    /// After the call: counts a watched status, bans at the threshold;
+    /// whether this answer reached it. (Takes the status and context, not
+    /// the response: a body is not `Sync`, so a reference to it cannot live
+    /// across the store call.)
+    async fn watch_answer(&self, key: &str, status: u16, client: Option<Arc<str>>) -> bool {
         if !self.watches(status) {
-            return;
+            return false;
         }
         let now = self.clock.now();
         let count = match self.store.hit(key, self.window, now).await {
@@ -303,10 +272,11 @@ impl Abuse {
             Err(error) => {
                 // Nothing to refuse any more: the answer is already made.
                 let _ = self.on_error.handle(&self.meta.name, &error, now);
-                return;
+                return false;
             }
         };
-        if count >= self.threshold {
+        let reached = count >= self.threshold;
+        if reached {
             let ban = Ban {
                 reason: format!(
                     "{count} watched answers within {}s, the last {status}{}",
@@ -320,6 +290,7 @@ impl Abuse {
             };
             self.impose(key, ban, now).await;
         }
+        reached
     }
 }
 
@@ -351,7 +322,7 @@ impl Around for Abuse {
                 .by_policy(&policy.meta.name)
                 .respond(parts.extensions);
         }
-        let response = call_next(next, Request::from_parts(parts, body)).await;
+        let mut response = call_next(next, Request::from_parts(parts, body)).await;
         let status = response.status().as_u16();
         if policy.watches(status) {
             let client = response
@@ -359,7 +330,15 @@ impl Around for Abuse {
                 .get::<RequestContext>()
                 .and_then(|cx| cx.client.as_ref())
                 .map(|c| c.id.clone());
-            policy.watch_answer(&key, status, client).await;
+            let reached = policy.watch_answer(&key, status, client).await;
+            // Report-only: the answer that would have imposed the ban is the
+            // one counted and logged as a would-be `banned`.
+            if reached && policy.meta.report_only {
+                if let Some(cx) = response.extensions_mut().get_mut::<RequestContext>() {
+                    cx.would_reject
+                        .push((policy.meta.name.clone(), Code::Banned));
+                }
+            }
         }
         response
     }
@@ -371,31 +350,6 @@ mod tests {
     use crate::clock::{Clock, ManualClock};
     use crate::policy::rate_limit::tests::{compile_policies, echo_terminal, request};
     use tower::ServiceExt;
-
-    #[test]
-    fn ipv6_callers_are_grouped_by_prefix_and_ipv4_stands_alone() {
-        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
-        assert_eq!(
-            IpGroup::of(ip("2001:db8:1:2:aaaa::1"), 64).to_string(),
-            "2001:db8:1:2::/64"
-        );
-        assert_eq!(
-            IpGroup::of(ip("2001:db8:1:2:aaaa::1"), 64),
-            IpGroup::of(ip("2001:db8:1:2:bbbb::9"), 64)
-        );
-        assert_ne!(
-            IpGroup::of(ip("2001:db8:1:2::1"), 64),
-            IpGroup::of(ip("2001:db8:1:3::1"), 64)
-        );
-        assert_eq!(
-            IpGroup::of(ip("2001:db8::1"), 128).to_string(),
-            "2001:db8::1/128"
-        );
-        assert_eq!(
-            IpGroup::of(ip("::ffff:10.0.0.1"), 64).to_string(),
-            "10.0.0.1"
-        );
-    }
 
     #[test]
     fn bad_patterns_statuses_and_prefixes_are_config_errors() {
@@ -429,13 +383,23 @@ mod tests {
         )
         .expect("compiles");
         let svc = crate::stack::build(&policies, echo_terminal(404));
-        for _ in 0..5 {
+        for i in 0..5 {
             let r = svc
                 .clone()
                 .oneshot(request(None))
                 .await
                 .expect("infallible");
             assert_eq!(r.status(), 404);
+            // From the threshold (the 2nd watched answer) on, each answer
+            // is a would-be ban.
+            let cx = r.extensions().get::<RequestContext>().expect("cx");
+            let noted: Vec<_> = cx.would_reject.iter().map(|(p, c)| (&**p, *c)).collect();
+            let expected = if i >= 1 {
+                vec![("trap", Code::Banned)]
+            } else {
+                vec![]
+            };
+            assert_eq!(noted, expected, "call {i}");
         }
         let bans = store.ban_list(clock.now()).await.expect("store");
         assert!(bans.is_empty(), "{bans:?}");

@@ -29,6 +29,7 @@ use std::task::{Context, Poll};
 use tower::Service;
 
 use super::credentials::{looks_like_jwt, Credentials};
+use super::jwks::JwksSource;
 use super::{CompileCx, OperationService, Phase, PolicyMeta, Stage};
 use crate::body::Body;
 use crate::clock::SharedClock;
@@ -311,7 +312,8 @@ fn without_query_param(uri: &Uri, name: &str) -> Option<Uri> {
 
 /// Runs [`Auth`] before the inner service. Its own service rather than a
 /// [`super::Check`]: removing a query-parameter credential rewrites the
-/// upstream URI in the request's extensions.
+/// upstream URI in the request's extensions, and a token naming a key not
+/// fetched yet waits for the fetch.
 pub struct AuthLayer;
 
 impl AuthLayer {
@@ -338,9 +340,12 @@ pub struct AuthService {
     inner: OperationService,
 }
 
+type InnerFuture = <OperationService as Service<Request<Body>>>::Future;
+
+/// Judged at once (the usual case), or after fetching signing keys.
 type AuthFuture = Either<
-    future::Ready<Result<Response<Body>, Infallible>>,
-    <OperationService as Service<Request<Body>>>::Future,
+    Either<future::Ready<Result<Response<Body>, Infallible>>, InnerFuture>,
+    futures_util::future::BoxFuture<'static, Result<Response<Body>, Infallible>>,
 >;
 
 impl Service<Request<Body>> for AuthService {
@@ -353,37 +358,74 @@ impl Service<Request<Body>> for AuthService {
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let (mut parts, body) = req.into_parts();
-        let mut presented = Presented::default();
-        let verdict = self.auth.identify(&parts, &mut presented);
-        let verdict = match parts.extensions.get_mut::<RequestContext>() {
-            None => Err(Reject::new(Code::Internal, "request context missing")),
-            Some(cx) => match verdict {
-                Ok(client) => {
-                    cx.client = Some(client);
-                    Ok(())
-                }
-                Err(reject) if self.meta.report_only => {
-                    tracing::info!(
-                        policy = &*self.meta.name,
-                        code = reject.code.as_str(),
-                        "report-only policy would reject"
-                    );
-                    cx.would_reject.push((self.meta.name.clone(), reject.code));
-                    Ok(())
-                }
-                Err(reject) => Err(reject),
-            },
-        };
-        match verdict {
-            Ok(()) => {
-                self.auth.strip(&mut parts, &presented);
-                Either::Right(self.inner.call(Request::from_parts(parts, body)))
+        match self.auth.jwks_to_fetch(req.headers()) {
+            None => Either::Left(judge(&self.auth, &self.meta, &mut self.inner, req)),
+            Some(source) => {
+                // The inner service was polled ready: take it, leave a clone.
+                let fresh = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, fresh);
+                let (auth, meta) = (self.auth.clone(), self.meta.clone());
+                Either::Right(Box::pin(async move {
+                    source.fetch_for_unknown_kid().await;
+                    judge(&auth, &meta, &mut inner, req).await
+                }))
             }
-            Err(reject) => Either::Left(future::ready(Ok(reject
-                .by_policy(&self.meta.name)
-                .respond(parts.extensions)))),
         }
+    }
+}
+
+impl Auth {
+    /// The key set to fetch before judging this request: its bearer token
+    /// names a signing key the gateway has not fetched yet.
+    fn jwks_to_fetch(&self, headers: &http::HeaderMap) -> Option<Arc<JwksSource>> {
+        if !self.jwt {
+            return None;
+        }
+        let token = headers.get(AUTHORIZATION).and_then(bearer_value)?;
+        if self.bearer_key && !looks_like_jwt(token) {
+            return None;
+        }
+        self.credentials.jwks_to_fetch(token, self.clock.now())
+    }
+}
+
+/// Identifies the caller and calls `inner`, or answers with the refusal.
+fn judge(
+    auth: &Auth,
+    meta: &PolicyMeta,
+    inner: &mut OperationService,
+    req: Request<Body>,
+) -> Either<future::Ready<Result<Response<Body>, Infallible>>, InnerFuture> {
+    let (mut parts, body) = req.into_parts();
+    let mut presented = Presented::default();
+    let verdict = auth.identify(&parts, &mut presented);
+    let verdict = match parts.extensions.get_mut::<RequestContext>() {
+        None => Err(Reject::new(Code::Internal, "request context missing")),
+        Some(cx) => match verdict {
+            Ok(client) => {
+                cx.client = Some(client);
+                Ok(())
+            }
+            Err(reject) if meta.report_only => {
+                tracing::info!(
+                    policy = &*meta.name,
+                    code = reject.code.as_str(),
+                    "report-only policy would reject"
+                );
+                cx.would_reject.push((meta.name.clone(), reject.code));
+                Ok(())
+            }
+            Err(reject) => Err(reject),
+        },
+    };
+    match verdict {
+        Ok(()) => {
+            auth.strip(&mut parts, &presented);
+            Either::Right(inner.call(Request::from_parts(parts, body)))
+        }
+        Err(reject) => Either::Left(future::ready(Ok(reject
+            .by_policy(&meta.name)
+            .respond(parts.extensions)))),
     }
 }
 

@@ -14,15 +14,18 @@
 //!   issuer: https://idp.example.com
 //!   audience: tollgate
 //!   algorithms: [RS256]
-//!   public_key_file: keys/idp.pem    # or secret_env (HS*), or jwks_file
+//!   public_key_file: keys/idp.pem    # or secret_env (HS*), jwks_file, or jwks_url
 //!   roles_claim: roles
 //!   leeway: 60s
 //! ```
 //!
 //! Plain keys are never kept: a key from the environment is hashed at load,
-//! and a presented key is looked up by its SHA-256.
+//! and a presented key is looked up by its SHA-256. A key's `id` is what
+//! logs and usage show of it. `jwks_file` is read at every compile (so a
+//! reload picks up rotated keys); `jwks_url` keys live in a
+//! [`JwksSource`](super::jwks::JwksSource) that outlives reloads.
 
-use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
+use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use sha2::{Digest, Sha256};
 use std::borrow::Cow;
@@ -31,6 +34,7 @@ use std::path::Path;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
+use super::jwks::{JwksRegistry, JwksSource};
 use super::RoleTable;
 use crate::clock::Nanos;
 use crate::config::schema::{ApiKeyConfig, Config, JwtConfig};
@@ -64,18 +68,36 @@ struct ApiKey {
 /// header only *selects* among them, so `alg: none` or an HMAC token signed
 /// with an RSA public key cannot pass.
 struct JwtVerifier {
-    keys: Vec<JwtKey>,
+    keys: KeySource,
     /// One validation per allowed algorithm (the crate insists that every
     /// algorithm of a validation fits the key's family).
     validations: Vec<(Algorithm, Validation)>,
-    leeway_secs: f64,
+    /// Allowed clock skew for `exp` and `nbf`, in nanoseconds.
+    leeway: i128,
     roles_claim: Option<String>,
 }
 
-struct JwtKey {
+/// Where a verifier's keys come from: fixed at compile (`secret_env`,
+/// `public_key_file`, `jwks_file`), or fetched (`jwks_url`).
+enum KeySource {
+    Fixed(Arc<Vec<JwtKey>>),
+    Remote(Arc<JwksSource>),
+}
+
+/// One verification key, and what a token must name to use it.
+pub(crate) struct JwtKey {
     kid: Option<String>,
     family: Family,
     key: DecodingKey,
+}
+
+/// Why no key verifies a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyMiss {
+    /// No key of the token's family (and `kid`, if it names one).
+    NoneFits,
+    /// Several keys fit and the token names none.
+    Ambiguous,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +118,7 @@ impl Credentials {
         config: &Config,
         roles: &RoleTable,
         base_dir: &Path,
+        jwks: &JwksRegistry,
     ) -> (Credentials, Vec<PathError>) {
         let mut errors = Vec::new();
         let mut out = Credentials {
@@ -141,7 +164,7 @@ impl Credentials {
         }
         if let Some(jwt) = &config.jwt {
             let before = errors.len();
-            let verifier = JwtVerifier::build(jwt, base_dir, &mut errors);
+            let verifier = JwtVerifier::build(jwt, base_dir, jwks, &mut errors);
             if errors.len() == before {
                 out.jwt = verifier;
             }
@@ -187,19 +210,35 @@ impl Credentials {
             .find(|(alg, _)| *alg == header.alg)
             .map(|(_, v)| v)
             .ok_or("the token's algorithm is not accepted")?;
-        let key = jwt.key_for(header.alg, header.kid.as_deref())?;
+        let keys = jwt.keys.current();
+        let key = match key_for(&keys, header.alg, header.kid.as_deref()) {
+            Ok(key) => key,
+            Err(_) if keys.is_empty() => {
+                return Err("the token signing keys are not available yet".into())
+            }
+            Err(KeyMiss::NoneFits) => return Err("no configured key fits the token".into()),
+            Err(KeyMiss::Ambiguous) => {
+                return Err("the token does not say which key (`kid`) signed it".into())
+            }
+        };
         let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
             token, key, validation,
         )
         .map_err(|e| jwt_error_detail(e.kind()))?;
         let claims = data.claims;
-        let now_secs = now as f64 / 1e9;
-        let exp = claims.get("exp").and_then(|v| v.as_f64());
-        if exp.is_some_and(|exp| now_secs > exp + jwt.leeway_secs) {
+        // In integer nanoseconds: at today's epoch seconds an f64 cannot
+        // tell one nanosecond (or a hundred) from the next.
+        let now = i128::from(now);
+        let instant = |claim: &'static str| match claims.get(claim) {
+            None => Ok(None),
+            Some(value) => numeric_date_nanos(value)
+                .map(Some)
+                .ok_or_else(|| Cow::from(format!("the token's `{claim}` is not a NumericDate"))),
+        };
+        if instant("exp")?.is_some_and(|exp| now > exp + jwt.leeway) {
             return Err("the token has expired".into());
         }
-        let nbf = claims.get("nbf").and_then(|v| v.as_f64());
-        if nbf.is_some_and(|nbf| nbf > now_secs + jwt.leeway_secs) {
+        if instant("nbf")?.is_some_and(|nbf| nbf > now + jwt.leeway) {
             return Err("the token is not valid yet".into());
         }
         let sub = claims
@@ -224,6 +263,30 @@ impl Credentials {
             roles,
             key_id: None,
         })
+    }
+
+    /// For keys fetched from `jwks_url`: the source to fetch from before
+    /// judging `token`, when the token (of a configured algorithm) names a
+    /// key the current set lacks — a rotation the gateway has not seen yet.
+    /// Otherwise `None`, after starting a background refresh if the keys
+    /// are past their max-age (the caller goes on with the current keys).
+    pub fn jwks_to_fetch(&self, token: &str, now: Nanos) -> Option<Arc<JwksSource>> {
+        let jwt = self.jwt.as_ref()?;
+        let KeySource::Remote(source) = &jwt.keys else {
+            return None;
+        };
+        let header = jsonwebtoken::decode_header(token).ok()?;
+        if !jwt.validations.iter().any(|(alg, _)| *alg == header.alg) {
+            return None;
+        }
+        let keys = source.keys();
+        match key_for(&keys, header.alg, header.kid.as_deref()) {
+            Err(KeyMiss::NoneFits) => Some(source.clone()),
+            _ => {
+                source.refresh_if_due(now);
+                None
+            }
+        }
     }
 
     /// Declared roles named by a claim (an array of names, or one
@@ -289,6 +352,19 @@ fn api_key(
             ));
         }
     };
+    if let Some(id) = &key.id {
+        // Ids are shown in logs and usage: one that is the key itself would
+        // publish it.
+        let id_hash: [u8; 32] = Sha256::digest(id.as_bytes()).into();
+        if bool::from(id_hash.ct_eq(&hash)) {
+            return Err((
+                at("id"),
+                "this id is the key itself; an id is shown in logs and usage, so give a \
+                 non-secret name (`tollgate key` prints one)"
+                    .to_string(),
+            ));
+        }
+    }
     let expires = match &key.expires {
         None => None,
         Some(text) => Some(crate::calendar::parse_rfc3339(text).ok_or_else(|| {
@@ -310,7 +386,12 @@ fn api_key(
 // === impl JwtVerifier ===
 
 impl JwtVerifier {
-    fn build(config: &JwtConfig, base_dir: &Path, errors: &mut Vec<PathError>) -> Option<Self> {
+    fn build(
+        config: &JwtConfig,
+        base_dir: &Path,
+        jwks: &JwksRegistry,
+        errors: &mut Vec<PathError>,
+    ) -> Option<Self> {
         let at = |field: &str| vec!["jwt".to_string(), field.to_string()];
         let mut algorithms = Vec::new();
         for (i, name) in config.algorithms.iter().enumerate() {
@@ -332,11 +413,13 @@ impl JwtVerifier {
             config.secret_env.is_some(),
             config.public_key_file.is_some(),
             config.jwks_file.is_some(),
+            config.jwks_url.is_some(),
         ];
         if sources.iter().filter(|s| **s).count() != 1 {
             errors.push((
                 vec!["jwt".into()],
-                "give exactly one of `secret_env`, `public_key_file` or `jwks_file`".into(),
+                "give exactly one of `secret_env`, `public_key_file`, `jwks_file` or `jwks_url`"
+                    .into(),
             ));
             return None;
         }
@@ -349,11 +432,11 @@ impl JwtVerifier {
                 ));
             }
             match std::env::var(var) {
-                Ok(secret) if !secret.is_empty() => vec![JwtKey {
+                Ok(secret) if !secret.is_empty() => fixed(vec![JwtKey {
                     kid: None,
                     family: Family::Hmac,
                     key: DecodingKey::from_secret(secret.as_bytes()),
-                }],
+                }]),
                 _ => {
                     errors.push((
                         at("secret_env"),
@@ -386,11 +469,11 @@ impl JwtVerifier {
                 _ => DecodingKey::from_ed_pem(&pem),
             };
             match key {
-                Ok(key) => vec![JwtKey {
+                Ok(key) => fixed(vec![JwtKey {
                     kid: None,
                     family: key_family,
                     key,
-                }],
+                }]),
                 Err(e) => {
                     errors.push((
                         at("public_key_file"),
@@ -399,43 +482,35 @@ impl JwtVerifier {
                     return None;
                 }
             }
-        } else {
-            let file = config.jwks_file.as_deref().unwrap_or_default();
-            let set = std::fs::read_to_string(base_dir.join(file))
+        } else if let Some(file) = &config.jwks_file {
+            // Read at every compile: a reload picks up a rotated file.
+            let parsed = std::fs::read_to_string(base_dir.join(file))
                 .map_err(|e| format!("cannot read `{file}`: {e}"))
-                .and_then(|text| {
-                    serde_json::from_str::<JwkSet>(&text)
-                        .map_err(|e| format!("`{file}` is not a JWK set: {e}"))
-                });
-            let set = match set {
-                Ok(set) => set,
+                .and_then(|text| parse_jwk_set(&text).map_err(|e| format!("`{file}` {e}")));
+            let (keys, problems) = match parsed {
+                Ok(parsed) => parsed,
                 Err(message) => {
                     errors.push((at("jwks_file"), message));
                     return None;
                 }
             };
-            let mut keys = Vec::new();
-            for jwk in &set.keys {
-                let family = match &jwk.algorithm {
-                    AlgorithmParameters::RSA(_) => Family::Rsa,
-                    AlgorithmParameters::EllipticCurve(_) => Family::Ec,
-                    AlgorithmParameters::OctetKeyPair(_) => Family::Ed,
-                    AlgorithmParameters::OctetKey(_) => Family::Hmac,
-                };
-                match DecodingKey::from_jwk(jwk) {
-                    Ok(key) => keys.push(JwtKey {
-                        kid: jwk.common.key_id.clone(),
-                        family,
-                        key,
-                    }),
-                    Err(e) => errors.push((at("jwks_file"), format!("a key in `{file}`: {e}"))),
-                }
+            for problem in problems {
+                errors.push((at("jwks_file"), format!("a key in `{file}`: {problem}")));
             }
             if keys.is_empty() {
                 errors.push((at("jwks_file"), format!("`{file}` holds no usable key")));
                 return None;
             }
-            keys
+            fixed(keys)
+        } else {
+            let url = config.jwks_url.as_deref().unwrap_or_default();
+            match super::jwks::parse_url(url) {
+                Ok(uri) => KeySource::Remote(jwks.source(uri)),
+                Err(message) => {
+                    errors.push((at("jwks_url"), message));
+                    return None;
+                }
+            }
         };
         let validations = algorithms
             .iter()
@@ -444,34 +519,94 @@ impl JwtVerifier {
         Some(JwtVerifier {
             keys,
             validations,
-            leeway_secs: config.leeway.map(|d| d.0.as_secs_f64()).unwrap_or(60.0),
+            leeway: config
+                .leeway
+                .map_or(60 * 1_000_000_000, |d| d.0.as_nanos() as i128),
             roles_claim: config.roles_claim.clone(),
         })
     }
+}
 
-    /// The configured key a token of `alg` (and `kid`) is verified with.
-    fn key_for(&self, alg: Algorithm, kid: Option<&str>) -> Result<&DecodingKey, &'static str> {
-        let wanted = family(alg);
-        let mut fitting = self
-            .keys
-            .iter()
-            .filter(|k| k.family == wanted)
-            .filter(|k| kid.is_none() || k.kid.is_none() || k.kid.as_deref() == kid);
-        match (fitting.next(), fitting.next()) {
-            (Some(key), None) => Ok(&key.key),
-            (None, _) => Err("no configured key fits the token"),
-            // Several keys fit: the token must name one by `kid`.
-            (Some(_), Some(_)) => match kid {
-                Some(kid) => self
-                    .keys
-                    .iter()
-                    .find(|k| k.family == wanted && k.kid.as_deref() == Some(kid))
-                    .map(|k| &k.key)
-                    .ok_or("no configured key fits the token"),
-                None => Err("the token does not say which key (`kid`) signed it"),
-            },
+fn fixed(keys: Vec<JwtKey>) -> KeySource {
+    KeySource::Fixed(Arc::new(keys))
+}
+
+// === impl KeySource ===
+
+impl KeySource {
+    /// The keys in use now.
+    fn current(&self) -> Arc<Vec<JwtKey>> {
+        match self {
+            KeySource::Fixed(keys) => keys.clone(),
+            KeySource::Remote(source) => source.keys(),
         }
     }
+}
+
+/// The key a token of `alg` (and `kid`) is verified with.
+fn key_for<'k>(
+    keys: &'k [JwtKey],
+    alg: Algorithm,
+    kid: Option<&str>,
+) -> Result<&'k DecodingKey, KeyMiss> {
+    let wanted = family(alg);
+    let mut fitting = keys
+        .iter()
+        .filter(|k| k.family == wanted)
+        .filter(|k| kid.is_none() || k.kid.is_none() || k.kid.as_deref() == kid);
+    match (fitting.next(), fitting.next()) {
+        (Some(key), None) => Ok(&key.key),
+        (None, _) => Err(KeyMiss::NoneFits),
+        // Several keys fit: the token must name one by `kid`.
+        (Some(_), Some(_)) => match kid {
+            Some(kid) => keys
+                .iter()
+                .find(|k| k.family == wanted && k.kid.as_deref() == Some(kid))
+                .map(|k| &k.key)
+                .ok_or(KeyMiss::NoneFits),
+            None => Err(KeyMiss::Ambiguous),
+        },
+    }
+}
+
+/// The signing keys of a JWK set (RFC 7517) and a note on each key that
+/// could not be used; an error when the text is not a JWK set at all. Keys
+/// marked for encryption (`"use": "enc"`) are left out.
+pub(crate) fn parse_jwk_set(text: &str) -> Result<(Vec<JwtKey>, Vec<String>), String> {
+    #[derive(serde::Deserialize)]
+    struct RawSet {
+        keys: Vec<serde_json::Value>,
+    }
+    let set: RawSet = serde_json::from_str(text).map_err(|e| format!("is not a JWK set: {e}"))?;
+    let mut keys = Vec::new();
+    let mut problems = Vec::new();
+    for (i, raw) in set.keys.into_iter().enumerate() {
+        let jwk = match serde_json::from_value::<Jwk>(raw) {
+            Ok(jwk) => jwk,
+            Err(e) => {
+                problems.push(format!("key {i}: {e}"));
+                continue;
+            }
+        };
+        if jwk.common.public_key_use == Some(PublicKeyUse::Encryption) {
+            continue;
+        }
+        let family = match &jwk.algorithm {
+            AlgorithmParameters::RSA(_) => Family::Rsa,
+            AlgorithmParameters::EllipticCurve(_) => Family::Ec,
+            AlgorithmParameters::OctetKeyPair(_) => Family::Ed,
+            AlgorithmParameters::OctetKey(_) => Family::Hmac,
+        };
+        match DecodingKey::from_jwk(&jwk) {
+            Ok(key) => keys.push(JwtKey {
+                kid: jwk.common.key_id.clone(),
+                family,
+                key,
+            }),
+            Err(e) => problems.push(format!("key {i}: {e}")),
+        }
+    }
+    Ok((keys, problems))
 }
 
 /// The crate's checks for one algorithm: signature, `iss`, `aud` and the
@@ -508,6 +643,22 @@ fn family(alg: Algorithm) -> Family {
     }
 }
 
+/// A JWT NumericDate (seconds since the epoch, maybe fractional) in
+/// nanoseconds; `None` if the value is not a number.
+fn numeric_date_nanos(value: &serde_json::Value) -> Option<i128> {
+    const NANOS: i128 = 1_000_000_000;
+    if let Some(secs) = value.as_i64() {
+        return Some(i128::from(secs) * NANOS);
+    }
+    if let Some(secs) = value.as_u64() {
+        return Some(i128::from(secs) * NANOS);
+    }
+    let secs = value.as_f64().filter(|f| f.is_finite())?;
+    // Whole seconds exactly, the fraction to the nearest nanosecond.
+    let whole = secs.trunc();
+    Some(whole as i128 * NANOS + ((secs - whole) * 1e9).round() as i128)
+}
+
 fn jwt_error_detail(kind: &jsonwebtoken::errors::ErrorKind) -> Cow<'static, str> {
     use jsonwebtoken::errors::ErrorKind as K;
     match kind {
@@ -530,8 +681,6 @@ pub fn looks_like_jwt(value: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'='))
 }
 
-// === RFC 3339 ===
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -547,13 +696,18 @@ mod tests {
         serde_yaml::from_str(yaml).expect("config")
     }
 
+    fn jwks() -> Arc<JwksRegistry> {
+        let client = crate::proxy::build_client(None).expect("client");
+        JwksRegistry::new(client, crate::clock::ManualClock::new(0))
+    }
+
     #[test]
     fn keys_are_found_by_hash_and_expire_strictly_after_their_time() {
         let cfg = config(
             "version: 1\nlisten: 127.0.0.1:0\nroles: [reader]\nclients:\n  - id: a\n    roles: [reader]\n    api_keys:\n      - sha256: 5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8\n        id: k1\n        expires: 1970-01-01T00:00:01Z\n",
         );
         let roles = RoleTable::new(cfg.roles.clone());
-        let (creds, errors) = Credentials::build(&cfg, &roles, Path::new("."));
+        let (creds, errors) = Credentials::build(&cfg, &roles, Path::new("."), &jwks());
         assert!(errors.is_empty(), "{errors:?}");
         let client = creds
             .check_api_key(b"password", 1_000_000_000)
@@ -569,11 +723,31 @@ mod tests {
     }
 
     #[test]
+    fn numeric_dates_are_exact_to_the_nanosecond() {
+        use serde_json::json;
+        assert_eq!(
+            numeric_date_nanos(&json!(1_800_000_000)),
+            Some(1_800_000_000_000_000_000)
+        );
+        assert_eq!(
+            numeric_date_nanos(&json!(1_800_000_000.5)),
+            Some(1_800_000_000_500_000_000)
+        );
+        assert_eq!(numeric_date_nanos(&json!(-1)), Some(-1_000_000_000));
+        assert_eq!(
+            numeric_date_nanos(&json!(u64::MAX)),
+            Some(i128::from(u64::MAX) * 1_000_000_000)
+        );
+        assert_eq!(numeric_date_nanos(&json!("1800000000")), None);
+        assert_eq!(numeric_date_nanos(&json!(null)), None);
+    }
+
+    #[test]
     fn key_mistakes_are_reported_at_their_absolute_paths() {
         let cfg = config(
-            "version: 1\nlisten: 127.0.0.1:0\nclients:\n  - id: a\n    roles: [ghost]\n    api_keys:\n      - sha256: abc\n      - env: TOLLGATE_TEST_SURELY_UNSET_VAR\n      - {}\n      - { sha256: 5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8, expires: soon }\n",
+            "version: 1\nlisten: 127.0.0.1:0\nclients:\n  - id: a\n    roles: [ghost]\n    api_keys:\n      - sha256: abc\n      - env: TOLLGATE_TEST_SURELY_UNSET_VAR\n      - {}\n      - { sha256: 5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8, expires: soon }\n      - { sha256: 5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8, id: password }\n",
         );
-        let (_, errors) = Credentials::build(&cfg, &RoleTable::default(), Path::new("."));
+        let (_, errors) = Credentials::build(&cfg, &RoleTable::default(), Path::new("."), &jwks());
         let paths: Vec<String> = errors.iter().map(|(p, _)| p.join(".")).collect();
         assert_eq!(
             paths,
@@ -583,6 +757,7 @@ mod tests {
                 "clients.0.api_keys.1.env",
                 "clients.0.api_keys.2",
                 "clients.0.api_keys.3.expires",
+                "clients.0.api_keys.4.id",
             ]
         );
     }
@@ -592,7 +767,8 @@ mod tests {
         let cfg = config(
             "version: 1\nlisten: 127.0.0.1:0\njwt:\n  algorithms: [none, RS256]\n  public_key_file: /nonexistent/key.pem\n",
         );
-        let (creds, errors) = Credentials::build(&cfg, &RoleTable::default(), Path::new("."));
+        let (creds, errors) =
+            Credentials::build(&cfg, &RoleTable::default(), Path::new("."), &jwks());
         let paths: Vec<String> = errors.iter().map(|(p, _)| p.join(".")).collect();
         assert_eq!(paths, ["jwt.algorithms.0", "jwt.public_key_file"]);
         assert!(!creds.has_jwt());

@@ -17,6 +17,7 @@ pub mod auth;
 pub mod credentials;
 pub mod headers;
 pub mod ip;
+pub mod jwks;
 pub mod quota;
 pub mod rate_limit;
 pub mod roles;
@@ -24,7 +25,10 @@ pub mod schema;
 
 use futures_util::future::{self, Either};
 use http::{HeaderMap, Method, Request, Response, Uri};
+use ipnet::Ipv6Net;
 use std::convert::Infallible;
+use std::fmt;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tower::Service;
@@ -395,6 +399,40 @@ pub enum LimitKey {
     Header(http::HeaderName),
 }
 
+impl LimitKey {
+    /// The store key of a `rate_limit` or `quota` call: `{policy}:{kind}:{id}`.
+    /// `client` and `header:` fall back to the client IP when the call is
+    /// anonymous or the header is missing (or not visible ASCII), so one
+    /// unidentified caller cannot use up everybody's budget. Every IP key is
+    /// the caller's [`IpGroup`]: rotating through one IPv6 /64 gains nothing.
+    pub fn store_key(
+        &self,
+        policy: &str,
+        ipv6_prefix: u8,
+        headers: &HeaderMap,
+        cx: &RequestContext,
+    ) -> String {
+        let ip = || {
+            let group = IpGroup::of(cx.client_ip, ipv6_prefix);
+            crate::state::key(policy, format_args!("ip:{group}"))
+        };
+        match self {
+            LimitKey::Client => match &cx.client {
+                Some(client) => crate::state::key(policy, format_args!("client:{}", client.id)),
+                None => ip(),
+            },
+            LimitKey::Ip => ip(),
+            LimitKey::Global => crate::state::key(policy, format_args!("global")),
+            LimitKey::Header(name) => match headers.get(name).and_then(|v| v.to_str().ok()) {
+                Some(value) if !value.is_empty() => {
+                    crate::state::key(policy, format_args!("header:{value}"))
+                }
+                _ => ip(),
+            },
+        }
+    }
+}
+
 impl<'de> serde::Deserialize<'de> for LimitKey {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
@@ -413,5 +451,86 @@ impl<'de> serde::Deserialize<'de> for LimitKey {
                 ))),
             },
         }
+    }
+}
+
+// === IpGroup: how callers are counted by address ===
+
+/// What `abuse`, and `rate_limit`/`quota` keyed by IP, count an address
+/// as: IPv4 as is, IPv6 cut to its `ipv6_prefix` (`2001:db8:1:2::/64`), since
+/// one subscriber usually holds a whole /64 and could otherwise rotate
+/// through it to get a fresh budget per address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpGroup {
+    V4(std::net::Ipv4Addr),
+    V6(Ipv6Net),
+}
+
+impl IpGroup {
+    pub fn of(ip: IpAddr, ipv6_prefix: u8) -> IpGroup {
+        match crate::gateway::canonical_ip(ip) {
+            IpAddr::V4(v4) => IpGroup::V4(v4),
+            IpAddr::V6(v6) => match Ipv6Net::new(v6, ipv6_prefix.min(128)) {
+                Ok(net) => IpGroup::V6(net.trunc()),
+                Err(_) => IpGroup::V6(Ipv6Net::from(v6)),
+            },
+        }
+    }
+}
+
+impl fmt::Display for IpGroup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IpGroup::V4(v4) => v4.fmt(f),
+            IpGroup::V6(net) => net.fmt(f),
+        }
+    }
+}
+
+/// The default `ipv6_prefix` of the policies that count by address.
+pub fn default_ipv6_prefix() -> u8 {
+    64
+}
+
+/// Checks an `ipv6_prefix` field; a mistake is recorded in `cx`.
+pub fn check_ipv6_prefix(prefix: u8, cx: &mut CompileCx<'_>) -> bool {
+    let ok = prefix <= 128;
+    if !ok {
+        cx.error(
+            &["ipv6_prefix"],
+            format!("{prefix} is not an IPv6 prefix length (0 to 128)"),
+        );
+    }
+    ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_callers_are_grouped_by_prefix_and_ipv4_stands_alone() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        assert_eq!(
+            IpGroup::of(ip("2001:db8:1:2:aaaa::1"), 64).to_string(),
+            "2001:db8:1:2::/64"
+        );
+        assert_eq!(
+            IpGroup::of(ip("2001:db8:1:2:aaaa::1"), 64),
+            IpGroup::of(ip("2001:db8:1:2:bbbb::9"), 64)
+        );
+        assert_ne!(
+            IpGroup::of(ip("2001:db8:1:2::1"), 64),
+            IpGroup::of(ip("2001:db8:1:3::1"), 64)
+        );
+        assert_eq!(
+            IpGroup::of(ip("2001:db8::1"), 128).to_string(),
+            "2001:db8::1/128"
+        );
+        assert_eq!(IpGroup::of(ip("2001:db8::1"), 0).to_string(), "::/0");
+        assert_eq!(
+            IpGroup::of(ip("::ffff:10.0.0.1"), 64).to_string(),
+            "10.0.0.1"
+        );
     }
 }

@@ -37,6 +37,9 @@ pub struct QuotaConfig {
     pub period: QuotaPeriod,
     #[serde(default)]
     pub key: super::LimitKey,
+    /// IPv6 callers counted by IP are grouped by this prefix.
+    #[serde(default = "super::default_ipv6_prefix")]
+    pub ipv6_prefix: u8,
 }
 
 /// UTC calendar periods.
@@ -55,6 +58,7 @@ pub struct Quota {
     limit: u64,
     period: QuotaPeriod,
     key: LimitKey,
+    ipv6_prefix: u8,
     store: AnyStore,
     clock: SharedClock,
     on_error: StoreErrorMode,
@@ -69,11 +73,15 @@ pub fn compile(
         cx.error(&["limit"], "a quota allows at least 1 call per period");
         return None;
     }
+    if !super::check_ipv6_prefix(config.ipv6_prefix, cx) {
+        return None;
+    }
     let policy = Arc::new(Quota {
         meta: meta.clone(),
         limit: config.limit,
         period: config.period,
         key: config.key.clone(),
+        ipv6_prefix: config.ipv6_prefix,
         store: cx.store.clone(),
         clock: cx.clock.clone(),
         on_error: StoreErrorMode::new(cx.config.state.on_store_error),
@@ -97,7 +105,9 @@ impl Quota {
         headers: &http::HeaderMap,
         cx: &mut RequestContext,
     ) -> Result<Option<Taken>, Reject> {
-        let key = super::rate_limit::store_key(&self.meta.name, &self.key, headers, cx);
+        let key = self
+            .key
+            .store_key(&self.meta.name, self.ipv6_prefix, headers, cx);
         let now = self.clock.now();
         let period_end = period_end(self.period, now);
         let d = match self

@@ -64,6 +64,9 @@ pub struct RateLimitConfig {
     pub key: super::LimitKey,
     #[serde(default)]
     pub for_roles: Vec<String>,
+    /// IPv6 callers counted by IP are grouped by this prefix.
+    #[serde(default = "super::default_ipv6_prefix")]
+    pub ipv6_prefix: u8,
 }
 
 pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
@@ -83,6 +86,7 @@ pub struct RateLimit {
     quoted_name: Arc<str>,
     policy_header: HeaderValue,
     key: LimitKey,
+    ipv6_prefix: u8,
     /// Empty: everyone.
     for_roles: RoleSet,
     store: AnyStore,
@@ -122,6 +126,7 @@ pub fn compile(
             }
         }
     }
+    ok &= super::check_ipv6_prefix(config.ipv6_prefix, cx);
     if !ok {
         return None;
     }
@@ -140,6 +145,7 @@ pub fn compile(
         quoted_name: quoted_name.into(),
         policy_header,
         key: config.key.clone(),
+        ipv6_prefix: config.ipv6_prefix,
         for_roles,
         store: cx.store.clone(),
         clock: cx.clock.clone(),
@@ -164,7 +170,9 @@ impl RateLimit {
     /// Decides one call: `Ok` to go on (the decision recorded in `cx`), or
     /// the refusal.
     async fn judge(&self, headers: &HeaderMap, cx: &mut RequestContext) -> Result<(), Reject> {
-        let key = store_key(&self.meta.name, &self.key, headers, cx);
+        let key = self
+            .key
+            .store_key(&self.meta.name, self.ipv6_prefix, headers, cx);
         let now = self.clock.now();
         let d = match self.store.gcra(&key, self.rule, now, true).await {
             Ok(d) => d,
@@ -200,31 +208,6 @@ impl RateLimit {
             )
             .with_retry_after(state::ceil_secs(d.retry_after)))
         }
-    }
-}
-
-/// The store key of a `rate_limit` or `quota` call: `{policy}:{kind}:{id}`.
-/// `client` and `header:` fall back to the client IP when the call is
-/// anonymous or the header is missing (or not visible ASCII), so one
-/// unidentified caller cannot use up everybody's budget.
-pub(crate) fn store_key(
-    policy: &str,
-    key: &LimitKey,
-    headers: &HeaderMap,
-    cx: &RequestContext,
-) -> String {
-    let ip = || state::key(policy, format_args!("ip:{}", cx.client_ip));
-    match key {
-        LimitKey::Client => match &cx.client {
-            Some(client) => state::key(policy, format_args!("client:{}", client.id)),
-            None => ip(),
-        },
-        LimitKey::Ip => ip(),
-        LimitKey::Global => state::key(policy, format_args!("global")),
-        LimitKey::Header(name) => match headers.get(name).and_then(|v| v.to_str().ok()) {
-            Some(value) if !value.is_empty() => state::key(policy, format_args!("header:{value}")),
-            _ => ip(),
-        },
     }
 }
 
@@ -487,10 +470,30 @@ pub(crate) mod tests {
         let cx = req.extensions().get::<RequestContext>().expect("cx");
         let key = LimitKey::Header(HeaderName::from_static("x-user"));
         let mut headers = HeaderMap::new();
-        assert_eq!(store_key("p", &key, &headers, cx), "p:ip:192.0.2.1");
+        let of = |key: &LimitKey, headers: &HeaderMap| key.store_key("p", 64, headers, cx);
+        assert_eq!(of(&key, &headers), "p:ip:192.0.2.1");
         headers.insert("x-user", HeaderValue::from_static("ann"));
-        assert_eq!(store_key("p", &key, &headers, cx), "p:header:ann");
-        assert_eq!(store_key("p", &LimitKey::Global, &headers, cx), "p:global");
+        assert_eq!(of(&key, &headers), "p:header:ann");
+        assert_eq!(of(&LimitKey::Global, &headers), "p:global");
+    }
+
+    #[test]
+    fn ip_keys_group_ipv6_callers_by_the_prefix() {
+        let mut req = request(None);
+        let cx = req
+            .extensions_mut()
+            .get_mut::<RequestContext>()
+            .expect("cx");
+        cx.client_ip = "2001:db8:1:2:aaaa::1".parse().expect("ip");
+        let none = HeaderMap::new();
+        for key in [LimitKey::Ip, LimitKey::Client] {
+            assert_eq!(key.store_key("p", 64, &none, cx), "p:ip:2001:db8:1:2::/64");
+            assert_eq!(key.store_key("p", 48, &none, cx), "p:ip:2001:db8:1::/48");
+            assert_eq!(
+                key.store_key("p", 128, &none, cx),
+                "p:ip:2001:db8:1:2:aaaa::1/128"
+            );
+        }
     }
 
     #[test]

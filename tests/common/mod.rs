@@ -282,26 +282,161 @@ impl TestGateway {
 
     /// GET with extra headers.
     pub async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Got {
-        let mut req = Request::get(self.url(path));
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        self.send(req.body(Full::default()).expect("request")).await
+        self.send(get_request(self.url(path), headers)).await
     }
 
     pub async fn send(&self, req: Request<Full<Bytes>>) -> Got {
-        let response = self.client.request(req).await.expect("gateway answered");
-        let (parts, body) = response.into_parts();
-        let body = body.collect().await.expect("body").to_bytes();
-        Got {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        }
+        exchange(&self.client, req).await
     }
 
     pub async fn shutdown(self) {
         self.server.shutdown().await;
+    }
+}
+
+/// Sends `req` and reads the whole answer.
+async fn exchange(client: &Client<HttpConnector, Full<Bytes>>, req: Request<Full<Bytes>>) -> Got {
+    let response = client.request(req).await.expect("gateway answered");
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    Got {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// A GET of `url` with extra headers.
+fn get_request(url: String, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
+    let mut req = Request::get(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.body(Full::default()).expect("request")
+}
+
+/// A gateway started as `tollgate serve` starts it — public and admin
+/// listeners (no admin token), reload — from a config file in its own
+/// directory, with an injected clock.
+pub struct App {
+    pub running: tollgate::app::Running,
+    pub dir: tempfile::TempDir,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl App {
+    /// Writes `yaml` (its `listen` and `admin.listen` on 127.0.0.1:0) to
+    /// `tollgate.yaml` in a new directory and starts it.
+    pub async fn start(yaml: &str, clock: SharedClock) -> App {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("tollgate.yaml");
+        std::fs::write(&file, yaml).expect("write config");
+        let strings = |errors: Vec<tollgate::config::ConfigError>| {
+            errors
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let loaded =
+            tollgate::config::load_file(&file).unwrap_or_else(|e| panic!("{}", strings(e)));
+        let deps = Deps::for_config(&loaded, clock).unwrap_or_else(|e| panic!("{}", strings(e)));
+        let gateway = Gateway::compile(loaded, &deps).unwrap_or_else(|e| panic!("{}", strings(e)));
+        let running = tollgate::app::start(file, gateway, deps)
+            .await
+            .expect("gateway starts");
+        App {
+            running,
+            dir,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    /// A public GET with extra headers.
+    pub async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Got {
+        let url = format!("http://{}{path}", self.running.addr);
+        exchange(&self.client, get_request(url, headers)).await
+    }
+
+    /// An admin GET.
+    pub async fn admin_get(&self, path: &str) -> Got {
+        let addr = self.running.admin_addr.expect("admin listener");
+        exchange(
+            &self.client,
+            get_request(format!("http://{addr}{path}"), &[]),
+        )
+        .await
+    }
+
+    /// The `/metrics` text of the admin listener.
+    pub async fn metrics(&self) -> String {
+        let got = self.admin_get("/metrics").await;
+        assert_eq!(got.status, 200);
+        String::from_utf8(got.body.to_vec()).expect("utf-8")
+    }
+
+    pub async fn shutdown(self) {
+        self.running.shutdown().await;
+    }
+}
+
+/// The value of the sample `series` (name and labels exactly) in a
+/// Prometheus text, if present.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Everything the gateway logs (at debug and above) while the capture
+/// lives, formatted as `--log-format json` formats it. The capture is the
+/// test thread's default subscriber, so it sees the gateways of a
+/// `#[tokio::test]` on the (default) current-thread runtime, and no other
+/// test's.
+pub struct LogCapture {
+    buffer: Arc<Mutex<Vec<u8>>>,
+    _guard: tracing::subscriber::DefaultGuard,
+}
+
+#[derive(Clone)]
+struct SharedBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for SharedBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+pub fn capture_logs() -> LogCapture {
+    let buffer = Arc::new(Mutex::new(Vec::new()));
+    let writer = SharedBuffer(buffer.clone());
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("tollgate=debug"))
+        .event_format(tollgate::telemetry::JsonLine)
+        .with_writer(move || writer.clone())
+        .finish();
+    LogCapture {
+        buffer,
+        _guard: tracing::subscriber::set_default(subscriber),
+    }
+}
+
+impl LogCapture {
+    /// All lines logged so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.buffer.lock().expect("lock")).into_owned()
+    }
+
+    /// The access-log objects logged so far, in order.
+    pub fn access(&self) -> Vec<serde_json::Value> {
+        self.text()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["target"] == "tollgate::access")
+            .collect()
     }
 }
 

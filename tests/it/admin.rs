@@ -151,12 +151,6 @@ impl Ops {
     }
 }
 
-/// The value of the sample `line` (name and labels exactly), if present.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
-
 #[tokio::test]
 async fn admin_paths_need_the_token_and_health_does_not() {
     let up = Upstream::start().await;

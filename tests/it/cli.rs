@@ -58,7 +58,7 @@ fn check_accepts_a_good_config_and_summarises_it() {
 }
 
 #[test]
-fn key_prints_a_key_and_the_hash_line_for_the_config() {
+fn key_prints_a_key_its_id_and_a_config_line_that_check_accepts() {
     let (code, stdout, _) = tollgate(&["key"]);
     assert_eq!(code, 0);
     let field = |name: &str| {
@@ -78,6 +78,24 @@ fn key_prints_a_key_and_the_hash_line_for_the_config() {
         !config.contains(&key),
         "the config line must not hold the key"
     );
+    let id = field("id:");
+    assert!(!key.contains(&id), "the id is no part of the key");
+    assert!(config.contains(&format!("id: {id}")), "{config}");
+
+    // The line, pasted under a client's `api_keys:`, is a valid config.
+    let item = config.strip_prefix("- ").expect("a YAML list item");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("keys.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "version: 1\nlisten: 127.0.0.1:8080\nclients:\n  - id: new-app\n    api_keys:\n      - {item}\napis: []\n"
+        ),
+    )
+    .expect("write");
+    let path = file.display().to_string();
+    let (code, stdout, stderr) = tollgate(&["check", "-c", &path]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
 }
 
 #[test]

@@ -263,7 +263,7 @@ policies:
             "gw.yaml:9:9: clients[0].api_keys[1]: give either `sha256` or `env`, not both",
             "gw.yaml:10:19: clients[0].api_keys[2].expires: `tomorrow` is not an RFC 3339 time such as 2026-01-31T00:00:00Z",
             "gw.yaml:11:5: clients[1].id: client id `c` is already used (at line 6, column 5)",
-            "gw.yaml:12:1: jwt: give exactly one of `public_key_file`, `secret_env` or `jwks_file`",
+            "gw.yaml:12:1: jwt: give exactly one of `public_key_file`, `secret_env`, `jwks_file` or `jwks_url`",
             "gw.yaml:15:5: apis[0].base_path: `/x/` must start with `/` and not end with `/` (or be empty)",
             "gw.yaml:16:12: apis[0].skip[0]: `p` is not in the gateway's `apply`, so there is nothing to skip",
             "gw.yaml:18:5: apis[1].name: API name `x` is already used (at line 14, column 5)",
