@@ -21,6 +21,7 @@ use crate::config::{ConfigError, LoadedConfig};
 use crate::context::{new_request_id, OperationInfo, RequestContext};
 use crate::headers::*;
 use crate::metrics::{Metrics, OperationMetrics, Outcome, ANONYMOUS};
+use crate::policy::cache::{CacheHit, CacheRegistry};
 use crate::policy::credentials::Credentials;
 use crate::policy::{self, CompileCx, CompiledPolicy, OperationService, PolicyMeta, RoleTable};
 use crate::problem::{Code, Reject, RejectedWith};
@@ -40,6 +41,8 @@ pub struct Deps {
     pub store: AnyStore,
     /// Prometheus metrics: like the store, they outlive a reload.
     pub metrics: Arc<Metrics>,
+    /// Response caches, kept by a reload that leaves the config unchanged.
+    pub caches: Arc<CacheRegistry>,
 }
 
 impl Deps {
@@ -71,11 +74,13 @@ impl Deps {
                 AnyStore::Redis(Arc::new(store))
             }
         };
+        let metrics = Arc::<Metrics>::default();
         Ok(Deps {
             clock,
             client,
             store,
-            metrics: Arc::default(),
+            caches: Arc::new(CacheRegistry::new(metrics.clone())),
+            metrics,
         })
     }
 }
@@ -293,6 +298,7 @@ impl Gateway {
             bytes_out: http_body::Body::size_hint(response.body())
                 .exact()
                 .unwrap_or(0),
+            cache_hit: response.extensions().get::<CacheHit>().is_some(),
         };
         self.metrics.observe(op, &outcome);
         let mut counts = Vec::with_capacity(8);
@@ -553,7 +559,8 @@ impl<'a> Compiler<'a> {
         }
         let mut cx = CompileCx::new(config, &roles, &self.deps.clock, &base_dir)
             .with_credentials(Arc::new(credentials))
-            .with_store(&self.deps.store);
+            .with_store(&self.deps.store)
+            .with_caches(&self.deps.caches);
 
         // Named policies compile once; operations share them (and their counters).
         let mut named: std::collections::BTreeMap<&str, CompiledPolicy> = Default::default();

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 
 use super::units::{ByteSize, ConfigDuration};
 use crate::policy::{
-    abuse::AbuseConfig, auth::AuthConfig, headers::HeadersConfig, ip::IpConfig, quota::QuotaConfig,
-    rate_limit::RateLimitConfig, roles::RolesConfig,
+    abuse::AbuseConfig, auth::AuthConfig, cache::CacheConfig, headers::HeadersConfig, ip::IpConfig,
+    quota::QuotaConfig, rate_limit::RateLimitConfig, roles::RolesConfig,
 };
 
 #[derive(Debug, Clone, Deserialize)]
@@ -328,6 +328,7 @@ pub enum PolicyKind {
     RateLimit(RateLimitConfig),
     Quota(QuotaConfig),
     Abuse(AbuseConfig),
+    Cache(CacheConfig),
 }
 
 /// The `type:` names, in the order they are listed in errors.
@@ -339,6 +340,7 @@ pub const POLICY_TYPES: &[&str] = &[
     "rate_limit",
     "quota",
     "abuse",
+    "cache",
 ];
 
 /// Why a policy definition did not parse: the path inside the definition
@@ -397,6 +399,7 @@ impl PolicyDef {
             "rate_limit" => PolicyKind::RateLimit(parse(rest)?),
             "quota" => PolicyKind::Quota(parse(rest)?),
             "abuse" => PolicyKind::Abuse(parse(rest)?),
+            "cache" => PolicyKind::Cache(parse(rest)?),
             other => {
                 return Err(err(
                     vec!["type".into()],
@@ -419,6 +422,7 @@ impl PolicyDef {
             PolicyKind::RateLimit(_) => "rate_limit",
             PolicyKind::Quota(_) => "quota",
             PolicyKind::Abuse(_) => "abuse",
+            PolicyKind::Cache(_) => "cache",
         }
     }
 }

@@ -8,6 +8,7 @@ mod common;
 
 mod access;
 mod admin;
+mod cache;
 mod cli;
 mod config_errors;
 mod graphql;
