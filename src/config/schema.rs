@@ -3,6 +3,7 @@
 //! form: `crate::gateway` compiles them into the runtime `Gateway`, and each
 //! policy kind's config struct lives beside its runtime in `src/policy/`.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
 
@@ -12,7 +13,7 @@ use crate::policy::{
     quota::QuotaConfig, rate_limit::RateLimitConfig, roles::RolesConfig,
 };
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub version: u32,
@@ -62,7 +63,7 @@ pub struct Config {
     pub reload: ReloadMode,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReloadMode {
     /// Reload on SIGHUP or `POST /admin/reload` only.
@@ -71,7 +72,7 @@ pub enum ReloadMode {
     Watch,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum GraphqlUnmatched {
     #[default]
@@ -79,14 +80,14 @@ pub enum GraphqlUnmatched {
     Allow,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     pub cert_file: String,
     pub key_file: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     pub listen: String,
@@ -94,7 +95,7 @@ pub struct AdminConfig {
     pub token_env: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
     pub max_body: ByteSize,
@@ -121,14 +122,14 @@ impl Default for LimitsConfig {
 }
 
 /// Trust for `https://` upstreams: the system roots, plus `ca_file` if set.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamTlsConfig {
     #[serde(default)]
     pub ca_file: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StoreKind {
     #[default]
@@ -136,7 +137,7 @@ pub enum StoreKind {
     Redis,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OnStoreError {
     #[default]
@@ -144,7 +145,7 @@ pub enum OnStoreError {
     FailOpen,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct StateConfig {
     pub store: StoreKind,
@@ -164,7 +165,7 @@ impl Default for StateConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClientConfig {
     pub id: String,
@@ -176,7 +177,7 @@ pub struct ClientConfig {
 
 /// One key of a client: exactly one of `sha256` (hex of the key's SHA-256)
 /// or `env` (the plain key, read from the environment at load and hashed).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyConfig {
     #[serde(default)]
@@ -191,7 +192,7 @@ pub struct ApiKeyConfig {
     pub expires: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JwtConfig {
     #[serde(default)]
@@ -211,13 +212,13 @@ pub struct JwtConfig {
     pub leeway: Option<ConfigDuration>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgentsConfig {
     pub mcp_path: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
     pub name: String,
@@ -240,7 +241,7 @@ pub struct ApiConfig {
     pub operations: Vec<OperationConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OperationConfig {
     pub id: String,
@@ -277,7 +278,7 @@ pub struct OperationConfig {
 }
 
 /// `response_validation:` of an operation with a `response_schema`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ResponseValidation {
     /// A response that breaks the schema becomes 502 `invalid_upstream_response`.
@@ -289,14 +290,14 @@ pub enum ResponseValidation {
 }
 
 /// `graphql:` of an operation: the root field it publishes.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GraphqlSelector {
     pub operation: GraphqlOperationType,
     pub field: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum GraphqlOperationType {
     Query,

@@ -408,6 +408,21 @@ pub enum LimitKey {
     Header(http::HeaderName),
 }
 
+impl schemars::JsonSchema for LimitKey {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "LimitKey".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "What calls are counted by: `client` (the IP when anonymous), `ip`, `global`, or `header:NAME`.",
+            "type": "string",
+            "pattern": "^(client|ip|global|header:.+)$",
+            "default": "client",
+        })
+    }
+}
+
 impl<'de> serde::Deserialize<'de> for LimitKey {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;

@@ -11,6 +11,7 @@ mod admin;
 mod cache;
 mod cli;
 mod config_errors;
+mod config_schema;
 mod graphql;
 mod openapi;
 mod proxy;
