@@ -176,31 +176,28 @@ pub fn compile(
         }
     }
     let max_size = config.max_size.0;
-    if max_size == 0 {
+    let max_entry = config.max_entry_size.map_or(max_size.min(1 << 20), |s| s.0);
+    // Point at the key the user wrote (the default follows `max_size`).
+    let at: &[&str] = if config.max_entry_size.is_some() {
+        &["max_entry_size"]
+    } else {
+        &["max_size"]
+    };
+    if max_entry > max_size {
         cx.error(
-            &["max_size"],
-            "the cache needs some memory: at least 1 byte",
+            at,
+            format!("an entry cannot be larger than `max_size` ({max_size} bytes)"),
         );
         ok = false;
-    }
-    let max_entry = config.max_entry_size.map_or(max_size.min(1 << 20), |s| s.0);
-    if config.max_entry_size.is_some() {
-        if max_entry > max_size {
-            cx.error(
-                &["max_entry_size"],
-                format!("an entry cannot be larger than `max_size` ({max_size} bytes)"),
-            );
-            ok = false;
-        } else if max_entry > u64::from(u32::MAX) {
-            cx.error(&["max_entry_size"], "an entry can be at most 4GiB");
-            ok = false;
-        } else if max_entry <= ENTRY_OVERHEAD {
-            cx.error(
-                &["max_entry_size"],
-                format!("an entry needs more than {ENTRY_OVERHEAD} bytes"),
-            );
-            ok = false;
-        }
+    } else if max_entry > u64::from(u32::MAX) {
+        cx.error(at, "an entry can be at most 4GiB");
+        ok = false;
+    } else if max_entry <= ENTRY_OVERHEAD {
+        cx.error(
+            at,
+            format!("too small to hold an entry: each weighs its bytes plus {ENTRY_OVERHEAD}"),
+        );
+        ok = false;
     }
     if !ok {
         return None;
@@ -213,7 +210,7 @@ pub fn compile(
         ttl,
         vary,
         shared: config.shared,
-        max_entry: max_entry.min(u64::from(u32::MAX)),
+        max_entry,
         store,
         clock: cx.clock.clone(),
     });

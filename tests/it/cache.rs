@@ -613,6 +613,11 @@ async fn a_config_error_in_a_cache_policy_points_at_its_line() {
             "cannot be larger than `max_size`",
         ),
         (
+            "  cached: { type: cache, ttl: 1m, max_size: 100 }",
+            "max_size",
+            "too small to hold an entry",
+        ),
+        (
             "  cached: { type: cache, ttl: 1m, vary: [\"bad header\"] }",
             "vary",
             "is not a header name",
