@@ -364,12 +364,14 @@ impl Admin {
                 "calls": usage.calls,
                 "bytes_in": usage.bytes_in,
                 "bytes_out": usage.bytes_out,
+                "cache_hits": usage.cache_hits,
                 "rejections": usage.rejections,
                 "keys": usage.keys,
                 "operations": usage.operations.iter().map(|(op, u)| (op.clone(), json!({
                     "calls": u.calls,
                     "bytes_in": u.bytes_in,
                     "bytes_out": u.bytes_out,
+                    "cache_hits": u.cache_hits,
                     "rejections": u.rejections,
                 }))).collect::<serde_json::Map<_, _>>(),
                 "quotas": client_quotas,
@@ -442,6 +444,8 @@ struct ClientUsage {
     calls: u64,
     bytes_in: u64,
     bytes_out: u64,
+    /// Calls a `cache` policy answered (counted in `calls` too).
+    cache_hits: u64,
     rejections: BTreeMap<String, u64>,
     operations: BTreeMap<String, OperationUsage>,
     /// Calls per key id (keys configured with an `id`): shows which of a
@@ -454,6 +458,7 @@ struct OperationUsage {
     calls: u64,
     bytes_in: u64,
     bytes_out: u64,
+    cache_hits: u64,
     rejections: BTreeMap<String, u64>,
 }
 
@@ -470,6 +475,7 @@ impl ClientUsage {
                         "calls" => op.calls += n,
                         "bytes_in" => op.bytes_in += n,
                         "bytes_out" => op.bytes_out += n,
+                        "cache_hits" => op.cache_hits += n,
                         _ => {}
                     }
                 }
@@ -485,6 +491,7 @@ impl ClientUsage {
                     "calls" => self.calls += n,
                     "bytes_in" => self.bytes_in += n,
                     "bytes_out" => self.bytes_out += n,
+                    "cache_hits" => self.cache_hits += n,
                     _ => {}
                 }
             }
@@ -812,9 +819,13 @@ mod tests {
             ("op:get:emp:calls".into(), 3),
             ("op:get:emp:rejected:rate_limited".into(), 1),
             ("key:hr:2027:calls".into(), 2),
+            ("cache_hits".into(), 2),
+            ("op:get:emp:cache_hits".into(), 2),
         ]);
         assert_eq!(usage.calls, 3);
         assert_eq!(usage.keys["hr:2027"], 2);
+        assert_eq!(usage.cache_hits, 2);
+        assert_eq!(usage.operations["get:emp"].cache_hits, 2);
         assert_eq!(usage.rejections["rate_limited"], 1);
         assert_eq!(usage.operations["get:emp"].calls, 3);
         assert_eq!(usage.operations["get:emp"].rejections["rate_limited"], 1);

@@ -21,6 +21,7 @@ use crate::config::{ConfigError, LoadedConfig};
 use crate::context::{new_request_id, Connection, OperationInfo, RequestContext};
 use crate::headers::*;
 use crate::metrics::{Metrics, OperationMetrics, Outcome, ANONYMOUS};
+use crate::policy::cache::{CacheHit, CacheRegistry};
 use crate::policy::credentials::Credentials;
 use crate::policy::jwks::JwksRegistry;
 use crate::policy::{self, CompileCx, CompiledPolicy, OperationService, PolicyMeta, RoleTable};
@@ -44,6 +45,8 @@ pub struct Deps {
     /// JWT keys fetched from a `jwks_url`: a reload that keeps the URL
     /// keeps them.
     pub jwks: Arc<JwksRegistry>,
+    /// Response caches, kept by a reload that leaves the config unchanged.
+    pub caches: Arc<CacheRegistry>,
 }
 
 impl Deps {
@@ -75,12 +78,14 @@ impl Deps {
                 AnyStore::Redis(Arc::new(store))
             }
         };
+        let metrics = Arc::<Metrics>::default();
         Ok(Deps {
             jwks: JwksRegistry::new(client.clone(), clock.clone()),
             clock,
             client,
             store,
-            metrics: Arc::default(),
+            caches: Arc::new(CacheRegistry::new(metrics.clone())),
+            metrics,
         })
     }
 }
@@ -311,6 +316,7 @@ impl Gateway {
             bytes_out: http_body::Body::size_hint(response.body())
                 .exact()
                 .unwrap_or(0),
+            cache_hit: response.extensions().get::<CacheHit>().is_some(),
         };
         self.metrics.observe(op, &outcome);
         let mut counts = Vec::with_capacity(8);
@@ -593,7 +599,8 @@ impl<'a> Compiler<'a> {
         }
         let mut cx = CompileCx::new(config, &roles, &self.deps.clock, &base_dir)
             .with_credentials(Arc::new(credentials))
-            .with_store(&self.deps.store);
+            .with_store(&self.deps.store)
+            .with_caches(&self.deps.caches);
 
         // Named policies compile once; operations share them (and their counters).
         let mut named: std::collections::BTreeMap<&str, CompiledPolicy> = Default::default();

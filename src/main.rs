@@ -62,6 +62,12 @@ enum Command {
     Demo,
     /// Make a new API key and the config line that stores its hash.
     Key,
+    /// Print the config's JSON Schema (for editors: yaml-language-server).
+    Schema {
+        /// The schema of a policy file named in `include:` instead.
+        #[arg(long)]
+        policy_file: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -81,6 +87,16 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(&e),
         },
+        Command::Schema { policy_file } => {
+            use tollgate::config::json_schema;
+            let schema = if policy_file {
+                json_schema::policy_file_schema()
+            } else {
+                json_schema::config_schema()
+            };
+            print!("{}", json_schema::to_text(&schema));
+            ExitCode::SUCCESS
+        }
         Command::Openapi { config, format } => {
             let path = config.unwrap_or_else(app::default_config_path);
             match tollgate::openapi::export_file(&path, &format) {

@@ -61,6 +61,17 @@ struct UpstreamErrorLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    policy: Arc<str>,
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyLabels {
+    policy: Arc<str>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReloadLabels {
     result: &'static str,
 }
@@ -85,6 +96,8 @@ pub struct Metrics {
     reloads: Family<ReloadLabels, Counter>,
     store_errors: Counter,
     bans_active: Gauge,
+    cache_lookups: Family<CacheLabels, Counter>,
+    cache_bytes: Family<PolicyLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -107,6 +120,8 @@ impl Metrics {
         let reloads = Family::<ReloadLabels, Counter>::default();
         let store_errors = Counter::default();
         let bans_active = Gauge::default();
+        let cache_lookups = Family::<CacheLabels, Counter>::default();
+        let cache_bytes = Family::<PolicyLabels, Gauge>::default();
         // Counters get `_total` from the registry.
         registry.register(
             "requests",
@@ -153,6 +168,16 @@ impl Metrics {
             "Active bans, counted at scrape",
             bans_active.clone(),
         );
+        registry.register(
+            "cache_lookups",
+            "Response cache lookups by policy and result (hit or miss)",
+            cache_lookups.clone(),
+        );
+        registry.register(
+            "cache_bytes",
+            "Bytes held by each response cache policy (entries, headers, keys and overhead)",
+            cache_bytes.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -164,6 +189,25 @@ impl Metrics {
             reloads,
             store_errors,
             bans_active,
+            cache_lookups,
+            cache_bytes,
+        }
+    }
+
+    /// The handles of one `cache` policy.
+    pub fn cache(&self, policy: &Arc<str>) -> CacheMetrics {
+        let lookups = |result| {
+            self.cache_lookups.get_or_create_owned(&CacheLabels {
+                policy: policy.clone(),
+                result,
+            })
+        };
+        CacheMetrics {
+            hits: lookups("hit"),
+            misses: lookups("miss"),
+            bytes: self.cache_bytes.get_or_create_owned(&PolicyLabels {
+                policy: policy.clone(),
+            }),
         }
     }
 
@@ -278,6 +322,15 @@ impl Drop for InFlight {
     }
 }
 
+/// The counters one `cache` policy updates as it answers.
+#[derive(Debug, Clone, Default)]
+pub struct CacheMetrics {
+    pub hits: Counter,
+    pub misses: Counter,
+    /// What the policy's entries weigh now.
+    pub bytes: Gauge,
+}
+
 /// What one request came to, as the metrics and usage meter see it.
 pub struct Outcome<'a> {
     pub client: Option<&'a Arc<str>>,
@@ -288,6 +341,8 @@ pub struct Outcome<'a> {
     pub would_reject: &'a [(Arc<str>, Code)],
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// Answered by a `cache` policy: no workflow ran.
+    pub cache_hit: bool,
 }
 
 /// One operation's handles.
@@ -343,6 +398,10 @@ impl OperationMetrics {
             out.push((&u.bytes_in, outcome.bytes_in));
             out.push((&u.bytes_out, outcome.bytes_out));
         }
+        if outcome.cache_hit {
+            out.push(("cache_hits", 1));
+            out.push((&u.cache_hits, 1));
+        }
         if let Some(rejected) = outcome.rejected {
             if let Some(i) = Code::ALL.iter().position(|c| *c == rejected.code) {
                 out.push((&REJECTED_FIELDS[i], 1));
@@ -363,6 +422,7 @@ struct UsageFields {
     calls: String,
     bytes_in: String,
     bytes_out: String,
+    cache_hits: String,
     /// `op:{id}:rejected:{code}`, indexed like `Code::ALL`.
     rejected: Vec<String>,
 }
@@ -373,6 +433,7 @@ impl UsageFields {
             calls: format!("op:{operation}:calls"),
             bytes_in: format!("op:{operation}:bytes_in"),
             bytes_out: format!("op:{operation}:bytes_out"),
+            cache_hits: format!("op:{operation}:cache_hits"),
             rejected: Code::ALL
                 .iter()
                 .map(|c| format!("op:{operation}:rejected:{}", c.as_str()))
@@ -407,6 +468,7 @@ mod tests {
             would_reject: &[],
             bytes_in: 0,
             bytes_out: 10,
+            cache_hit: false,
         };
         metrics.observe(&op, &outcome(Some(&client), 200));
         metrics.observe(&op, &outcome(Some(&client), 200));
@@ -441,6 +503,7 @@ mod tests {
             would_reject: &[],
             bytes_in: 5,
             bytes_out: 7,
+            cache_hit: false,
         };
         let mut counts = Vec::new();
         op.usage_counts(&outcome, &mut counts);

@@ -263,12 +263,11 @@ impl RouteTable {
             });
         }
         entry.methods.push((method, operation, graphql));
-        let allow = entry
-            .methods
-            .iter()
-            .map(|(m, ..)| m.as_str())
-            .collect::<Vec<_>>()
-            .join(", ");
+        let mut allow: Vec<&str> = entry.methods.iter().map(|(m, ..)| m.as_str()).collect();
+        if allow.contains(&"GET") && !allow.contains(&"HEAD") {
+            allow.push("HEAD");
+        }
+        let allow = allow.join(", ");
         entry.allow = HeaderValue::from_str(&allow).unwrap_or(HeaderValue::from_static(""));
         Ok(())
     }
@@ -283,7 +282,16 @@ impl RouteTable {
             )
         })?;
         let entry = &self.entries[*found.value];
-        match entry.methods.iter().find(|(m, ..)| m == method) {
+        let routed = |wanted: &Method| entry.methods.iter().find(|(m, ..)| m == wanted);
+        // RFC 9110 §9.3.2: HEAD is GET without the body, so a path with a
+        // GET operation and no HEAD one answers HEAD through the GET one
+        // (same policies; a `cache` answers it from a stored GET).
+        let route = routed(method).or_else(|| {
+            (method == Method::HEAD)
+                .then(|| routed(&Method::GET))
+                .flatten()
+        });
+        match route {
             Some((_, operation, _)) => Ok(RouteMatch {
                 operation: *operation,
                 params: found.params.iter().collect(),
@@ -409,7 +417,7 @@ mod tests {
             r.headers()
                 .map(|h| &h[http::header::ALLOW])
                 .map(|v| v.as_bytes()),
-            Some(&b"GET, DELETE"[..])
+            Some(&b"GET, DELETE, HEAD"[..])
         );
         // Matching is case-sensitive.
         assert_eq!(
@@ -418,6 +426,21 @@ mod tests {
                 .map_err(|r| r.code),
             Err(Code::RouteNotFound)
         );
+    }
+
+    #[test]
+    fn head_goes_to_the_get_operation_unless_one_is_declared_for_it() {
+        let mut t = table();
+        let head = |t: &RouteTable, path| t.lookup(&Method::HEAD, path).map(|m| m.operation);
+        assert_eq!(head(&t, "/employees/1").ok(), Some(0));
+        // No GET there: HEAD is not allowed either.
+        assert_eq!(
+            head(&t, "/files/x").map_err(|r| r.code),
+            Err(Code::MethodNotAllowed)
+        );
+        t.insert(Method::HEAD, "/employees/{id}", 7)
+            .expect("insert");
+        assert_eq!(head(&t, "/employees/1").ok(), Some(7));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //!             Authenticate auth
 //!             Authorize    roles, headers (require / match / forbid)
 //!             RateLimit    rate_limit (adds RateLimit headers on the way out)
+//!             Cache        cache (a hit answers here: no quota, no upstream)
 //!             Quota        quota (counted only for calls that reach it)
 //!             Validate     request schema
 //!             Rewrite      headers (request set/remove; response set/remove)

@@ -1,7 +1,9 @@
 //! Configuration: the YAML schema (`schema`), its units (`units`), and
-//! loading with `include:` and FILE:LINE:COL errors (`load`). The loaded
-//! config is only the written form; `crate::gateway` compiles it.
+//! loading with `include:` and FILE:LINE:COL errors (`load`), and its JSON
+//! Schema for editors (`json_schema`). The loaded config is only the
+//! written form; `crate::gateway` compiles it.
 
+pub mod json_schema;
 pub mod load;
 pub mod schema;
 pub mod spans;

@@ -3,16 +3,17 @@
 //! form: `crate::gateway` compiles them into the runtime `Gateway`, and each
 //! policy kind's config struct lives beside its runtime in `src/policy/`.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
 
 use super::units::{ByteSize, ConfigDuration};
 use crate::policy::{
-    abuse::AbuseConfig, auth::AuthConfig, headers::HeadersConfig, ip::IpConfig, quota::QuotaConfig,
-    rate_limit::RateLimitConfig, roles::RolesConfig,
+    abuse::AbuseConfig, auth::AuthConfig, cache::CacheConfig, headers::HeadersConfig, ip::IpConfig,
+    quota::QuotaConfig, rate_limit::RateLimitConfig, roles::RolesConfig,
 };
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub version: u32,
@@ -67,7 +68,7 @@ pub struct Config {
     pub workers: Option<usize>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReloadMode {
     /// Reload on SIGHUP or `POST /admin/reload` only.
@@ -76,7 +77,7 @@ pub enum ReloadMode {
     Watch,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum GraphqlUnmatched {
     #[default]
@@ -84,14 +85,14 @@ pub enum GraphqlUnmatched {
     Allow,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     pub cert_file: String,
     pub key_file: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     pub listen: String,
@@ -99,7 +100,7 @@ pub struct AdminConfig {
     pub token_env: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
     pub max_body: ByteSize,
@@ -126,14 +127,14 @@ impl Default for LimitsConfig {
 }
 
 /// Trust for `https://` upstreams: the system roots, plus `ca_file` if set.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamTlsConfig {
     #[serde(default)]
     pub ca_file: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StoreKind {
     #[default]
@@ -141,7 +142,7 @@ pub enum StoreKind {
     Redis,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OnStoreError {
     #[default]
@@ -149,7 +150,7 @@ pub enum OnStoreError {
     FailOpen,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct StateConfig {
     pub store: StoreKind,
@@ -169,7 +170,7 @@ impl Default for StateConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClientConfig {
     pub id: String,
@@ -181,7 +182,7 @@ pub struct ClientConfig {
 
 /// One key of a client: exactly one of `sha256` (hex of the key's SHA-256)
 /// or `env` (the plain key, read from the environment at load and hashed).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyConfig {
     #[serde(default)]
@@ -196,7 +197,7 @@ pub struct ApiKeyConfig {
     pub expires: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JwtConfig {
     #[serde(default)]
@@ -219,13 +220,13 @@ pub struct JwtConfig {
     pub leeway: Option<ConfigDuration>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgentsConfig {
     pub mcp_path: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
     pub name: String,
@@ -248,7 +249,7 @@ pub struct ApiConfig {
     pub operations: Vec<OperationConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OperationConfig {
     pub id: String,
@@ -285,7 +286,7 @@ pub struct OperationConfig {
 }
 
 /// `response_validation:` of an operation with a `response_schema`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ResponseValidation {
     /// A response that breaks the schema becomes 502 `invalid_upstream_response`.
@@ -297,14 +298,14 @@ pub enum ResponseValidation {
 }
 
 /// `graphql:` of an operation: the root field it publishes.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GraphqlSelector {
     pub operation: GraphqlOperationType,
     pub field: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum GraphqlOperationType {
     Query,
@@ -336,6 +337,7 @@ pub enum PolicyKind {
     RateLimit(RateLimitConfig),
     Quota(QuotaConfig),
     Abuse(AbuseConfig),
+    Cache(CacheConfig),
 }
 
 /// The `type:` names, in the order they are listed in errors.
@@ -347,6 +349,7 @@ pub const POLICY_TYPES: &[&str] = &[
     "rate_limit",
     "quota",
     "abuse",
+    "cache",
 ];
 
 /// Why a policy definition did not parse: the path inside the definition
@@ -405,6 +408,7 @@ impl PolicyDef {
             "rate_limit" => PolicyKind::RateLimit(parse(rest)?),
             "quota" => PolicyKind::Quota(parse(rest)?),
             "abuse" => PolicyKind::Abuse(parse(rest)?),
+            "cache" => PolicyKind::Cache(parse(rest)?),
             other => {
                 return Err(err(
                     vec!["type".into()],
@@ -427,6 +431,7 @@ impl PolicyDef {
             PolicyKind::RateLimit(_) => "rate_limit",
             PolicyKind::Quota(_) => "quota",
             PolicyKind::Abuse(_) => "abuse",
+            PolicyKind::Cache(_) => "cache",
         }
     }
 }

@@ -65,6 +65,41 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("`{s}` is too large"))
 }
 
+/// What `parse_duration` accepts, for the config's JSON Schema.
+pub const DURATION_PATTERN: &str = "^[0-9]+(ms|s|m|h|d)$";
+/// What `parse_size` accepts as a string (a bare integer is a size too).
+pub const SIZE_PATTERN: &str = "^[0-9]+ ?(B|KiB|MiB|GiB|KB|MB|GB)?$";
+
+impl schemars::JsonSchema for ConfigDuration {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A duration: a whole number and a unit, ms, s, m, h or d (`250ms`, `30s`, `1m`).",
+            "type": "string",
+            "pattern": DURATION_PATTERN,
+        })
+    }
+}
+
+impl schemars::JsonSchema for ByteSize {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Size".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A size in bytes: a number, or a string with a unit, KiB, MiB, GiB (or KB, MB, GB) (`512`, `64KiB`, `1MiB`).",
+            "anyOf": [
+                { "type": "integer", "minimum": 0 },
+                { "type": "string", "pattern": SIZE_PATTERN },
+            ],
+        })
+    }
+}
+
 impl<'de> Deserialize<'de> for ConfigDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
@@ -120,6 +155,27 @@ mod tests {
         assert!(parse_duration("5x").is_err());
         assert!(parse_duration("s").is_err());
         assert!(parse_duration("99999999999999999d").is_err());
+    }
+
+    #[test]
+    fn the_schema_patterns_accept_what_the_parsers_accept() {
+        let duration = regex::Regex::new(DURATION_PATTERN).expect("pattern");
+        for ok in ["250ms", "30s", "1m", "1h", "1d"] {
+            assert!(duration.is_match(ok) && parse_duration(ok).is_ok(), "{ok}");
+        }
+        for bad in ["30", "5x", "s", "1.5s", "1 m"] {
+            assert!(
+                !duration.is_match(bad) && parse_duration(bad).is_err(),
+                "{bad}"
+            );
+        }
+        let size = regex::Regex::new(SIZE_PATTERN).expect("pattern");
+        for ok in ["512", "64KiB", "1MiB", "2 GiB", "1MB", "7B"] {
+            assert!(size.is_match(ok) && parse_size(ok).is_ok(), "{ok}");
+        }
+        for bad in ["KiB", "1 parsec", "1.5MiB", "-1"] {
+            assert!(!size.is_match(bad) && parse_size(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

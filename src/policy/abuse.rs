@@ -33,6 +33,7 @@
 
 use http::{Request, Response};
 use regex::bytes::RegexSet;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use std::sync::Arc;
 
@@ -46,7 +47,7 @@ use crate::context::RequestContext;
 use crate::problem::{Code, Reject};
 use crate::state::{self, AnyStore, Ban, Store, StoreErrorMode, SECOND};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AbuseConfig {
     #[serde(default = "default_watch")]

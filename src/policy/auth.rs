@@ -21,6 +21,7 @@ use futures_util::future::{self, Either};
 use http::header::{HeaderName, HeaderValue, AUTHORIZATION, WWW_AUTHENTICATE};
 use http::request::Parts;
 use http::{Request, Response, Uri};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use std::borrow::Cow;
 use std::convert::Infallible;
@@ -37,7 +38,7 @@ use crate::context::{Client, RequestContext};
 use crate::problem::{Code, Reject};
 use crate::proxy::UpstreamUri;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     pub methods: Vec<AuthMethod>,
@@ -48,7 +49,7 @@ pub struct AuthConfig {
     pub forward_credentials: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AuthMethod {
     ApiKey,
@@ -56,7 +57,7 @@ pub enum AuthMethod {
 }
 
 /// Where an API key may come from.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiKeySource {
     pub header: String,

@@ -26,6 +26,7 @@
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Request, Response};
 use regex::Regex;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -42,7 +43,7 @@ use crate::body::Body;
 use crate::context::RequestContext;
 use crate::problem::{Code, Reject};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HeadersConfig {
     #[serde(default)]
@@ -59,7 +60,7 @@ pub struct HeadersConfig {
 
 /// Headers to set (values may use `${client.id}`, `${request.id}`,
 /// `${client.ip}`, `${env.NAME}`) and headers to remove.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct HeaderRewrite {
     pub set: std::collections::BTreeMap<String, String>,

@@ -13,6 +13,7 @@
 //! the `Screen` phase, before any other work. Refusal: 403 `ip_denied`.
 
 use ipnet::IpNet;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use std::sync::Arc;
 
@@ -21,7 +22,7 @@ use crate::context::RequestContext;
 use crate::gateway::parse_cidr;
 use crate::problem::{Code, Reject};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IpConfig {
     #[serde(default)]

@@ -46,7 +46,7 @@ use std::time::Duration;
 
 use super::credentials::{parse_jwk_set, JwtKey};
 use crate::clock::{Nanos, SharedClock};
-use crate::proxy::HttpClient;
+use crate::proxy::UpstreamClients;
 
 /// The shortest time a fetched set is kept before a refresh, whatever the
 /// IdP says (also the wait after a failed fetch).
@@ -65,7 +65,7 @@ pub const MAX_JWKS_BYTES: usize = 1024 * 1024;
 /// The key sets of every `jwks_url` in use, by URL. Lives in `Deps`: a
 /// source stays while any compiled gateway uses its URL.
 pub struct JwksRegistry {
-    client: HttpClient,
+    client: Arc<UpstreamClients>,
     clock: SharedClock,
     sources: Mutex<HashMap<String, Weak<JwksSource>>>,
 }
@@ -73,7 +73,7 @@ pub struct JwksRegistry {
 /// The last good key set of one URL, and when to fetch it again.
 pub struct JwksSource {
     url: Uri,
-    client: HttpClient,
+    client: Arc<UpstreamClients>,
     clock: SharedClock,
     keys: ArcSwap<Vec<JwtKey>>,
     schedule: Mutex<Schedule>,
@@ -128,7 +128,7 @@ pub fn parse_url(url: &str) -> Result<Uri, String> {
 // === impl JwksRegistry ===
 
 impl JwksRegistry {
-    pub fn new(client: HttpClient, clock: SharedClock) -> Arc<JwksRegistry> {
+    pub fn new(client: Arc<UpstreamClients>, clock: SharedClock) -> Arc<JwksRegistry> {
         Arc::new(JwksRegistry {
             client,
             clock,
@@ -285,6 +285,7 @@ impl JwksSource {
         let response = tokio::time::timeout(FETCH_TIMEOUT, async {
             let response = self
                 .client
+                .get()
                 .request(request)
                 .await
                 .map_err(|e| format!("request failed: {e}"))?;

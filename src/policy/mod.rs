@@ -14,6 +14,7 @@
 
 pub mod abuse;
 pub mod auth;
+pub mod cache;
 pub mod credentials;
 pub mod headers;
 pub mod ip;
@@ -60,6 +61,8 @@ pub enum Phase {
     Authorize,
     /// `rate_limit`.
     RateLimit,
+    /// `cache`: a hit has spent its rate-limit token, but takes no quota.
+    Cache,
     /// `quota`: consumed only by calls that get this far.
     Quota,
     /// request `schema`.
@@ -145,6 +148,8 @@ pub struct CompileCx<'a> {
     /// Every client's keys and the JWT verifier, built once per compile and
     /// shared by every `auth` policy.
     pub credentials: Arc<credentials::Credentials>,
+    /// Response caches by policy name; outlives reloads.
+    pub caches: Arc<cache::CacheRegistry>,
     pub(crate) errors: Vec<(Vec<String>, String)>,
 }
 
@@ -162,6 +167,7 @@ impl<'a> CompileCx<'a> {
             store: AnyStore::memory(),
             base_dir,
             credentials: Arc::default(),
+            caches: Arc::default(),
             errors: Vec::new(),
         }
     }
@@ -176,6 +182,12 @@ impl<'a> CompileCx<'a> {
     /// context has a private memory store, which suits unit tests.
     pub fn with_store(mut self, store: &AnyStore) -> Self {
         self.store = store.clone();
+        self
+    }
+
+    /// Uses `caches` for response caches (the gateway's, from `Deps`).
+    pub fn with_caches(mut self, caches: &Arc<cache::CacheRegistry>) -> Self {
+        self.caches = caches.clone();
         self
     }
 
@@ -206,6 +218,7 @@ pub fn compile(def: &PolicyDef, name: &str, cx: &mut CompileCx<'_>) -> Option<Co
         PolicyKind::RateLimit(c) => rate_limit::compile(c, &meta, cx),
         PolicyKind::Quota(c) => quota::compile(c, &meta, cx),
         PolicyKind::Abuse(c) => abuse::compile(c, &meta, cx),
+        PolicyKind::Cache(c) => cache::compile(c, &meta, cx),
     };
     match stages {
         Some(stages) if cx.errors.len() == before => Some(CompiledPolicy { meta, stages }),
@@ -430,6 +443,21 @@ impl LimitKey {
                 _ => ip(),
             },
         }
+    }
+}
+
+impl schemars::JsonSchema for LimitKey {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "LimitKey".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "What calls are counted by: `client` (the IP when anonymous), `ip`, `global`, or `header:NAME`.",
+            "type": "string",
+            "pattern": "^(client|ip|global|header:.+)$",
+            "default": "client",
+        })
     }
 }
 

@@ -19,6 +19,7 @@
 //! before the answer keeps its unit used: the upstream may have run.)
 
 use http::{Request, Response};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use std::sync::Arc;
 
@@ -30,7 +31,7 @@ use crate::context::RequestContext;
 use crate::problem::{Code, Reject, RejectedWith};
 use crate::state::{self, AnyStore, Store, StoreErrorMode, SECOND};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QuotaConfig {
     pub limit: u64,
@@ -43,7 +44,7 @@ pub struct QuotaConfig {
 }
 
 /// UTC calendar periods.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum QuotaPeriod {
     Hour,

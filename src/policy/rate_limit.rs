@@ -40,6 +40,7 @@
 
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Request, Response};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use std::sync::Arc;
 
@@ -53,7 +54,7 @@ use crate::context::{RateLimitDecision, RequestContext, RoleSet};
 use crate::problem::{Code, Reject};
 use crate::state::{self, AnyStore, GcraRule, Store, StoreErrorMode, SECOND};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
     pub limit: u64,

@@ -12,6 +12,7 @@
 //! client without an allowed role (or with a denied one) 403
 //! `forbidden_role`.
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use std::sync::Arc;
 
@@ -19,7 +20,7 @@ use super::{Check, CheckLayer, CompileCx, Phase, PolicyMeta, RequestHead, Stage}
 use crate::context::{RequestContext, RoleSet};
 use crate::problem::{Code, Reject};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RolesConfig {
     #[serde(default)]

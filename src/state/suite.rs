@@ -46,7 +46,11 @@ pub async fn usage_counters_add_up_per_subject_and_field(store: impl Store) {
     store
         .usage_add(
             "s14-beta",
-            &[("getEmployee:calls", 1), ("getEmployee:bytes_out", 100)],
+            &[
+                ("getEmployee:calls", 1),
+                ("getEmployee:bytes_out", 100),
+                ("getEmployee:cache_hits", 1),
+            ],
         )
         .await
         .expect("store");
@@ -59,6 +63,7 @@ pub async fn usage_counters_add_up_per_subject_and_field(store: impl Store) {
             "s14-beta",
             &[
                 ("getEmployee:calls", 4),
+                ("getEmployee:cache_hits", 3),
                 ("getEmployee:rejected:rate_limited", 1),
             ],
         )
@@ -88,6 +93,7 @@ pub async fn usage_counters_add_up_per_subject_and_field(store: impl Store) {
                 subject: "s14-beta".into(),
                 counts: owned(&[
                     ("getEmployee:bytes_out", 100),
+                    ("getEmployee:cache_hits", 4),
                     ("getEmployee:calls", 5),
                     ("getEmployee:rejected:rate_limited", 1),
                 ]),

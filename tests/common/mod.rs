@@ -38,7 +38,12 @@ pub struct Seen {
 /// - `.../big/{n}`: `n` bytes of body;
 /// - `/hang`: never (for timeouts);
 /// - `/gate`: once the test calls `release()` (signals `arrived()` first);
-/// - anything else: 200 with a JSON echo `{"method","uri","body_len"}`.
+/// - anything else: 200 with a JSON echo `{"method","uri","body_len","seq"}`
+///   (`seq`: how many requests the upstream had received, this one included,
+///   so every answer it makes is told apart from every other).
+///
+/// A query parameter `h-NAME=VALUE` adds the response header `NAME: VALUE`
+/// (percent-decoded) to any of these answers.
 pub struct Upstream {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
@@ -119,6 +124,38 @@ async fn upstream_answer(
     log: Arc<Mutex<Vec<Seen>>>,
     gate: Arc<Gate>,
 ) -> Response<Full<Bytes>> {
+    let asked: Vec<(String, String)> = req
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|pair| pair.strip_prefix("h-")?.split_once('='))
+        .map(|(name, value)| {
+            let decode = |s: &str| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
+            (decode(name), decode(value))
+        })
+        .collect();
+    let mut response = upstream_answer_body(req, log, gate).await;
+    for (name, value) in asked {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            http::HeaderValue::from_str(&value),
+        ) {
+            response.headers_mut().append(name, value);
+        }
+    }
+    response
+}
+
+async fn upstream_answer_body(
+    req: Request<Incoming>,
+    log: Arc<Mutex<Vec<Seen>>>,
+    gate: Arc<Gate>,
+) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
     let uri = parts
         .uri
@@ -130,12 +167,16 @@ async fn upstream_answer(
         Err(_) => Bytes::from_static(b"<broken body>"),
     };
     let path = parts.uri.path().to_string();
-    log.lock().expect("lock").push(Seen {
-        method: parts.method.clone(),
-        uri: uri.clone(),
-        headers: parts.headers.clone(),
-        body: body.clone(),
-    });
+    let seq = {
+        let mut log = log.lock().expect("lock");
+        log.push(Seen {
+            method: parts.method.clone(),
+            uri: uri.clone(),
+            headers: parts.headers.clone(),
+            body: body.clone(),
+        });
+        log.len()
+    };
     if path == "/hang" {
         std::future::pending::<()>().await;
     }
@@ -164,6 +205,7 @@ async fn upstream_answer(
         "method": parts.method.as_str(),
         "uri": uri,
         "body_len": body.len(),
+        "seq": seq,
     });
     let mut r = Response::new(Full::new(Bytes::from(json.to_string())));
     r.headers_mut().insert(

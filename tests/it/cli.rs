@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-fn tollgate(args: &[&str]) -> (i32, String, String) {
+pub(crate) fn tollgate(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
         .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))

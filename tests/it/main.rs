@@ -8,8 +8,10 @@ mod common;
 
 mod access;
 mod admin;
+mod cache;
 mod cli;
 mod config_errors;
+mod config_schema;
 mod fairness;
 mod graphql;
 mod jwks;

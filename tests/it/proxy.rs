@@ -225,7 +225,7 @@ async fn unknown_paths_are_404_and_wrong_methods_405_with_allow() {
         .expect("request");
     let got = gw.send(req).await;
     got.assert_problem(405, "method_not_allowed");
-    assert_eq!(got.header("allow"), Some("GET"));
+    assert_eq!(got.header("allow"), Some("GET, HEAD"));
     assert_eq!(up.count(), 0);
     gw.shutdown().await;
 }

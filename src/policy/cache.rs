@@ -1,0 +1,1092 @@
+//! Response cache: answers repeated `GET`/`HEAD` calls from memory, so a
+//! workflow runs once per `ttl` instead of once per call.
+//!
+//! ```yaml
+//! directory-cache:
+//!   type: cache
+//!   ttl: 30s              # how long an answer is served; Cache-Control max-age/s-maxage lower it
+//!   vary: [Accept-Language]   # request headers that select a different answer
+//!   max_size: 64MiB       # memory for this policy's entries (default 64MiB)
+//!   max_entry_size: 1MiB  # larger answers stream through unstored (default min(1MiB, max_size))
+//!   shared: false         # true: one entry serves every caller
+//! ```
+//!
+//! It runs after `rate_limit` and before `quota` (phase `Cache`): a hit
+//! still spends a rate-limit token, but takes no quota unit and runs no
+//! workflow, and nothing inside it (request schema, header rewrites, the
+//! proxy) runs for a hit.
+//!
+//! **Who sees an entry.** By default entries belong to one caller: the key
+//! holds the authenticated client id, or the client IP for anonymous
+//! calls, so one caller's answer is never served to another. `shared:
+//! true` serves one entry to every caller that gets past the policies
+//! before the cache (auth, roles, limits judge every call, hits included).
+//! The rest of the key: the API and operation, the normalised public path
+//! and query (as sent; `?a=1&b=2` and `?b=2&a=1` are two entries), the
+//! upstream URL, and the values of the `vary` headers. `HEAD` is answered
+//! from a stored `GET`; it is never stored itself.
+//!
+//! **What is stored.** Only answers the upstream gave (never the gateway's
+//! own refusals or 502/504s), with a status RFC 9110 §15.1 calls
+//! heuristically cacheable (200, 203, 204, 300, 301, 308, 404, 405, 410,
+//! 414, 501), and not when the upstream says otherwise:
+//! - `Cache-Control: no-store` or `no-cache`: not stored (the cache does no
+//!   conditional revalidation, so "revalidate before each reuse" means
+//!   "do not reuse");
+//! - `private`: stored only when entries are per caller (`shared: false`)
+//!   and the caller is an authenticated client — the entry is then only
+//!   ever served to that same identity, the one the upstream answered (it
+//!   saw it in `X-Tollgate-Client`). Never in a shared cache, and never for
+//!   anonymous callers, whose key is an address that many people may share;
+//! - `max-age` / `s-maxage` (`s-maxage` first: this is a gateway) lower
+//!   the `ttl`, minus any `Age` the upstream reported; `Expires` is not read;
+//! - `Vary` naming a header not in this policy's `vary` (or `Vary: *`),
+//!   and any `Set-Cookie`: not stored.
+//!
+//! A caller's `Cache-Control: no-cache` (or `max-age=0`, or `Pragma:
+//! no-cache`) skips the lookup and stores the fresh answer; `no-store`
+//! keeps its answer out of the cache. `GET`s with a body are passed
+//! through untouched. Answers carry `X-Cache: HIT` or `MISS`; hits carry
+//! `Age` in seconds.
+//!
+//! **Memory.** The body streams to the caller as it arrives and is copied
+//! aside on the way; once it is complete it is stored, if the entry (body,
+//! header names and values, key, and a fixed overhead) fits
+//! `max_entry_size` — past that the copy is dropped and the answer just
+//! streams on. Entries live in a `moka` cache weighed by those bytes and
+//! bounded by `max_size` (admission by frequency, so a crawl of many
+//! one-off URLs does not push out the hot entries). Copies in progress
+//! share a second budget of `max_size`, so memory stays under twice
+//! `max_size` however many misses run at once.
+//!
+//! **Reloads.** A policy keeps its entries across a reload only when the
+//! reloaded config is the same as before (a SIGHUP, a renewed TLS
+//! certificate under `reload: watch`); any config change starts it empty,
+//! because a stored answer has the upstream, response header rewrites and
+//! response schema of the config it was stored under baked in.
+//!
+//! `report_only: true` looks up and stores as usual and counts hits and
+//! misses, but forwards every call and adds no header: the would-be hit
+//! ratio, measured on live traffic.
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::BodyExt;
+use parking_lot::Mutex;
+use schemars::JsonSchema;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use super::{call_next, context_missing, Around, CompileCx, OperationService, PolicyMeta, Stage};
+use crate::body::{self, Body, BodyError};
+use crate::clock::{Nanos, SharedClock};
+use crate::config::schema::Config;
+use crate::config::units::{ByteSize, ConfigDuration};
+use crate::context::RequestContext;
+use crate::headers::X_REQUEST_ID;
+use crate::metrics::{CacheMetrics, Metrics};
+use crate::problem::RejectedWith;
+use crate::proxy::UpstreamUri;
+use crate::state::SECOND;
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// How long an answer is served from the cache. The upstream's
+    /// `Cache-Control: max-age` / `s-maxage` can only lower it.
+    pub ttl: ConfigDuration,
+    /// Request headers whose values select a different entry.
+    #[serde(default)]
+    pub vary: Vec<String>,
+    /// Memory for this policy's entries (default 64MiB).
+    #[serde(default = "default_max_size")]
+    pub max_size: ByteSize,
+    /// The largest entry stored (default: 1MiB, or `max_size` if smaller).
+    #[serde(default)]
+    pub max_entry_size: Option<ByteSize>,
+    /// One entry for every caller (default: one per client, or per IP for
+    /// anonymous callers).
+    #[serde(default)]
+    pub shared: bool,
+}
+
+fn default_max_size() -> ByteSize {
+    ByteSize(64 << 20)
+}
+
+/// `X-Cache: HIT | MISS` on every answer of an enforcing cache.
+pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+
+/// Put in a response's extensions when the cache answered it, so usage
+/// metering counts the hit.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheHit;
+
+/// What an entry weighs beyond its bytes: moka's node, the `HeaderMap`
+/// and `Arc`s. An estimate, so that many tiny entries cannot outgrow
+/// `max_size` through overheads the bytes do not show.
+const ENTRY_OVERHEAD: u64 = 256;
+
+/// Statuses stored (RFC 9110 §15.1 heuristically cacheable, but 206: a
+/// partial answer is one range, not the resource).
+const CACHEABLE: [u16; 11] = [200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501];
+
+/// A compiled `cache` policy.
+pub struct Cache {
+    meta: Arc<PolicyMeta>,
+    ttl: Nanos,
+    vary: Vec<HeaderName>,
+    shared: bool,
+    max_entry: u64,
+    store: Arc<CacheStore>,
+    clock: SharedClock,
+}
+
+pub fn compile(
+    config: &CacheConfig,
+    meta: &Arc<PolicyMeta>,
+    cx: &mut CompileCx<'_>,
+) -> Option<Vec<Stage>> {
+    let mut ok = true;
+    let ttl = config.ttl.0.as_nanos().min(u64::MAX as u128) as Nanos;
+    if ttl < SECOND {
+        // `Age` and `max-age` count whole seconds.
+        cx.error(&["ttl"], "the ttl must be at least 1s");
+        ok = false;
+    }
+    let mut vary = Vec::new();
+    for (i, name) in config.vary.iter().enumerate() {
+        match HeaderName::from_bytes(name.trim().as_bytes()) {
+            Ok(name) => vary.push(name),
+            Err(_) => {
+                cx.error(
+                    &["vary", &i.to_string()],
+                    format!("`{name}` is not a header name"),
+                );
+                ok = false;
+            }
+        }
+    }
+    let max_size = config.max_size.0;
+    let max_entry = config.max_entry_size.map_or(max_size.min(1 << 20), |s| s.0);
+    // Point at the key the user wrote (the default follows `max_size`).
+    let at: &[&str] = if config.max_entry_size.is_some() {
+        &["max_entry_size"]
+    } else {
+        &["max_size"]
+    };
+    if max_entry > max_size {
+        cx.error(
+            at,
+            format!("an entry cannot be larger than `max_size` ({max_size} bytes)"),
+        );
+        ok = false;
+    } else if max_entry > u64::from(u32::MAX) {
+        cx.error(at, "an entry can be at most 4GiB");
+        ok = false;
+    } else if max_entry <= ENTRY_OVERHEAD {
+        cx.error(
+            at,
+            format!("too small to hold an entry: each weighs its bytes plus {ENTRY_OVERHEAD}"),
+        );
+        ok = false;
+    }
+    if !ok {
+        return None;
+    }
+    let store = cx
+        .caches
+        .store(&meta.name, fingerprint(cx.config), max_size);
+    let policy = Arc::new(Cache {
+        meta: meta.clone(),
+        ttl,
+        vary,
+        shared: config.shared,
+        max_entry,
+        store,
+        clock: cx.clock.clone(),
+    });
+    Some(vec![super::around_stage(super::Phase::Cache, policy)])
+}
+
+/// A hash of the whole config: a reload keeps a policy's entries only
+/// when it is unchanged (see the module doc).
+fn fingerprint(config: &Config) -> u64 {
+    use std::fmt::Write as _;
+    use std::hash::Hasher as _;
+    struct HashWriter(std::collections::hash_map::DefaultHasher);
+    impl std::fmt::Write for HashWriter {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.0.write(s.as_bytes());
+            Ok(())
+        }
+    }
+    let mut w = HashWriter(Default::default());
+    let _ = write!(w, "{config:?}");
+    w.0.finish()
+}
+
+// === CacheRegistry: stores that outlive a reload ===
+
+/// Every `cache` policy's store, by policy name. Lives in `Deps`, so a
+/// reload that leaves the config as it was finds its entries again. Holds
+/// weak references only: a store lives as long as a gateway using it.
+pub struct CacheRegistry {
+    metrics: Arc<Metrics>,
+    stores: Mutex<HashMap<Arc<str>, Registered>>,
+}
+
+/// A store and the fingerprint of the config it was made for.
+type Registered = (u64, Weak<CacheStore>);
+
+impl CacheRegistry {
+    pub fn new(metrics: Arc<Metrics>) -> CacheRegistry {
+        CacheRegistry {
+            metrics,
+            stores: Mutex::default(),
+        }
+    }
+
+    /// The store of policy `name` compiled from a config with this
+    /// `fingerprint`: the existing one if both match, else a new one.
+    fn store(&self, name: &Arc<str>, fingerprint: u64, max_size: u64) -> Arc<CacheStore> {
+        let mut stores = self.stores.lock();
+        stores.retain(|_, (_, store)| store.strong_count() > 0);
+        if let Some((seen, store)) = stores.get(name) {
+            if *seen == fingerprint {
+                if let Some(store) = store.upgrade() {
+                    return store;
+                }
+            }
+        }
+        let store = Arc::new(CacheStore::new(max_size, self.metrics.cache(name)));
+        stores.insert(name.clone(), (fingerprint, Arc::downgrade(&store)));
+        store
+    }
+}
+
+impl Default for CacheRegistry {
+    fn default() -> Self {
+        CacheRegistry::new(Arc::default())
+    }
+}
+
+// === CacheStore: the bounded entries of one policy ===
+
+/// One policy's entries and its budget for copies in progress.
+pub struct CacheStore {
+    entries: moka::sync::Cache<Arc<CacheKey>, Arc<Entry>>,
+    /// Bytes being copied by misses in flight; at most `budget`.
+    recording: AtomicU64,
+    budget: u64,
+    metrics: CacheMetrics,
+    /// What this store last added to the shared `cache_bytes` gauge.
+    reported: AtomicI64,
+}
+
+/// Removes an entry once its freshness lifetime has passed (real time),
+/// so stale entries free their memory; freshness itself is decided with
+/// the injected clock at lookup.
+struct ExpireWhenStale;
+
+impl moka::Expiry<Arc<CacheKey>, Arc<Entry>> for ExpireWhenStale {
+    fn expire_after_create(
+        &self,
+        _key: &Arc<CacheKey>,
+        entry: &Arc<Entry>,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(entry.fresh_for())
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &Arc<CacheKey>,
+        entry: &Arc<Entry>,
+        _updated_at: std::time::Instant,
+        _until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(entry.fresh_for())
+    }
+}
+
+impl CacheStore {
+    fn new(max_size: u64, metrics: CacheMetrics) -> CacheStore {
+        let entries = moka::sync::Cache::builder()
+            .max_capacity(max_size)
+            .weigher(|_key: &Arc<CacheKey>, entry: &Arc<Entry>| entry.weight)
+            .expire_after(ExpireWhenStale)
+            .build();
+        CacheStore {
+            entries,
+            recording: AtomicU64::new(0),
+            budget: max_size,
+            metrics,
+            reported: AtomicI64::new(0),
+        }
+    }
+
+    fn insert(&self, key: Arc<CacheKey>, entry: Entry) {
+        self.entries.insert(key, Arc::new(entry));
+        // Evict now rather than at moka's next housekeeping, so the bound
+        // holds after every store, not eventually. Only misses pay this.
+        self.entries.run_pending_tasks();
+        self.report_size();
+    }
+
+    fn remove(&self, key: &CacheKey) {
+        self.entries.invalidate(key);
+        self.entries.run_pending_tasks();
+        self.report_size();
+    }
+
+    /// Brings the `cache_bytes` gauge up to date with this store's share.
+    fn report_size(&self) {
+        let now = i64::try_from(self.entries.weighted_size()).unwrap_or(i64::MAX);
+        let before = self.reported.swap(now, Ordering::Relaxed);
+        self.metrics.bytes.inc_by(now - before);
+    }
+
+    /// Reserves `n` bytes for a copy in progress; false if the budget is spent.
+    fn reserve(&self, n: u64) -> bool {
+        let mut current = self.recording.load(Ordering::Relaxed);
+        loop {
+            let Some(next) = current.checked_add(n).filter(|&t| t <= self.budget) else {
+                return false;
+            };
+            match self.recording.compare_exchange_weak(
+                current,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(seen) => current = seen,
+            }
+        }
+    }
+
+    fn release(&self, n: u64) {
+        self.recording.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
+impl Drop for CacheStore {
+    fn drop(&mut self) {
+        // Another store of the same name may report into the same gauge.
+        self.metrics
+            .bytes
+            .dec_by(self.reported.load(Ordering::Relaxed));
+    }
+}
+
+// === Keys and entries ===
+
+/// Whom an entry is served to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Audience {
+    Everyone,
+    Client(Arc<str>),
+    Address(IpAddr),
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    audience: Audience,
+    api: Arc<str>,
+    operation: Arc<str>,
+    /// The normalised public path and the query as sent.
+    target: String,
+    upstream: String,
+    /// Each `vary` header's values, in config order (empty: absent).
+    vary: Vec<Vec<HeaderValue>>,
+}
+
+impl CacheKey {
+    fn bytes(&self) -> u64 {
+        let audience = match &self.audience {
+            Audience::Everyone => 0,
+            Audience::Client(id) => id.len(),
+            Audience::Address(_) => 16,
+        };
+        let vary: usize = self.vary.iter().flatten().map(HeaderValue::len).sum();
+        (audience
+            + self.api.len()
+            + self.operation.len()
+            + self.target.len()
+            + self.upstream.len()
+            + vary) as u64
+    }
+}
+
+/// A stored answer.
+pub struct Entry {
+    status: StatusCode,
+    /// The answer's headers, less those that belong to one delivery
+    /// (`X-Request-Id`, `Age`, `X-Cache`, `Content-Length`).
+    headers: HeaderMap,
+    body: Bytes,
+    /// When it was stored (injected clock).
+    stored_at: Nanos,
+    /// Its age when stored: the upstream's `Age` plus the time it took to answer.
+    initial_age: Nanos,
+    /// How long it is fresh from age zero.
+    lifetime: Nanos,
+    weight: u32,
+}
+
+impl Entry {
+    fn age_at(&self, now: Nanos) -> Nanos {
+        self.initial_age
+            .saturating_add(now.saturating_sub(self.stored_at))
+    }
+
+    fn is_fresh_at(&self, now: Nanos) -> bool {
+        self.age_at(now) < self.lifetime
+    }
+
+    fn fresh_for(&self) -> Duration {
+        Duration::from_nanos(self.lifetime.saturating_sub(self.initial_age))
+    }
+
+    /// The answer to one caller: the stored head and body (none for
+    /// `HEAD`), `Age`, `X-Cache: HIT`, and the caller's context.
+    fn respond(&self, head_only: bool, now: Nanos, cx: RequestContext) -> Response<Body> {
+        let body = if head_only {
+            body::empty()
+        } else {
+            body::full(self.body.clone())
+        };
+        let mut response = Response::new(body);
+        *response.status_mut() = self.status;
+        *response.headers_mut() = self.headers.clone();
+        let headers = response.headers_mut();
+        if self.status != StatusCode::NO_CONTENT {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(self.body.len()));
+        }
+        headers.insert(header::AGE, HeaderValue::from(self.age_at(now) / SECOND));
+        headers.insert(X_CACHE, HeaderValue::from_static("HIT"));
+        response.extensions_mut().insert(cx);
+        response.extensions_mut().insert(CacheHit);
+        response
+    }
+}
+
+// === Cache-Control ===
+
+/// `(directive, value)` pairs of every `Cache-Control` field: names
+/// lowercased, quotes removed.
+fn directives(headers: &HeaderMap) -> impl Iterator<Item = (String, Option<String>)> + '_ {
+    headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter(|d| !d.trim().is_empty())
+        .map(|d| match d.split_once('=') {
+            Some((name, value)) => (
+                name.trim().to_ascii_lowercase(),
+                Some(value.trim().trim_matches('"').to_string()),
+            ),
+            None => (d.trim().to_ascii_lowercase(), None),
+        })
+}
+
+/// What the caller asked of the cache.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Asked {
+    /// Skip the lookup (`no-cache`, `max-age=0`, `Pragma: no-cache`).
+    revalidate: bool,
+    /// Do not store the answer (`no-store`).
+    no_store: bool,
+}
+
+fn asked(headers: &HeaderMap) -> Asked {
+    let mut asked = Asked::default();
+    let mut any = false;
+    for (name, value) in directives(headers) {
+        any = true;
+        match name.as_str() {
+            "no-cache" => asked.revalidate = true,
+            "max-age" if value.as_deref() == Some("0") => asked.revalidate = true,
+            "no-store" => asked.no_store = true,
+            _ => {}
+        }
+    }
+    // RFC 9111 §5.4: `Pragma` counts only without `Cache-Control`.
+    if !any {
+        asked.revalidate = headers
+            .get_all(header::PRAGMA)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| {
+                v.split(',')
+                    .any(|d| d.trim().eq_ignore_ascii_case("no-cache"))
+            });
+    }
+    asked
+}
+
+/// What the upstream allowed.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Allowed {
+    no_store: bool,
+    no_cache: bool,
+    private: bool,
+    /// Seconds of `s-maxage`, else of `max-age`; `Some(0)` for a value
+    /// that does not parse (RFC 9111 §4.2.1: treat as stale).
+    max_age: Option<u64>,
+}
+
+fn allowed(headers: &HeaderMap) -> Allowed {
+    let mut allowed = Allowed::default();
+    let mut max_age = None;
+    let mut s_maxage = None;
+    let seconds = |v: Option<String>| v.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    for (name, value) in directives(headers) {
+        match name.as_str() {
+            "no-store" => allowed.no_store = true,
+            "no-cache" => allowed.no_cache = true,
+            "private" => allowed.private = true,
+            "max-age" => max_age = Some(seconds(value)),
+            "s-maxage" => s_maxage = Some(seconds(value)),
+            _ => {}
+        }
+    }
+    allowed.max_age = s_maxage.or(max_age);
+    allowed
+}
+
+// === impl Cache ===
+
+impl Cache {
+    fn key(&self, req: &Request<Body>, cx: &RequestContext) -> Option<CacheKey> {
+        let UpstreamUri(upstream) = req.extensions().get::<UpstreamUri>()?;
+        let op = cx.operation.as_ref()?;
+        let audience = match (&cx.client, self.shared) {
+            (_, true) => Audience::Everyone,
+            (Some(client), false) => Audience::Client(client.id.clone()),
+            (None, false) => Audience::Address(cx.client_ip),
+        };
+        Some(CacheKey {
+            audience,
+            api: op.api.clone(),
+            operation: op.id.clone(),
+            target: req.uri().path_and_query().map_or_else(
+                || req.uri().path().to_string(),
+                |pq| pq.as_str().to_string(),
+            ),
+            upstream: upstream.to_string(),
+            vary: self
+                .vary
+                .iter()
+                .map(|name| req.headers().get_all(name).iter().cloned().collect())
+                .collect(),
+        })
+    }
+
+    /// Whether `response` may be stored under `key`, and if so the entry
+    /// to fill once its body is complete. `Err` says why not (for the log).
+    fn plan(
+        &self,
+        key: &CacheKey,
+        response: &Response<Body>,
+        requested_at: Nanos,
+        received_at: Nanos,
+    ) -> Result<Entry, &'static str> {
+        if response.extensions().get::<RejectedWith>().is_some() {
+            return Err("answered by the gateway, not the upstream");
+        }
+        if !CACHEABLE.contains(&response.status().as_u16()) {
+            return Err("status is not cacheable");
+        }
+        let headers = response.headers();
+        let allowed = allowed(headers);
+        if allowed.no_store || allowed.no_cache {
+            return Err("Cache-Control: no-store or no-cache");
+        }
+        if allowed.private && !matches!(key.audience, Audience::Client(_)) {
+            return Err("Cache-Control: private, and the entry is not one client's");
+        }
+        if headers.contains_key(header::SET_COOKIE) {
+            return Err("Set-Cookie");
+        }
+        let varies_by_more = headers
+            .get_all(header::VARY)
+            .iter()
+            .filter_map(|v| v.to_str().ok().or(Some("*")))
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+            .any(|name| {
+                name == "*"
+                    || !self
+                        .vary
+                        .iter()
+                        .any(|v| v.as_str().eq_ignore_ascii_case(name))
+            });
+        if varies_by_more {
+            return Err("Vary names a header the policy's `vary` does not list");
+        }
+        let upstream_age = headers
+            .get(header::AGE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        let initial_age = upstream_age
+            .saturating_mul(SECOND)
+            .saturating_add(received_at.saturating_sub(requested_at));
+        let lifetime = match allowed.max_age {
+            Some(secs) => self.ttl.min(secs.saturating_mul(SECOND)),
+            None => self.ttl,
+        };
+        if initial_age >= lifetime {
+            return Err("already stale when received");
+        }
+        let mut stored = headers.clone();
+        for name in [X_REQUEST_ID, header::AGE, X_CACHE, header::CONTENT_LENGTH] {
+            stored.remove(name);
+        }
+        let header_bytes: usize = stored
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len())
+            .sum();
+        let fixed = ENTRY_OVERHEAD + key.bytes() + header_bytes as u64;
+        let declared = http_body::Body::size_hint(response.body()).lower();
+        if fixed.saturating_add(declared) > self.max_entry {
+            return Err("larger than max_entry_size");
+        }
+        Ok(Entry {
+            status: response.status(),
+            headers: stored,
+            body: Bytes::new(),
+            stored_at: received_at,
+            initial_age,
+            lifetime,
+            weight: fixed as u32,
+        })
+    }
+
+    /// Wraps a storable answer's body so it is copied aside as it streams
+    /// and stored once complete.
+    fn record(
+        &self,
+        key: CacheKey,
+        response: Response<Body>,
+        requested_at: Nanos,
+        received_at: Nanos,
+    ) -> Response<Body> {
+        let entry = match self.plan(&key, &response, requested_at, received_at) {
+            Ok(entry) => entry,
+            Err(reason) => {
+                tracing::debug!(policy = &*self.meta.name, reason, "answer not cached");
+                return response;
+            }
+        };
+        let room = self.max_entry - u64::from(entry.weight);
+        let (head, inner) = response.into_parts();
+        let expected = inner.size_hint().lower().min(room) as usize;
+        let recording = Recording {
+            inner,
+            capture: Some(Capture {
+                store: self.store.clone(),
+                key: Arc::new(key),
+                entry,
+                buf: Vec::with_capacity(0),
+                expected,
+                room,
+                reserved: 0,
+            }),
+        };
+        Response::from_parts(head, recording.boxed_unsync())
+    }
+}
+
+// === impl Around for Cache ===
+
+impl Around for Cache {
+    async fn around(self: Arc<Self>, req: Request<Body>, next: OperationService) -> Response<Body> {
+        let policy = self;
+        let head_only = req.method() == Method::HEAD;
+        // Only reads without a body are cacheable; everything else passes.
+        if !(head_only || req.method() == Method::GET) || !req.body().is_end_stream() {
+            return call_next(next, req).await;
+        }
+        let Some(cx) = req.extensions().get::<RequestContext>() else {
+            return context_missing(req.into_parts().0.extensions);
+        };
+        let Some(key) = policy.key(&req, cx) else {
+            return call_next(next, req).await;
+        };
+        let asked = asked(req.headers());
+        let enforce = !policy.meta.report_only;
+        let now = policy.clock.now();
+        if !asked.revalidate {
+            if let Some(entry) = policy.store.entries.get(&key) {
+                if entry.is_fresh_at(now) {
+                    policy.store.metrics.hits.inc();
+                    if !enforce {
+                        // Forwarded, and the entry kept as it was, so the
+                        // would-be hit ratio is the real one.
+                        return call_next(next, req).await;
+                    }
+                    let (mut parts, _) = req.into_parts();
+                    return match parts.extensions.remove::<RequestContext>() {
+                        Some(cx) => entry.respond(head_only, now, cx),
+                        None => context_missing(parts.extensions),
+                    };
+                }
+                policy.store.remove(&key);
+            }
+        }
+        policy.store.metrics.misses.inc();
+        let mut response = call_next(next, req).await;
+        // `HEAD` answers have no body to store; `GET` ones may be.
+        if !head_only && !asked.no_store {
+            let received_at = policy.clock.now();
+            response = policy.record(key, response, now, received_at);
+        }
+        if enforce {
+            response
+                .headers_mut()
+                .insert(X_CACHE, HeaderValue::from_static("MISS"));
+        }
+        response
+    }
+}
+
+// === Recording: the body that copies itself aside ===
+
+/// A miss's body on its way to the caller: frames pass through unchanged
+/// and are copied into `capture` until the body ends (then the entry is
+/// stored) or grows past what may be stored (then the copy is dropped).
+struct Recording {
+    inner: Body,
+    capture: Option<Capture>,
+}
+
+struct Capture {
+    store: Arc<CacheStore>,
+    key: Arc<CacheKey>,
+    entry: Entry,
+    buf: Vec<u8>,
+    /// The declared length, to allocate once on the first frame.
+    expected: usize,
+    /// Body bytes that still fit `max_entry_size`.
+    room: u64,
+    /// Bytes of the store's copy budget this copy holds (what `buf` allocated).
+    reserved: u64,
+}
+
+impl Capture {
+    /// Adds a frame's bytes; false when the copy must be abandoned. What
+    /// the buffer allocates is taken from the store's budget first.
+    fn push(&mut self, data: &[u8]) -> bool {
+        let n = data.len() as u64;
+        if n > self.room {
+            return false;
+        }
+        let needed = self.buf.len() + data.len();
+        let capacity = self.buf.capacity();
+        if needed > capacity {
+            // The declared length at once, else doubling up to the limit.
+            let limit = self.buf.len() + self.room as usize;
+            let target = needed.max(self.expected).max((capacity * 2).min(limit));
+            if !self.store.reserve((target - capacity) as u64) {
+                return false;
+            }
+            self.reserved += (target - capacity) as u64;
+            self.buf.reserve_exact(target - self.buf.len());
+        }
+        self.room -= n;
+        self.buf.extend_from_slice(data);
+        true
+    }
+
+    fn finish(mut self) {
+        let mut entry = std::mem::replace(&mut self.entry, empty_entry());
+        let mut buf = std::mem::take(&mut self.buf);
+        // The entry is weighed by its length: hold no more than that.
+        buf.shrink_to_fit();
+        entry.body = Bytes::from(buf);
+        entry.weight = entry.weight.saturating_add(entry.body.len() as u32);
+        self.store.insert(self.key.clone(), entry);
+    }
+}
+
+/// What `Capture::finish` leaves behind in the copy it consumes.
+fn empty_entry() -> Entry {
+    Entry {
+        status: StatusCode::OK,
+        headers: HeaderMap::new(),
+        body: Bytes::new(),
+        stored_at: 0,
+        initial_age: 0,
+        lifetime: 0,
+        weight: 0,
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        self.store.release(self.reserved);
+    }
+}
+
+impl Recording {
+    /// Stores the copy if the inner body has ended.
+    fn finish_if_ended(&mut self) {
+        if self.inner.is_end_stream() {
+            if let Some(capture) = self.capture.take() {
+                capture.finish();
+            }
+        }
+    }
+}
+
+impl HttpBody for Recording {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                let keep = match (frame.data_ref(), &mut this.capture) {
+                    (Some(data), Some(capture)) => capture.push(data),
+                    // Trailers cannot be stored with the entry.
+                    (None, Some(_)) => false,
+                    (_, None) => true,
+                };
+                if !keep {
+                    this.capture = None;
+                }
+                this.finish_if_ended();
+            }
+            Poll::Ready(None) => {
+                if let Some(capture) = this.capture.take() {
+                    capture.finish();
+                }
+            }
+            // A body that fails is not the answer: nothing is stored.
+            Poll::Ready(Some(Err(_))) => this.capture = None,
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Recording {
+    fn drop(&mut self) {
+        // An empty body may never be polled; one the caller left early
+        // has not ended, and is not stored.
+        self.finish_if_ended();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::context::OperationInfo;
+    use crate::policy::rate_limit::tests::{compile_policies, request};
+    use crate::state::AnyStore;
+    use std::sync::atomic::AtomicUsize;
+    use tower::ServiceExt;
+
+    /// An operation stack with one `cache` policy (`options` are its YAML
+    /// fields) over a terminal that streams `chunks` bytes, frame by frame
+    /// with no declared length, counting the calls it answers.
+    fn streaming_stack(
+        options: &str,
+        chunks: Vec<&'static [u8]>,
+    ) -> (OperationService, Arc<AtomicUsize>) {
+        let clock: SharedClock = ManualClock::new(1_000 * SECOND);
+        let policies = compile_policies(
+            "version: 1\nlisten: 127.0.0.1:0\n",
+            &format!("c: {{type: cache, {options}}}"),
+            &AnyStore::memory(),
+            &clock,
+        )
+        .expect("compiles");
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        let terminal = OperationService::new(tower::service_fn(move |req: Request<Body>| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let chunks = chunks.clone();
+            async move {
+                let frames = futures_util::stream::iter(
+                    chunks
+                        .into_iter()
+                        .map(|c| Ok::<_, BodyError>(Frame::data(Bytes::from_static(c)))),
+                );
+                let mut response =
+                    Response::new(http_body_util::StreamBody::new(frames).boxed_unsync());
+                let (mut parts, _) = req.into_parts();
+                if let Some(cx) = parts.extensions.remove::<RequestContext>() {
+                    response.extensions_mut().insert(cx);
+                }
+                Ok(response)
+            }
+        }));
+        (crate::stack::build(&policies, terminal), calls)
+    }
+
+    fn get() -> Request<Body> {
+        let mut req = request(None);
+        *req.uri_mut() = http::Uri::from_static("/things/1");
+        if let Some(cx) = req.extensions_mut().get_mut::<RequestContext>() {
+            cx.operation = Some(Arc::new(OperationInfo {
+                api: "a".into(),
+                id: "getThing".into(),
+                header_value: HeaderValue::from_static("getThing"),
+            }));
+        }
+        req.extensions_mut()
+            .insert(UpstreamUri(http::Uri::from_static(
+                "http://upstream.test/things/1",
+            )));
+        req
+    }
+
+    async fn call(svc: &OperationService) -> Response<Body> {
+        svc.clone().oneshot(get()).await.expect("infallible")
+    }
+
+    fn x_cache(r: &Response<Body>) -> Option<&str> {
+        r.headers().get(X_CACHE).and_then(|v| v.to_str().ok())
+    }
+
+    #[tokio::test]
+    async fn a_streamed_answer_is_stored_once_complete_and_not_before() {
+        let (svc, calls) = streaming_stack("ttl: 1m", vec![b"abc", b"def", b"ghi"]);
+        let first = call(&svc).await;
+        assert_eq!(x_cache(&first), Some("MISS"));
+        // Still streaming: nothing stored yet.
+        assert_eq!(x_cache(&call(&svc).await), Some("MISS"));
+        let body = first.into_body().collect().await.expect("body").to_bytes();
+        assert_eq!(body, "abcdefghi");
+        let hit = call(&svc).await;
+        assert_eq!(x_cache(&hit), Some("HIT"));
+        let body = hit.into_body().collect().await.expect("body").to_bytes();
+        assert_eq!(body, "abcdefghi");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_streamed_answer_growing_past_max_entry_size_passes_whole_and_is_not_stored() {
+        let chunk: &'static [u8] = &[b'x'; 400];
+        let (svc, calls) = streaming_stack(
+            "ttl: 1m, max_size: 4KiB, max_entry_size: 1KiB",
+            vec![chunk; 5],
+        );
+        for _ in 0..2 {
+            let r = call(&svc).await;
+            assert_eq!(x_cache(&r), Some("MISS"));
+            let body = r.into_body().collect().await.expect("body").to_bytes();
+            assert_eq!(body.len(), 2000);
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn an_answer_the_caller_leaves_half_read_is_not_stored() {
+        let (svc, calls) = streaming_stack("ttl: 1m", vec![b"abc", b"def"]);
+        let mut first = call(&svc).await;
+        let frame = first.body_mut().frame().await;
+        assert!(matches!(frame, Some(Ok(_))));
+        drop(first);
+        assert_eq!(x_cache(&call(&svc).await), Some("MISS"));
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn upstream_directives_are_read_from_every_cache_control_field() {
+        let a = allowed(&headers(&[
+            ("cache-control", "public, max-age=60"),
+            ("cache-control", "S-MaxAge=\"20\""),
+        ]));
+        assert_eq!(
+            a,
+            Allowed {
+                max_age: Some(20),
+                ..Allowed::default()
+            }
+        );
+        let a = allowed(&headers(&[("cache-control", "private=\"x\", no-cache")]));
+        assert!(a.private && a.no_cache && !a.no_store);
+        // A max-age that does not parse makes the answer stale at once.
+        let a = allowed(&headers(&[("cache-control", "max-age=soon")]));
+        assert_eq!(a.max_age, Some(0));
+    }
+
+    #[test]
+    fn callers_ask_to_revalidate_with_no_cache_max_age_zero_or_pragma() {
+        let revalidate = |pairs| asked(&headers(pairs)).revalidate;
+        assert!(revalidate(&[("cache-control", "no-cache")]));
+        assert!(revalidate(&[("cache-control", "max-age=0")]));
+        assert!(revalidate(&[("pragma", "no-cache")]));
+        // Pragma is ignored when Cache-Control is present.
+        assert!(!revalidate(&[
+            ("cache-control", "max-age=5"),
+            ("pragma", "no-cache")
+        ]));
+        assert!(!revalidate(&[]));
+        assert!(asked(&headers(&[("cache-control", "no-store")])).no_store);
+    }
+
+    #[test]
+    fn an_entry_is_fresh_until_its_age_reaches_its_lifetime() {
+        let entry = Entry {
+            stored_at: 100 * SECOND,
+            initial_age: 5 * SECOND,
+            lifetime: 30 * SECOND,
+            ..empty_entry()
+        };
+        assert!(entry.is_fresh_at(100 * SECOND));
+        assert_eq!(entry.age_at(110 * SECOND), 15 * SECOND);
+        assert!(entry.is_fresh_at(124 * SECOND));
+        assert!(!entry.is_fresh_at(125 * SECOND));
+        assert_eq!(entry.fresh_for(), Duration::from_secs(25));
+    }
+
+    #[test]
+    fn copies_in_progress_share_one_budget() {
+        let store = CacheStore::new(10, CacheMetrics::default());
+        assert!(store.reserve(6));
+        assert!(!store.reserve(5));
+        store.release(6);
+        assert!(store.reserve(10));
+    }
+}
