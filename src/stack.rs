@@ -17,7 +17,7 @@
 //! Within a phase the config order (gateway, then API, then operation)
 //! holds.
 
-use crate::policy::{CompiledPolicy, OperationService, Phase, Stage};
+use crate::policy::{CompiledPolicy, OperationService, Phase, PolicyMeta, Stage};
 
 /// Wraps `terminal` with every stage of `policies`, outermost first in
 /// phase order.
@@ -42,26 +42,66 @@ pub fn build_unrouted(
     gateway_policies: &[CompiledPolicy],
     terminal: OperationService,
 ) -> OperationService {
-    let screen: Vec<CompiledPolicy> = gateway_policies
+    build(
+        &only(gateway_policies, |_, stage| stage.phase == Phase::Screen),
+        terminal,
+    )
+}
+
+/// The stack of the MCP endpoint itself (`crate::agents`): the gateway-wide
+/// `Screen` and `Authenticate` stages (ip, abuse, auth). Limits, quotas,
+/// roles and header rules are not judged here but on each tool call, which
+/// runs its operation's whole stack: counting the envelope too would charge
+/// one call twice.
+pub fn build_agents_endpoint(
+    gateway_policies: &[CompiledPolicy],
+    terminal: OperationService,
+) -> OperationService {
+    build(
+        &only(gateway_policies, |_, stage| {
+            stage.phase <= Phase::Authenticate
+        }),
+        terminal,
+    )
+}
+
+/// The probe of an operation for `tools/list`: its checks that only judge
+/// (ip, auth, roles, headers require/match/forbid) around `terminal`, so a
+/// caller can be told which tools it may call without spending anything.
+/// `abuse` is left out although it runs in `Screen`: it counts the statuses
+/// it sees, and a probe's refusal is not a request the caller made.
+pub fn build_probe(policies: &[CompiledPolicy], terminal: OperationService) -> OperationService {
+    build(
+        &only(policies, |meta, stage| {
+            stage.phase <= Phase::Authorize && meta.type_name != "abuse"
+        }),
+        terminal,
+    )
+}
+
+/// `policies` with only the stages `keep` accepts.
+fn only(
+    policies: &[CompiledPolicy],
+    keep: impl Fn(&PolicyMeta, &Stage) -> bool,
+) -> Vec<CompiledPolicy> {
+    policies
         .iter()
         .map(|p| CompiledPolicy {
             meta: p.meta.clone(),
             stages: p
                 .stages
                 .iter()
-                .filter(|s| s.phase == Phase::Screen)
+                .filter(|s| keep(&p.meta, s))
                 .cloned()
                 .collect(),
         })
-        .collect();
-    build(&screen, terminal)
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::body::{self, Body};
-    use crate::policy::PolicyMeta;
     use http::{Request, Response};
     use std::sync::{Arc, Mutex};
     use tower::ServiceExt;
