@@ -267,10 +267,7 @@ impl Gateway {
             Ok(Target::Agents(endpoint)) => {
                 metered = false;
                 cx.operation = Some(endpoint.info.clone());
-                let envelope = crate::agents::mcp::Envelope {
-                    gateway: self.clone(),
-                    headers: req.headers().clone(),
-                };
+                let envelope = crate::agents::mcp::Envelope::new(self.clone(), &req);
                 req.extensions_mut().insert(envelope);
                 (endpoint.service.clone(), &endpoint.metrics, None)
             }

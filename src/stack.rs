@@ -115,7 +115,8 @@ mod tests {
         CompiledPolicy {
             meta: Arc::new(PolicyMeta {
                 name: name.into(),
-                type_name: "test",
+                // Named after the kind, so stacks that pick by kind can be seen.
+                type_name: name,
                 report_only: false,
             }),
             stages: vec![Stage {
@@ -151,5 +152,38 @@ mod tests {
             .expect("infallible");
         let seen = log.lock().map(|l| l.clone()).unwrap_or_default();
         assert_eq!(seen, ["ip", "abuse", "auth", "roles", "rate", "quota"]);
+    }
+
+    /// The stages a builder keeps, in the order a request meets them.
+    async fn kept(
+        builder: fn(&[CompiledPolicy], OperationService) -> OperationService,
+    ) -> Vec<&'static str> {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let policies = vec![
+            recording(Phase::Screen, "ip", log.clone()),
+            recording(Phase::Screen, "abuse", log.clone()),
+            recording(Phase::Authenticate, "auth", log.clone()),
+            recording(Phase::Authorize, "roles", log.clone()),
+            recording(Phase::RateLimit, "rate", log.clone()),
+            recording(Phase::Quota, "quota", log.clone()),
+            recording(Phase::Rewrite, "headers", log.clone()),
+        ];
+        let terminal = OperationService::new(tower::service_fn(|_req: Request<Body>| async {
+            Ok(Response::new(body::empty()))
+        }));
+        builder(&policies, terminal)
+            .oneshot(Request::new(body::empty()))
+            .await
+            .expect("infallible");
+        let seen = log.lock().map(|l| l.clone()).unwrap_or_default();
+        seen
+    }
+
+    #[tokio::test]
+    async fn each_partial_stack_keeps_only_its_stages() {
+        assert_eq!(kept(build_unrouted).await, ["ip", "abuse"]);
+        assert_eq!(kept(build_agents_endpoint).await, ["ip", "abuse", "auth"]);
+        // A probe spends nothing: no abuse counting, no limits, no quota.
+        assert_eq!(kept(build_probe).await, ["ip", "auth", "roles"]);
     }
 }

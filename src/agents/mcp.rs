@@ -75,6 +75,21 @@ pub struct Envelope {
     pub headers: HeaderMap,
 }
 
+impl Envelope {
+    pub fn new(gateway: Arc<Gateway>, req: &Request<Body>) -> Envelope {
+        let mut headers = req.headers().clone();
+        // HTTP/2 names the host in the request target, not in a header.
+        if let (false, Some(authority)) =
+            (headers.contains_key(header::HOST), req.uri().authority())
+        {
+            if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+                headers.insert(header::HOST, host);
+            }
+        }
+        Envelope { gateway, headers }
+    }
+}
+
 /// The innermost service of the endpoint's stack.
 pub fn terminal() -> OperationService {
     OperationService::new(tower::service_fn(|req: Request<Body>| async move {
@@ -185,8 +200,11 @@ impl Era {
     }
 }
 
-/// A JSON-RPC error, before it becomes a response.
-struct RpcError {
+/// A JSON-RPC error, before it becomes a response (boxed: it travels in
+/// every `Result` of the dispatch, which should stay small).
+struct RpcError(Box<RpcErrorParts>);
+
+struct RpcErrorParts {
     status: StatusCode,
     id: Value,
     code: i64,
@@ -196,17 +214,23 @@ struct RpcError {
 
 impl RpcError {
     fn new(status: StatusCode, id: &Value, code: i64, message: impl Into<String>) -> Self {
-        RpcError {
+        RpcError(Box::new(RpcErrorParts {
             status,
             id: id.clone(),
             code,
             message: message.into(),
             data: None,
-        }
+        }))
+    }
+
+    fn with_data(mut self, data: Value) -> Self {
+        self.0.data = Some(data);
+        self
     }
 
     fn respond(self) -> Response<Body> {
-        rpc_error(self.status, self.id, self.code, &self.message, self.data)
+        let e = *self.0;
+        rpc_error(e.status, e.id, e.code, &e.message, e.data)
     }
 }
 
@@ -264,7 +288,6 @@ impl Call<'_> {
             // This server sends no requests, so a response answers nothing.
             Incoming::Response => return Ok(accepted()),
         };
-        let id_or_null = id.clone().unwrap_or(Value::Null);
         if method == "initialize" {
             let Some(id) = id else {
                 return Err(RpcError::new(
@@ -276,7 +299,7 @@ impl Call<'_> {
             };
             return self.initialize(id, &params);
         }
-        let era = self.era(Some(&id_or_null), &method, &params)?;
+        let era = self.era(id.as_ref(), &method, &params)?;
         let Some(id) = id else {
             // Notifications (`notifications/initialized`, cancellations):
             // nothing runs in the background, so there is nothing to do.
@@ -302,13 +325,16 @@ impl Call<'_> {
     }
 
     /// Which revision a non-`initialize` message speaks, after checking
-    /// what that revision requires of it (headers, session).
+    /// what that revision requires of it (headers, session). `id` is
+    /// `None` for a notification, whose headers the current revision
+    /// leaves undefined.
     fn era(
         &self,
         id: Option<&Value>,
         method: &str,
         params: &Map<String, Value>,
     ) -> Result<Era, RpcError> {
+        let is_request = id.is_some();
         let id = id.unwrap_or(&Value::Null);
         let bad = |code, message: String| RpcError::new(StatusCode::BAD_REQUEST, id, code, message);
         let header = self
@@ -339,16 +365,16 @@ impl Call<'_> {
                     ),
                 ));
             }
-            let sent = self.headers.get(MCP_METHOD).and_then(|v| decode_header(v));
-            if !method.is_empty() && sent.as_deref() != Some(method) {
+            let sent = self.headers.get(MCP_METHOD).and_then(decode_header);
+            if is_request && sent.as_deref() != Some(method) {
                 return Err(bad(
                     HEADER_MISMATCH,
                     format!("the Mcp-Method header does not match the body's method `{method}`"),
                 ));
             }
-            if method == "tools/call" {
+            if is_request && method == "tools/call" {
                 let name = params.get("name").and_then(Value::as_str);
-                let sent = self.headers.get(MCP_NAME).and_then(|v| decode_header(v));
+                let sent = self.headers.get(MCP_NAME).and_then(decode_header);
                 if name.is_none() || sent.as_deref() != name {
                     return Err(bad(
                         HEADER_MISMATCH,
@@ -361,12 +387,11 @@ impl Call<'_> {
         if HANDSHAKE_VERSIONS.contains(&version) {
             return self.session(id).map(Era::Handshake);
         }
-        let mut error = bad(
+        Err(bad(
             UNSUPPORTED_VERSION,
             format!("unsupported protocol version `{version}`"),
-        );
-        error.data = Some(json!({ "supported": supported_versions(), "requested": version }));
-        Err(error)
+        )
+        .with_data(json!({ "supported": supported_versions(), "requested": version })))
     }
 
     /// The session this request names: its negotiated revision.
@@ -492,7 +517,7 @@ impl Call<'_> {
         };
         let mut req = Request::new(body::empty());
         *req.method_mut() = operation.method.clone();
-        *req.headers_mut() = self.headers.clone();
+        *req.headers_mut() = call_headers(self.headers, tool.takes_body());
         let mut cx = RequestContext::new(new_request_id(), self.cx.peer, self.cx.client_ip);
         cx.peer_trusted = self.cx.peer_trusted;
         cx.tls = self.cx.tls;
@@ -550,15 +575,10 @@ impl Call<'_> {
                 }
             }
         }
-        *req.headers_mut() = forwarded_headers(self.headers);
-        let h = req.headers_mut();
-        h.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        *req.headers_mut() = call_headers(self.headers, request.body.is_some());
         if let Some(bytes) = &request.body {
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            h.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+            req.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
         }
         let response = self
             .gateway
@@ -734,6 +754,21 @@ fn forwarded_headers(headers: &HeaderMap) -> HeaderMap {
     out
 }
 
+/// The headers of a tool call (and of its probe, so `tools/list` judges
+/// exactly what a call would send): the caller's, plus what says the call
+/// speaks JSON.
+fn call_headers(caller: &HeaderMap, json_body: bool) -> HeaderMap {
+    let mut headers = forwarded_headers(caller);
+    headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+    if json_body {
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
+    headers
+}
+
 fn supported_versions() -> Vec<&'static str> {
     MODERN_VERSIONS
         .iter()
@@ -822,7 +857,7 @@ mod tests {
 
     #[test]
     fn malformed_messages_get_the_json_rpc_codes() {
-        let code = |body: &[u8]| parse(body).err().map(|e| (e.status.as_u16(), e.code));
+        let code = |body: &[u8]| parse(body).err().map(|e| (e.0.status.as_u16(), e.0.code));
         assert_eq!(code(b"{nope"), Some((400, PARSE_ERROR)));
         assert_eq!(code(b"[]"), Some((400, INVALID_REQUEST)));
         assert_eq!(

@@ -269,6 +269,11 @@ impl Tool {
         })
     }
 
+    /// Whether calls may carry a JSON body (the `body` argument).
+    pub fn takes_body(&self) -> bool {
+        self.input_schema["properties"].get(BODY).is_some()
+    }
+
     /// The tool as `tools/list` lists it.
     pub fn definition(&self, features: Features) -> Value {
         let mut tool = json!({ "name": &*self.name });
@@ -353,10 +358,9 @@ impl Tool {
             path.push('?');
             path.push_str(&pairs.join("&"));
         }
-        let body = match arguments.get(BODY) {
-            None => None,
-            Some(value) => Some(Bytes::from(value.to_string())),
-        };
+        let body = arguments
+            .get(BODY)
+            .map(|value| Bytes::from(value.to_string()));
         Ok(ToolRequest {
             method: self.method.clone(),
             path_and_query: path,

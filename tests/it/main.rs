@@ -11,6 +11,7 @@ mod admin;
 mod cli;
 mod config_errors;
 mod graphql;
+mod mcp;
 mod openapi;
 mod proxy;
 mod redis;
