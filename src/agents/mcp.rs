@@ -109,18 +109,19 @@ pub fn probe_terminal() -> OperationService {
 
 async fn serve(req: Request<Body>) -> Response<Body> {
     let (mut parts, body) = req.into_parts();
-    let (Some(cx), Some(envelope)) = (
-        parts.extensions.remove::<RequestContext>(),
-        parts.extensions.remove::<Envelope>(),
-    ) else {
+    // `Gateway::answer` puts the envelope there; missing, it is a bug.
+    let Some(envelope) = parts.extensions.remove::<Envelope>() else {
         return crate::policy::context_missing(parts.extensions);
     };
-    let gateway = envelope.gateway.clone();
+    let gateway = &envelope.gateway;
     let Some(endpoint) = gateway.agents.endpoint() else {
         return crate::policy::context_missing(parts.extensions);
     };
+    let Some(cx) = parts.extensions.remove::<RequestContext>() else {
+        return crate::policy::context_missing(parts.extensions);
+    };
     let call = Call {
-        gateway: &gateway,
+        gateway,
         endpoint,
         headers: &envelope.headers,
         cx: &cx,
