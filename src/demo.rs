@@ -107,8 +107,18 @@ fn reply(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
 }
 
 /// What `tollgate demo` prints: where things run and curl lines to paste.
-pub fn banner(gateway: SocketAddr, upstream: SocketAddr) -> String {
+pub fn banner(gateway: SocketAddr, upstream: SocketAddr, mcp_path: Option<&str>) -> String {
     let g = format!("http://{gateway}");
+    // One stateless MCP request (revision 2026-07-28): the tools this key may call.
+    let mcp = match mcp_path {
+        Some(path) => format!(
+            r#"
+  curl -s {g}{path} -H 'X-API-Key: demo-reader-key' -H 'Content-Type: application/json' \
+       -H 'MCP-Protocol-Version: 2026-07-28' -H 'Mcp-Method: tools/list' \
+       -d '{{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{{"_meta":{{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}}}}'   # MCP: the tools this key may call"#
+        ),
+        None => String::new(),
+    };
     format!(
         r#"Tollgate demo
   gateway:          {g}   (config.example.yaml)
@@ -125,7 +135,7 @@ Try:
   for i in $(seq 1 12); do curl -s -o /dev/null -w '%{{http_code}} ' {g}/employees/7 -H 'X-API-Key: demo-reader-key'; done; echo   # 429 once 10 calls in a minute are used
   curl -s http://127.0.0.1:9901/openapi.json | head -20      # the OpenAPI 3.1 export (admin listener)
   curl -s http://127.0.0.1:9901/metrics | grep tollgate_requests_total
-  curl -s http://127.0.0.1:9901/admin/usage
+  curl -s http://127.0.0.1:9901/admin/usage{mcp}
   open http://127.0.0.1:9901/                               # the status page
 
 Stop with Ctrl-C."#

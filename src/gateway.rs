@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tower::ServiceExt;
 
+use crate::agents::{Agents, AgentsSource};
 use crate::body::Body;
 use crate::clock::SharedClock;
 use crate::config::schema::{GraphqlSelector, PolicyDef, PolicyRef, StoreKind};
@@ -47,6 +48,8 @@ pub struct Deps {
     pub jwks: Arc<JwksRegistry>,
     /// Response caches, kept by a reload that leaves the config unchanged.
     pub caches: Arc<CacheRegistry>,
+    /// MCP handshake sessions: a reload keeps them too.
+    pub sessions: Arc<crate::agents::Sessions>,
 }
 
 impl Deps {
@@ -86,6 +89,7 @@ impl Deps {
             store,
             caches: Arc::new(CacheRegistry::new(metrics.clone())),
             metrics,
+            sessions: Arc::default(),
         })
     }
 }
@@ -136,6 +140,8 @@ pub struct Gateway {
     /// The listener's certificate, read at compile so a reload serves a
     /// renewed one to the next connection (and refuses an unreadable one).
     pub tls_key: Option<Arc<CertifiedKey>>,
+    /// The operations offered as agent tools, and the MCP endpoint.
+    pub agents: Agents,
     routes: RouteTable,
     unrouted: OperationService,
     unrouted_metrics: Arc<OperationMetrics>,
@@ -149,16 +155,24 @@ pub struct Gateway {
 #[derive(Debug, Clone)]
 struct RouteMiss(Reject);
 
+/// What a request's path and method lead to.
+enum Target<'g> {
+    Operation(usize),
+    /// The MCP endpoint (`agents.mcp_path`).
+    Agents(&'g crate::agents::Endpoint),
+}
+
 impl Gateway {
     /// Compiles a loaded config. Every mistake found is returned, each with
     /// its file, line and column.
     pub fn compile(loaded: LoadedConfig, deps: &Deps) -> Result<Gateway, Vec<ConfigError>> {
         Compiler::new(&loaded, deps).run().map(
-            |(settings, tls_key, operations, routes, unrouted)| Gateway {
+            |(settings, tls_key, operations, routes, unrouted, agents)| Gateway {
                 settings,
                 loaded,
                 operations,
                 tls_key,
+                agents,
                 routes,
                 unrouted,
                 unrouted_metrics: deps.metrics.unrouted(),
@@ -230,7 +244,7 @@ impl Gateway {
     }
 
     async fn answer(
-        &self,
+        self: &Arc<Self>,
         mut req: Request<Body>,
         peer: SocketAddr,
         tls: bool,
@@ -256,10 +270,20 @@ impl Gateway {
         // Copied only when the access log will use it.
         let raw_path = tracing::enabled!(target: "tollgate::access", tracing::Level::INFO)
             .then(|| req.uri().path().to_string());
+        // Usage is metered per governed call: an MCP request is not one
+        // (each tool call it makes is, and is metered as its operation).
+        let mut metered = true;
         let (service, op_metrics, refusal) = match self.route(&mut req, &mut cx) {
-            Ok(index) => {
+            Ok(Target::Operation(index)) => {
                 let op = &self.operations[index];
                 (op.service.clone(), &op.metrics, None)
+            }
+            Ok(Target::Agents(endpoint)) => {
+                metered = false;
+                cx.operation = Some(endpoint.info.clone());
+                let envelope = crate::agents::mcp::Envelope::new(self.clone(), &req);
+                req.extensions_mut().insert(envelope);
+                (endpoint.service.clone(), &endpoint.metrics, None)
             }
             Err(reject) => (self.unrouted.clone(), &self.unrouted_metrics, Some(reject)),
         };
@@ -288,8 +312,10 @@ impl Gateway {
         // answers at once; a remote one may buffer.
         let subject = subject.as_deref().unwrap_or(ANONYMOUS);
         // A failure is counted by the store itself (tollgate_store_errors_total).
-        if let Err(error) = self.store.usage_add(subject, &counts).await {
-            tracing::debug!(%error, "usage not metered");
+        if metered {
+            if let Err(error) = self.store.usage_add(subject, &counts).await {
+                tracing::debug!(%error, "usage not metered");
+            }
         }
         response
     }
@@ -324,9 +350,14 @@ impl Gateway {
         (outcome.client.cloned(), counts)
     }
 
-    /// Checks limits, normalises the path and finds the operation; on
-    /// success the context knows the operation and the upstream URI.
-    fn route(&self, req: &mut Request<Body>, cx: &mut RequestContext) -> Result<usize, Reject> {
+    /// Checks limits, normalises the path and finds the operation (or the
+    /// MCP endpoint); for an operation the context then knows it and the
+    /// upstream URI.
+    fn route(
+        &self,
+        req: &mut Request<Body>,
+        cx: &mut RequestContext,
+    ) -> Result<Target<'_>, Reject> {
         if header_bytes(req) > self.settings.max_header_bytes {
             return Err(Reject::new(
                 Code::HeadersTooLarge,
@@ -340,6 +371,9 @@ impl Gateway {
             ));
         }
         let path = normalize_path(req.uri().path()).map_err(|e| e.reject())?;
+        if let Some(endpoint) = self.agents.serves(&path) {
+            return Ok(Target::Agents(endpoint));
+        }
         let found = self.routes.lookup(req.method(), &path)?;
         let operation = &self.operations[found.operation];
         let upstream = operation
@@ -351,7 +385,7 @@ impl Gateway {
         }
         req.extensions_mut().insert(UpstreamUri(upstream));
         cx.operation = Some(operation.info.clone());
-        Ok(index)
+        Ok(Target::Operation(index))
     }
 }
 
@@ -557,6 +591,7 @@ type Compiled = (
     Vec<Operation>,
     RouteTable,
     OperationService,
+    Agents,
 );
 
 impl<'a> Compiler<'a> {
@@ -620,6 +655,8 @@ impl<'a> Compiler<'a> {
         let mut operations = Vec::new();
         // Where each compiled operation was written (API and operation index).
         let mut written_at: Vec<(usize, usize)> = Vec::new();
+        // The probe of each operation that is an agent tool.
+        let mut probes: Vec<(usize, OperationService)> = Vec::new();
         for (a, api) in config.apis.iter().enumerate() {
             let a_s = a.to_string();
             let api_policies = self.resolve(
@@ -739,6 +776,11 @@ impl<'a> Compiler<'a> {
                         .unwrap_or(HeaderValue::from_static("invalid")),
                 });
                 let metrics = self.deps.metrics.operation(&info.api, &info.id);
+                if crate::agents::is_tool(api, op) {
+                    let probe =
+                        stack::build_probe(&effective, crate::agents::mcp::probe_terminal());
+                    probes.push((operations.len(), probe));
+                }
                 operations.push(Operation {
                     metrics,
                     info,
@@ -754,8 +796,29 @@ impl<'a> Compiler<'a> {
         }
         self.link_graphql(&mut operations, &written_at);
         let unrouted = stack::build_unrouted(&gateway_policies, unrouted_terminal());
+        let agents = Agents::compile(AgentsSource {
+            config,
+            operations: &operations,
+            written_at: &written_at,
+            probes,
+            routes: &routes,
+            gateway_policies: &gateway_policies,
+            deps: self.deps,
+        });
+        let agents = match agents {
+            Ok(agents) => agents,
+            Err(errors) => {
+                for (path, message) in errors {
+                    self.error(
+                        &path.iter().map(String::as_str).collect::<Vec<_>>(),
+                        message,
+                    );
+                }
+                Agents::default()
+            }
+        };
         if self.errors.is_empty() {
-            Ok((settings, tls_key, operations, routes, unrouted))
+            Ok((settings, tls_key, operations, routes, unrouted, agents))
         } else {
             self.errors
                 .sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));

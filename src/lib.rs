@@ -2,6 +2,7 @@
 //! one governed API. See DESIGN.md for the contract and README.md for use.
 
 pub mod admin;
+pub mod agents;
 pub mod app;
 pub mod body;
 pub mod calendar;

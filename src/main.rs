@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use tollgate::agents::ToolsFormat;
 use tollgate::app;
 use tollgate::telemetry::{self, LogFormat};
 
@@ -47,6 +48,14 @@ enum Command {
         /// `json` or `yaml`.
         #[arg(long, default_value = "json")]
         format: String,
+    },
+    /// Print the agent tool definitions (operations marked `agent: true`).
+    Tools {
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// `openai` (function calling) or `mcp` (the tools/list result).
+        #[arg(long, value_enum, default_value_t = ToolsFormat::Openai)]
+        format: ToolsFormat,
     },
     /// Turn an OpenAPI 3.0/3.1 spec into config YAML.
     Import {
@@ -110,6 +119,22 @@ fn main() -> ExitCode {
                     }
                     ExitCode::from(1)
                 }
+            }
+        }
+        Command::Tools { config, format } => {
+            let path = config.unwrap_or_else(app::default_config_path);
+            match load_or_report(&path) {
+                Ok((gateway, _)) => {
+                    let document = gateway.agents.document(format);
+                    match serde_json::to_string_pretty(&document) {
+                        Ok(text) => {
+                            println!("{text}");
+                            ExitCode::SUCCESS
+                        }
+                        Err(e) => fail(&e.to_string()),
+                    }
+                }
+                Err(code) => code,
             }
         }
         Command::Import {
@@ -206,12 +231,16 @@ fn demo() -> ExitCode {
         Err(code) => return code,
     };
     let listen = gateway.settings.listen;
+    let mcp_path = gateway.agents.endpoint().map(|e| e.path.clone());
     let result = runtime().map_err(|e| e.to_string()).and_then(|rt| {
         rt.block_on(async {
             let upstream = tollgate::demo::start_sample_upstream(([127, 0, 0, 1], 9090).into())
                 .await
                 .map_err(|e| format!("cannot start the sample upstream on 127.0.0.1:9090: {e}"))?;
-            println!("{}", tollgate::demo::banner(listen, upstream));
+            println!(
+                "{}",
+                tollgate::demo::banner(listen, upstream, mcp_path.as_deref())
+            );
             app::serve(path, gateway, deps).await
         })
     });

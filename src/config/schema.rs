@@ -220,10 +220,49 @@ pub struct JwtConfig {
     pub leeway: Option<ConfigDuration>,
 }
 
+/// `agents:` — the MCP endpoint that serves agent tools (`crate::agents`).
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgentsConfig {
+    /// The public path of the MCP endpoint, e.g. `/mcp`.
     pub mcp_path: String,
+    /// Browser origins (`https://app.example.com`) allowed to call the
+    /// endpoint besides the endpoint's own; any other `Origin` gets 403.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// At most this many handshake sessions are kept; the least recently
+    /// used one is dropped to make room.
+    #[serde(default = "default_max_sessions")]
+    pub max_sessions: usize,
+    /// A session unused this long is forgotten (its client re-initializes).
+    #[serde(default = "default_session_idle")]
+    pub session_idle: ConfigDuration,
+    /// The most of a workflow's answer one tool result carries.
+    #[serde(default = "default_max_result")]
+    pub max_result: ByteSize,
+}
+
+fn default_max_sessions() -> usize {
+    10_000
+}
+
+fn default_session_idle() -> ConfigDuration {
+    ConfigDuration(std::time::Duration::from_secs(30 * 60))
+}
+
+fn default_max_result() -> ByteSize {
+    ByteSize(1 << 20)
+}
+
+/// `agents:` of an API: which of its operations are agent tools.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ApiAgents {
+    /// Only operations marked `agent: true`.
+    #[default]
+    OptIn,
+    /// Every operation, unless it says `agent: false`.
+    Expose,
 }
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -246,6 +285,9 @@ pub struct ApiConfig {
     pub apply: Vec<PolicyRef>,
     #[serde(default)]
     pub skip: Vec<String>,
+    /// `expose`: every operation is an agent tool unless it says `agent: false`.
+    #[serde(default)]
+    pub agents: ApiAgents,
     pub operations: Vec<OperationConfig>,
 }
 
@@ -272,6 +314,10 @@ pub struct OperationConfig {
     pub skip: Vec<String>,
     #[serde(default)]
     pub request_schema: Option<serde_json::Value>,
+    /// The query parameters, as an object schema (`properties`, `required`):
+    /// what an agent tool's arguments may put in the query string.
+    #[serde(default)]
+    pub query_schema: Option<serde_json::Value>,
     #[serde(default)]
     pub response_schema: Option<serde_json::Value>,
     /// What a response that breaks `response_schema` gets.
@@ -281,8 +327,10 @@ pub struct OperationConfig {
     /// operations then share one method and path.
     #[serde(default)]
     pub graphql: Option<GraphqlSelector>,
+    /// Whether this operation is an agent tool (MCP); unset follows the
+    /// API's `agents:` (default: not a tool).
     #[serde(default)]
-    pub agent: bool,
+    pub agent: Option<bool>,
 }
 
 /// `response_validation:` of an operation with a `response_schema`.

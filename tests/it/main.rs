@@ -16,6 +16,7 @@ mod fairness;
 mod graphql;
 mod jwks;
 mod keys;
+mod mcp;
 mod openapi;
 mod proxy;
 mod redis;

@@ -1,0 +1,302 @@
+//! Governed endpoints as tools for LLM agents (DESIGN §9).
+//!
+//! - [`tools`]: one [`tools::Tool`] per operation marked `agent: true`
+//!   (or of an API with `agents: expose`): its definition, and how a call
+//!   becomes the HTTP request the operation publishes.
+//! - [`mcp`]: the Model Context Protocol endpoint at `agents.mcp_path` on
+//!   the public listener (Streamable HTTP, the current stateless revision
+//!   and the older `initialize` handshake with sessions).
+//! - [`sessions`]: the bounded session table of the handshake era.
+//!
+//! A tool call is not a side door: it is dispatched as an ordinary request
+//! for the operation, with the MCP caller's own headers and address, into
+//! `Gateway::handle`, so the operation's whole policy stack, the proxy, the
+//! metrics, the usage meter and the access log see it like any other call.
+//!
+//! `tollgate tools` prints the same definitions ([`Agents::document`]) for
+//! frameworks that take a static list.
+
+pub mod mcp;
+pub mod sessions;
+pub mod tools;
+
+use http::HeaderValue;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+use crate::clock::SharedClock;
+use crate::config::schema::Config;
+use crate::context::OperationInfo;
+use crate::gateway::{Deps, Operation};
+use crate::metrics::OperationMetrics;
+use crate::policy::{CompiledPolicy, OperationService};
+use crate::routing::{normalize_path, RouteTable};
+use crate::stack;
+
+pub use sessions::{SessionLimits, Sessions};
+pub use tools::{is_tool, Tool};
+
+/// The `operation` label (metrics, access log) of MCP endpoint requests.
+pub const ENDPOINT_OPERATION: &str = "mcp";
+
+/// The agent side of a compiled gateway: its tools, and the MCP endpoint
+/// when `agents.mcp_path` is set.
+#[derive(Default)]
+pub struct Agents {
+    pub tools: Vec<Tool>,
+    endpoint: Option<Endpoint>,
+}
+
+/// The MCP endpoint of a compiled gateway.
+pub struct Endpoint {
+    pub path: String,
+    /// The gateway-wide ip, abuse and auth stages around [`mcp::terminal`].
+    pub(crate) service: OperationService,
+    pub(crate) metrics: Arc<OperationMetrics>,
+    pub(crate) info: Arc<OperationInfo>,
+    /// Lower-cased `scheme://host[:port]` of `allowed_origins`.
+    allowed_origins: Vec<String>,
+    limits: SessionLimits,
+    max_result: u64,
+    instructions: String,
+    sessions: Arc<Sessions>,
+    clock: SharedClock,
+}
+
+/// The static tool list formats of `tollgate tools`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ToolsFormat {
+    /// OpenAI function calling: `[{"type": "function", "function": {...}}]`.
+    #[default]
+    Openai,
+    /// The MCP `tools/list` result: `{"tools": [...]}`.
+    Mcp,
+}
+
+/// A config mistake: the path of the key at fault and the message.
+pub type AgentsError = (Vec<String>, String);
+
+/// What [`Agents::compile`] reads of the compiled operations.
+pub struct AgentsSource<'a> {
+    pub config: &'a Config,
+    pub operations: &'a [Operation],
+    /// Where each operation is written: `(api index, operation index)`.
+    pub written_at: &'a [(usize, usize)],
+    /// The probe of each operation that is a tool, by operation index.
+    pub probes: Vec<(usize, OperationService)>,
+    pub routes: &'a RouteTable,
+    pub gateway_policies: &'a [CompiledPolicy],
+    pub deps: &'a Deps,
+}
+
+// === impl Agents ===
+
+impl Agents {
+    /// Builds the tools and the endpoint; every mistake is returned with
+    /// the path of the key at fault.
+    pub fn compile(source: AgentsSource<'_>) -> Result<Agents, Vec<AgentsError>> {
+        let AgentsSource {
+            config,
+            operations,
+            written_at,
+            probes,
+            routes,
+            gateway_policies,
+            deps,
+        } = source;
+        let mut errors: Vec<AgentsError> = Vec::new();
+        let mut tools = Vec::new();
+        for (index, probe) in probes {
+            let (a, o) = written_at[index];
+            let (api, op) = (&config.apis[a], &config.apis[a].operations[o]);
+            let operation = &operations[index];
+            let built = Tool::build(tools::ToolSource {
+                api,
+                op,
+                operation: index,
+                method: &operation.method,
+                template: &operation.template,
+                probe,
+            });
+            match built {
+                Ok(tool) => tools.push(tool),
+                Err(found) => errors.extend(found.into_iter().map(|(field, message)| {
+                    let path = ["apis", &a.to_string(), "operations", &o.to_string(), field];
+                    (path.iter().map(|s| s.to_string()).collect(), message)
+                })),
+            }
+        }
+        let endpoint = match &config.agents {
+            None => None,
+            Some(agents) => {
+                let at = |key: &str| vec!["agents".to_string(), key.to_string()];
+                let path = agents.mcp_path.as_str();
+                let normal = path.starts_with('/')
+                    && normalize_path(path).is_ok_and(|p| p == path)
+                    && !path.contains(['?', '#', '{', '}']);
+                if !normal {
+                    errors.push((
+                        at("mcp_path"),
+                        format!("`{path}` is not a normalised absolute path like /mcp"),
+                    ));
+                } else if let Some(taken) = routed(routes, operations, path) {
+                    errors.push((
+                        at("mcp_path"),
+                        format!("`{path}` is also the path of {taken}"),
+                    ));
+                }
+                let mut allowed_origins = Vec::new();
+                for (i, origin) in agents.allowed_origins.iter().enumerate() {
+                    match parse_origin(origin) {
+                        Some(o) => allowed_origins.push(o),
+                        None => errors.push((
+                            vec!["agents".into(), "allowed_origins".into(), i.to_string()],
+                            format!("`{origin}` is not an origin like https://app.example.com"),
+                        )),
+                    }
+                }
+                if agents.max_sessions == 0 {
+                    errors.push((at("max_sessions"), "keep at least one session".into()));
+                }
+                let info = Arc::new(OperationInfo {
+                    api: "".into(),
+                    id: ENDPOINT_OPERATION.into(),
+                    header_value: HeaderValue::from_static(ENDPOINT_OPERATION),
+                });
+                Some(Endpoint {
+                    path: path.to_string(),
+                    service: stack::build_agents_endpoint(gateway_policies, mcp::terminal()),
+                    metrics: deps.metrics.operation(&info.api, &info.id),
+                    info,
+                    allowed_origins,
+                    limits: SessionLimits {
+                        max_sessions: agents.max_sessions,
+                        idle: agents.session_idle.0,
+                    },
+                    max_result: agents.max_result.0,
+                    instructions: instructions(config, &tools, written_at),
+                    sessions: deps.sessions.clone(),
+                    clock: deps.clock.clone(),
+                })
+            }
+        };
+        if errors.is_empty() {
+            Ok(Agents { tools, endpoint })
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The MCP endpoint, when `agents.mcp_path` is set.
+    pub fn endpoint(&self) -> Option<&Endpoint> {
+        self.endpoint.as_ref()
+    }
+
+    /// The endpoint, if it is served at this (normalised) path.
+    pub fn serves(&self, path: &str) -> Option<&Endpoint> {
+        self.endpoint.as_ref().filter(|e| e.path == path)
+    }
+
+    pub fn tool(&self, name: &str) -> Option<&Tool> {
+        self.tools.iter().find(|t| &*t.name == name)
+    }
+
+    /// Every tool, unfiltered, in `format` (for `tollgate tools`).
+    pub fn document(&self, format: ToolsFormat) -> Value {
+        match format {
+            ToolsFormat::Openai => {
+                Value::Array(self.tools.iter().map(Tool::openai_function).collect())
+            }
+            ToolsFormat::Mcp => json!({
+                "tools": self
+                    .tools
+                    .iter()
+                    .map(|t| t.definition(tools::Features::ALL))
+                    .collect::<Vec<_>>(),
+            }),
+        }
+    }
+}
+
+/// What already answers at `path` (for any method), if anything does.
+fn routed(routes: &RouteTable, operations: &[Operation], path: &str) -> Option<String> {
+    use http::Method;
+    let mut taken = false;
+    for method in [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+        Method::HEAD,
+        Method::OPTIONS,
+    ] {
+        match routes.lookup(&method, path) {
+            Ok(found) => {
+                return Some(format!(
+                    "operation `{}`",
+                    operations[found.operation].info.id
+                ))
+            }
+            Err(reject) if reject.code == crate::problem::Code::MethodNotAllowed => taken = true,
+            Err(_) => {}
+        }
+    }
+    taken.then(|| "an operation".to_string())
+}
+
+/// `scheme://host[:port]`, lower-cased, or `None` if `origin` is not one.
+pub(crate) fn parse_origin(origin: &str) -> Option<String> {
+    let uri: http::Uri = origin.parse().ok()?;
+    let scheme = uri.scheme_str()?;
+    let authority = uri.authority()?;
+    let bare = uri.path_and_query().map_or(true, |pq| pq.as_str() == "/");
+    (matches!(scheme, "http" | "https") && bare)
+        .then(|| format!("{scheme}://{authority}").to_ascii_lowercase())
+}
+
+/// What `initialize` and `server/discover` tell the model about the tools.
+fn instructions(config: &Config, tools: &[Tool], written_at: &[(usize, usize)]) -> String {
+    let mut out = String::from(
+        "Each tool calls one governed workflow endpoint. A refusal (a missing role, a rate \
+         limit, a quota, an invalid argument) comes back as a tool error whose text is a \
+         problem JSON object with a stable `code`; `rate_limited` and `quota_exceeded` \
+         say when to retry (`_meta.\"dev.tollgate/http\".retry_after`, seconds).",
+    );
+    let mut listed = Vec::new();
+    for tool in tools {
+        let (a, _) = written_at[tool.operation];
+        if listed.contains(&a) {
+            continue;
+        }
+        listed.push(a);
+        let api = &config.apis[a];
+        out.push_str("\n- ");
+        out.push_str(api.title.as_deref().unwrap_or(&api.name));
+        if let Some(d) = &api.description {
+            out.push_str(": ");
+            out.push_str(d);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_are_scheme_host_and_port_only() {
+        assert_eq!(
+            parse_origin("https://App.example.com"),
+            Some("https://app.example.com".into())
+        );
+        assert_eq!(
+            parse_origin("http://localhost:5173/"),
+            Some("http://localhost:5173".into())
+        );
+        assert_eq!(parse_origin("https://a.example/path"), None);
+        assert_eq!(parse_origin("app.example.com"), None);
+        assert_eq!(parse_origin("ftp://a.example"), None);
+    }
+}

@@ -1,0 +1,734 @@
+//! Agent tools: what one governed operation looks like to an LLM, and how
+//! a tool call becomes the HTTP request that operation publishes.
+//!
+//! A tool's name is the operation id; its `inputSchema` is an object with
+//! one property per path parameter (a string), one per query parameter
+//! (from `query_schema`), and `body` (the `request_schema`, or any JSON for
+//! a POST/PUT/PATCH without one). `outputSchema` is the `response_schema`
+//! when that describes an object (the handshake-era revisions allow no
+//! other root type).
+//!
+//! ```text
+//! GET /employees/{employeeId}   query_schema: { properties: { fields: { type: string } } }
+//!   -> { "type": "object",
+//!        "properties": { "employeeId": { "type": "string", ... }, "fields": { "type": "string" } },
+//!        "required": ["employeeId"], "additionalProperties": false }
+//! ```
+//!
+//! Arguments are checked against the input schema before anything is sent,
+//! and path parameters are percent-encoded as one segment each: a value can
+//! never change which operation the request reaches (`.` and `..` are
+//! refused, `/` only passes in a `{*rest}` parameter, between segments).
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
+
+use crate::config::schema::{ApiAgents, ApiConfig, OperationConfig};
+use crate::policy::schema::JsonSchema;
+use crate::policy::OperationService;
+
+/// Everything but the unreserved characters of RFC 3986 is escaped, in a
+/// path segment and in a query component alike.
+const ESCAPED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// The argument that carries the request body.
+pub const BODY: &str = "body";
+
+/// Whether an operation of `api` is an agent tool: its own `agent:`, else
+/// the API's `agents:`.
+pub fn is_tool(api: &ApiConfig, op: &OperationConfig) -> bool {
+    op.agent.unwrap_or(api.agents == ApiAgents::Expose)
+}
+
+/// One operation as an agent tool.
+pub struct Tool {
+    /// The operation id.
+    pub name: Arc<str>,
+    /// The operation's index in `Gateway::operations`.
+    pub operation: usize,
+    pub title: Option<String>,
+    pub description: String,
+    pub input_schema: Value,
+    pub output_schema: Option<Value>,
+    input: JsonSchema,
+    output: Option<JsonSchema>,
+    method: Method,
+    path: Vec<PathPart>,
+    query: Vec<String>,
+    /// The operation's checks that only judge (see `stack::build_probe`):
+    /// whether a caller may call this tool, at no cost.
+    pub(crate) probe: OperationService,
+}
+
+/// A piece of the public path template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PathPart {
+    Literal(String),
+    /// `{name}`: one segment.
+    Param(String),
+    /// `{*name}`: the rest of the path.
+    Rest(String),
+}
+
+/// The HTTP request a tool call becomes.
+#[derive(Debug)]
+pub struct ToolRequest {
+    pub method: Method,
+    /// The public path and query, every argument escaped.
+    pub path_and_query: String,
+    /// The JSON body, when the call has one.
+    pub body: Option<Bytes>,
+}
+
+/// What the gateway answered a tool call, as the result is built from it.
+#[derive(Debug)]
+pub struct ToolAnswer {
+    pub status: StatusCode,
+    pub body: Bytes,
+    pub request_id: Option<String>,
+    pub retry_after: Option<String>,
+}
+
+/// What a result may carry in the caller's protocol revision.
+#[derive(Debug, Clone, Copy)]
+pub struct Features {
+    /// `title`, `outputSchema` and `structuredContent` (2025-06-18 and later).
+    pub structured: bool,
+}
+
+impl Features {
+    pub const ALL: Features = Features { structured: true };
+}
+
+// === impl Tool ===
+
+/// Where a tool is written, for building it.
+pub struct ToolSource<'a> {
+    pub api: &'a ApiConfig,
+    pub op: &'a OperationConfig,
+    pub operation: usize,
+    pub method: &'a Method,
+    /// The public path template (`base_path` + `path`).
+    pub template: &'a str,
+    pub probe: OperationService,
+}
+
+impl Tool {
+    /// Builds the tool of an operation; errors name the operation field
+    /// at fault.
+    pub fn build(source: ToolSource<'_>) -> Result<Tool, Vec<(&'static str, String)>> {
+        let ToolSource {
+            api,
+            op,
+            operation,
+            method,
+            template,
+            probe,
+        } = source;
+        let mut errors = Vec::new();
+        if op.graphql.is_some() {
+            errors.push((
+                "agent",
+                "a GraphQL operation cannot be an agent tool (its input is a GraphQL document); \
+                 set `agent: false`"
+                    .to_string(),
+            ));
+        }
+        if !valid_name(&op.id) {
+            errors.push((
+                "id",
+                format!(
+                    "`{}` cannot name an agent tool: use 1 to 64 of A-Z a-z 0-9 _ - \
+                     (what MCP and function-calling APIs accept)",
+                    op.id
+                ),
+            ));
+        }
+        let path = parse_template(template);
+        let mut properties = Map::new();
+        let mut required = Vec::new();
+        for part in &path {
+            let (name, schema) = match part {
+                PathPart::Literal(_) => continue,
+                PathPart::Param(name) => (
+                    name,
+                    json!({
+                        "type": "string",
+                        "minLength": 1,
+                        "pattern": "^[^/]+$",
+                        "description": format!("`{{{name}}}` in the path {method} {template}"),
+                    }),
+                ),
+                PathPart::Rest(name) => (
+                    name,
+                    json!({
+                        "type": "string",
+                        "minLength": 1,
+                        "description": format!(
+                            "The rest of the path at `{{*{name}}}` in {method} {template}; may contain `/`"
+                        ),
+                    }),
+                ),
+            };
+            properties.insert(name.clone(), schema);
+            required.push(Value::from(name.clone()));
+        }
+        let mut query = Vec::new();
+        if let Some(schema) = &op.query_schema {
+            match query_params(schema) {
+                Ok(params) => {
+                    for (name, schema, is_required) in params {
+                        if properties.contains_key(&name) || name == BODY {
+                            errors.push((
+                                "query_schema",
+                                format!(
+                                    "query parameter `{name}` has the name of a path parameter \
+                                     or of `body`: a tool's arguments need distinct names"
+                                ),
+                            ));
+                            continue;
+                        }
+                        if is_required {
+                            required.push(Value::from(name.clone()));
+                        }
+                        properties.insert(name.clone(), schema);
+                        query.push(name);
+                    }
+                }
+                Err(message) => errors.push(("query_schema", message)),
+            }
+        }
+        if properties.contains_key(BODY) {
+            errors.push((
+                "path",
+                "a path parameter named `body` clashes with the tool's `body` argument".to_string(),
+            ));
+        }
+        match &op.request_schema {
+            Some(schema) => {
+                properties.insert(BODY.into(), schema.clone());
+                required.push(Value::from(BODY));
+            }
+            None if matches!(*method, Method::POST | Method::PUT | Method::PATCH) => {
+                properties.insert(
+                    BODY.into(),
+                    json!({ "description": "The JSON request body." }),
+                );
+            }
+            None => {}
+        }
+        let mut input_schema = json!({ "type": "object", "properties": properties });
+        if !required.is_empty() {
+            input_schema["required"] = Value::Array(required);
+        }
+        input_schema["additionalProperties"] = Value::Bool(false);
+        let output_schema = op
+            .response_schema
+            .clone()
+            .filter(|s| s.get("type").and_then(Value::as_str) == Some("object"));
+        let input = JsonSchema::compile(&input_schema).map_err(|e| ("request_schema", e));
+        let output = output_schema
+            .as_ref()
+            .map(JsonSchema::compile)
+            .transpose()
+            .map_err(|e| ("response_schema", e));
+        let (input, output) = match (input, output) {
+            (Ok(input), Ok(output)) if errors.is_empty() => (input, output),
+            (input, output) => {
+                errors.extend(input.err());
+                errors.extend(output.err());
+                return Err(errors);
+            }
+        };
+        let description = match (&op.summary, &op.description) {
+            (Some(s), Some(d)) => format!("{s}\n\n{d}"),
+            (Some(s), None) => s.clone(),
+            (None, Some(d)) => d.clone(),
+            (None, None) => format!("{method} {template} ({})", api.name),
+        };
+        Ok(Tool {
+            name: op.id.as_str().into(),
+            operation,
+            title: op.summary.clone(),
+            description,
+            input_schema,
+            output_schema,
+            input,
+            output,
+            method: method.clone(),
+            path,
+            query,
+            probe,
+        })
+    }
+
+    /// Whether calls may carry a JSON body (the `body` argument).
+    pub fn takes_body(&self) -> bool {
+        self.input_schema["properties"].get(BODY).is_some()
+    }
+
+    /// The tool as `tools/list` lists it.
+    pub fn definition(&self, features: Features) -> Value {
+        let mut tool = json!({ "name": &*self.name });
+        if let (true, Some(title)) = (features.structured, &self.title) {
+            tool["title"] = json!(title);
+        }
+        tool["description"] = json!(self.description);
+        tool["inputSchema"] = self.input_schema.clone();
+        if let (true, Some(schema)) = (features.structured, &self.output_schema) {
+            tool["outputSchema"] = schema.clone();
+        }
+        tool
+    }
+
+    /// The tool as an OpenAI function-calling definition.
+    pub fn openai_function(&self) -> Value {
+        json!({
+            "type": "function",
+            "function": {
+                "name": &*self.name,
+                "description": self.description,
+                "parameters": self.input_schema,
+            },
+        })
+    }
+
+    /// The request a call with `arguments` makes, or why the arguments are
+    /// wrong (a message the model can act on).
+    pub fn request(&self, arguments: &Value) -> Result<ToolRequest, String> {
+        let violations = self.input.violations(arguments);
+        if !violations.is_empty() {
+            let listed: Vec<String> = violations
+                .iter()
+                .map(|v| {
+                    let at = if v.pointer.is_empty() {
+                        "/"
+                    } else {
+                        &v.pointer
+                    };
+                    format!("{at}: {}", v.message)
+                })
+                .collect();
+            return Err(format!(
+                "invalid arguments for `{}`: {}",
+                self.name,
+                listed.join("; ")
+            ));
+        }
+        let arg = |name: &str| arguments.get(name).and_then(Value::as_str).unwrap_or("");
+        let mut path = String::new();
+        for part in &self.path {
+            match part {
+                PathPart::Literal(text) => path.push_str(text),
+                PathPart::Param(name) => {
+                    let value = arg(name);
+                    check_segment(name, value)?;
+                    path.extend(utf8_percent_encode(value, ESCAPED));
+                }
+                PathPart::Rest(name) => {
+                    let value = arg(name);
+                    for (i, segment) in value.split('/').enumerate() {
+                        check_segment(name, segment)?;
+                        if i > 0 {
+                            path.push('/');
+                        }
+                        path.extend(utf8_percent_encode(segment, ESCAPED));
+                    }
+                }
+            }
+        }
+        let mut pairs = Vec::new();
+        for name in &self.query {
+            match arguments.get(name) {
+                None | Some(Value::Null) => {}
+                Some(Value::Array(items)) => {
+                    pairs.extend(items.iter().map(|item| query_pair(name, item)));
+                }
+                Some(value) => pairs.push(query_pair(name, value)),
+            }
+        }
+        if !pairs.is_empty() {
+            path.push('?');
+            path.push_str(&pairs.join("&"));
+        }
+        let body = arguments
+            .get(BODY)
+            .map(|value| Bytes::from(value.to_string()));
+        Ok(ToolRequest {
+            method: self.method.clone(),
+            path_and_query: path,
+            body,
+        })
+    }
+
+    /// The `tools/call` result for what the gateway answered: the data, or
+    /// a tool error (`isError`) whose text is the refusal's problem JSON
+    /// (with its `code`) or the workflow's error answer.
+    pub fn result(&self, answer: &ToolAnswer, features: Features) -> Map<String, Value> {
+        let text = String::from_utf8_lossy(&answer.body).into_owned();
+        let mut http = json!({ "status": answer.status.as_u16() });
+        if let Some(id) = &answer.request_id {
+            http["request_id"] = json!(id);
+        }
+        if let Some(after) = answer.retry_after.as_deref() {
+            http["retry_after"] = after
+                .parse::<u64>()
+                .map(Value::from)
+                .unwrap_or(json!(after));
+        }
+        let meta = json!({ "dev.tollgate/http": http });
+        if !answer.status.is_success() {
+            let text = if text.is_empty() {
+                format!("HTTP {}", answer.status)
+            } else {
+                text
+            };
+            return error_result(text, Some(meta));
+        }
+        let mut result = Map::new();
+        if let (true, Some(schema)) = (features.structured, &self.output) {
+            let parsed: Result<Value, _> = serde_json::from_slice(&answer.body);
+            let problems = match &parsed {
+                Ok(value) => schema
+                    .violations(value)
+                    .into_iter()
+                    .map(|v| format!("{}: {}", v.pointer, v.message))
+                    .collect::<Vec<_>>(),
+                Err(e) => vec![format!("not JSON: {e}")],
+            };
+            if !problems.is_empty() {
+                return error_result(
+                    format!(
+                        "the workflow's answer does not match the output schema of `{}`: {}",
+                        self.name,
+                        problems.join("; ")
+                    ),
+                    Some(meta),
+                );
+            }
+            if let Ok(value) = parsed {
+                result.insert("structuredContent".into(), value);
+            }
+        }
+        result.insert("content".into(), json!([{ "type": "text", "text": text }]));
+        result.insert("isError".into(), Value::Bool(false));
+        result.insert("_meta".into(), meta);
+        result
+    }
+}
+
+/// A tool error result: one text block, `isError: true`.
+pub fn error_result(text: String, meta: Option<Value>) -> Map<String, Value> {
+    let mut result = Map::new();
+    result.insert("content".into(), json!([{ "type": "text", "text": text }]));
+    result.insert("isError".into(), Value::Bool(true));
+    if let Some(meta) = meta {
+        result.insert("_meta".into(), meta);
+    }
+    result
+}
+
+/// Names every MCP client and function-calling API accepts.
+fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// A path argument that would change the path's shape once normalised.
+fn check_segment(name: &str, value: &str) -> Result<(), String> {
+    match value {
+        "" => Err(format!(
+            "invalid arguments: `{name}` has an empty path segment"
+        )),
+        "." | ".." => Err(format!(
+            "invalid arguments: `{name}` cannot be a `.` or `..` path segment"
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn query_pair(name: &str, value: &Value) -> String {
+    let text = match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    format!(
+        "{}={}",
+        utf8_percent_encode(name, ESCAPED),
+        utf8_percent_encode(&text, ESCAPED)
+    )
+}
+
+/// Splits `/a/{id}/b/{*rest}` into literals and parameters.
+fn parse_template(template: &str) -> Vec<PathPart> {
+    let mut parts = Vec::new();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let Some(len) = rest[open..].find('}') else {
+            break;
+        };
+        if open > 0 {
+            parts.push(PathPart::Literal(rest[..open].to_string()));
+        }
+        let inner = &rest[open + 1..open + len];
+        parts.push(match inner.strip_prefix('*') {
+            Some(name) => PathPart::Rest(name.to_string()),
+            None => PathPart::Param(inner.to_string()),
+        });
+        rest = &rest[open + len + 1..];
+    }
+    if !rest.is_empty() {
+        parts.push(PathPart::Literal(rest.to_string()));
+    }
+    parts
+}
+
+/// The parameters of a `query_schema`: name, schema, required.
+fn query_params(schema: &Value) -> Result<Vec<(String, Value, bool)>, String> {
+    let Some(object) = schema.as_object() else {
+        return Err("a query schema is an object schema with `properties`".into());
+    };
+    if let Some(t) = object.get("type") {
+        if t != "object" {
+            return Err("a query schema has `type: object` (one property per parameter)".into());
+        }
+    }
+    let empty = Map::new();
+    let properties = match object.get("properties") {
+        None => &empty,
+        Some(Value::Object(p)) => p,
+        Some(_) => return Err("`properties` maps each query parameter to its schema".into()),
+    };
+    let required: Vec<&str> = match object.get("required") {
+        None => Vec::new(),
+        Some(Value::Array(names)) => names.iter().filter_map(Value::as_str).collect(),
+        Some(_) => return Err("`required` is a list of parameter names".into()),
+    };
+    for name in &required {
+        if !properties.contains_key(*name) {
+            return Err(format!(
+                "`required` names `{name}`, which is not in `properties`"
+            ));
+        }
+    }
+    let mut out = Vec::new();
+    for (name, schema) in properties {
+        if !schema.is_object() {
+            return Err(format!(
+                "the schema of query parameter `{name}` is not an object"
+            ));
+        }
+        let kind = schema.get("type").and_then(Value::as_str);
+        if kind == Some("object") {
+            return Err(format!(
+                "query parameter `{name}` cannot be an object: a query string holds \
+                 strings, numbers, booleans and lists of them"
+            ));
+        }
+        out.push((
+            name.clone(),
+            schema.clone(),
+            required.contains(&name.as_str()),
+        ));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::body::{self, Body};
+    use http::{Request, Response};
+
+    fn op(yaml: &str) -> OperationConfig {
+        serde_yaml::from_str(yaml).expect("operation yaml")
+    }
+
+    fn api() -> ApiConfig {
+        serde_yaml::from_str("{ name: directory, operations: [] }").expect("api yaml")
+    }
+
+    fn tool(yaml: &str, template: &str) -> Result<Tool, Vec<(&'static str, String)>> {
+        let op = op(yaml);
+        let method = Method::from_bytes(op.method.as_bytes()).expect("method");
+        let probe = OperationService::new(tower::service_fn(|_req: Request<Body>| async {
+            Ok(Response::new(body::empty()))
+        }));
+        Tool::build(ToolSource {
+            api: &api(),
+            op: &op,
+            operation: 0,
+            method: &method,
+            template,
+            probe,
+        })
+    }
+
+    #[test]
+    fn templates_split_into_literals_and_parameters() {
+        assert_eq!(
+            parse_template("/a/{id}/b/{*rest}"),
+            [
+                PathPart::Literal("/a/".into()),
+                PathPart::Param("id".into()),
+                PathPart::Literal("/b/".into()),
+                PathPart::Rest("rest".into()),
+            ]
+        );
+        assert_eq!(parse_template("/"), [PathPart::Literal("/".into())]);
+    }
+
+    #[test]
+    fn the_input_schema_has_path_query_and_body_arguments() {
+        let t = tool(
+            r#"{ id: findEmployee, method: POST, path: '/{dept}/search',
+                 query_schema: { properties: { limit: { type: integer } }, required: [limit] },
+                 request_schema: { type: object, required: [name] } }"#,
+            "/employees/{dept}/search",
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        let s = &t.input_schema;
+        assert_eq!(s["type"], "object");
+        assert_eq!(s["properties"]["dept"]["type"], "string");
+        assert_eq!(s["properties"]["limit"], json!({ "type": "integer" }));
+        assert_eq!(s["properties"]["body"]["required"], json!(["name"]));
+        assert_eq!(s["required"], json!(["dept", "limit", "body"]));
+        assert_eq!(s["additionalProperties"], false);
+    }
+
+    #[test]
+    fn a_call_becomes_an_escaped_path_a_query_and_a_json_body() {
+        let t = tool(
+            r#"{ id: search, method: POST, path: '/{dept}/files/{*rest}',
+                 query_schema: { properties: { q: { type: string }, tag: { type: array }, n: { type: integer } } } }"#,
+            "/d/{dept}/files/{*rest}",
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        let req = t
+            .request(&json!({
+                "dept": "R&D ü", "rest": "a b/c.txt", "q": "x=1&y",
+                "tag": ["p", "q"], "n": 5, "body": {"k": [1]}
+            }))
+            .expect("valid call");
+        assert_eq!(req.method, Method::POST);
+        assert_eq!(
+            req.path_and_query,
+            "/d/R%26D%20%C3%BC/files/a%20b/c.txt?q=x%3D1%26y&tag=p&tag=q&n=5"
+        );
+        assert_eq!(req.body.as_deref(), Some(&b"{\"k\":[1]}"[..]));
+    }
+
+    #[test]
+    fn arguments_that_could_change_the_route_are_refused() {
+        let t = tool("{ id: get, method: GET, path: '/{id}' }", "/e/{id}")
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        for bad in [
+            json!({"id": ".."}),
+            json!({"id": "."}),
+            json!({"id": "a/b"}),
+            json!({"id": ""}),
+        ] {
+            assert!(t.request(&bad).is_err(), "{bad}");
+        }
+        assert!(t.request(&json!({})).is_err(), "missing parameter");
+        assert!(t.request(&json!({"id": "7", "extra": 1})).is_err());
+        assert_eq!(
+            t.request(&json!({"id": "7"}))
+                .expect("valid")
+                .path_and_query,
+            "/e/7"
+        );
+        let rest = tool("{ id: files, method: GET, path: '/{*p}' }", "/f/{*p}")
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert!(rest.request(&json!({"p": "a/../b"})).is_err());
+        assert!(rest.request(&json!({"p": "a//b"})).is_err());
+    }
+
+    #[test]
+    fn names_and_query_schemas_are_checked_at_load() {
+        let errors = tool("{ id: 'has space', method: GET, path: / }", "/")
+            .err()
+            .unwrap_or_default();
+        assert!(errors.iter().any(|(f, _)| *f == "id"), "{errors:?}");
+        let errors = tool(
+            "{ id: a, method: GET, path: '/{id}', query_schema: { properties: { id: { type: string } } } }",
+            "/{id}",
+        )
+        .err()
+        .unwrap_or_default();
+        assert!(
+            errors.iter().any(|(f, _)| *f == "query_schema"),
+            "{errors:?}"
+        );
+        let errors = tool(
+            "{ id: a, method: GET, path: /, query_schema: { properties: { f: { type: object } } } }",
+            "/",
+        )
+        .err()
+        .unwrap_or_default();
+        assert!(
+            errors.iter().any(|(f, _)| *f == "query_schema"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn an_object_response_schema_becomes_the_output_schema_and_is_enforced() {
+        let t = tool(
+            "{ id: get, method: GET, path: /, response_schema: { type: object, required: [id] } }",
+            "/",
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(
+            t.definition(Features::ALL)["outputSchema"]["required"],
+            json!(["id"])
+        );
+        let answer = |body: &'static str| ToolAnswer {
+            status: StatusCode::OK,
+            body: Bytes::from_static(body.as_bytes()),
+            request_id: Some("r1".into()),
+            retry_after: None,
+        };
+        let ok = t.result(&answer(r#"{"id":"7"}"#), Features::ALL);
+        assert_eq!(ok["structuredContent"], json!({"id": "7"}));
+        assert_eq!(ok["isError"], false);
+        assert_eq!(ok["_meta"]["dev.tollgate/http"]["request_id"], "r1");
+        let bad = t.result(&answer(r#"{"name":"x"}"#), Features::ALL);
+        assert_eq!(bad["isError"], true);
+        let old = t.result(&answer(r#"{"name":"x"}"#), Features { structured: false });
+        assert_eq!(old["isError"], false, "no output schema before 2025-06-18");
+        let arrays = tool(
+            "{ id: list, method: GET, path: /, response_schema: { type: array } }",
+            "/",
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        assert!(arrays.output_schema.is_none());
+    }
+
+    #[test]
+    fn a_refusal_is_a_tool_error_carrying_the_problem() {
+        let t = tool("{ id: get, method: GET, path: / }", "/").unwrap_or_else(|e| panic!("{e:?}"));
+        let refused = t.result(
+            &ToolAnswer {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                body: Bytes::from_static(br#"{"code":"rate_limited"}"#),
+                request_id: None,
+                retry_after: Some("30".into()),
+            },
+            Features::ALL,
+        );
+        assert_eq!(refused["isError"], true);
+        assert_eq!(refused["content"][0]["text"], r#"{"code":"rate_limited"}"#);
+        assert_eq!(refused["_meta"]["dev.tollgate/http"]["retry_after"], 30);
+        assert_eq!(refused["_meta"]["dev.tollgate/http"]["status"], 429);
+    }
+}
