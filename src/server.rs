@@ -18,7 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
-use crate::body::{self, LimitedBody};
+use crate::body::{self, IdleTimeout, LimitedBody};
 use crate::gateway::{Gateway, Settings, TlsFiles};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -126,9 +126,10 @@ async fn serve_connection(
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let gateway = gateway.load_full();
         // The body is counted against `max_body` as it streams, whatever
-        // Content-Length claims.
+        // Content-Length claims, and fails if the caller stalls.
         let limit = gateway.settings.max_body;
-        let req = req.map(|b| body::boxed(LimitedBody::new(b, limit)));
+        let stall = gateway.settings.body_read_timeout;
+        let req = req.map(|b| body::boxed(LimitedBody::new(IdleTimeout::new(b, stall), limit)));
         let response = gateway.handle(req, peer, is_tls);
         async move { Ok::<_, Infallible>(response.await) }
     });
