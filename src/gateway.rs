@@ -305,10 +305,23 @@ impl Gateway {
     /// success the context knows the operation and the upstream URI.
     fn route(&self, req: &mut Request<Body>, cx: &mut RequestContext) -> Result<usize, Reject> {
         if header_bytes(req) > self.settings.max_header_bytes {
+            // Closed after the answer: a caller sending heads this size is
+            // not one to keep a connection open for.
             return Err(Reject::new(
                 Code::HeadersTooLarge,
                 "the request headers are larger than the gateway accepts",
-            ));
+            )
+            .with_header(header::CONNECTION, HeaderValue::from_static("close")));
+        }
+        if !plain_transfer_encoding(req.headers()) {
+            // hyper reads the last coding if it is `chunked` and leaves the
+            // rest; the upstream gets a re-framed body and would never learn
+            // of them. A proxy in front might also frame it differently.
+            return Err(Reject::new(
+                Code::InvalidRequestBody,
+                "the only transfer coding accepted is a single `chunked`",
+            )
+            .with_header(header::CONNECTION, HeaderValue::from_static("close")));
         }
         if content_length(req.headers()).is_some_and(|len| len > self.settings.max_body) {
             return Err(Reject::new(
@@ -439,6 +452,9 @@ fn scrub_identity_headers(headers: &mut http::HeaderMap, peer_trusted: bool) {
         headers.remove(X_FORWARDED_PROTO);
         headers.remove(X_FORWARDED_HOST);
         headers.remove(header::FORWARDED);
+        // nginx's convention for the client address, believed by many
+        // upstreams: only a trusted proxy may say it.
+        headers.remove(X_REAL_IP);
         headers.remove(X_REQUEST_ID);
     }
 }
@@ -456,6 +472,16 @@ fn content_length(headers: &http::HeaderMap) -> Option<u64> {
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
+}
+
+/// No `Transfer-Encoding`, or exactly one `chunked`.
+fn plain_transfer_encoding(headers: &http::HeaderMap) -> bool {
+    let mut values = headers.get_all(header::TRANSFER_ENCODING).iter();
+    match (values.next(), values.next()) {
+        (None, _) => true,
+        (Some(v), None) => v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked"),
+        _ => false,
+    }
 }
 
 /// The size of the request head as counted against `max_header_bytes`.
