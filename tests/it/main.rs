@@ -15,5 +15,6 @@ mod openapi;
 mod proxy;
 mod redis;
 mod schema;
+mod security;
 mod server;
 mod traffic;
