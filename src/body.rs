@@ -192,7 +192,9 @@ where
                         }
                         timer
                     }
-                    None => this.timer.insert(Box::pin(tokio::time::sleep_until(deadline))),
+                    None => this
+                        .timer
+                        .insert(Box::pin(tokio::time::sleep_until(deadline))),
                 };
                 *this.waiting = true;
                 if timer.as_mut().poll(cx).is_ready() {

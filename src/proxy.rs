@@ -419,10 +419,7 @@ async fn forward(client: HttpClient, timeout: Duration, req: Request<Body>) -> R
 
 /// What the caller is told when a call could not be forwarded: whose fault
 /// it was decides the code.
-fn failure(
-    err: &hyper_util::client::legacy::Error,
-    cx: &RequestContext,
-) -> Reject {
+fn failure(err: &hyper_util::client::legacy::Error, cx: &RequestContext) -> Reject {
     if body::is_body_too_large(err) {
         return Reject::new(
             Code::BodyTooLarge,

@@ -135,23 +135,21 @@ async fn serve_connection(
         async move { Ok::<_, Infallible>(response.await) }
     });
     let result = match tls {
-        Some(acceptor) => {
-            match tokio::time::timeout(head_timeout, acceptor.accept(stream)).await {
-                Ok(Ok(tls_stream)) => {
-                    let conn = builder.serve_connection(TokioIo::new(tls_stream), service);
-                    let conn = Box::pin(watcher.watch(conn));
-                    first_head_within(conn, &first_request, head_timeout).await
-                }
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
+        Some(acceptor) => match tokio::time::timeout(head_timeout, acceptor.accept(stream)).await {
+            Ok(Ok(tls_stream)) => {
+                let conn = builder.serve_connection(TokioIo::new(tls_stream), service);
+                let conn = Box::pin(watcher.watch(conn));
+                first_head_within(conn, &first_request, head_timeout).await
             }
-        }
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        },
         None => {
             let conn = builder.serve_connection(TokioIo::new(stream), service);
             let conn = Box::pin(watcher.watch(conn));
