@@ -880,14 +880,27 @@ impl<'a> Compiler<'a> {
     }
 }
 
-/// A CIDR (`10.0.0.0/8`, `2001:db8::/32`) or a single address.
+/// A CIDR (`10.0.0.0/8`, `2001:db8::/32`) or a single address. An
+/// IPv4-mapped IPv6 network (`::ffff:10.0.0.0/104`) becomes the IPv4 one:
+/// client addresses are compared in that form (see [`canonical_ip`]), so
+/// as written it would never match anyone.
 pub fn parse_cidr(s: &str) -> Result<IpNet, String> {
-    if let Ok(net) = s.parse::<IpNet>() {
-        return Ok(net.trunc());
-    }
-    s.parse::<IpAddr>()
-        .map(IpNet::from)
-        .map_err(|_| format!("`{s}` is not a CIDR (like 10.0.0.0/8) or an IP address"))
+    let net = match s.parse::<IpNet>() {
+        Ok(net) => net.trunc(),
+        Err(_) => s
+            .parse::<IpAddr>()
+            .map(IpNet::from)
+            .map_err(|_| format!("`{s}` is not a CIDR (like 10.0.0.0/8) or an IP address"))?,
+    };
+    Ok(match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+                .map(IpNet::V4)
+                .unwrap_or(net),
+            None => net,
+        },
+        other => other,
+    })
 }
 
 /// A stable name for an inline definition, so its counters survive a
@@ -936,6 +949,14 @@ mod tests {
         assert_eq!(
             parse_cidr("::1").map(|n| n.to_string()),
             Ok("::1/128".into())
+        );
+        assert_eq!(
+            parse_cidr("::ffff:10.1.0.0/104").map(|n| n.to_string()),
+            Ok("10.0.0.0/8".into())
+        );
+        assert_eq!(
+            parse_cidr("::ffff:10.1.2.3").map(|n| n.to_string()),
+            Ok("10.1.2.3/32".into())
         );
         assert!(parse_cidr("10.0.0.0/33").is_err());
         assert!(parse_cidr("nope").is_err());
