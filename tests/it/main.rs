@@ -14,6 +14,7 @@ mod graphql;
 mod openapi;
 mod proxy;
 mod redis;
+mod resources;
 mod schema;
 mod security;
 mod server;

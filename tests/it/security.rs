@@ -10,7 +10,7 @@ use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
@@ -923,7 +923,7 @@ async fn misbehave(mut stream: TcpStream) {
     let path = head.split(' ').nth(1).unwrap_or("/").to_string();
     let reset = |stream: TcpStream| {
         // Linger 0: close with a RST, as a crashed process would.
-        let _ = stream.set_linger(Some(Duration::ZERO));
+        let _ = stream.set_zero_linger();
         drop(stream);
     };
     match path.as_str() {
