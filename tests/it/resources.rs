@@ -290,7 +290,10 @@ async fn ten_thousand_idle_connections_leave_the_gateway_answering_in_bounded_me
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gib_streams_up_and_a_gib_streams_down_through_a_gateway_of_bounded_memory() {
     let upstream = streaming_upstream().await;
-    let gw = Gateway::start("{ max_body: 2GiB }", upstream).await;
+    // upstream_timeout runs until the upstream answers, and this one answers
+    // once it has read the whole GiB: a loaded debug build may need more
+    // than the default 30s.
+    let gw = Gateway::start("{ max_body: 2GiB, upstream_timeout: 10m }", upstream).await;
     let Some((before, _)) = gw.memory_kib() else {
         eprintln!("no /proc/<pid>/status: skipped");
         return;
@@ -304,7 +307,12 @@ async fn a_gib_streams_up_and_a_gib_streams_down_through_a_gateway_of_bounded_me
         .body(StreamBody::new(chunks(GIB)).boxed())
         .expect("request");
     let response = client.request(request).await.expect("upload answered");
-    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "after {:?}",
+        started.elapsed()
+    );
     let body = response
         .into_body()
         .collect()
