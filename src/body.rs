@@ -1,11 +1,15 @@
 //! The one body type that flows through the gateway's services, and the
-//! request-body guard that enforces `limits.max_body` while streaming.
+//! body guards: [`LimitedBody`] enforces `limits.max_body` while a request
+//! streams, [`IdleTimeout`] ends a body whose sender goes quiet (a slow
+//! client's request body, a stalled upstream's response body).
 
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::{BodyExt, Empty, Full};
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 /// Any error a body can raise on its way through the gateway.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -129,16 +133,105 @@ where
     }
 }
 
+/// Raised by [`IdleTimeout`] when a body's sender sent nothing for the
+/// whole timeout while the gateway was waiting for it.
+#[derive(Debug, thiserror::Error)]
+#[error("the body stalled: nothing arrived for {0:?}")]
+pub struct BodyStalled(pub Duration);
+
+pin_project_lite::pin_project! {
+    /// Fails a body once its reader has waited `timeout` for the next frame.
+    /// Only time spent waiting on the sender counts: while the reader does
+    /// not ask (an upstream slow to take a request body), the clock is
+    /// stopped, so a slow reader never fails a healthy sender.
+    pub struct IdleTimeout<B> {
+        #[pin]
+        inner: B,
+        timeout: Duration,
+        // Kept between waits and reset, so a long body allocates one timer.
+        timer: Option<Pin<Box<tokio::time::Sleep>>>,
+        waiting: bool,
+    }
+}
+
+impl<B> IdleTimeout<B> {
+    pub fn new(inner: B, timeout: Duration) -> Self {
+        IdleTimeout {
+            inner,
+            timeout,
+            timer: None,
+            waiting: false,
+        }
+    }
+}
+
+impl<B> HttpBody for IdleTimeout<B>
+where
+    B: HttpBody<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.project();
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(frame) => {
+                *this.waiting = false;
+                Poll::Ready(frame.map(|f| f.map_err(BodyError::new)))
+            }
+            Poll::Pending => {
+                let deadline = tokio::time::Instant::now() + *this.timeout;
+                let timer = match this.timer {
+                    Some(timer) => {
+                        if !*this.waiting {
+                            timer.as_mut().reset(deadline);
+                        }
+                        timer
+                    }
+                    None => this
+                        .timer
+                        .insert(Box::pin(tokio::time::sleep_until(deadline))),
+                };
+                *this.waiting = true;
+                if timer.as_mut().poll(cx).is_ready() {
+                    *this.waiting = false;
+                    return Poll::Ready(Some(Err(BodyError::new(BodyStalled(*this.timeout)))));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// True when `err` or anything in its source chain is a [`BodyError`]: the
+/// request body the gateway was forwarding failed (the caller broke it off,
+/// sent broken chunked framing, stalled or sent too much), not the upstream.
+pub fn is_request_body_error(err: &(dyn std::error::Error + 'static)) -> bool {
+    source_chain(err).any(|e| e.is::<BodyError>())
+}
+
 /// True when `err` or anything in its source chain is a [`BodyTooLarge`].
 pub fn is_body_too_large(err: &(dyn std::error::Error + 'static)) -> bool {
-    let mut current = Some(err);
-    while let Some(e) = current {
-        if e.is::<BodyTooLarge>() {
-            return true;
-        }
-        current = e.source();
-    }
-    false
+    source_chain(err).any(|e| e.is::<BodyTooLarge>())
+}
+
+/// `err`, then its source, then that one's source...
+pub fn source_chain<'e>(
+    err: &'e (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'e (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(err), |e| e.source())
 }
 
 #[cfg(test)]
@@ -165,5 +258,34 @@ mod tests {
             .await
             .expect_err("over limit");
         assert!(is_body_too_large(&err));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_timeout_fails_a_body_only_after_the_sender_went_quiet() {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(1);
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        let mut body = IdleTimeout::new(StreamBody::new(Box::pin(stream)), Duration::from_secs(5));
+        let sender = tokio::spawn(async move {
+            // Gaps under the timeout keep the body alive, however many.
+            for _ in 0..3 {
+                tokio::time::sleep(Duration::from_secs(4)).await;
+                let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"x")))).await;
+            }
+            // Then silence, with the sender still connected.
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            drop(tx);
+        });
+        for _ in 0..3 {
+            let frame = body.frame().await.expect("a frame").expect("data");
+            assert_eq!(frame.into_data().ok().as_deref(), Some(&b"x"[..]));
+        }
+        let started = tokio::time::Instant::now();
+        let err = body.frame().await.expect("an error").expect_err("stalled");
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+        assert!(is_request_body_error(&err));
+        assert!(err.to_string().contains("stalled"), "{err}");
+        sender.abort();
     }
 }

@@ -105,6 +105,7 @@ pub struct Settings {
     pub max_body: u64,
     pub max_header_bytes: u64,
     pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
     pub upstream_timeout: Duration,
     pub max_connections: usize,
     pub drain_timeout: Duration,
@@ -359,10 +360,23 @@ impl Gateway {
         cx: &mut RequestContext,
     ) -> Result<Target<'_>, Reject> {
         if header_bytes(req) > self.settings.max_header_bytes {
+            // Closed after the answer: a caller sending heads this size is
+            // not one to keep a connection open for.
             return Err(Reject::new(
                 Code::HeadersTooLarge,
                 "the request headers are larger than the gateway accepts",
-            ));
+            )
+            .with_header(header::CONNECTION, HeaderValue::from_static("close")));
+        }
+        if !plain_transfer_encoding(req.headers()) {
+            // hyper reads the last coding if it is `chunked` and leaves the
+            // rest; the upstream gets a re-framed body and would never learn
+            // of them. A proxy in front might also frame it differently.
+            return Err(Reject::new(
+                Code::InvalidRequestBody,
+                "the only transfer coding accepted is a single `chunked`",
+            )
+            .with_header(header::CONNECTION, HeaderValue::from_static("close")));
         }
         if content_length(req.headers()).is_some_and(|len| len > self.settings.max_body) {
             return Err(Reject::new(
@@ -517,6 +531,9 @@ fn scrub_identity_headers(headers: &mut http::HeaderMap, peer_trusted: bool) {
         headers.remove(X_FORWARDED_PROTO);
         headers.remove(X_FORWARDED_HOST);
         headers.remove(header::FORWARDED);
+        // nginx's convention for the client address, believed by many
+        // upstreams: only a trusted proxy may say it.
+        headers.remove(X_REAL_IP);
         headers.remove(X_REQUEST_ID);
     }
 }
@@ -534,6 +551,16 @@ fn content_length(headers: &http::HeaderMap) -> Option<u64> {
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
+}
+
+/// No `Transfer-Encoding`, or exactly one `chunked`.
+fn plain_transfer_encoding(headers: &http::HeaderMap) -> bool {
+    let mut values = headers.get_all(header::TRANSFER_ENCODING).iter();
+    match (values.next(), values.next()) {
+        (None, _) => true,
+        (Some(v), None) => v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked"),
+        _ => false,
+    }
 }
 
 /// The size of the request head as counted against `max_header_bytes`.
@@ -955,6 +982,7 @@ impl<'a> Compiler<'a> {
             max_body: limits.max_body.0,
             max_header_bytes: limits.max_header_bytes.0,
             header_read_timeout: limits.header_read_timeout.0,
+            body_read_timeout: limits.body_read_timeout.0,
             upstream_timeout: limits.upstream_timeout.0,
             max_connections: limits.max_connections.max(1),
             drain_timeout: limits.drain_timeout.0,
@@ -965,14 +993,27 @@ impl<'a> Compiler<'a> {
     }
 }
 
-/// A CIDR (`10.0.0.0/8`, `2001:db8::/32`) or a single address.
+/// A CIDR (`10.0.0.0/8`, `2001:db8::/32`) or a single address. An
+/// IPv4-mapped IPv6 network (`::ffff:10.0.0.0/104`) becomes the IPv4 one:
+/// client addresses are compared in that form (see [`canonical_ip`]), so
+/// as written it would never match anyone.
 pub fn parse_cidr(s: &str) -> Result<IpNet, String> {
-    if let Ok(net) = s.parse::<IpNet>() {
-        return Ok(net.trunc());
-    }
-    s.parse::<IpAddr>()
-        .map(IpNet::from)
-        .map_err(|_| format!("`{s}` is not a CIDR (like 10.0.0.0/8) or an IP address"))
+    let net = match s.parse::<IpNet>() {
+        Ok(net) => net.trunc(),
+        Err(_) => s
+            .parse::<IpAddr>()
+            .map(IpNet::from)
+            .map_err(|_| format!("`{s}` is not a CIDR (like 10.0.0.0/8) or an IP address"))?,
+    };
+    Ok(match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+                .map(IpNet::V4)
+                .unwrap_or(net),
+            None => net,
+        },
+        other => other,
+    })
 }
 
 /// A stable name for an inline definition, so its counters survive a
@@ -1021,6 +1062,14 @@ mod tests {
         assert_eq!(
             parse_cidr("::1").map(|n| n.to_string()),
             Ok("::1/128".into())
+        );
+        assert_eq!(
+            parse_cidr("::ffff:10.1.0.0/104").map(|n| n.to_string()),
+            Ok("10.0.0.0/8".into())
+        );
+        assert_eq!(
+            parse_cidr("::ffff:10.1.2.3").map(|n| n.to_string()),
+            Ok("10.1.2.3/32".into())
         );
         assert!(parse_cidr("10.0.0.0/33").is_err());
         assert!(parse_cidr("nope").is_err());

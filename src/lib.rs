@@ -23,3 +23,33 @@ pub mod server;
 pub mod stack;
 pub mod state;
 pub mod telemetry;
+
+/// What the fuzz targets (fuzz/) drive that is not public otherwise. Not an
+/// API: it may change in any release.
+#[doc(hidden)]
+pub mod fuzzing {
+    use http::HeaderValue;
+    use std::net::{IpAddr, SocketAddr};
+
+    use crate::context::{Client, RequestContext};
+    use crate::policy::headers::Template;
+
+    /// Parses a `headers` policy `set` value and renders it for a request
+    /// from `client_ip` by `client` (anonymous if `None`).
+    pub fn render_header_template(
+        text: &str,
+        client: Option<&str>,
+        request_id: &str,
+        client_ip: IpAddr,
+    ) -> Result<Option<HeaderValue>, String> {
+        let template = Template::parse(text)?;
+        let request_id = HeaderValue::from_str(request_id).map_err(|e| e.to_string())?;
+        let mut cx = RequestContext::new(request_id, SocketAddr::new(client_ip, 1), client_ip);
+        cx.client = client.map(|id| Client {
+            id: id.into(),
+            roles: Default::default(),
+            key_id: None,
+        });
+        Ok(template.render(Some(&cx)))
+    }
+}

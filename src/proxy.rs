@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use crate::body::{self, Body};
+use crate::body::{self, Body, IdleTimeout};
 use crate::context::RequestContext;
 use crate::headers::*;
 use crate::problem::{Code, Reject};
@@ -455,28 +455,51 @@ async fn forward(
             head.headers.insert(X_REQUEST_ID, cx.request_id.clone());
             head.extensions = http::Extensions::new();
             head.extensions.insert(cx);
-            Response::from_parts(head, body::boxed(incoming))
+            // An upstream that stops sending mid-body would hold the caller
+            // for ever: after `timeout` of silence the body fails, and the
+            // caller's connection is aborted (never a clean, short end).
+            Response::from_parts(head, body::boxed(IdleTimeout::new(incoming, timeout)))
         }
-        Ok(Err(err)) => {
-            let reject = if body::is_body_too_large(&err) {
-                Reject::new(
-                    Code::BodyTooLarge,
-                    "the request body is larger than the gateway accepts",
-                )
-            } else {
-                tracing::warn!(request_id = ?cx.request_id, error = %err, "upstream request failed");
-                Reject::new(
-                    Code::UpstreamUnavailable,
-                    "the upstream could not be reached",
-                )
-            };
-            respond_with(reject, cx)
-        }
+        Ok(Err(err)) => respond_with(failure(&err, &cx), cx),
         Err(_) => respond_with(
             Reject::new(Code::UpstreamTimeout, "the upstream did not answer in time"),
             cx,
         ),
     }
+}
+
+/// What the caller is told when a call could not be forwarded: whose fault
+/// it was decides the code.
+fn failure(err: &hyper_util::client::legacy::Error, cx: &RequestContext) -> Reject {
+    if body::is_body_too_large(err) {
+        return Reject::new(
+            Code::BodyTooLarge,
+            "the request body is larger than the gateway accepts",
+        );
+    }
+    // The caller's own body failed (it broke off, stalled, or its chunked
+    // framing was broken): not the upstream's fault.
+    if body::is_request_body_error(err) {
+        tracing::debug!(request_id = ?cx.request_id, error = %err, "request body failed");
+        return Reject::new(
+            Code::InvalidRequestBody,
+            "the request body broke off, stalled or was malformed",
+        );
+    }
+    tracing::warn!(request_id = ?cx.request_id, error = %err, "upstream request failed");
+    if body::source_chain(err).any(|e| {
+        e.downcast_ref::<hyper::Error>()
+            .is_some_and(|h| h.is_parse() || h.is_parse_status())
+    }) {
+        return Reject::new(
+            Code::InvalidUpstreamResponse,
+            "the upstream's answer was not valid HTTP",
+        );
+    }
+    Reject::new(
+        Code::UpstreamUnavailable,
+        "the upstream could not be reached",
+    )
 }
 
 fn respond_with(reject: Reject, cx: RequestContext) -> Response<Body> {

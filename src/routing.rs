@@ -5,8 +5,11 @@
 //! (DESIGN §5): percent-encoded unreserved characters are decoded (so
 //! `%2e%2e` is a dot-segment), other escapes are kept in upper-case hex,
 //! dot-segments are resolved (never above the root), and runs of `/` are
-//! merged. Encoded `/` or `\`, NUL, a literal `\` and broken escapes are
-//! refused, because upstreams disagree on what they mean.
+//! merged. Encoded `/` or `\`, NUL, a literal `\`, broken escapes,
+//! escapes that do not decode to UTF-8 (an overlong `%C0%AF` is a `/` to
+//! some decoders) and dot-segments with parameters (`..;x`, which servlet
+//! containers read as `..`) are refused, because upstreams disagree on
+//! what they mean.
 //!
 //! The route table is a matchit radix tree over the public path templates
 //! (`base_path` + operation `path`, with `{param}` and `{*rest}`); each
@@ -25,6 +28,8 @@ pub enum InvalidPath {
     Backslash,
     Nul,
     BadEscape,
+    NotUtf8,
+    DotSegmentParams,
 }
 
 impl InvalidPath {
@@ -35,6 +40,10 @@ impl InvalidPath {
             InvalidPath::Backslash => "the path contains `\\`",
             InvalidPath::Nul => "the path contains an encoded NUL",
             InvalidPath::BadEscape => "the path contains a broken percent-encoding",
+            InvalidPath::NotUtf8 => "the path's percent-encoded bytes are not UTF-8",
+            InvalidPath::DotSegmentParams => {
+                "the path contains a `.` or `..` segment with parameters (`..;`)"
+            }
         }
     }
 
@@ -54,11 +63,24 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, InvalidPath> {
         return Ok(Cow::Borrowed(path));
     }
     let decoded = decode_unreserved(bytes)?;
+    if decoded.split('/').any(is_dot_segment_with_params) {
+        return Err(InvalidPath::DotSegmentParams);
+    }
     Ok(Cow::Owned(remove_dot_segments(&decoded)))
 }
 
+/// `.;x`, `..;x` or `..%3Bx`: a dot-segment to servers that drop path
+/// parameters before resolving dot-segments, an ordinary name to us.
+fn is_dot_segment_with_params(segment: &str) -> bool {
+    let end = [segment.find(';'), segment.find("%3B")]
+        .into_iter()
+        .flatten()
+        .min();
+    matches!(end.map(|at| &segment[..at]), Some(".") | Some(".."))
+}
+
 /// True when the path needs no work: no escapes, no backslash, no empty
-/// segment and no dot-segment.
+/// segment and no dot-segment (with or without parameters).
 fn is_normal(bytes: &[u8]) -> bool {
     let mut i = 0;
     while i < bytes.len() {
@@ -68,9 +90,10 @@ fn is_normal(bytes: &[u8]) -> bool {
                 let rest = &bytes[i + 1..];
                 match rest {
                     [b'/', ..] => return false,
-                    [b'.'] | [b'.', b'/', ..] | [b'.', b'.'] | [b'.', b'.', b'/', ..] => {
-                        return false
-                    }
+                    [b'.']
+                    | [b'.', b'/' | b';', ..]
+                    | [b'.', b'.']
+                    | [b'.', b'.', b'/' | b';', ..] => return false,
                     _ => {}
                 }
             }
@@ -95,10 +118,13 @@ fn is_unreserved(b: u8) -> bool {
 }
 
 /// Decodes escapes of unreserved characters, upper-cases the others, and
-/// refuses the escapes that would change the path's structure.
+/// refuses the escapes that would change the path's structure or are not
+/// UTF-8 once decoded.
 fn decode_unreserved(bytes: &[u8]) -> Result<String, InvalidPath> {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let mut out = String::with_capacity(bytes.len());
+    let mut out = Vec::with_capacity(bytes.len());
+    // The whole path decoded, only to check that its escapes are UTF-8.
+    let mut plain = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
@@ -111,27 +137,34 @@ fn decode_unreserved(bytes: &[u8]) -> Result<String, InvalidPath> {
                     return Err(InvalidPath::BadEscape);
                 };
                 let v = hi << 4 | lo;
+                plain.push(v);
                 match v {
                     0 => return Err(InvalidPath::Nul),
                     b'/' | b'\\' => return Err(InvalidPath::EncodedSlash),
-                    v if is_unreserved(v) => out.push(v as char),
-                    v => {
-                        out.push('%');
-                        out.push(HEX[(v >> 4) as usize] as char);
-                        out.push(HEX[(v & 0xf) as usize] as char);
-                    }
+                    v if is_unreserved(v) => out.push(v),
+                    v => out.extend_from_slice(&[
+                        b'%',
+                        HEX[(v >> 4) as usize],
+                        HEX[(v & 0xf) as usize],
+                    ]),
                 }
                 i += 3;
             }
-            // The URI parser admits only ASCII here; anything else is kept
-            // as it came (it cannot be a `/`, `.` or `%`).
+            // Anything else is kept as it came: ASCII, or the bytes of raw
+            // UTF-8 the URI parser admitted (never a `/`, `.` or `%`).
             b => {
-                out.push(b as char);
+                out.push(b);
+                plain.push(b);
                 i += 1;
             }
         }
     }
-    Ok(out)
+    if std::str::from_utf8(&plain).is_err() {
+        return Err(InvalidPath::NotUtf8);
+    }
+    // Cannot fail: the input was a `str`, and every byte added is ASCII or
+    // one of its own, copied in whole characters.
+    String::from_utf8(out).map_err(|_| InvalidPath::NotUtf8)
 }
 
 /// RFC 3986 §5.2.4 on an absolute path, with empty segments merged.
@@ -358,6 +391,41 @@ mod tests {
         assert_eq!(norm("/a%2"), Err(InvalidPath::BadEscape));
         assert_eq!(norm("/a\\b"), Err(InvalidPath::Backslash));
         assert_eq!(norm("*"), Err(InvalidPath::NotOrigin));
+    }
+
+    #[test]
+    fn escapes_that_are_not_utf8_are_refused() {
+        // Overlong `/` and `.`, a lone continuation byte, a cut sequence.
+        for p in ["/a%c0%afb", "/%c0%ae%c0%ae/x", "/a%80", "/a%e2%82", "/a%ff"] {
+            assert_eq!(norm(p), Err(InvalidPath::NotUtf8), "{p}");
+        }
+        assert_eq!(norm("/caf%C3%A9/%2e").as_deref(), Ok("/caf%C3%A9/"));
+    }
+
+    #[test]
+    fn raw_utf8_is_kept_byte_for_byte() {
+        assert_eq!(norm("/caf\u{e9}/./x").as_deref(), Ok("/caf\u{e9}/x"));
+        assert_eq!(norm("//\u{1f600}%41").as_deref(), Ok("/\u{1f600}A"));
+        // A raw character does not complete an escaped lead byte.
+        assert_eq!(norm("/%C3\u{e9}"), Err(InvalidPath::NotUtf8));
+    }
+
+    #[test]
+    fn dot_segments_with_parameters_are_refused() {
+        for p in [
+            "/public/..;/admin",
+            "/public/..;x/admin",
+            "/public/.;/admin",
+            "/public/%2e%2e;/admin",
+            "/public/..%3b/admin",
+            "/..;",
+        ] {
+            assert_eq!(norm(p), Err(InvalidPath::DotSegmentParams), "{p}");
+        }
+        // Parameters on other segments, and dots that are part of a name, are fine.
+        assert_eq!(norm("/a;x/b").as_deref(), Ok("/a;x/b"));
+        assert_eq!(norm("/a/...;x").as_deref(), Ok("/a/...;x"));
+        assert_eq!(norm("/a/x..;/b").as_deref(), Ok("/a/x..;/b"));
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! Listeners: accept connections (at most `max_connections` at once),
 //! terminate TLS when configured, speak HTTP/1.1 and HTTP/2 (by ALPN, or
 //! h2c prior knowledge), and hand each request to the current `Gateway`.
+//! A connection that has not sent a whole first request head within
+//! `header_read_timeout` is closed (hyper times out later heads itself),
+//! and a request body that stalls for `body_read_timeout` is failed.
 //! Shutdown stops accepting, lets in-flight requests finish for up to
 //! `drain_timeout`, then returns.
 
@@ -13,12 +16,14 @@ use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
-use crate::body::{self, LimitedBody};
+use crate::body::{self, IdleTimeout, LimitedBody};
 use crate::context::Connection;
 use crate::gateway::{Gateway, Settings, TlsFiles};
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -190,18 +195,9 @@ impl Worker {
             let builder = builder.clone();
             let tls = self.tls.clone();
             let watcher = graceful.watcher();
-            let handshake_timeout = self.settings.header_read_timeout;
+            let head_timeout = self.settings.header_read_timeout;
             tokio::spawn(async move {
-                serve_connection(
-                    stream,
-                    peer,
-                    tls,
-                    handshake_timeout,
-                    gateway,
-                    builder,
-                    watcher,
-                )
-                .await;
+                serve_connection(stream, peer, tls, head_timeout, gateway, builder, watcher).await;
                 drop(permit);
             });
         }
@@ -215,51 +211,80 @@ impl Worker {
     }
 }
 
+/// `head_timeout` bounds the TLS handshake, then the wait for the first
+/// request head.
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     tls: Option<TlsAcceptor>,
-    handshake_timeout: std::time::Duration,
+    head_timeout: Duration,
     gateway: SharedGateway,
     builder: auto::Builder<TokioExecutor>,
     watcher: hyper_util::server::graceful::Watcher,
 ) {
     let conn = Connection::new(peer, tls.is_some());
+    let first_request = Arc::new(AtomicBool::new(false));
+    let seen = first_request.clone();
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        seen.store(true, Ordering::Release);
         let gateway = gateway.load_full();
         // The body is counted against `max_body` as it streams, whatever
-        // Content-Length claims.
+        // Content-Length claims, and fails if the caller stalls.
         let limit = gateway.settings.max_body;
-        let req = req.map(|b| body::boxed(LimitedBody::new(b, limit)));
+        let stall = gateway.settings.body_read_timeout;
+        let req = req.map(|b| body::boxed(LimitedBody::new(IdleTimeout::new(b, stall), limit)));
         let response = gateway.handle(req, &conn);
         async move { Ok::<_, Infallible>(response.await) }
     });
     let result = match tls {
-        Some(acceptor) => {
-            match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                Ok(Ok(tls_stream)) => {
-                    watcher
-                        .watch(builder.serve_connection(TokioIo::new(tls_stream), service))
-                        .await
-                }
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
+        Some(acceptor) => match tokio::time::timeout(head_timeout, acceptor.accept(stream)).await {
+            Ok(Ok(tls_stream)) => {
+                let conn = builder.serve_connection(TokioIo::new(tls_stream), service);
+                let conn = Box::pin(watcher.watch(conn));
+                first_head_within(conn, &first_request, head_timeout).await
             }
-        }
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        },
         None => {
-            watcher
-                .watch(builder.serve_connection(TokioIo::new(stream), service))
-                .await
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            let conn = Box::pin(watcher.watch(conn));
+            first_head_within(conn, &first_request, head_timeout).await
         }
     };
-    if let Err(e) = result {
-        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    match result {
+        Some(Err(e)) => tracing::debug!(%peer, error = %e, "connection ended with an error"),
+        Some(Ok(())) => {}
+        None => tracing::debug!(%peer, "no request head within header_read_timeout: closed"),
+    }
+}
+
+/// Runs a connection, dropping (closing) it if no request has arrived by
+/// `timeout`. hyper's own `header_read_timeout` only starts once it has
+/// chosen HTTP/1 over HTTP/2, which waits for the caller's first bytes: a
+/// connection that sends nothing, or part of the HTTP/2 preface, would
+/// otherwise hold one of the `max_connections` slots for ever.
+/// (The connection comes boxed: a generic future here hides its `Send`
+/// from the compiler through hyper's connection types.)
+async fn first_head_within<O>(
+    mut conn: std::pin::Pin<Box<dyn Future<Output = O> + Send + '_>>,
+    first_request: &AtomicBool,
+    timeout: Duration,
+) -> Option<O> {
+    tokio::select! {
+        out = &mut conn => return Some(out),
+        _ = tokio::time::sleep(timeout) => {}
+    }
+    if first_request.load(Ordering::Acquire) {
+        Some(conn.await)
+    } else {
+        None
     }
 }
 

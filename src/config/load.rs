@@ -194,8 +194,14 @@ fn sorted(mut errors: Vec<ConfigError>) -> Vec<ConfigError> {
 /// and duplicate keys end the file's reading: nothing after them is
 /// reliable.
 fn parse_document(file: &Path, text: &str) -> Result<(Value, SpanIndex), Vec<ConfigError>> {
-    let spans = SpanIndex::build(text)
-        .map_err(|e| vec![ConfigError::new::<&str>(file, e.pos, &[], e.message)])?;
+    let spans = SpanIndex::build(text).map_err(|e| {
+        vec![ConfigError::new::<&str>(
+            file,
+            e.pos.within(text),
+            &[],
+            e.message,
+        )]
+    })?;
     if !spans.duplicates().is_empty() {
         return Err(spans
             .duplicates()
@@ -213,9 +219,12 @@ fn parse_document(file: &Path, text: &str) -> Result<(Value, SpanIndex), Vec<Con
     // yaml-rust2 and libyaml (serde_yaml) may disagree on odd corners; the
     // value is what counts, so its own error is reported as a last resort.
     let value = serde_yaml::from_str::<Value>(text).map_err(|e| {
-        let pos = e.location().map_or(Pos::START, |l| Pos {
-            line: l.line().max(1),
-            column: l.column().max(1),
+        let pos = e.location().map_or(Pos::START, |l| {
+            Pos {
+                line: l.line().max(1),
+                column: l.column().max(1),
+            }
+            .within(text)
         });
         vec![ConfigError::new::<&str>(file, pos, &[], e.to_string())]
     })?;
@@ -717,6 +726,20 @@ mod tests {
             Ok(_) => Vec::new(),
             Err(errors) => errors.iter().map(ToString::to_string).collect(),
         }
+    }
+
+    /// Found by the config_loader fuzz target: these errors were placed on
+    /// the line after the last of a file without a final newline.
+    #[test]
+    fn errors_at_the_end_of_a_file_without_a_final_newline_point_into_it() {
+        assert_eq!(
+            errors_of("version: 1\nlisten"),
+            ["t.yaml:2:7: simple key expected"]
+        );
+        assert_eq!(
+            errors_of("!rratmeti"),
+            ["t.yaml:1:10: a config is a mapping of settings (version, listen, apis, ...)"]
+        );
     }
 
     /// The example of DESIGN §3, with its included policy file.

@@ -106,6 +106,9 @@ pub struct LimitsConfig {
     pub max_body: ByteSize,
     pub max_header_bytes: ByteSize,
     pub header_read_timeout: ConfigDuration,
+    /// How long a request body may go without sending a byte while the
+    /// gateway waits for it (a slow-body client is cut off after this).
+    pub body_read_timeout: ConfigDuration,
     pub upstream_timeout: ConfigDuration,
     pub max_connections: usize,
     /// How long a graceful shutdown waits for in-flight requests.
@@ -119,6 +122,7 @@ impl Default for LimitsConfig {
             max_body: ByteSize(1 << 20),
             max_header_bytes: ByteSize(16 << 10),
             header_read_timeout: ConfigDuration(Duration::from_secs(10)),
+            body_read_timeout: ConfigDuration(Duration::from_secs(30)),
             upstream_timeout: ConfigDuration(Duration::from_secs(30)),
             max_connections: 10_000,
             drain_timeout: ConfigDuration(Duration::from_secs(30)),

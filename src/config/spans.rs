@@ -23,6 +23,30 @@ impl Pos {
     /// Where an error goes when nothing better is known: the file's start.
     pub const START: Pos = Pos { line: 1, column: 1 };
 
+    /// This position, or the end of `text` when a parser placed it past
+    /// the last line (yaml-rust2 does, for a node or an error at the end of
+    /// a file without a final newline).
+    pub fn within(self, text: &str) -> Pos {
+        self.before(Pos::end_of(text))
+    }
+
+    fn before(self, end: Pos) -> Pos {
+        if self.line <= end.line {
+            self
+        } else {
+            end
+        }
+    }
+
+    /// Just after the last character of `text`.
+    fn end_of(text: &str) -> Pos {
+        let last = text.rsplit('\n').next().unwrap_or_default();
+        Pos {
+            line: text.split('\n').count(),
+            column: last.chars().count() + 1,
+        }
+    }
+
     /// yaml-rust2 counts lines from 1 but columns from 0 (its own error
     /// text adds 1 to the column), so only the column is shifted.
     fn from_marker(mark: Marker) -> Pos {
@@ -61,14 +85,21 @@ impl SpanIndex {
     pub fn build(text: &str) -> Result<SpanIndex, SyntaxError> {
         let mut builder = Builder::default();
         let mut parser = Parser::new_from_str(text);
+        let end = Pos::end_of(text);
         parser.load(&mut builder, false).map_err(|e| SyntaxError {
-            pos: Pos::from_marker(*e.marker()),
+            pos: Pos::from_marker(*e.marker()).before(end),
             message: e.info().to_string(),
         })?;
-        Ok(SpanIndex {
-            spans: builder.spans,
-            duplicates: builder.duplicates,
-        })
+        let mut spans = builder.spans;
+        for pos in spans.values_mut() {
+            *pos = pos.before(end);
+        }
+        let mut duplicates = builder.duplicates;
+        for d in &mut duplicates {
+            d.first = d.first.before(end);
+            d.second = d.second.before(end);
+        }
+        Ok(SpanIndex { spans, duplicates })
     }
 
     /// Keys written twice in the same mapping, in document order.

@@ -204,6 +204,20 @@ impl Validator<'_> {
                 self.error(&["workers"], "`workers` must be between 1 and 1024");
             }
         }
+        // A zero timeout would cut off every request, not just slow ones.
+        let limits = &config.limits;
+        for (field, value) in [
+            ("header_read_timeout", limits.header_read_timeout),
+            ("body_read_timeout", limits.body_read_timeout),
+            ("upstream_timeout", limits.upstream_timeout),
+        ] {
+            if value.0.is_zero() {
+                self.error(
+                    &["limits", field],
+                    format!("`{field}` must be longer than zero"),
+                );
+            }
+        }
     }
 
     /// Roles named inside the named policies (wherever they were written).

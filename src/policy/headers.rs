@@ -97,14 +97,14 @@ impl RewriteSet {
 
 /// A `set` value, parsed at load.
 #[derive(Debug)]
-enum Template {
+pub(crate) enum Template {
     /// No per-request placeholder: the value is built once.
     Fixed(HeaderValue),
     Parts(Vec<Part>),
 }
 
 #[derive(Debug)]
-enum Part {
+pub(crate) enum Part {
     /// Literal text (and `${env.NAME}` values, resolved at load).
     Text(String),
     ClientId,
@@ -213,7 +213,7 @@ fn rewrite_set(cx: &mut CompileCx<'_>, side: &str, config: &HeaderRewrite) -> Re
 impl Template {
     /// Parses `${...}` placeholders; `${env.NAME}` is read now. The error
     /// never contains an environment value.
-    fn parse(text: &str) -> Result<Template, String> {
+    pub(crate) fn parse(text: &str) -> Result<Template, String> {
         let mut parts = Vec::new();
         let mut literal = String::new();
         let mut secret = false;
@@ -281,7 +281,7 @@ impl Template {
 
     /// The value for this request; `None` when it refers to something the
     /// call lacks (an anonymous `${client.id}`) or renders invalid.
-    fn render(&self, cx: Option<&RequestContext>) -> Option<HeaderValue> {
+    pub(crate) fn render(&self, cx: Option<&RequestContext>) -> Option<HeaderValue> {
         let parts = match self {
             Template::Fixed(value) => return Some(value.clone()),
             Template::Parts(parts) => parts,

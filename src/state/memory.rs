@@ -496,6 +496,95 @@ mod tests {
         suite::run_all(MemoryStore::new).await;
     }
 
+    mod gcra_properties {
+        use super::*;
+        use crate::clock::{Clock, ManualClock};
+        use proptest::prelude::*;
+        use std::time::Duration;
+
+        const MS: Nanos = 1_000_000;
+
+        /// A rule with a window the limit divides exactly (so the interval
+        /// is not rounded), and the request times, as gaps from the start
+        /// (many zero: bursts).
+        fn case() -> impl Strategy<Value = (u64, Nanos, u64, Vec<Nanos>)> {
+            (1u64..20, 1u64..2000, 1u64..10).prop_flat_map(|(limit, interval_ms, burst)| {
+                let interval = interval_ms * MS;
+                let gap = prop_oneof![Just(0), 0..interval * 2, 0..interval * burst * 3];
+                (
+                    Just(limit),
+                    Just(interval * limit),
+                    Just(burst),
+                    proptest::collection::vec(gap, 1..120),
+                )
+            })
+        }
+
+        /// Runs the requests through the store, reading the time from a
+        /// `ManualClock`: (time, admitted) for each.
+        fn run(rule: GcraRule, gaps: &[Nanos]) -> Vec<(Nanos, bool)> {
+            let store = MemoryStore::new();
+            let clock = ManualClock::new(1_700_000_000 * SECOND);
+            gaps.iter()
+                .map(|gap| {
+                    clock.advance(Duration::from_nanos(*gap));
+                    let now = clock.now();
+                    (now, store.gcra_now("k", rule, now, true).allowed)
+                })
+                .collect()
+        }
+
+        proptest! {
+            /// In any stretch of time, no more pass than the bucket holds
+            /// plus what the configured rate refills meanwhile.
+            #[test]
+            fn never_more_than_burst_plus_rate_times_elapsed((limit, window, burst, gaps) in case()) {
+                let rule = GcraRule::new(limit, window, burst);
+                let decisions = run(rule, &gaps);
+                for i in 0..decisions.len() {
+                    let mut admitted = 0u128;
+                    for j in i..decisions.len() {
+                        admitted += u128::from(decisions[j].1);
+                        let elapsed = u128::from(decisions[j].0 - decisions[i].0);
+                        // admitted <= burst + elapsed * limit / window, in integers.
+                        prop_assert!(
+                            admitted * u128::from(window)
+                                <= u128::from(burst) * u128::from(window) + elapsed * u128::from(limit),
+                            "{admitted} passed in {elapsed}ns (limit {limit}/{window}ns, burst {burst})"
+                        );
+                    }
+                }
+            }
+
+            /// Each call passes exactly when a plain token bucket (capacity
+            /// `burst`, one token back per interval, kept in nanoseconds)
+            /// holds a token: the limiter never refuses a call it owes.
+            #[test]
+            fn admits_exactly_when_the_bucket_has_a_token(
+                limit in 1u64..1000,
+                window_ms in 1u64..600_000,
+                burst in 1u64..50,
+                gaps in proptest::collection::vec(0u64..2_000 * MS, 1..200),
+            ) {
+                let rule = GcraRule::new(limit, window_ms * MS, burst);
+                let capacity = u128::from(rule.interval) * u128::from(burst);
+                let mut level = capacity;
+                let mut last = None;
+                for (now, allowed) in run(rule, &gaps) {
+                    if let Some(last) = last {
+                        level = (level + u128::from(now - last)).min(capacity);
+                    }
+                    last = Some(now);
+                    let has_token = level >= u128::from(rule.interval);
+                    prop_assert_eq!(allowed, has_token, "level {} of {}", level, capacity);
+                    if has_token {
+                        level -= u128::from(rule.interval);
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn idle_buckets_are_swept_as_the_table_grows() {
         let store = MemoryStore::new();
