@@ -7,6 +7,7 @@ use bytes::Bytes;
 use http::{Request, StatusCode};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use tollgate::context::Connection;
 use tollgate::gateway::{Deps, Gateway};
 use tollgate::state::{AnyStore, GcraRule, MemoryStore, SECOND};
 
@@ -94,8 +95,8 @@ async fn flood_through_a_rate_limit(callers: u32) -> Option<f64> {
             .header("content-type", "application/json")
             .body(tollgate::body::full(Bytes::from_static(b"[]")))
             .expect("request");
-        let peer = SocketAddr::from((address(i), 40_000));
-        gateway.handle(request, peer, false).await.status()
+        let conn = Connection::new(SocketAddr::from((address(i), 40_000)), false);
+        gateway.handle(request, &conn).await.status()
     };
     let started = std::time::Instant::now();
     // Two workers, each half the callers.
