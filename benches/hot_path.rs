@@ -2,6 +2,11 @@
 //! a large API), path normalisation (clean paths take the borrowed fast
 //! path; dirty ones are rewritten), and problem+json rendering.
 
+// The allocator the `tollgate` binary runs with (src/main.rs), so the
+// figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use http::{HeaderValue, Method};
 use tollgate::problem::{Code, Reject};

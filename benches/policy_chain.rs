@@ -4,6 +4,11 @@
 //! stub terminal service (no network). Measures the policies alone:
 //! building the request, running every stage, the stub's answer.
 
+// The allocator the `tollgate` binary runs with (src/main.rs), so the
+// figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use futures_util::FutureExt;
 use http::{HeaderValue, Request, Response};

@@ -2,6 +2,11 @@
 //! same bucket: lock + lookup + update) and spread over 1M distinct keys
 //! (cache misses, the flood case).
 
+// The allocator the `tollgate` binary runs with (src/main.rs), so the
+// figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use tollgate::state::{GcraRule, MemoryStore, SECOND};
 
