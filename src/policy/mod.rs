@@ -437,8 +437,13 @@ impl LimitKey {
             LimitKey::Ip => ip(),
             LimitKey::Global => crate::state::key(policy, format_args!("global")),
             LimitKey::Header(name) => match headers.get(name).and_then(|v| v.to_str().ok()) {
+                // Hashed: the header may be a credential (`header:X-API-Key`),
+                // and store keys end up in Redis and in report-only logs.
+                // The same value gives the same key on every instance.
                 Some(value) if !value.is_empty() => {
-                    crate::state::key(policy, format_args!("header:{value}"))
+                    let digest = <sha2::Sha256 as sha2::Digest>::digest(value.as_bytes());
+                    let id = hex::encode(&digest[..16]);
+                    crate::state::key(policy, format_args!("header:{id}"))
                 }
                 _ => ip(),
             },
