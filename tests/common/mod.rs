@@ -337,7 +337,10 @@ impl TestGateway {
 }
 
 /// Sends `req` and reads the whole answer.
-async fn exchange(client: &Client<HttpConnector, Full<Bytes>>, req: Request<Full<Bytes>>) -> Got {
+pub async fn exchange(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    req: Request<Full<Bytes>>,
+) -> Got {
     let response = client.request(req).await.expect("gateway answered");
     let (parts, body) = response.into_parts();
     let body = body.collect().await.expect("body").to_bytes();

@@ -6,7 +6,7 @@
 use crate::common::*;
 use bytes::Bytes;
 use http::{Method, Request};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use sha2::{Digest, Sha256};
@@ -131,13 +131,7 @@ impl Ops {
     }
 
     async fn send(&self, req: Request<Full<Bytes>>) -> Got {
-        let response = self.client.request(req).await.expect("answered");
-        let (parts, body) = response.into_parts();
-        Got {
-            status: parts.status,
-            headers: parts.headers,
-            body: body.collect().await.expect("body").to_bytes(),
-        }
+        exchange(&self.client, req).await
     }
 
     async fn metrics(&self) -> String {
