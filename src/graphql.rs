@@ -58,7 +58,7 @@ use graphql_parser::query::{
 };
 use http::{HeaderValue, Request};
 use http_body_util::BodyExt;
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use tower::ServiceExt;
 
@@ -74,6 +74,11 @@ const MAX_DEPTH: usize = 64;
 
 /// At most this many root field selections (aliases count) per operation.
 const MAX_ROOT_FIELDS: usize = 256;
+
+/// At most this many selections (fields, inline fragments, spreads) are
+/// visited per document, through every fragment: the work of routing one
+/// call is bounded whatever the document's shape.
+const MAX_SELECTIONS: usize = 10_000;
 
 /// One operation of an endpoint: the field it publishes and its stack
 /// (built around [`Continue`]).
@@ -357,8 +362,10 @@ pub fn select(document: &str, operation_name: Option<&str>) -> Result<Selected, 
         }
         OperationDefinition::Subscription(s) => (None, &s.selection_set),
     };
+    let fragments = fragments_of(&doc);
+    let mut budget = Budget(MAX_SELECTIONS);
     let mut roots = Vec::new();
-    collect_fields(&doc, set, &mut HashSet::new(), &mut roots)?;
+    collect_fields(&fragments, set, &mut budget, &mut roots)?;
     // Each root field's children are collected through the fragments
     // again: bound the root fields so that cannot grow quadratic.
     if roots.len() > MAX_ROOT_FIELDS {
@@ -370,7 +377,7 @@ pub fn select(document: &str, operation_name: Option<&str>) -> Result<Selected, 
     let mut children: Vec<Vec<String>> = Vec::new();
     for field in roots {
         let mut below = Vec::new();
-        collect_fields(&doc, &field.selection_set, &mut HashSet::new(), &mut below)?;
+        collect_fields(&fragments, &field.selection_set, &mut budget, &mut below)?;
         let i = match fields.iter().position(|f| f == field.name) {
             Some(i) => i,
             None => {
@@ -401,46 +408,86 @@ fn operation_name_of<'a>(op: &OperationDefinition<'a, &'a str>) -> Option<&'a st
     }
 }
 
+/// The fragments of a document by name, indexed once, so a spread is one
+/// lookup instead of a scan of every definition.
+type Fragments<'d, 'a> = HashMap<&'a str, &'d SelectionSet<'a, &'a str>>;
+
+fn fragments_of<'d, 'a>(doc: &'d Document<'a, &'a str>) -> Fragments<'d, 'a> {
+    doc.definitions
+        .iter()
+        .filter_map(|d| match d {
+            Definition::Fragment(f) => Some((f.name, &f.selection_set)),
+            Definition::Operation(_) => None,
+        })
+        .collect()
+}
+
+/// What one document may cost: selections visited across every
+/// collection the call makes (root fields, then each root field's
+/// children). Shared by all of them, so a document cannot multiply its
+/// work by spreading the same fragments under many root fields.
+struct Budget(usize);
+
+impl Budget {
+    fn spend(&mut self) -> Result<(), Reject> {
+        self.0 = self.0.checked_sub(1).ok_or_else(|| {
+            bad(format!(
+                "the document selects more than {MAX_SELECTIONS} fields and fragments"
+            ))
+        })?;
+        Ok(())
+    }
+}
+
 /// The fields of `set`, through fragments (each spread once), without
-/// `__typename`.
+/// `__typename`, in document order.
+///
+/// Iterative, with an explicit stack: a chain of fragments spreading one
+/// another is as deep as the attacker likes, and recursion would overflow
+/// a worker's stack. Both the chain's depth and the total work are
+/// bounded, and checked before the stack or the output grows.
 fn collect_fields<'d, 'a>(
-    doc: &'d Document<'a, &'a str>,
+    fragments: &Fragments<'d, 'a>,
     set: &'d SelectionSet<'a, &'a str>,
-    visited: &mut HashSet<&'a str>,
+    budget: &mut Budget,
     out: &mut Vec<&'d Field<'a, &'a str>>,
 ) -> Result<(), Reject> {
-    for selection in &set.items {
-        match selection {
+    let mut visited: HashSet<&'a str> = HashSet::new();
+    let mut stack: Vec<std::slice::Iter<'d, Selection<'a, &'a str>>> = vec![set.items.iter()];
+    while let Some(top) = stack.last_mut() {
+        let Some(selection) = top.next() else {
+            stack.pop();
+            continue;
+        };
+        budget.spend()?;
+        let nested = match selection {
             Selection::Field(field) => {
                 if field.name != "__typename" {
                     out.push(field);
                 }
+                continue;
             }
-            Selection::InlineFragment(inline) => {
-                collect_fields(doc, &inline.selection_set, visited, out)?
-            }
+            Selection::InlineFragment(inline) => &inline.selection_set,
             Selection::FragmentSpread(spread) => {
                 // A fragment spread twice selects nothing new; a cycle
                 // (invalid GraphQL) ends here too.
                 if !visited.insert(spread.fragment_name) {
                     continue;
                 }
-                let fragment = doc
-                    .definitions
-                    .iter()
-                    .find_map(|d| match d {
-                        Definition::Fragment(f) if f.name == spread.fragment_name => Some(f),
-                        _ => None,
-                    })
-                    .ok_or_else(|| {
-                        bad(format!(
-                            "the document spreads an undefined fragment `{}`",
-                            spread.fragment_name
-                        ))
-                    })?;
-                collect_fields(doc, &fragment.selection_set, visited, out)?;
+                *fragments.get(spread.fragment_name).ok_or_else(|| {
+                    bad(format!(
+                        "the document spreads an undefined fragment `{}`",
+                        spread.fragment_name
+                    ))
+                })?
             }
+        };
+        if stack.len() >= MAX_DEPTH {
+            return Err(bad(format!(
+                "the document nests fragments deeper than {MAX_DEPTH} levels"
+            )));
         }
+        stack.push(nested.items.iter());
     }
     Ok(())
 }
@@ -527,6 +574,40 @@ mod tests {
         let doc = "query { ...A } fragment A on Query { a ...B } fragment B on Query { b ...A }";
         assert_eq!(fields(doc, None), ["a", "b"]);
         assert!(select("query { ...Missing }", None).is_err());
+    }
+
+    /// `{...f0} fragment f0 on Q {...f1} … fragment fN on Q { users { id } }`
+    fn fragment_chain(n: usize) -> String {
+        let mut doc = String::from("query { ...f0 }");
+        for i in 0..n {
+            doc.push_str(&format!(" fragment f{i} on Query {{ ...f{} }}", i + 1));
+        }
+        doc.push_str(&format!(" fragment f{n} on Query {{ users {{ id }} }}"));
+        doc
+    }
+
+    #[test]
+    fn a_long_fragment_chain_is_refused_without_exhausting_the_stack() {
+        // 12,000 chained spreads overflowed a worker's stack when the
+        // expansion recursed; now the chain's depth is bounded.
+        let refused = select(&fragment_chain(12_000), None).map(|_| ());
+        assert_eq!(refused.map_err(|r| r.code), Err(Code::InvalidRequestBody));
+        // A chain within the bound still routes by the field at its end.
+        assert_eq!(fields(&fragment_chain(MAX_DEPTH - 2), None), ["users"]);
+    }
+
+    #[test]
+    fn the_work_of_one_document_is_bounded_across_root_fields() {
+        // A wide fragment spread under each of many root fields: each
+        // collection alone is small, together they pass the budget.
+        let wide: String = (0..100).map(|i| format!(" f{i}")).collect();
+        let roots: String = (0..200).map(|i| format!(" r{i}: a {{ ...W }}")).collect();
+        let doc = format!("query {{{roots} }} fragment W on A {{{wide} }}");
+        let refused = select(&doc, None).map(|_| ());
+        assert_eq!(refused.map_err(|r| r.code), Err(Code::InvalidRequestBody));
+        let few: String = (0..20).map(|i| format!(" r{i}: a {{ ...W }}")).collect();
+        let doc = format!("query {{{few} }} fragment W on A {{{wide} }}");
+        assert_eq!(fields(&doc, None), ["a"]);
     }
 
     #[test]

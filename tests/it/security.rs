@@ -1048,3 +1048,54 @@ async fn an_upstream_that_closes_every_kept_alive_connection_is_no_trouble() {
     assert_eq!(up.connections.load(Ordering::SeqCst), 30);
     gw.shutdown().await;
 }
+
+// === GraphQL documents ===
+
+/// `{...f0} fragment f0 on Query {...f1} … fragment fN on Query { users { id } }`
+fn fragment_chain(n: usize) -> String {
+    let mut doc = String::from("query { ...f0 }");
+    for i in 0..n {
+        doc.push_str(&format!(" fragment f{i} on Query {{ ...f{} }}", i + 1));
+    }
+    doc.push_str(&format!(" fragment f{n} on Query {{ users {{ id }} }}"));
+    doc
+}
+
+#[tokio::test]
+async fn a_chain_of_twelve_thousand_fragments_is_refused_and_the_gateway_lives_on() {
+    let up = Upstream::start().await;
+    let gw = gateway(&format!(
+        r#"version: 1
+listen: 127.0.0.1:0
+apis:
+  - name: embedded
+    upstream: {}
+    operations:
+      - {{ id: getUsers, method: POST, path: /graphql, graphql: {{ operation: query, field: users }} }}
+"#,
+        up.url()
+    ))
+    .await;
+    let post = |doc: String| {
+        Request::post(gw.url("/graphql"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(json!({ "query": doc }).to_string())))
+            .expect("request")
+    };
+    // ~350 KiB, under the default body limit: this overflowed a worker's
+    // stack and aborted the whole process.
+    let attack = fragment_chain(12_000);
+    assert!(attack.len() > 300_000 && attack.len() < 1 << 20);
+    let started = Instant::now();
+    gw.send(post(attack)).await.assert_problem(400, "invalid_request_body");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "refused in bounded work, took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(up.count(), 0, "nothing reached the upstream");
+    // The process is alive and routes an honest document.
+    let got = gw.send(post("query { users { id } }".into())).await;
+    assert_eq!(got.status, 200, "{:?}", got.body);
+    assert_eq!(up.count(), 1);
+}
