@@ -29,10 +29,10 @@
 //!    then every field under that root must be published (unless the root
 //!    field itself is).
 //! 4. Each root field is matched to the operation publishing it. The call
-//!    runs the full policy stack of *every* matched operation, in config
-//!    order, and reaches the upstream once: each matched operation's stack
-//!    ends in [`Continue`], which passes the request on to the next matched
-//!    stack (carried in the request's extensions), and the last one proxies.
+//!    runs the full pipeline of *every* matched operation, in config order,
+//!    and reaches the upstream once: the stages of each matched operation
+//!    run one after the other (`crate::stack::run_chain`), then the last
+//!    one's proxy.
 //! 5. A root field no operation publishes: 400
 //!    `graphql_operation_not_allowed` with `graphql_unmatched: reject`; with
 //!    `allow` it is forwarded under the policies of the fields that did
@@ -58,15 +58,14 @@ use graphql_parser::query::{
 };
 use http::{HeaderValue, Request};
 use http_body_util::BodyExt;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use tower::ServiceExt;
 
 use crate::body::{self, Body};
 use crate::config::schema::{GraphqlOperationType, GraphqlSelector, GraphqlUnmatched};
 use crate::context::{OperationInfo, RequestContext};
-use crate::policy::OperationService;
 use crate::problem::{Code, Reject};
+use crate::stack::Pipeline;
 
 /// Documents nested deeper than this are refused before parsing: the
 /// parser recurses, and a body of a million `{` must not exhaust the stack.
@@ -80,13 +79,12 @@ const MAX_ROOT_FIELDS: usize = 256;
 /// call is bounded whatever the document's shape.
 const MAX_SELECTIONS: usize = 10_000;
 
-/// One operation of an endpoint: the field it publishes and its stack
-/// (built around [`Continue`]).
+/// One operation of an endpoint: the field it publishes and its pipeline.
 #[derive(Clone)]
 pub struct Member {
     pub selector: GraphqlSelector,
     pub info: Arc<OperationInfo>,
-    pub service: OperationService,
+    pub pipeline: Pipeline,
 }
 
 /// All the operations at one method and path.
@@ -95,10 +93,6 @@ pub struct Endpoint {
     members: Arc<[Member]>,
     unmatched: GraphqlUnmatched,
 }
-
-/// The stacks still to run for this call, in the request's extensions.
-#[derive(Clone)]
-struct Chain(VecDeque<OperationService>);
 
 /// What a document asks for: the operation type and its root fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,29 +130,28 @@ impl Endpoint {
         })
     }
 
-    /// The service every member's route answers through.
-    pub fn service(&self) -> OperationService {
-        let this = self.clone();
-        OperationService::new(tower::service_fn(move |req: Request<Body>| {
-            let this = this.clone();
-            async move { Ok(this.call(req).await) }
-        }))
-    }
-
-    async fn call(&self, req: Request<Body>) -> http::Response<Body> {
-        let (mut parts, body) = req.into_parts();
+    /// Answers a call to the endpoint: the document is read, its root
+    /// fields matched, and the call runs the stages of every matched
+    /// operation in config order, then reaches the upstream once.
+    pub async fn call(&self, req: Request<Body>, mut cx: RequestContext) -> http::Response<Body> {
+        let (parts, body) = req.into_parts();
+        let refuse = |reject: Reject, cx: RequestContext| {
+            let mut response = reject.into_response(&cx.request_id);
+            response.extensions_mut().insert(cx);
+            response
+        };
         let bytes = match body.collect().await {
             Ok(c) => c.to_bytes(),
             Err(e) if body::is_body_too_large(&e) => {
-                return Reject::new(
+                let reject = Reject::new(
                     Code::BodyTooLarge,
                     "the request body is larger than the gateway accepts",
-                )
-                .respond(parts.extensions)
+                );
+                return refuse(reject, cx);
             }
             Err(_) => {
-                return Reject::new(Code::InvalidRequestBody, "the request body broke off")
-                    .respond(parts.extensions)
+                let reject = Reject::new(Code::InvalidRequestBody, "the request body broke off");
+                return refuse(reject, cx);
             }
         };
         let matched = match read_request(&parts.headers, &bytes)
@@ -166,24 +159,11 @@ impl Endpoint {
             .and_then(|selected| self.matching(&selected))
         {
             Ok(m) => m,
-            Err(reject) => return reject.respond(parts.extensions),
+            Err(reject) => return refuse(reject, cx),
         };
-        if let Some(cx) = parts.extensions.get_mut::<RequestContext>() {
-            cx.operation = Some(combined_info(&matched));
-        }
-        let mut chain: VecDeque<OperationService> =
-            matched.iter().map(|m| m.service.clone()).collect();
-        let Some(first) = chain.pop_front() else {
-            return Reject::new(Code::Internal, "no operation matched").respond(parts.extensions);
-        };
-        parts.extensions.insert(Chain(chain));
-        match first
-            .oneshot(Request::from_parts(parts, body::full(bytes)))
-            .await
-        {
-            Ok(r) => r,
-            Err(never) => match never {},
-        }
+        cx.operation = Some(combined_info(&matched));
+        let chain: Vec<Pipeline> = matched.iter().map(|m| m.pipeline.clone()).collect();
+        crate::stack::run_chain(&chain, Request::from_parts(parts, body::full(bytes)), cx).await
     }
 
     /// The members whose policies the call must pass, in config order.
@@ -244,19 +224,6 @@ impl Endpoint {
         }
         Ok(matched)
     }
-}
-
-/// The end of each member's stack: on to the next matched operation's
-/// stack, or to the proxy when this was the last.
-pub fn continue_to(proxy: OperationService) -> OperationService {
-    OperationService::new(tower::service_fn(move |mut req: Request<Body>| {
-        let next = req
-            .extensions_mut()
-            .get_mut::<Chain>()
-            .and_then(|c| c.0.pop_front())
-            .unwrap_or_else(|| proxy.clone());
-        next.oneshot(req)
-    }))
 }
 
 /// The `operation` the context, the access log and `X-Tollgate-Operation`

@@ -403,6 +403,11 @@ impl Proxy {
     pub fn new(clients: Arc<UpstreamClients>, timeout: Duration) -> Self {
         Proxy { clients, timeout }
     }
+
+    /// Forwards one call (the pipeline's terminal, without a boxed future).
+    pub async fn forward(&self, req: Request<Body>) -> Response<Body> {
+        forward(&self.clients, self.timeout, req).await
+    }
 }
 
 impl tower::Service<Request<Body>> for Proxy {

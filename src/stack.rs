@@ -1,6 +1,6 @@
-//! Where an operation's service is assembled: its policies' stages, sorted
-//! into the phase order of DESIGN §1 whatever order the config lists them
-//! in, wrapped around the proxy. Read from the outside in:
+//! An operation's pipeline: its policies' stages, sorted into the phase
+//! order of DESIGN §1 whatever order the config lists them in, run from one
+//! loop in front of the proxy. Read from the top down:
 //!
 //! ```text
 //!  request ─▶ Screen       ip, abuse (ban check; watches the final status)
@@ -9,44 +9,208 @@
 //!             RateLimit    rate_limit (adds RateLimit headers on the way out)
 //!             Cache        cache (a hit answers here: no quota, no upstream)
 //!             Quota        quota (counted only for calls that reach it)
-//!             Validate     request schema
+//!             Validate     request schema (and the response schema)
 //!             Rewrite      headers (request set/remove; response set/remove)
-//!             Proxy        forward, stream both bodies
-//!  response ◀─ ... each layer sees the response on its way back out
+//!             Terminal     the proxy: forward, stream both bodies
+//!  response ◀─ the response halves of the stages that asked, in reverse
 //! ```
 //!
 //! Within a phase the config order (gateway, then API, then operation)
-//! holds.
+//! holds. A stage that refuses stops the walk: the stages before it (and
+//! itself, if it left something for its response half) see the refusal on
+//! its way out, exactly as in a tower onion, but without one boxed service,
+//! clone and future per layer per request. Report-only refusals are noted
+//! here, once, for every kind.
 
-use crate::policy::{CompiledPolicy, OperationService, Phase, PolicyMeta, Stage};
+use http::{Request, Response};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tower::ServiceExt;
 
-/// Wraps `terminal` with every stage of `policies`, outermost first in
-/// phase order.
-pub fn build(policies: &[CompiledPolicy], terminal: OperationService) -> OperationService {
-    let mut stages: Vec<(Phase, usize, &Stage)> = policies
-        .iter()
-        .flat_map(|p| p.stages.iter())
-        .enumerate()
-        .map(|(order, stage)| (stage.phase, order, stage))
-        .collect();
-    stages.sort_by_key(|(phase, order, _)| (*phase, *order));
-    stages
-        .iter()
-        .rev()
-        .fold(terminal, |inner, (_, _, stage)| (stage.layer)(inner))
+use crate::body::Body;
+use crate::context::RequestContext;
+use crate::policy::{CompiledPolicy, OperationService, Phase, PolicyMeta, Saved, Stage, Stop};
+use crate::problem::{Code, Reject};
+use crate::proxy::Proxy;
+
+/// Where a pipeline's walk ends when no stage answered.
+#[derive(Clone)]
+pub enum Terminal {
+    /// Forward to the upstream (every operation).
+    Proxy(Proxy),
+    /// Any other service: the MCP endpoint, a probe's end, a test's stub.
+    Service(OperationService),
 }
 
-/// The stack for requests that matched no route: only the gateway-wide
+/// The stages of one operation (or of a partial stack), in run order, and
+/// where they end.
+#[derive(Clone)]
+pub struct Pipeline {
+    stages: Arc<[Stage]>,
+    terminal: Terminal,
+}
+
+/// The stages that passed and left something for their response half;
+/// rarely more than a handful, so they live on the stack.
+type Passed<'p> = smallvec::SmallVec<[(&'p Stage, Saved); 8]>;
+
+// === impl Pipeline ===
+
+impl Pipeline {
+    /// Every stage of `policies`, in phase order, in front of `terminal`.
+    pub fn new(policies: &[CompiledPolicy], terminal: Terminal) -> Pipeline {
+        Pipeline::keeping(policies, terminal, |_, _| true)
+    }
+
+    /// The stages of `policies` that `keep` accepts, in phase order.
+    fn keeping(
+        policies: &[CompiledPolicy],
+        terminal: Terminal,
+        keep: impl Fn(&PolicyMeta, &Stage) -> bool,
+    ) -> Pipeline {
+        let mut stages: Vec<(Phase, usize, &Stage)> = policies
+            .iter()
+            .flat_map(|p| p.stages.iter().filter(|s| keep(&p.meta, s)))
+            .enumerate()
+            .map(|(order, stage)| (stage.phase, order, stage))
+            .collect();
+        stages.sort_by_key(|(phase, order, _)| (*phase, *order));
+        Pipeline {
+            stages: stages.into_iter().map(|(_, _, s)| s.clone()).collect(),
+            terminal,
+        }
+    }
+
+    /// Runs the call through this pipeline.
+    pub async fn run(&self, req: Request<Body>, cx: RequestContext) -> Response<Body> {
+        run_chain(std::slice::from_ref(self), req, cx).await
+    }
+
+    /// This pipeline as a tower `Service` (the context travels in the
+    /// request's extensions, as at any tower edge).
+    pub fn into_service(self) -> OperationService {
+        OperationService::new(self)
+    }
+}
+
+/// Runs the call through the stages of every pipeline in `chain`, in
+/// order, then the last one's terminal: a GraphQL document that matched
+/// several operations passes the policies of each and reaches the upstream
+/// once. The context comes back in the response's extensions.
+pub async fn run_chain(
+    chain: &[Pipeline],
+    req: Request<Body>,
+    mut cx: RequestContext,
+) -> Response<Body> {
+    let (mut parts, mut body) = req.into_parts();
+    let mut passed: Passed<'_> = smallvec::SmallVec::new();
+    let mut answer = None;
+    'walk: for stage in chain.iter().flat_map(|p| p.stages.iter()) {
+        let mut saved = Saved::Nothing;
+        let verdict = stage
+            .step
+            .before(&mut parts, &mut body, &mut cx, &mut saved)
+            .await;
+        if !matches!(saved, Saved::Nothing) {
+            passed.push((stage, saved));
+        }
+        match verdict {
+            Ok(()) => {}
+            Err(Stop::Refuse(reject)) if stage.meta.report_only => {
+                tracing::info!(
+                    policy = &*stage.meta.name,
+                    code = reject.code.as_str(),
+                    "report-only policy would reject"
+                );
+                cx.would_reject.push((stage.meta.name.clone(), reject.code));
+            }
+            Err(Stop::Refuse(reject)) => {
+                answer = Some(
+                    reject
+                        .by_policy(&stage.meta.name)
+                        .into_response(&cx.request_id),
+                );
+                break 'walk;
+            }
+            Err(Stop::Answer(response)) => {
+                answer = Some(*response);
+                break 'walk;
+            }
+        }
+    }
+    let mut response = match answer {
+        Some(response) => response,
+        None => {
+            let terminal = chain.last().map(|p| &p.terminal);
+            let request_id = cx.request_id.clone();
+            parts.extensions.insert(cx);
+            let req = Request::from_parts(parts, body);
+            let mut response = match terminal {
+                Some(Terminal::Proxy(proxy)) => proxy.forward(req).await,
+                Some(Terminal::Service(service)) => match service.clone().oneshot(req).await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                },
+                None => Reject::new(Code::Internal, "an empty chain")
+                    .respond(req.into_parts().0.extensions),
+            };
+            cx = match response.extensions_mut().remove::<RequestContext>() {
+                Some(cx) => cx,
+                // A terminal that lost the context is a bug; the response
+                // halves still run, against what is left of it.
+                None => {
+                    tracing::warn!("the terminal did not hand the request context back");
+                    RequestContext::new(request_id, ([0, 0, 0, 0], 0).into(), [0, 0, 0, 0].into())
+                }
+            };
+            response
+        }
+    };
+    for (stage, saved) in passed.into_iter().rev() {
+        stage.step.after(&mut response, &mut cx, saved).await;
+    }
+    response.extensions_mut().insert(cx);
+    response
+}
+
+/// At a tower edge the context travels in the extensions.
+impl tower::Service<Request<Body>> for Pipeline {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = futures_util::future::BoxFuture<'static, Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            match req.extensions_mut().remove::<RequestContext>() {
+                Some(cx) => Ok(this.run(req, cx).await),
+                None => Ok(crate::policy::context_missing(
+                    req.into_parts().0.extensions,
+                )),
+            }
+        })
+    }
+}
+
+// === the partial stacks ===
+
+/// Every stage of `policies` around `terminal`, as a tower service.
+pub fn build(policies: &[CompiledPolicy], terminal: OperationService) -> OperationService {
+    Pipeline::new(policies, Terminal::Service(terminal)).into_service()
+}
+
+/// The pipeline for requests that matched no route: only the gateway-wide
 /// `Screen` policies (ip, abuse) judge them, so a scanner probing unknown
 /// paths is seen and banned like any other caller.
-pub fn build_unrouted(
-    gateway_policies: &[CompiledPolicy],
-    terminal: OperationService,
-) -> OperationService {
-    build(
-        &only(gateway_policies, |_, stage| stage.phase == Phase::Screen),
-        terminal,
-    )
+pub fn unrouted(gateway_policies: &[CompiledPolicy], terminal: OperationService) -> Pipeline {
+    Pipeline::keeping(gateway_policies, Terminal::Service(terminal), |_, stage| {
+        stage.phase == Phase::Screen
+    })
 }
 
 /// The stack of the MCP endpoint itself (`crate::agents`): the gateway-wide
@@ -58,12 +222,10 @@ pub fn build_agents_endpoint(
     gateway_policies: &[CompiledPolicy],
     terminal: OperationService,
 ) -> OperationService {
-    build(
-        &only(gateway_policies, |_, stage| {
-            stage.phase <= Phase::Authenticate
-        }),
-        terminal,
-    )
+    Pipeline::keeping(gateway_policies, Terminal::Service(terminal), |_, stage| {
+        stage.phase <= Phase::Authenticate
+    })
+    .into_service()
 }
 
 /// The probe of an operation for `tools/list`: its checks that only judge
@@ -72,65 +234,64 @@ pub fn build_agents_endpoint(
 /// `abuse` is left out although it runs in `Screen`: it counts the statuses
 /// it sees, and a probe's refusal is not a request the caller made.
 pub fn build_probe(policies: &[CompiledPolicy], terminal: OperationService) -> OperationService {
-    build(
-        &only(policies, |meta, stage| {
-            stage.phase <= Phase::Authorize && meta.type_name != "abuse"
-        }),
-        terminal,
-    )
-}
-
-/// `policies` with only the stages `keep` accepts.
-fn only(
-    policies: &[CompiledPolicy],
-    keep: impl Fn(&PolicyMeta, &Stage) -> bool,
-) -> Vec<CompiledPolicy> {
-    policies
-        .iter()
-        .map(|p| CompiledPolicy {
-            meta: p.meta.clone(),
-            stages: p
-                .stages
-                .iter()
-                .filter(|s| keep(&p.meta, s))
-                .cloned()
-                .collect(),
-        })
-        .collect()
+    Pipeline::keeping(policies, Terminal::Service(terminal), |meta, stage| {
+        stage.phase <= Phase::Authorize && meta.type_name != "abuse"
+    })
+    .into_service()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::body::{self, Body};
-    use http::{Request, Response};
-    use std::sync::{Arc, Mutex};
-    use tower::ServiceExt;
+    use crate::body;
+    use crate::policy::{Check, RequestHead};
+    use std::sync::Mutex;
 
-    /// A stage that records its name when the request passes it.
+    /// A check that records its name when the request passes it.
+    struct Recording(&'static str, Arc<Mutex<Vec<&'static str>>>);
+
+    impl Check for Recording {
+        fn check(&self, _: &mut RequestHead<'_>, _: &mut RequestContext) -> Result<(), Reject> {
+            self.1.lock().map(|mut l| l.push(self.0)).ok();
+            Ok(())
+        }
+    }
+
     fn recording(
         phase: Phase,
         name: &'static str,
         log: Arc<Mutex<Vec<&'static str>>>,
     ) -> CompiledPolicy {
+        let meta = Arc::new(PolicyMeta {
+            name: name.into(),
+            // Named after the kind, so stacks that pick by kind can be seen.
+            type_name: name,
+            report_only: false,
+        });
         CompiledPolicy {
-            meta: Arc::new(PolicyMeta {
-                name: name.into(),
-                // Named after the kind, so stacks that pick by kind can be seen.
-                type_name: name,
-                report_only: false,
-            }),
-            stages: vec![Stage {
-                phase,
-                layer: Arc::new(move |inner: OperationService| {
-                    let log = log.clone();
-                    OperationService::new(tower::service_fn(move |req: Request<Body>| {
-                        log.lock().map(|mut l| l.push(name)).ok();
-                        inner.clone().oneshot(req)
-                    }))
-                }),
-            }],
+            stages: vec![Stage::check(phase, &meta, Recording(name, log))],
+            meta,
         }
+    }
+
+    fn request() -> Request<Body> {
+        let mut req = Request::new(body::empty());
+        req.extensions_mut().insert(RequestContext::new(
+            http::HeaderValue::from_static("r"),
+            "127.0.0.1:1".parse().expect("addr"),
+            "127.0.0.1".parse().expect("ip"),
+        ));
+        req
+    }
+
+    fn terminal() -> OperationService {
+        OperationService::new(tower::service_fn(|req: Request<Body>| async move {
+            let mut response = Response::new(body::empty());
+            if let Some(cx) = req.extensions().get::<RequestContext>() {
+                response.extensions_mut().insert(cx.clone());
+            }
+            Ok(response)
+        }))
     }
 
     #[tokio::test]
@@ -144,20 +305,15 @@ mod tests {
             recording(Phase::Authenticate, "auth", log.clone()),
             recording(Phase::Screen, "abuse", log.clone()),
         ];
-        let terminal = OperationService::new(tower::service_fn(|_req: Request<Body>| async {
-            Ok(Response::new(body::empty()))
-        }));
-        let svc = build(&policies, terminal);
-        svc.oneshot(Request::new(body::empty()))
-            .await
-            .expect("infallible");
+        let svc = build(&policies, terminal());
+        svc.oneshot(request()).await.expect("infallible");
         let seen = log.lock().map(|l| l.clone()).unwrap_or_default();
         assert_eq!(seen, ["ip", "abuse", "auth", "roles", "rate", "quota"]);
     }
 
     /// The stages a builder keeps, in the order a request meets them.
     async fn kept(
-        builder: fn(&[CompiledPolicy], OperationService) -> OperationService,
+        builder: impl Fn(&[CompiledPolicy], OperationService) -> OperationService,
     ) -> Vec<&'static str> {
         let log = Arc::new(Mutex::new(Vec::new()));
         let policies = vec![
@@ -169,11 +325,8 @@ mod tests {
             recording(Phase::Quota, "quota", log.clone()),
             recording(Phase::Rewrite, "headers", log.clone()),
         ];
-        let terminal = OperationService::new(tower::service_fn(|_req: Request<Body>| async {
-            Ok(Response::new(body::empty()))
-        }));
-        builder(&policies, terminal)
-            .oneshot(Request::new(body::empty()))
+        builder(&policies, terminal())
+            .oneshot(request())
             .await
             .expect("infallible");
         let seen = log.lock().map(|l| l.clone()).unwrap_or_default();
@@ -182,7 +335,9 @@ mod tests {
 
     #[tokio::test]
     async fn each_partial_stack_keeps_only_its_stages() {
-        assert_eq!(kept(build_unrouted).await, ["ip", "abuse"]);
+        let unrouted_service =
+            |p: &[CompiledPolicy], t: OperationService| unrouted(p, t).into_service();
+        assert_eq!(kept(unrouted_service).await, ["ip", "abuse"]);
         assert_eq!(kept(build_agents_endpoint).await, ["ip", "abuse", "auth"]);
         // A probe spends nothing: no abuse counting, no limits, no quota.
         assert_eq!(kept(build_probe).await, ["ip", "auth", "roles"]);

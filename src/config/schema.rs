@@ -66,6 +66,13 @@ pub struct Config {
     /// (a reload keeps the running count).
     #[serde(default)]
     pub workers: Option<usize>,
+    /// Method and URL override headers (`X-HTTP-Method-Override`,
+    /// `X-HTTP-Method`, `X-Method-Override`, `X-Original-URL`,
+    /// `X-Rewrite-URL`) and the `_method` query parameter are removed on
+    /// arrival, since policies judge the method and path the gateway sees;
+    /// the ones listed here reach the upstream.
+    #[serde(default)]
+    pub allow_override_headers: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]

@@ -31,20 +31,18 @@
 //! past the threshold. (No ban is stored, so the requests such a ban would
 //! then have refused are not counted.)
 
-use http::{Request, Response};
+use http::Response;
 use regex::bytes::RegexSet;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use std::sync::Arc;
 
-use super::{
-    call_next, context_missing, Around, CompileCx, IpGroup, OperationService, PolicyMeta, Stage,
-};
+use super::{CompileCx, IpGroup, PolicyMeta, Saved, Stage, Step};
 use crate::body::Body;
 use crate::clock::{Nanos, SharedClock};
 use crate::config::units::ConfigDuration;
 use crate::context::RequestContext;
-use crate::problem::{Code, Reject};
+use crate::problem::{Code, Reject, RejectedWith};
 use crate::state::{self, AnyStore, Ban, Store, StoreErrorMode, SECOND};
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -148,7 +146,11 @@ pub fn compile(
         clock: cx.clock.clone(),
         on_error: StoreErrorMode::new(cx.config.state.on_store_error),
     });
-    Some(vec![super::around_stage(super::Phase::Screen, policy)])
+    Some(vec![Stage::new(
+        super::Phase::Screen,
+        meta,
+        Step::Abuse(policy),
+    )])
 }
 
 /// Compiles the patterns once into one set (one pass per request), each
@@ -187,10 +189,15 @@ impl Abuse {
     }
 
     /// Before the call: `Err` refuses it (banned now or already).
-    async fn screen(&self, parts: &mut http::request::Parts, key: &str) -> Result<(), Reject> {
+    async fn screen(
+        &self,
+        parts: &http::request::Parts,
+        cx: &RequestContext,
+        key: &str,
+    ) -> Result<(), Reject> {
         let now = self.clock.now();
         match self.store.ban_get(key, now).await {
-            Ok(Some(ban)) => return self.refuse(parts, &ban, now),
+            Ok(Some(ban)) => return Err(self.refuse(&ban, now)),
             Ok(None) => {}
             Err(error) => return self.on_error.handle(&self.meta.name, &error, now),
         }
@@ -208,33 +215,18 @@ impl Abuse {
             return Ok(());
         };
         let ban = Ban {
-            reason: format!(
-                "{reason} `{}`{}",
-                parts.uri.path(),
-                client_note(parts.extensions.get())
-            ),
+            reason: format!("{reason} `{}`{}", parts.uri.path(), client_note(Some(cx))),
             until: now.saturating_add(self.ban),
         };
         self.impose(key, ban.clone(), now).await;
-        self.refuse(parts, &ban, now)
+        Err(self.refuse(&ban, now))
     }
 
-    fn refuse(
-        &self,
-        parts: &mut http::request::Parts,
-        ban: &Ban,
-        now: Nanos,
-    ) -> Result<(), Reject> {
-        if self.meta.report_only {
-            if let Some(cx) = parts.extensions.get_mut::<RequestContext>() {
-                cx.would_reject.push((self.meta.name.clone(), Code::Banned));
-            }
-            return Ok(());
-        }
-        Err(
-            Reject::new(Code::Banned, "this address is banned for a while")
-                .with_retry_after(state::ceil_secs(ban.until.saturating_sub(now))),
-        )
+    /// The refusal of a banned caller (report-only: the pipeline notes it
+    /// as a would-be `banned` and lets the call on).
+    fn refuse(&self, ban: &Ban, now: Nanos) -> Reject {
+        Reject::new(Code::Banned, "this address is banned for a while")
+            .with_retry_after(state::ceil_secs(ban.until.saturating_sub(now)))
     }
 
     /// Sets a ban (report-only: only logs it).
@@ -303,45 +295,50 @@ fn client_note(cx: Option<&RequestContext>) -> String {
     }
 }
 
-// === impl Around for Abuse ===
+// === the stage ===
 
-impl Around for Abuse {
-    async fn around(self: Arc<Self>, req: Request<Body>, next: OperationService) -> Response<Body> {
-        let policy = self;
-        let (mut parts, body) = req.into_parts();
-        let Some(ip) = parts
-            .extensions
-            .get::<RequestContext>()
-            .map(|cx| cx.client_ip)
-        else {
-            return context_missing(parts.extensions);
-        };
-        let group = IpGroup::of(ip, policy.ipv6_prefix);
-        let key = state::key(&policy.meta.name, format_args!("{group}"));
-        if let Err(reject) = policy.screen(&mut parts, &key).await {
-            return reject
-                .by_policy(&policy.meta.name)
-                .respond(parts.extensions);
-        }
-        let mut response = call_next(next, Request::from_parts(parts, body)).await;
+impl Abuse {
+    /// The request half: a banned caller, or one that just gave itself
+    /// away, is refused. The key is kept to count the answer, whoever
+    /// makes it (a report-only refusal lets the call on, and its answer
+    /// still counts).
+    pub(crate) async fn before(
+        &self,
+        parts: &http::request::Parts,
+        cx: &RequestContext,
+        saved: &mut Saved,
+    ) -> Result<(), Reject> {
+        let group = IpGroup::of(cx.client_ip, self.ipv6_prefix);
+        let key = state::key(&self.meta.name, format_args!("{group}"));
+        let verdict = self.screen(parts, cx, &key).await;
+        *saved = Saved::AbuseKey(key);
+        verdict
+    }
+
+    /// The response half: counts a watched status, whoever answered, but
+    /// for this policy's own refusal (a banned caller retrying does not
+    /// lengthen its ban).
+    pub(crate) async fn after(
+        &self,
+        response: &mut Response<Body>,
+        cx: &mut RequestContext,
+        key: &str,
+    ) {
+        let own = response
+            .extensions()
+            .get::<RejectedWith>()
+            .is_some_and(|r| r.policy.as_deref() == Some(&*self.meta.name));
         let status = response.status().as_u16();
-        if policy.watches(status) {
-            let client = response
-                .extensions()
-                .get::<RequestContext>()
-                .and_then(|cx| cx.client.as_ref())
-                .map(|c| c.id.clone());
-            let reached = policy.watch_answer(&key, status, client).await;
-            // Report-only: the answer that would have imposed the ban is the
-            // one counted and logged as a would-be `banned`.
-            if reached && policy.meta.report_only {
-                if let Some(cx) = response.extensions_mut().get_mut::<RequestContext>() {
-                    cx.would_reject
-                        .push((policy.meta.name.clone(), Code::Banned));
-                }
-            }
+        if own || !self.watches(status) {
+            return;
         }
-        response
+        let client = cx.client.as_ref().map(|c| c.id.clone());
+        let reached = self.watch_answer(key, status, client).await;
+        // Report-only: the answer that would have imposed the ban is the
+        // one counted and logged as a would-be `banned`.
+        if reached && self.meta.report_only {
+            cx.would_reject.push((self.meta.name.clone(), Code::Banned));
+        }
     }
 }
 

@@ -17,22 +17,17 @@
 //! `unauthenticated` with `WWW-Authenticate`; a wrong, expired or invalid
 //! one: 401 `invalid_credentials`. A key or token is never logged.
 
-use futures_util::future::{self, Either};
 use http::header::{HeaderName, HeaderValue, AUTHORIZATION, WWW_AUTHENTICATE};
 use http::request::Parts;
-use http::{Request, Response, Uri};
+use http::Uri;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use std::borrow::Cow;
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use tower::Service;
 
 use super::credentials::{looks_like_jwt, Credentials};
 use super::jwks::JwksSource;
-use super::{CompileCx, OperationService, Phase, PolicyMeta, Stage};
-use crate::body::Body;
+use super::{CompileCx, Phase, PolicyMeta, Stage, Step};
 use crate::clock::SharedClock;
 use crate::context::{Client, RequestContext};
 use crate::problem::{Code, Reject};
@@ -151,7 +146,11 @@ pub fn compile(
         forward_credentials: config.forward_credentials,
         challenges,
     };
-    Some(vec![AuthLayer::stage(auth, meta)])
+    Some(vec![Stage::new(
+        Phase::Authenticate,
+        meta,
+        Step::Auth(Arc::new(auth)),
+    )])
 }
 
 // === impl Auth ===
@@ -309,69 +308,28 @@ fn without_query_param(uri: &Uri, name: &str) -> Option<Uri> {
     Uri::from_parts(parts).ok()
 }
 
-// === AuthLayer ===
+// === the stage ===
 
-/// Runs [`Auth`] before the inner service. Its own service rather than a
-/// [`super::Check`]: removing a query-parameter credential rewrites the
-/// upstream URI in the request's extensions, and a token naming a key not
-/// fetched yet waits for the fetch.
-pub struct AuthLayer;
-
-impl AuthLayer {
-    pub fn stage(auth: Auth, meta: &Arc<PolicyMeta>) -> Stage {
-        let auth = Arc::new(auth);
-        let meta = meta.clone();
-        Stage {
-            phase: Phase::Authenticate,
-            layer: Arc::new(move |inner| {
-                OperationService::new(AuthService {
-                    auth: auth.clone(),
-                    meta: meta.clone(),
-                    inner,
-                })
-            }),
+impl Auth {
+    /// The request half: identifies the caller (the client goes into the
+    /// context) and removes the credential before forwarding. A token
+    /// naming a signing key not fetched yet waits for the fetch first.
+    pub(crate) async fn before(
+        &self,
+        parts: &mut Parts,
+        cx: &mut RequestContext,
+    ) -> Result<(), Reject> {
+        if let Some(source) = self.jwks_to_fetch(&parts.headers) {
+            source.fetch_for_unknown_kid().await;
         }
-    }
-}
-
-#[derive(Clone)]
-pub struct AuthService {
-    auth: Arc<Auth>,
-    meta: Arc<PolicyMeta>,
-    inner: OperationService,
-}
-
-type InnerFuture = <OperationService as Service<Request<Body>>>::Future;
-
-/// Judged at once (the usual case), or after fetching signing keys.
-type AuthFuture = Either<
-    Either<future::Ready<Result<Response<Body>, Infallible>>, InnerFuture>,
-    futures_util::future::BoxFuture<'static, Result<Response<Body>, Infallible>>,
->;
-
-impl Service<Request<Body>> for AuthService {
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = AuthFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
-        match self.auth.jwks_to_fetch(req.headers()) {
-            None => Either::Left(judge(&self.auth, &self.meta, &mut self.inner, req)),
-            Some(source) => {
-                // The inner service was polled ready: take it, leave a clone.
-                let fresh = self.inner.clone();
-                let mut inner = std::mem::replace(&mut self.inner, fresh);
-                let (auth, meta) = (self.auth.clone(), self.meta.clone());
-                Either::Right(Box::pin(async move {
-                    source.fetch_for_unknown_kid().await;
-                    judge(&auth, &meta, &mut inner, req).await
-                }))
-            }
-        }
+        let mut presented = Presented::default();
+        let verdict = self.identify(parts, &mut presented);
+        // Stripped whatever the verdict: a report-only refusal lets the
+        // call on, and a credential that failed is no more the
+        // upstream's business than one that passed.
+        self.strip(parts, &presented);
+        cx.client = Some(verdict?);
+        Ok(())
     }
 }
 
@@ -387,46 +345,6 @@ impl Auth {
             return None;
         }
         self.credentials.jwks_to_fetch(token, self.clock.now())
-    }
-}
-
-/// Identifies the caller and calls `inner`, or answers with the refusal.
-fn judge(
-    auth: &Auth,
-    meta: &PolicyMeta,
-    inner: &mut OperationService,
-    req: Request<Body>,
-) -> Either<future::Ready<Result<Response<Body>, Infallible>>, InnerFuture> {
-    let (mut parts, body) = req.into_parts();
-    let mut presented = Presented::default();
-    let verdict = auth.identify(&parts, &mut presented);
-    let verdict = match parts.extensions.get_mut::<RequestContext>() {
-        None => Err(Reject::new(Code::Internal, "request context missing")),
-        Some(cx) => match verdict {
-            Ok(client) => {
-                cx.client = Some(client);
-                Ok(())
-            }
-            Err(reject) if meta.report_only => {
-                tracing::info!(
-                    policy = &*meta.name,
-                    code = reject.code.as_str(),
-                    "report-only policy would reject"
-                );
-                cx.would_reject.push((meta.name.clone(), reject.code));
-                Ok(())
-            }
-            Err(reject) => Err(reject),
-        },
-    };
-    match verdict {
-        Ok(()) => {
-            auth.strip(&mut parts, &presented);
-            Either::Right(inner.call(Request::from_parts(parts, body)))
-        }
-        Err(reject) => Either::Left(future::ready(Ok(reject
-            .by_policy(&meta.name)
-            .respond(parts.extensions)))),
     }
 }
 

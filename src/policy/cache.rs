@@ -71,7 +71,7 @@
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Response, StatusCode};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 use parking_lot::Mutex;
@@ -85,7 +85,7 @@ use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use super::{call_next, context_missing, Around, CompileCx, OperationService, PolicyMeta, Stage};
+use super::{CompileCx, PolicyMeta, Saved, Stage, Step, Stop};
 use crate::body::{self, Body, BodyError};
 use crate::clock::{Nanos, SharedClock};
 use crate::config::schema::Config;
@@ -214,7 +214,11 @@ pub fn compile(
         store,
         clock: cx.clock.clone(),
     });
-    Some(vec![super::around_stage(super::Phase::Cache, policy)])
+    Some(vec![Stage::new(
+        super::Phase::Cache,
+        meta,
+        Step::Cache(policy),
+    )])
 }
 
 /// A hash of the whole config: a reload keeps a policy's entries only
@@ -458,8 +462,8 @@ impl Entry {
     }
 
     /// The answer to one caller: the stored head and body (none for
-    /// `HEAD`), `Age`, `X-Cache: HIT`, and the caller's context.
-    fn respond(&self, head_only: bool, now: Nanos, cx: RequestContext) -> Response<Body> {
+    /// `HEAD`), `Age` and `X-Cache: HIT`.
+    fn respond(&self, head_only: bool, now: Nanos) -> Response<Body> {
         let body = if head_only {
             body::empty()
         } else {
@@ -474,7 +478,6 @@ impl Entry {
         }
         headers.insert(header::AGE, HeaderValue::from(self.age_at(now) / SECOND));
         headers.insert(X_CACHE, HeaderValue::from_static("HIT"));
-        response.extensions_mut().insert(cx);
         response.extensions_mut().insert(CacheHit);
         response
     }
@@ -568,8 +571,8 @@ fn allowed(headers: &HeaderMap) -> Allowed {
 // === impl Cache ===
 
 impl Cache {
-    fn key(&self, req: &Request<Body>, cx: &RequestContext) -> Option<CacheKey> {
-        let UpstreamUri(upstream) = req.extensions().get::<UpstreamUri>()?;
+    fn key(&self, req: &http::request::Parts, cx: &RequestContext) -> Option<CacheKey> {
+        let UpstreamUri(upstream) = req.extensions.get::<UpstreamUri>()?;
         let op = cx.operation.as_ref()?;
         let audience = match (&cx.client, self.shared) {
             (_, true) => Audience::Everyone,
@@ -580,15 +583,15 @@ impl Cache {
             audience,
             api: op.api.clone(),
             operation: op.id.clone(),
-            target: req.uri().path_and_query().map_or_else(
-                || req.uri().path().to_string(),
-                |pq| pq.as_str().to_string(),
-            ),
+            target: req
+                .uri
+                .path_and_query()
+                .map_or_else(|| req.uri.path().to_string(), |pq| pq.as_str().to_string()),
             upstream: upstream.to_string(),
             vary: self
                 .vary
                 .iter()
-                .map(|name| req.headers().get_all(name).iter().cloned().collect())
+                .map(|name| req.headers.get_all(name).iter().cloned().collect())
                 .collect(),
         })
     }
@@ -710,56 +713,75 @@ impl Cache {
     }
 }
 
-// === impl Around for Cache ===
+// === the stage ===
 
-impl Around for Cache {
-    async fn around(self: Arc<Self>, req: Request<Body>, next: OperationService) -> Response<Body> {
-        let policy = self;
-        let head_only = req.method() == Method::HEAD;
-        // Only reads without a body are cacheable; everything else passes.
-        if !(head_only || req.method() == Method::GET) || !req.body().is_end_stream() {
-            return call_next(next, req).await;
+/// A miss on its way to the upstream: what its answer is recorded under.
+pub struct Miss {
+    key: CacheKey,
+    requested_at: Nanos,
+    head_only: bool,
+    no_store: bool,
+    enforce: bool,
+}
+
+impl Cache {
+    /// The request half: a fresh entry answers the call (report-only: it
+    /// is counted as a hit and the call goes on, so the would-be hit ratio
+    /// is the real one); a miss is kept in `saved` to record the answer.
+    /// Only reads without a body are cacheable; everything else passes.
+    pub(crate) fn before(
+        &self,
+        parts: &http::request::Parts,
+        body: &Body,
+        cx: &RequestContext,
+        saved: &mut Saved,
+    ) -> Result<(), Stop> {
+        let head_only = parts.method == Method::HEAD;
+        if !(head_only || parts.method == Method::GET) || !body.is_end_stream() {
+            return Ok(());
         }
-        let Some(cx) = req.extensions().get::<RequestContext>() else {
-            return context_missing(req.into_parts().0.extensions);
+        let Some(key) = self.key(parts, cx) else {
+            return Ok(());
         };
-        let Some(key) = policy.key(&req, cx) else {
-            return call_next(next, req).await;
-        };
-        let asked = asked(req.headers());
-        let enforce = !policy.meta.report_only;
-        let now = policy.clock.now();
+        let asked = asked(&parts.headers);
+        let enforce = !self.meta.report_only;
+        let now = self.clock.now();
         if !asked.revalidate {
-            if let Some(entry) = policy.store.entries.get(&key) {
+            if let Some(entry) = self.store.entries.get(&key) {
                 if entry.is_fresh_at(now) {
-                    policy.store.metrics.hits.inc();
+                    self.store.metrics.hits.inc();
                     if !enforce {
-                        // Forwarded, and the entry kept as it was, so the
-                        // would-be hit ratio is the real one.
-                        return call_next(next, req).await;
+                        return Ok(());
                     }
-                    let (mut parts, _) = req.into_parts();
-                    return match parts.extensions.remove::<RequestContext>() {
-                        Some(cx) => entry.respond(head_only, now, cx),
-                        None => context_missing(parts.extensions),
-                    };
+                    return Err(Stop::Answer(Box::new(entry.respond(head_only, now))));
                 }
-                policy.store.remove(&key);
+                self.store.remove(&key);
             }
         }
-        policy.store.metrics.misses.inc();
-        let mut response = call_next(next, req).await;
-        // `HEAD` answers have no body to store; `GET` ones may be.
-        if !head_only && !asked.no_store {
-            let received_at = policy.clock.now();
-            response = policy.record(key, response, now, received_at);
+        self.store.metrics.misses.inc();
+        *saved = Saved::CacheMiss(Box::new(Miss {
+            key,
+            requested_at: now,
+            head_only,
+            no_store: asked.no_store,
+            enforce,
+        }));
+        Ok(())
+    }
+
+    /// The response half of a miss: `HEAD` answers have no body to store;
+    /// `GET` ones may be, as their body streams to the caller.
+    pub(crate) fn after(&self, response: &mut Response<Body>, miss: Miss) {
+        if !miss.head_only && !miss.no_store {
+            let received_at = self.clock.now();
+            let taken = std::mem::replace(response, Response::new(body::empty()));
+            *response = self.record(miss.key, taken, miss.requested_at, received_at);
         }
-        if enforce {
+        if miss.enforce {
             response
                 .headers_mut()
                 .insert(X_CACHE, HeaderValue::from_static("MISS"));
         }
-        response
     }
 }
 
@@ -910,7 +932,11 @@ mod tests {
     use crate::clock::ManualClock;
     use crate::context::OperationInfo;
     use crate::policy::rate_limit::tests::{compile_policies, request};
+    #[allow(unused_imports)]
+    use crate::policy::OperationService;
     use crate::state::AnyStore;
+    #[allow(unused_imports)]
+    use http::Request;
     use std::sync::atomic::AtomicUsize;
     use tower::ServiceExt;
 

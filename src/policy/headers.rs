@@ -24,22 +24,14 @@
 //! `${env.NAME}`).
 
 use http::header::{HeaderName, HeaderValue};
-use http::{HeaderMap, Request, Response};
+use http::HeaderMap;
 use regex::Regex;
 use schemars::JsonSchema;
 use serde::Deserialize;
-use std::convert::Infallible;
 use std::fmt::Write as _;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use tower::Service;
 
-use super::{
-    Check, CheckLayer, CompileCx, OperationService, Phase, PolicyMeta, RequestHead, Stage,
-};
-use crate::body::Body;
+use super::{Check, CompileCx, Phase, PolicyMeta, RequestHead, Stage, Step};
 use crate::context::RequestContext;
 use crate::problem::{Code, Reject};
 
@@ -79,18 +71,18 @@ pub struct HeaderChecks {
 /// The rewrites of a `headers` policy.
 #[derive(Debug, Default)]
 pub struct Rewrites {
-    request: RewriteSet,
-    response: RewriteSet,
+    pub(crate) request: RewriteSet,
+    pub(crate) response: RewriteSet,
 }
 
 #[derive(Debug, Default)]
-struct RewriteSet {
+pub(crate) struct RewriteSet {
     remove: Vec<HeaderName>,
     set: Vec<(HeaderName, Template)>,
 }
 
 impl RewriteSet {
-    fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.remove.is_empty() && self.set.is_empty()
     }
 }
@@ -157,10 +149,14 @@ pub fn compile(
             matches,
             forbid,
         };
-        stages.push(CheckLayer::stage(Phase::Authorize, checks, meta));
+        stages.push(Stage::check(Phase::Authorize, meta, checks));
     }
     if !(rewrites.request.is_empty() && rewrites.response.is_empty()) {
-        stages.push(RewriteLayer::stage(rewrites));
+        stages.push(Stage::new(
+            Phase::Rewrite,
+            meta,
+            Step::Rewrite(Arc::new(rewrites)),
+        ));
     }
     let nothing = config.require.is_empty()
         && config.match_.is_empty()
@@ -350,7 +346,7 @@ impl RewriteSet {
     /// Removes, then sets: a header both removed and set ends with the set
     /// value. A value that cannot be rendered removes the header, so a
     /// caller's own header of that name never passes for the gateway's.
-    fn apply(&self, headers: &mut HeaderMap, cx: Option<&RequestContext>) {
+    pub(crate) fn apply(&self, headers: &mut HeaderMap, cx: Option<&RequestContext>) {
         for name in &self.remove {
             headers.remove(name);
         }
@@ -364,79 +360,6 @@ impl RewriteSet {
                 }
             }
         }
-    }
-}
-
-/// Rewrites request headers before the inner service and response headers
-/// after it. Rewrites are not refusals, so `report_only` does not change
-/// them.
-pub struct RewriteLayer;
-
-impl RewriteLayer {
-    pub fn stage(rewrites: Rewrites) -> Stage {
-        let rewrites = Arc::new(rewrites);
-        Stage {
-            phase: Phase::Rewrite,
-            layer: Arc::new(move |inner| {
-                OperationService::new(RewriteService {
-                    rewrites: rewrites.clone(),
-                    inner,
-                })
-            }),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct RewriteService {
-    rewrites: Arc<Rewrites>,
-    inner: OperationService,
-}
-
-impl Service<Request<Body>> for RewriteService {
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = RewriteFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
-        if !self.rewrites.request.is_empty() {
-            let (mut parts, body) = req.into_parts();
-            let cx = parts.extensions.get::<RequestContext>();
-            self.rewrites.request.apply(&mut parts.headers, cx);
-            req = Request::from_parts(parts, body);
-        }
-        let response_side = !self.rewrites.response.is_empty();
-        RewriteFuture {
-            inner: self.inner.call(req),
-            rewrites: response_side.then(|| self.rewrites.clone()),
-        }
-    }
-}
-
-/// The inner response, with the response rewrites applied.
-pub struct RewriteFuture {
-    inner: <OperationService as Service<Request<Body>>>::Future,
-    /// `None` when the policy rewrites only requests.
-    rewrites: Option<Arc<Rewrites>>,
-}
-
-impl Future for RewriteFuture {
-    type Output = Result<Response<Body>, Infallible>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let Ok(mut response) = std::task::ready!(self.inner.as_mut().poll(cx));
-        if let Some(rewrites) = &self.rewrites {
-            let (mut head, body) = response.into_parts();
-            // The proxy (or a refusal) moved the request's context here.
-            let rcx = head.extensions.get::<RequestContext>();
-            rewrites.response.apply(&mut head.headers, rcx);
-            response = Response::from_parts(head, body);
-        }
-        Poll::Ready(Ok(response))
     }
 }
 

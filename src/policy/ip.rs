@@ -17,7 +17,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use std::sync::Arc;
 
-use super::{Check, CheckLayer, CompileCx, Phase, PolicyMeta, RequestHead, Stage};
+use super::{Check, CompileCx, Phase, PolicyMeta, RequestHead, Stage};
 use crate::context::RequestContext;
 use crate::gateway::parse_cidr;
 use crate::problem::{Code, Reject};
@@ -62,7 +62,7 @@ pub fn compile(
         allow: nets("allow", &config.allow),
         deny: nets("deny", &config.deny),
     };
-    Some(vec![CheckLayer::stage(Phase::Screen, ip, meta)])
+    Some(vec![Stage::check(Phase::Screen, meta, ip)])
 }
 
 // === impl Ip ===

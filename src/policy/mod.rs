@@ -1,13 +1,16 @@
 //! Policies: one file per kind, each a config struct (`XxxConfig`, the YAML
-//! form) and a compiled runtime that becomes one or more tower layers.
+//! form) and a compiled runtime that becomes one or more [`Stage`]s.
 //!
-//! A policy compiles into [`Stage`]s, each a layer tagged with the [`Phase`]
-//! it runs in; `crate::stack` sorts an operation's stages by phase (whatever
-//! order the config lists them in) and wraps the proxy with them.
+//! A stage is a [`Step`] tagged with the [`Phase`] it runs in;
+//! `crate::pipeline` sorts an operation's stages by phase (whatever order
+//! the config lists them in) and runs them from one loop: each stage's
+//! request half in phase order, the upstream call, then the response halves
+//! of the stages that asked for one, in reverse.
 //!
-//! Policies that judge the request alone implement [`Check`] and are run by
-//! the shared [`CheckLayer`]; policies that need the response or async state
-//! (limits, quotas, abuse, rewrites) write their own layer.
+//! Policies that judge the request alone implement [`Check`]; policies that
+//! need the response or the store (limits, quotas, abuse, cache, schemas,
+//! rewrites) have a [`Step`] variant and write its `before` / `after`
+//! halves in their own file.
 //!
 //! Adding a kind: copy `ip.rs`, add a `mod` line below and one arm in
 //! [`compile`].
@@ -24,15 +27,12 @@ pub mod rate_limit;
 pub mod roles;
 pub mod schema;
 
-use futures_util::future::{self, Either};
 use http::{HeaderMap, Method, Request, Response, Uri};
 use ipnet::Ipv6Net;
 use std::convert::Infallible;
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use tower::Service;
 
 use crate::body::Body;
 use crate::clock::SharedClock;
@@ -41,13 +41,11 @@ use crate::context::{RequestContext, RoleSet};
 use crate::problem::{Code, Reject};
 use crate::state::AnyStore;
 
-/// The per-operation service: what every layer wraps and returns. Shared
-/// by reference in the `Gateway`, cloned per request.
+/// A boxed service at the edges of the pipeline: a terminal other than the
+/// proxy (the MCP endpoint, a test's stub), or a pipeline handed to code
+/// that wants a tower `Service`.
 pub type OperationService =
     tower::util::BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
-
-/// Wraps an inner service with a policy's layer.
-pub type BoxLayer = Arc<dyn Fn(OperationService) -> OperationService + Send + Sync>;
 
 /// The order policies run in, whatever order the config lists them in
 /// (DESIGN §1). Within one phase, the config order holds.
@@ -69,13 +67,6 @@ pub enum Phase {
     Validate,
     /// header rewrites (`headers.request` / `headers.response`).
     Rewrite,
-}
-
-/// One layer of a compiled policy and the phase it runs in.
-#[derive(Clone)]
-pub struct Stage {
-    pub phase: Phase,
-    pub layer: BoxLayer,
 }
 
 /// What every policy knows about itself, whatever its kind.
@@ -226,7 +217,7 @@ pub fn compile(def: &PolicyDef, name: &str, cx: &mut CompileCx<'_>) -> Option<Co
     }
 }
 
-// === Check: request-only policies ===
+// === Stages: what an operation's pipeline runs ===
 
 /// The parts of a request a [`Check`] may read, and the headers it may edit
 /// (e.g. `auth` removing the credential before forwarding).
@@ -236,161 +227,155 @@ pub struct RequestHead<'a> {
     pub headers: &'a mut HeaderMap,
 }
 
-/// A policy that judges the request alone, synchronously.
+/// A policy that judges the request alone, synchronously: `ip`, `roles`,
+/// the checks of `headers`. Its refusal answers the call (or, report-only,
+/// is noted by the pipeline and the call goes on).
 pub trait Check: Send + Sync + 'static {
     fn check(&self, req: &mut RequestHead<'_>, cx: &mut RequestContext) -> Result<(), Reject>;
 }
 
-/// Runs a [`Check`] before the inner service; a refusal answers at once
-/// (or, in report-only mode, is noted in the context and the call goes on).
-pub struct CheckLayer;
+/// What a stage does, one variant per kind of work, dispatched by `match`
+/// in [`Step::before`] and [`Step::after`]: no box, no clone and no future
+/// of its own per stage per request. A new policy kind that only judges the
+/// request is a [`Check`]; one that needs the response or the store adds a
+/// variant here and its two halves in its own file.
+#[derive(Clone)]
+pub enum Step {
+    /// Judges the request alone (`ip`, `roles`, `headers` checks).
+    Check(Arc<dyn Check>),
+    /// Identifies the caller (`auth`).
+    Auth(Arc<auth::Auth>),
+    /// Bans and watched answers (`abuse`).
+    Abuse(Arc<abuse::Abuse>),
+    /// A GCRA decision, and the `RateLimit*` headers on the way out.
+    RateLimit(Arc<rate_limit::RateLimit>),
+    /// Answers hits; records cacheable misses on the way out.
+    Cache(Arc<cache::Cache>),
+    /// Takes a unit; gives it back if the gateway answered the call itself.
+    Quota(Arc<quota::Quota>),
+    /// Request and response body schemas.
+    Schema(Arc<schema::SchemaValidation>),
+    /// Header rewrites, request and response (`headers`).
+    Rewrite(Arc<headers::Rewrites>),
+}
 
-impl CheckLayer {
-    /// A stage running `check` in `phase`.
-    pub fn stage<P: Check>(phase: Phase, check: P, meta: &Arc<PolicyMeta>) -> Stage {
-        let check = Arc::new(check);
-        let meta = meta.clone();
+/// One step of a compiled policy, the phase it runs in, and the policy it
+/// belongs to (for report-only and for naming the refusing policy).
+#[derive(Clone)]
+pub struct Stage {
+    pub phase: Phase,
+    pub meta: Arc<PolicyMeta>,
+    pub step: Step,
+}
+
+impl Stage {
+    pub fn new(phase: Phase, meta: &Arc<PolicyMeta>, step: Step) -> Stage {
         Stage {
             phase,
-            layer: Arc::new(move |inner| {
-                OperationService::new(CheckService {
-                    check: check.clone(),
-                    meta: meta.clone(),
-                    inner,
-                })
-            }),
+            meta: meta.clone(),
+            step,
         }
     }
-}
 
-pub struct CheckService<P> {
-    check: Arc<P>,
-    meta: Arc<PolicyMeta>,
-    inner: OperationService,
-}
-
-impl<P> Clone for CheckService<P> {
-    fn clone(&self) -> Self {
-        CheckService {
-            check: self.check.clone(),
-            meta: self.meta.clone(),
-            inner: self.inner.clone(),
-        }
+    /// A stage running `check` in `phase`.
+    pub fn check<P: Check>(phase: Phase, meta: &Arc<PolicyMeta>, check: P) -> Stage {
+        Stage::new(phase, meta, Step::Check(Arc::new(check)))
     }
 }
 
-type CheckFuture = Either<
-    future::Ready<Result<Response<Body>, Infallible>>,
-    <OperationService as Service<Request<Body>>>::Future,
->;
+/// Why a stage stopped the call.
+pub enum Stop {
+    /// A refusal: answered as problem+json, unless the policy is
+    /// report-only (then noted, and the call goes on).
+    Refuse(Reject),
+    /// An answer the stage made itself (a cache hit).
+    Answer(Box<Response<Body>>),
+}
 
-impl<P: Check> Service<Request<Body>> for CheckService<P> {
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = CheckFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
+impl From<Reject> for Stop {
+    fn from(reject: Reject) -> Self {
+        Stop::Refuse(reject)
     }
+}
 
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let (mut parts, body) = req.into_parts();
-        let verdict = match parts.extensions.get_mut::<RequestContext>() {
-            Some(cx) => {
+/// What a stage's request half leaves for its response half.
+#[derive(Default)]
+pub enum Saved {
+    #[default]
+    Nothing,
+    /// This rate limit governed the call: the `RateLimit*` headers are
+    /// written on the way out (once, by the first to get there).
+    RateLimitHeaders,
+    /// The quota unit taken, to give back if the gateway answers itself.
+    QuotaTaken(quota::Taken),
+    /// The abuse key of the caller, to count a watched answer against.
+    AbuseKey(String),
+    /// A cache miss, to record the answer under.
+    CacheMiss(Box<cache::Miss>),
+    /// The response must be checked against the response schema.
+    CheckResponse,
+    /// The response headers are rewritten.
+    RewriteResponse,
+}
+
+// === impl Step ===
+
+impl Step {
+    /// The request half: `Ok` to go on, or why the call stops here. What
+    /// the response half needs is left in `saved`.
+    pub async fn before(
+        &self,
+        parts: &mut http::request::Parts,
+        body: &mut Body,
+        cx: &mut RequestContext,
+        saved: &mut Saved,
+    ) -> Result<(), Stop> {
+        match self {
+            Step::Check(check) => {
                 let mut head = RequestHead {
                     method: &parts.method,
                     uri: &parts.uri,
                     headers: &mut parts.headers,
                 };
-                match self.check.check(&mut head, cx) {
-                    Err(reject) if self.meta.report_only => {
-                        tracing::info!(
-                            policy = &*self.meta.name,
-                            code = reject.code.as_str(),
-                            "report-only policy would reject"
-                        );
-                        cx.would_reject.push((self.meta.name.clone(), reject.code));
-                        Ok(())
-                    }
-                    other => other,
-                }
+                Ok(check.check(&mut head, cx)?)
             }
-            None => Err(Reject::new(Code::Internal, "request context missing")),
-        };
-        match verdict {
-            Ok(()) => Either::Right(self.inner.call(Request::from_parts(parts, body))),
-            Err(reject) => Either::Left(future::ready(Ok(reject
-                .by_policy(&self.meta.name)
-                .respond(parts.extensions)))),
+            Step::Auth(auth) => Ok(auth.before(parts, cx).await?),
+            Step::Abuse(abuse) => Ok(abuse.before(parts, cx, saved).await?),
+            Step::RateLimit(limit) => Ok(limit.before(&parts.headers, cx, saved).await?),
+            Step::Cache(cache) => cache.before(parts, body, cx, saved),
+            Step::Quota(quota) => Ok(quota.before(&parts.headers, cx, saved).await?),
+            Step::Schema(schema) => Ok(schema.before(parts, body, saved).await?),
+            Step::Rewrite(rewrites) => {
+                rewrites.request.apply(&mut parts.headers, Some(cx));
+                if !rewrites.response.is_empty() {
+                    *saved = Saved::RewriteResponse;
+                }
+                Ok(())
+            }
         }
     }
-}
 
-// === Around: policies that wrap the rest of the call ===
-
-/// A policy that runs around the rest of the stack: it may answer at once,
-/// or call `next` and then look at the response (rate limits write headers,
-/// quotas give back units, abuse counts watched statuses). The async
-/// counterpart of [`Check`], run by [`AroundService`].
-pub trait Around: Send + Sync + 'static {
-    /// Answers `req`; `next` is the rest of the stack, already polled ready.
-    fn around(
-        self: Arc<Self>,
-        req: Request<Body>,
-        next: OperationService,
-    ) -> impl std::future::Future<Output = Response<Body>> + Send;
-}
-
-/// A stage running an [`Around`] policy in `phase`.
-pub fn around_stage<P: Around>(phase: Phase, policy: Arc<P>) -> Stage {
-    Stage {
-        phase,
-        layer: Arc::new(move |inner| {
-            OperationService::new(AroundService {
-                policy: policy.clone(),
-                inner,
-            })
-        }),
-    }
-}
-
-pub struct AroundService<P> {
-    policy: Arc<P>,
-    inner: OperationService,
-}
-
-impl<P> Clone for AroundService<P> {
-    fn clone(&self) -> Self {
-        AroundService {
-            policy: self.policy.clone(),
-            inner: self.inner.clone(),
+    /// The response half, for a stage whose request half ran.
+    pub async fn after(
+        &self,
+        response: &mut Response<Body>,
+        cx: &mut RequestContext,
+        saved: Saved,
+    ) {
+        match (self, saved) {
+            (_, Saved::Nothing) | (Step::Check(_) | Step::Auth(_), _) => {}
+            (Step::Abuse(abuse), Saved::AbuseKey(key)) => abuse.after(response, cx, &key).await,
+            (Step::RateLimit(_), Saved::RateLimitHeaders) => {
+                rate_limit::write_headers(response, cx)
+            }
+            (Step::Cache(cache), Saved::CacheMiss(miss)) => cache.after(response, *miss),
+            (Step::Quota(quota), Saved::QuotaTaken(taken)) => quota.after(response, taken).await,
+            (Step::Schema(schema), Saved::CheckResponse) => schema.after(response, cx).await,
+            (Step::Rewrite(rewrites), Saved::RewriteResponse) => {
+                rewrites.response.apply(response.headers_mut(), Some(cx))
+            }
+            _ => {}
         }
-    }
-}
-
-impl<P: Around> Service<Request<Body>> for AroundService<P> {
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = futures_util::future::BoxFuture<'static, Result<Response<Body>, Infallible>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
-        // The inner service was polled ready: take it, leave a clone.
-        let fresh = self.inner.clone();
-        let next = std::mem::replace(&mut self.inner, fresh);
-        let policy = self.policy.clone();
-        Box::pin(async move { Ok(policy.around(req, next).await) })
-    }
-}
-
-/// Calls the rest of the stack (which cannot fail: errors are responses).
-pub async fn call_next(next: OperationService, req: Request<Body>) -> Response<Body> {
-    match tower::ServiceExt::oneshot(next, req).await {
-        Ok(response) => response,
-        Err(never) => match never {},
     }
 }
 

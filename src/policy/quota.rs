@@ -18,12 +18,12 @@
 //! period ends; that refusal consumes nothing. (A caller that hangs up
 //! before the answer keeps its unit used: the upstream may have run.)
 
-use http::{Request, Response};
+use http::Response;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use std::sync::Arc;
 
-use super::{call_next, Around, CompileCx, LimitKey, OperationService, PolicyMeta, Stage};
+use super::{CompileCx, LimitKey, PolicyMeta, Saved, Stage, Step};
 use crate::body::Body;
 use crate::calendar;
 use crate::clock::{Nanos, SharedClock};
@@ -87,11 +87,15 @@ pub fn compile(
         clock: cx.clock.clone(),
         on_error: StoreErrorMode::new(cx.config.state.on_store_error),
     });
-    Some(vec![super::around_stage(super::Phase::Quota, policy)])
+    Some(vec![Stage::new(
+        super::Phase::Quota,
+        meta,
+        Step::Quota(policy),
+    )])
 }
 
 /// A unit taken for a call, to give back if the upstream never answered.
-struct Taken {
+pub struct Taken {
     key: String,
     period_end: Nanos,
 }
@@ -179,31 +183,29 @@ pub fn period_end(period: QuotaPeriod, now: Nanos) -> Nanos {
     end_secs.saturating_mul(SECOND)
 }
 
-// === impl Around for Quota ===
+// === the stage ===
 
-impl Around for Quota {
-    async fn around(self: Arc<Self>, req: Request<Body>, next: OperationService) -> Response<Body> {
-        let policy = self;
-        let (mut parts, body) = req.into_parts();
-        let verdict = match parts.extensions.get_mut::<RequestContext>() {
-            Some(cx) => policy.take(&parts.headers, cx).await,
-            None => Err(Reject::new(Code::Internal, "request context missing")),
-        };
-        let taken = match verdict {
-            Ok(taken) => taken,
-            Err(reject) => {
-                return reject
-                    .by_policy(&policy.meta.name)
-                    .respond(parts.extensions)
-            }
-        };
-        let response = call_next(next, Request::from_parts(parts, body)).await;
-        if let Some(taken) = taken {
-            if response.extensions().get::<RejectedWith>().is_some() {
-                policy.refund(taken).await;
-            }
+impl Quota {
+    /// The request half: takes a unit, kept in `saved` to give back if
+    /// the gateway ends up answering the call itself.
+    pub(crate) async fn before(
+        &self,
+        headers: &http::HeaderMap,
+        cx: &mut RequestContext,
+        saved: &mut Saved,
+    ) -> Result<(), Reject> {
+        if let Some(taken) = self.take(headers, cx).await? {
+            *saved = Saved::QuotaTaken(taken);
         }
-        response
+        Ok(())
+    }
+
+    /// The response half: a call the upstream never answered (a refusal
+    /// after this stage, an upstream failure) costs no quota.
+    pub(crate) async fn after(&self, response: &mut Response<Body>, taken: Taken) {
+        if response.extensions().get::<RejectedWith>().is_some() {
+            self.refund(taken).await;
+        }
     }
 }
 
@@ -212,6 +214,8 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
     use crate::policy::rate_limit::tests::{compile_policies, echo_terminal, request};
+    use crate::policy::OperationService;
+    use http::Request;
     use tower::ServiceExt;
 
     /// Nanos of a UTC date and time.

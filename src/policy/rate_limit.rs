@@ -39,14 +39,12 @@
 //! no headers, and note the would-be refusal in the context.
 
 use http::header::{HeaderName, HeaderValue};
-use http::{HeaderMap, Request, Response};
+use http::{HeaderMap, Response};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use std::sync::Arc;
 
-use super::{
-    call_next, context_missing, Around, CompileCx, LimitKey, OperationService, PolicyMeta, Stage,
-};
+use super::{CompileCx, LimitKey, PolicyMeta, Saved, Stage, Step};
 use crate::body::Body;
 use crate::clock::{Nanos, SharedClock};
 use crate::config::units::ConfigDuration;
@@ -152,14 +150,12 @@ pub fn compile(
         clock: cx.clock.clone(),
         on_error: StoreErrorMode::new(cx.config.state.on_store_error),
     });
-    Some(vec![super::around_stage(super::Phase::RateLimit, policy)])
+    Some(vec![Stage::new(
+        super::Phase::RateLimit,
+        meta,
+        Step::RateLimit(policy),
+    )])
 }
-
-/// Marks a request whose `RateLimit*` headers already have a writer: the
-/// first (outermost) governing rate-limit layer inserts it and writes the
-/// headers on the way out; inner ones only record their decision.
-#[derive(Debug, Clone, Copy)]
-struct HeadersWriter;
 
 // === impl RateLimit ===
 
@@ -213,14 +209,10 @@ impl RateLimit {
 }
 
 /// Writes the `RateLimit*` headers of the decision the context kept.
-fn write_headers(response: &mut Response<Body>) {
-    // Taken, not cloned: the headers are written once, by the outermost
-    // governing layer, on the way out.
-    let Some(d) = response
-        .extensions_mut()
-        .get_mut::<RequestContext>()
-        .and_then(|cx| cx.rate_limit.take())
-    else {
+pub(crate) fn write_headers(response: &mut Response<Body>, cx: &mut RequestContext) {
+    // Taken, not cloned: the headers are written once, by the first
+    // governing limit on the way out; every decision was recorded before.
+    let Some(d) = cx.rate_limit.take() else {
         return;
     };
     // Per call only the numbers change; no format machinery on this path.
@@ -260,39 +252,26 @@ fn sf_string(s: &str) -> String {
     out
 }
 
-// === impl Around for RateLimit ===
+// === the stage ===
 
-impl Around for RateLimit {
-    async fn around(self: Arc<Self>, req: Request<Body>, next: OperationService) -> Response<Body> {
-        let policy = self;
-        let (mut parts, body) = req.into_parts();
-        let governs = match parts.extensions.get::<RequestContext>() {
-            Some(cx) => policy.governs(cx),
-            None => {
-                return context_missing(parts.extensions);
-            }
-        };
-        if !governs {
-            return call_next(next, Request::from_parts(parts, body)).await;
+impl RateLimit {
+    /// The request half: decides the call if this limit governs it. The
+    /// first enforcing limit to govern the call writes the `RateLimit*`
+    /// headers on the way out (of the decision closest to exhaustion);
+    /// the others only record their decision.
+    pub(crate) async fn before(
+        &self,
+        headers: &HeaderMap,
+        cx: &mut RequestContext,
+        saved: &mut Saved,
+    ) -> Result<(), Reject> {
+        if !self.governs(cx) {
+            return Ok(());
         }
-        let writer = !policy.meta.report_only && parts.extensions.get::<HeadersWriter>().is_none();
-        if writer {
-            parts.extensions.insert(HeadersWriter);
+        if !self.meta.report_only {
+            *saved = Saved::RateLimitHeaders;
         }
-        let verdict = match parts.extensions.get_mut::<RequestContext>() {
-            Some(cx) => policy.judge(&parts.headers, cx).await,
-            None => Err(Reject::new(Code::Internal, "request context missing")),
-        };
-        let mut response = match verdict {
-            Ok(()) => call_next(next, Request::from_parts(parts, body)).await,
-            Err(reject) => reject
-                .by_policy(&policy.meta.name)
-                .respond(parts.extensions),
-        };
-        if writer {
-            write_headers(&mut response);
-        }
-        response
+        self.judge(headers, cx).await
     }
 }
 
@@ -302,7 +281,11 @@ pub(crate) mod tests {
     use crate::clock::ManualClock;
     use crate::config::schema::{Config, PolicyDef};
     use crate::context::Client;
+    #[allow(unused_imports)]
+    use crate::policy::OperationService;
     use crate::policy::{CompiledPolicy, RoleTable};
+    #[allow(unused_imports)]
+    use http::Request;
     use tower::ServiceExt;
 
     /// Compiles policies from YAML definitions (`name: {type: ..}`) against

@@ -16,7 +16,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use std::sync::Arc;
 
-use super::{Check, CheckLayer, CompileCx, Phase, PolicyMeta, RequestHead, Stage};
+use super::{Check, CompileCx, Phase, PolicyMeta, RequestHead, Stage};
 use crate::context::{RequestContext, RoleSet};
 use crate::problem::{Code, Reject};
 
@@ -63,7 +63,7 @@ pub fn compile(
         allow: mask("allow", &config.allow),
         deny: mask("deny", &config.deny),
     };
-    Some(vec![CheckLayer::stage(Phase::Authorize, roles, meta)])
+    Some(vec![Stage::check(Phase::Authorize, meta, roles)])
 }
 
 // === impl Roles ===

@@ -35,11 +35,11 @@ use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use tower::ServiceExt;
 
-use super::{CompiledPolicy, OperationService, Phase, PolicyMeta, Stage};
+use super::{CompiledPolicy, Phase, PolicyMeta, Saved, Stage, Step};
 use crate::body::{self, Body, BodyError};
 use crate::config::schema::{OperationConfig, ResponseValidation};
+use crate::context::RequestContext;
 use crate::problem::{Code, FieldError, Reject};
 
 /// At most this many violations are listed in one answer: enough to fix a
@@ -90,12 +90,13 @@ pub fn compile_for(
         max_body,
         name: name.clone(),
     };
-    Ok(validation.stage().map(|stage| CompiledPolicy {
-        meta: Arc::new(PolicyMeta {
-            name,
-            type_name: "schema",
-            report_only: false,
-        }),
+    let meta = Arc::new(PolicyMeta {
+        name,
+        type_name: "schema",
+        report_only: false,
+    });
+    Ok(validation.stage(&meta).map(|stage| CompiledPolicy {
+        meta,
         stages: vec![stage],
     }))
 }
@@ -159,47 +160,55 @@ pub fn is_json(headers: &HeaderMap) -> Option<bool> {
 
 impl SchemaValidation {
     /// The stage, or `None` when there is nothing to check.
-    pub fn stage(self) -> Option<Stage> {
-        let response_checked =
-            self.response.is_some() && self.response_mode != ResponseValidation::Off;
-        if self.request.is_none() && !response_checked {
+    pub fn stage(self, meta: &Arc<PolicyMeta>) -> Option<Stage> {
+        if self.request.is_none() && !self.response_checked() {
             return None;
         }
-        let this = Arc::new(self);
-        Some(Stage {
-            phase: Phase::Validate,
-            layer: Arc::new(move |inner: OperationService| {
-                let this = this.clone();
-                OperationService::new(tower::service_fn(move |req: Request<Body>| {
-                    let this = this.clone();
-                    let inner = inner.clone();
-                    async move { Ok(this.call(req, inner).await) }
-                }))
-            }),
-        })
+        Some(Stage::new(
+            Phase::Validate,
+            meta,
+            Step::Schema(Arc::new(self)),
+        ))
     }
 
-    async fn call(&self, req: Request<Body>, inner: OperationService) -> Response<Body> {
-        let req = match &self.request {
-            Some(schema) => match check_request(schema, req).await {
-                Ok(req) => req,
+    fn response_checked(&self) -> bool {
+        self.response.is_some() && self.response_mode != ResponseValidation::Off
+    }
+
+    /// The request half: the body is buffered and checked against the
+    /// request schema, and comes back with the same bytes.
+    pub(crate) async fn before(
+        &self,
+        parts: &mut http::request::Parts,
+        body: &mut Body,
+        saved: &mut Saved,
+    ) -> Result<(), Reject> {
+        if let Some(schema) = &self.request {
+            let head = std::mem::replace(parts, Request::new(()).into_parts().0);
+            let taken = std::mem::replace(body, body::empty());
+            match check_request(schema, Request::from_parts(head, taken)).await {
+                Ok(req) => (*parts, *body) = req.into_parts(),
                 Err((reject, extensions)) => {
-                    return reject.by_policy(&self.name).respond(extensions)
+                    parts.extensions = extensions;
+                    return Err(reject);
                 }
-            },
-            None => req,
-        };
-        let response = match inner.oneshot(req).await {
-            Ok(r) => r,
-            Err(never) => match never {},
-        };
-        match (&self.response, self.response_mode) {
-            (Some(schema), ResponseValidation::Enforce | ResponseValidation::Log)
-                if response.status().is_success() =>
-            {
-                self.check_response(schema, response).await
             }
-            _ => response,
+        }
+        if self.response_checked() {
+            *saved = Saved::CheckResponse;
+        }
+        Ok(())
+    }
+
+    /// The response half: a successful answer is checked against the
+    /// response schema (refused, or only logged, per `response_validation`).
+    pub(crate) async fn after(&self, response: &mut Response<Body>, cx: &RequestContext) {
+        let Some(schema) = &self.response else {
+            return;
+        };
+        if response.status().is_success() {
+            let taken = std::mem::replace(response, Response::new(body::empty()));
+            *response = self.check_response(schema, taken, cx).await;
         }
     }
 
@@ -207,30 +216,28 @@ impl SchemaValidation {
         &self,
         schema: &JsonSchema,
         response: Response<Body>,
+        cx: &RequestContext,
     ) -> Response<Body> {
         let enforce = self.response_mode == ResponseValidation::Enforce;
         let (parts, body) = response.into_parts();
-        let refuse = |parts: http::response::Parts, detail: String| {
+        let refuse = |detail: String| {
             tracing::warn!(detail, "upstream response breaks the response schema");
-            Reject::new(Code::InvalidUpstreamResponse, detail).respond(parts.extensions)
+            Reject::new(Code::InvalidUpstreamResponse, detail).into_response(&cx.request_id)
         };
         let (bytes, rest) = match buffer_at_most(body, self.max_body).await {
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!(error = %e, "upstream response body failed");
                 return Reject::new(Code::UpstreamUnavailable, "the upstream response broke off")
-                    .respond(parts.extensions);
+                    .into_response(&cx.request_id);
             }
         };
         if let Some(rest) = rest {
             if enforce {
-                return refuse(
-                    parts,
-                    format!(
-                        "the response is larger than {} bytes and cannot be validated",
-                        self.max_body
-                    ),
-                );
+                return refuse(format!(
+                    "the response is larger than {} bytes and cannot be validated",
+                    self.max_body
+                ));
             }
             tracing::warn!(
                 limit = self.max_body,
@@ -258,12 +265,11 @@ impl SchemaValidation {
         };
         match verdict {
             Ok(()) => Response::from_parts(parts, body::full(bytes)),
-            Err(detail) if enforce => refuse(parts, detail),
+            Err(detail) if enforce => refuse(detail),
             Err(detail) => {
-                let operation = parts
-                    .extensions
-                    .get::<crate::context::RequestContext>()
-                    .and_then(|cx| cx.operation.as_ref())
+                let operation = cx
+                    .operation
+                    .as_ref()
                     .map(|o| o.id.to_string())
                     .unwrap_or_default();
                 tracing::warn!(operation, detail, "upstream response breaks the response schema (passed through: response_validation is log)");

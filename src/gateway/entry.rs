@@ -1,0 +1,525 @@
+//! The per-request entry: what every call goes through, in order, before
+//! and after its operation's pipeline. [`Gateway::handle`] reads top to
+//! bottom as the chain:
+//!
+//! ```text
+//!  1 who calls       request id, client address, identity headers scrubbed
+//!  2 the head        size, framing and declared body size within the limits
+//!  3 on arrival      hop-by-hop and override headers removed, before any
+//!                    policy judges the request (so none can remove what a
+//!                    policy set or judged, nor change what it judged)
+//!  4 route           path normalised, operation (or MCP endpoint) found
+//!  5 pipeline        the operation's stages and the proxy (crate::stack),
+//!                    a GraphQL endpoint's matched operations, MCP, or the
+//!                    unrouted screen
+//!  6 after           X-Request-Id, access log, metrics, usage
+//! ```
+
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Request, Response};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+use tower::ServiceExt;
+
+use super::Gateway;
+use crate::body::Body;
+use crate::context::{new_request_id, Connection, RequestContext};
+use crate::headers::*;
+use crate::metrics::{OperationMetrics, Outcome, ANONYMOUS};
+use crate::policy::cache::CacheHit;
+use crate::policy::OperationService;
+use crate::problem::{Code, Reject, RejectedWith};
+use crate::proxy::UpstreamUri;
+use crate::routing::normalize_path;
+use crate::state::Store;
+
+/// Where a request goes when no operation takes it: the route refusal
+/// travels in the extensions to the end of the unrouted stack.
+#[derive(Debug, Clone)]
+struct RouteMiss(Reject);
+
+/// What a request's path and method lead to.
+enum Target<'g> {
+    Operation(usize),
+    /// The MCP endpoint (`agents.mcp_path`).
+    Agents(&'g crate::agents::Endpoint),
+}
+
+/// Headers that tell a framework to treat the request as another method or
+/// another URL. A policy judged the method and path the gateway saw, so
+/// they never reach the upstream unless the config lets one through
+/// (`allow_override_headers`).
+pub(crate) const OVERRIDE_HEADERS: [&str; 5] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-url",
+    "x-rewrite-url",
+];
+
+/// The query parameter some frameworks read as the method.
+const METHOD_OVERRIDE_PARAM: &str = "_method";
+
+/// Client-address, host and scheme headers that only a trusted proxy may
+/// set; from anyone else they are removed, like `X-Forwarded-For`.
+const ADDRESS_HEADERS: [HeaderName; 14] = [
+    X_FORWARDED_FOR,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_HOST,
+    header::FORWARDED,
+    X_REAL_IP,
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("x-forwarded-prefix"),
+    HeaderName::from_static("x-forwarded-scheme"),
+    HeaderName::from_static("x-forwarded-server"),
+    HeaderName::from_static("true-client-ip"),
+    HeaderName::from_static("x-client-ip"),
+    HeaderName::from_static("cf-connecting-ip"),
+    HeaderName::from_static("x-original-host"),
+    HeaderName::from_static("x-host"),
+];
+
+// === impl Gateway: the entry ===
+
+impl Gateway {
+    /// Answers one request that arrived on `conn`. Boxed at this concrete
+    /// site so the future's `Send` bound is proven here, not inferred
+    /// through hyper's generic connection types.
+    pub fn handle(
+        self: Arc<Self>,
+        req: Request<Body>,
+        conn: &Connection,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + Send>> {
+        let (peer, tls, peer_ip_header) = (conn.peer, conn.tls, conn.peer_ip_header.clone());
+        Box::pin(async move { self.answer(req, peer, tls, peer_ip_header).await })
+    }
+
+    async fn answer(
+        self: &Arc<Self>,
+        mut req: Request<Body>,
+        peer: SocketAddr,
+        tls: bool,
+        peer_ip_header: HeaderValue,
+    ) -> Response<Body> {
+        let started = Instant::now();
+        let _in_flight = self.metrics.in_flight();
+
+        // 1. Who calls: the request id and address a trusted proxy vouches
+        //    for, or our own; a caller can never claim an identity.
+        let mut cx = self.context(&mut req, peer, tls, peer_ip_header);
+        let method = req.method().clone();
+        // Copied only when the access log will use it.
+        let raw_path = tracing::enabled!(target: "tollgate::access", tracing::Level::INFO)
+            .then(|| req.uri().path().to_string());
+        let bytes_in = content_length(req.headers());
+
+        // 2-4. The head within the limits, cleaned on arrival, routed.
+        let target = self
+            .check_head(&req)
+            .and_then(|()| self.clean_on_arrival(&mut req))
+            .and_then(|()| self.route(&mut req, &mut cx));
+
+        // 5. The pipeline. Usage is metered per governed call: an MCP
+        //    request is not one (each tool call it makes is, and is
+        //    metered as its operation).
+        let (response, op_metrics, metered) = match target {
+            Ok(Target::Operation(index)) => {
+                let op = &self.operations[index];
+                let response = match &op.graphql_endpoint {
+                    Some(endpoint) => endpoint.call(req, cx).await,
+                    None => op.pipeline.run(req, cx).await,
+                };
+                (response, &op.metrics, true)
+            }
+            Ok(Target::Agents(endpoint)) => {
+                cx.operation = Some(endpoint.info.clone());
+                let envelope = crate::agents::mcp::Envelope::new(self.clone(), &req);
+                req.extensions_mut().insert(envelope);
+                req.extensions_mut().insert(cx);
+                (call(&endpoint.service, req).await, &endpoint.metrics, false)
+            }
+            Err(reject) => {
+                req.extensions_mut().insert(RouteMiss(reject));
+                let response = self.unrouted.run(req, cx).await;
+                (response, &self.unrouted_metrics, true)
+            }
+        };
+
+        // 6. After: the request id on every answer, the access log,
+        //    metrics, then usage metering, the last step (DESIGN §1).
+        let response = finish(
+            response,
+            &method,
+            raw_path.as_deref().unwrap_or(""),
+            started,
+            bytes_in,
+        );
+        let (subject, mut counts) = self.meter(&response, op_metrics, started, bytes_in);
+        let key_field = key_usage_field(&response);
+        if let Some(field) = &key_field {
+            counts.push((field, 1));
+        }
+        // The memory store answers at once; a remote one may buffer. A
+        // failure is counted by the store itself (tollgate_store_errors_total).
+        if metered {
+            let subject = subject.as_deref().unwrap_or(ANONYMOUS);
+            if let Err(error) = self.store.usage_add(subject, &counts).await {
+                tracing::debug!(%error, "usage not metered");
+            }
+        }
+        response
+    }
+
+    /// Step 1: the request's context. The request id and the forwarding
+    /// headers of a trusted proxy are kept; from anyone else they go, as
+    /// do the gateway's own identity headers whoever sent them.
+    fn context(
+        &self,
+        req: &mut Request<Body>,
+        peer: SocketAddr,
+        tls: bool,
+        peer_ip_header: HeaderValue,
+    ) -> RequestContext {
+        let peer_trusted = self.is_trusted(peer.ip());
+        let headers = req.headers_mut();
+        let request_id = match headers.get(X_REQUEST_ID) {
+            Some(id) if peer_trusted && is_acceptable_request_id(id) => id.clone(),
+            _ => new_request_id(),
+        };
+        let client_ip = self.client_ip(peer.ip(), peer_trusted, headers);
+        scrub_identity_headers(headers, peer_trusted);
+        let mut cx = RequestContext::new(request_id, peer, client_ip);
+        cx.peer_trusted = peer_trusted;
+        cx.tls = tls;
+        cx.peer_ip_header = Some(peer_ip_header);
+        cx
+    }
+
+    /// Step 2: the head within `max_header_bytes`, framed plainly, and its
+    /// declared body within `max_body`.
+    fn check_head(&self, req: &Request<Body>) -> Result<(), Reject> {
+        if header_bytes(req) > self.settings.max_header_bytes {
+            // Closed after the answer: a caller sending heads this size is
+            // not one to keep a connection open for.
+            return Err(Reject::new(
+                Code::HeadersTooLarge,
+                "the request headers are larger than the gateway accepts",
+            )
+            .with_header(header::CONNECTION, HeaderValue::from_static("close")));
+        }
+        if !plain_transfer_encoding(req.headers()) {
+            // hyper reads the last coding if it is `chunked` and leaves the
+            // rest; the upstream gets a re-framed body and would never learn
+            // of them. A proxy in front might also frame it differently.
+            return Err(Reject::new(
+                Code::InvalidRequestBody,
+                "the only transfer coding accepted is a single `chunked`",
+            )
+            .with_header(header::CONNECTION, HeaderValue::from_static("close")));
+        }
+        if content_length(req.headers()).is_some_and(|len| len > self.settings.max_body) {
+            return Err(Reject::new(
+                Code::BodyTooLarge,
+                "the request body is larger than the gateway accepts",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Step 3: hop-by-hop headers (and those `Connection` names) belong to
+    /// this hop and go now, so `Connection: X-Tenant` cannot remove a
+    /// header after a policy judged it, nor one a policy sets. Method and
+    /// URL overrides go too (unless the config allows one): the method and
+    /// path the policies judge are the ones the upstream acts on.
+    fn clean_on_arrival(&self, req: &mut Request<Body>) -> Result<(), Reject> {
+        crate::proxy::strip_hop_by_hop(req.headers_mut());
+        let allowed = &self.settings.allow_override_headers;
+        for name in OVERRIDE_HEADERS {
+            if !allowed.iter().any(|a| a.as_str() == name) {
+                req.headers_mut().remove(name);
+            }
+        }
+        if !allowed.iter().any(|a| a.as_str() == METHOD_OVERRIDE_PARAM) {
+            remove_query_param(req, METHOD_OVERRIDE_PARAM)?;
+        }
+        Ok(())
+    }
+
+    /// Step 4: normalises the path and finds the operation (or the MCP
+    /// endpoint); for an operation the context then knows it and the
+    /// upstream URI.
+    fn route(
+        &self,
+        req: &mut Request<Body>,
+        cx: &mut RequestContext,
+    ) -> Result<Target<'_>, Reject> {
+        let path = normalize_path(req.uri().path()).map_err(|e| e.reject())?;
+        if let Some(endpoint) = self.agents.serves(&path) {
+            return Ok(Target::Agents(endpoint));
+        }
+        let found = self.routes.lookup(req.method(), &path)?;
+        let operation = &self.operations[found.operation];
+        let upstream = operation
+            .target
+            .uri_for(&path, req.uri().query(), &found.params)?;
+        let index = found.operation;
+        if let std::borrow::Cow::Owned(normal) = path {
+            let query = req.uri().query().map(str::to_string);
+            set_path_and_query(req, &normal, query.as_deref())?;
+        }
+        req.extensions_mut().insert(UpstreamUri(upstream));
+        cx.operation = Some(operation.info.clone());
+        Ok(Target::Operation(index))
+    }
+
+    /// Step 6: counts the answered request in the metrics; returns the
+    /// client and the usage counters to add for it. (Synchronous: a
+    /// response body is not `Sync`, so no reference to it may live across
+    /// the store call.)
+    fn meter<'o>(
+        &self,
+        response: &Response<Body>,
+        op: &'o OperationMetrics,
+        started: Instant,
+        bytes_in: Option<u64>,
+    ) -> (Option<Arc<str>>, Vec<(&'o str, u64)>) {
+        let cx = response.extensions().get::<RequestContext>();
+        let outcome = Outcome {
+            client: cx.and_then(|c| c.client.as_ref()).map(|c| &c.id),
+            status: response.status().as_u16(),
+            duration: started.elapsed(),
+            upstream: cx.and_then(|c| c.upstream_duration),
+            rejected: response.extensions().get::<RejectedWith>(),
+            would_reject: cx.map_or(&[], |c| &c.would_reject[..]),
+            bytes_in: bytes_in.unwrap_or(0),
+            bytes_out: http_body::Body::size_hint(response.body())
+                .exact()
+                .unwrap_or(0),
+            cache_hit: response.extensions().get::<CacheHit>().is_some(),
+        };
+        self.metrics.observe(op, &outcome);
+        let mut counts = Vec::with_capacity(8);
+        op.usage_counts(&outcome, &mut counts);
+        (outcome.client.cloned(), counts)
+    }
+}
+
+/// Calls a boxed service at the pipeline's edge (it cannot fail: errors
+/// are responses).
+async fn call(service: &OperationService, req: Request<Body>) -> Response<Body> {
+    match service.clone().oneshot(req).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
+}
+
+/// Writes the access-log event and makes sure the response carries the
+/// request id.
+fn finish(
+    mut response: Response<Body>,
+    method: &http::Method,
+    path: &str,
+    started: Instant,
+    bytes_in: Option<u64>,
+) -> Response<Body> {
+    let cx = response.extensions_mut().remove::<RequestContext>();
+    let code = response
+        .extensions()
+        .get::<RejectedWith>()
+        .map(|r| r.code.as_str());
+    if let Some(cx) = &cx {
+        if !response.headers().contains_key(X_REQUEST_ID) {
+            response
+                .headers_mut()
+                .insert(X_REQUEST_ID, cx.request_id.clone());
+        }
+    }
+    if tracing::enabled!(target: "tollgate::access", tracing::Level::INFO) {
+        let (op, api) = cx
+            .as_ref()
+            .and_then(|c| c.operation.as_ref())
+            .map(|o| (&*o.id, &*o.api))
+            .unwrap_or(("", ""));
+        let caller = cx.as_ref().and_then(|c| c.client.as_ref());
+        let client = caller.map(|c| &*c.id).unwrap_or("");
+        // The key's configured id, never the key: which of a client's keys
+        // is in use shows whether a rotation is done.
+        let key_id = caller.and_then(|c| c.key_id.as_deref());
+        // What report-only policies would have refused, usually one.
+        let shadow = cx.as_ref().map_or(&[][..], |c| &c.would_reject[..]);
+        let would_reject =
+            (!shadow.is_empty()).then(|| join(shadow.iter().map(|(_, c)| c.as_str())));
+        let would_reject_policy =
+            (!shadow.is_empty()).then(|| join(shadow.iter().map(|(p, _)| &**p)));
+        tracing::info!(
+            target: "tollgate::access",
+            request_id = cx.as_ref().and_then(|c| c.request_id.to_str().ok()).unwrap_or(""),
+            client_ip = %cx.as_ref().map(|c| c.client_ip).unwrap_or(std::net::IpAddr::from([0, 0, 0, 0])),
+            client,
+            key_id,
+            api,
+            operation = op,
+            method = method.as_str(),
+            path,
+            status = response.status().as_u16(),
+            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+            upstream_ms = cx.as_ref().and_then(|c| c.upstream_duration).map(|d| d.as_secs_f64() * 1000.0),
+            bytes_in,
+            bytes_out = http_body::Body::size_hint(response.body()).exact(),
+            code,
+            would_reject,
+            would_reject_policy,
+        );
+    }
+    if let Some(cx) = cx {
+        response.extensions_mut().insert(cx);
+    }
+    response
+}
+
+/// The usage field counting calls made with the key the caller used,
+/// `key:{id}:calls`, when that key has an id: during a rotation it shows
+/// which keys are still in use.
+fn key_usage_field(response: &Response<Body>) -> Option<String> {
+    let cx = response.extensions().get::<RequestContext>()?;
+    let id = cx.client.as_ref()?.key_id.as_deref()?;
+    Some(format!("key:{id}:calls"))
+}
+
+fn join<'a>(items: impl Iterator<Item = &'a str>) -> String {
+    items.collect::<Vec<_>>().join(",")
+}
+
+/// The terminal of the unrouted pipeline: answers with the route refusal
+/// the entry found.
+pub(super) fn unrouted_terminal() -> OperationService {
+    OperationService::new(tower::service_fn(|mut req: Request<Body>| async move {
+        let reject = match req.extensions_mut().remove::<RouteMiss>() {
+            Some(RouteMiss(reject)) => reject,
+            None => Reject::new(
+                Code::RouteNotFound,
+                "no operation is published at this path",
+            ),
+        };
+        let (parts, _) = req.into_parts();
+        Ok(reject.respond(parts.extensions))
+    }))
+}
+
+// === helpers ===
+
+/// A caller can never claim an identity: the gateway's own headers are
+/// always removed, and forwarding and client-address headers unless a
+/// trusted proxy set them.
+fn scrub_identity_headers(headers: &mut http::HeaderMap, peer_trusted: bool) {
+    headers.remove(X_TOLLGATE_CLIENT);
+    headers.remove(X_TOLLGATE_OPERATION);
+    if !peer_trusted {
+        for name in &ADDRESS_HEADERS {
+            headers.remove(name);
+        }
+        headers.remove(X_REQUEST_ID);
+    }
+}
+
+fn is_acceptable_request_id(id: &HeaderValue) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .as_bytes()
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// No `Transfer-Encoding`, or exactly one `chunked`.
+fn plain_transfer_encoding(headers: &http::HeaderMap) -> bool {
+    let mut values = headers.get_all(header::TRANSFER_ENCODING).iter();
+    match (values.next(), values.next()) {
+        (None, _) => true,
+        (Some(v), None) => v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked"),
+        _ => false,
+    }
+}
+
+/// The size of the request head as counted against `max_header_bytes`.
+fn header_bytes(req: &Request<Body>) -> u64 {
+    let line = req.uri().path_and_query().map_or(1, |pq| pq.as_str().len()) + 16;
+    let fields: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    (line + fields) as u64
+}
+
+/// Removes every `name=` (or bare `name`) pair from the query, leaving the
+/// rest as sent. Nothing is rebuilt when the query has no such pair.
+fn remove_query_param(req: &mut Request<Body>, name: &str) -> Result<(), Reject> {
+    let Some(query) = req.uri().query() else {
+        return Ok(());
+    };
+    let is_param = |pair: &str| {
+        let key = pair.split('=').next().unwrap_or("");
+        key == name
+    };
+    if !query.split('&').any(is_param) {
+        return Ok(());
+    }
+    let kept: Vec<&str> = query.split('&').filter(|p| !is_param(p)).collect();
+    let kept = (!kept.is_empty()).then(|| kept.join("&"));
+    let path = req.uri().path().to_string();
+    set_path_and_query(req, &path, kept.as_deref())
+}
+
+fn set_path_and_query(
+    req: &mut Request<Body>,
+    path: &str,
+    query: Option<&str>,
+) -> Result<(), Reject> {
+    let pq = match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    };
+    let mut parts = req.uri().clone().into_parts();
+    parts.path_and_query = Some(
+        pq.parse()
+            .map_err(|_| Reject::new(Code::InvalidPath, "the path cannot be forwarded"))?,
+    );
+    *req.uri_mut() = http::Uri::from_parts(parts)
+        .map_err(|_| Reject::new(Code::InvalidPath, "the path cannot be forwarded"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_well_formed_request_ids_are_kept() {
+        assert!(is_acceptable_request_id(&HeaderValue::from_static(
+            "abc-123_x.y:z"
+        )));
+        assert!(!is_acceptable_request_id(&HeaderValue::from_static(
+            "has space"
+        )));
+        assert!(!is_acceptable_request_id(&HeaderValue::from_static("")));
+    }
+
+    #[test]
+    fn the_method_override_parameter_is_removed_and_the_rest_kept() {
+        let mut req = Request::new(crate::body::empty());
+        *req.uri_mut() = "/p?a=1&_method=DELETE&b=2&_method".parse().expect("uri");
+        remove_query_param(&mut req, "_method").expect("removed");
+        assert_eq!(req.uri().to_string(), "/p?a=1&b=2");
+        *req.uri_mut() = "/p?_methods=1".parse().expect("uri");
+        remove_query_param(&mut req, "_method").expect("kept");
+        assert_eq!(req.uri().to_string(), "/p?_methods=1");
+    }
+}

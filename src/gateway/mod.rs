@@ -1,0 +1,204 @@
+//! The compiled, immutable `Gateway`: settings, the route table, and one
+//! prebuilt pipeline per operation, and the resources that outlive it
+//! (`Deps`). Its two jobs live beside this file:
+//! - `compile.rs`: a loaded config becomes a `Gateway` (every mistake
+//!   collected as FILE:LINE:COL), and the effective-policies rule;
+//! - `entry.rs`: `Gateway::handle`, the per-request chain (context, head
+//!   limits, arrival clean-up, route, pipeline, access log, metrics, usage).
+//!
+//! A reload compiles a new `Gateway` and swaps it in whole.
+
+use http::Method;
+use ipnet::IpNet;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::agents::Agents;
+use crate::clock::SharedClock;
+use crate::config::schema::{GraphqlSelector, StoreKind};
+use crate::config::{ConfigError, LoadedConfig};
+use crate::context::OperationInfo;
+use crate::metrics::{Metrics, OperationMetrics};
+use crate::policy::cache::CacheRegistry;
+use crate::policy::jwks::JwksRegistry;
+use crate::policy::PolicyMeta;
+use crate::proxy::{UpstreamClients, UpstreamTarget};
+use crate::routing::RouteTable;
+use crate::stack::Pipeline;
+use crate::state::{AnyStore, RedisStore};
+use rustls::sign::CertifiedKey;
+
+mod compile;
+mod entry;
+
+pub use crate::address::{canonical_ip, parse_cidr};
+pub use compile::effective;
+pub(crate) use compile::inline_name;
+use compile::Compiler;
+
+/// Resources that outlive one compiled config (so a reload keeps them).
+#[derive(Clone)]
+pub struct Deps {
+    pub clock: SharedClock,
+    pub client: Arc<UpstreamClients>,
+    /// Rate-limit buckets, quotas and bans: shared by every `Gateway`
+    /// compiled with these deps, so a reload keeps the counters.
+    pub store: AnyStore,
+    /// Prometheus metrics: like the store, they outlive a reload.
+    pub metrics: Arc<Metrics>,
+    /// JWT keys fetched from a `jwks_url`: a reload that keeps the URL
+    /// keeps them.
+    pub jwks: Arc<JwksRegistry>,
+    /// Response caches, kept by a reload that leaves the config unchanged.
+    pub caches: Arc<CacheRegistry>,
+    /// MCP handshake sessions: a reload keeps them too.
+    pub sessions: Arc<crate::agents::Sessions>,
+}
+
+impl Deps {
+    /// The real clock and a client trusting the system roots plus the
+    /// config's `upstream_tls.ca_file`.
+    pub fn for_config(loaded: &LoadedConfig, clock: SharedClock) -> Result<Deps, Vec<ConfigError>> {
+        let ca_file = loaded
+            .config
+            .upstream_tls
+            .ca_file
+            .as_ref()
+            .map(|f| loaded.base_dir.join(f));
+        let client = crate::proxy::build_client(ca_file.as_deref())
+            .map_err(|message| vec![loaded.error_at(&["upstream_tls", "ca_file"], message)])?;
+        let store = match loaded.config.state.store {
+            StoreKind::Memory => AnyStore::memory(),
+            // Only a malformed URL is an error here: Redis being down at
+            // start is not (the store connects on first use, and calls fail
+            // per `on_store_error` until it answers).
+            StoreKind::Redis => {
+                let state = &loaded.config.state;
+                let Some(url) = state.redis_url.as_deref() else {
+                    return Err(vec![
+                        loaded.error_at(&["state", "store"], "`store: redis` needs `redis_url`")
+                    ]);
+                };
+                let store = RedisStore::open(url, state.timeout.0)
+                    .map_err(|message| vec![loaded.error_at(&["state", "redis_url"], message)])?;
+                AnyStore::Redis(Arc::new(store))
+            }
+        };
+        let metrics = Arc::<Metrics>::default();
+        Ok(Deps {
+            jwks: JwksRegistry::new(client.clone(), clock.clone()),
+            clock,
+            client,
+            store,
+            caches: Arc::new(CacheRegistry::new(metrics.clone())),
+            metrics,
+            sessions: Arc::default(),
+        })
+    }
+}
+
+/// Listener-level settings from the config.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub tls: Option<TlsFiles>,
+    pub admin_listen: Option<SocketAddr>,
+    pub admin_token_env: Option<String>,
+    pub trusted_proxies: Vec<IpNet>,
+    pub max_body: u64,
+    pub max_header_bytes: u64,
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
+    pub upstream_timeout: Duration,
+    pub max_connections: usize,
+    pub drain_timeout: Duration,
+    /// Serving threads (≥ 1).
+    pub workers: usize,
+    /// Override headers (and `_method`) the config lets reach the upstream.
+    pub allow_override_headers: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+/// One routable operation.
+pub struct Operation {
+    pub info: Arc<OperationInfo>,
+    pub method: Method,
+    /// The public path template (`base_path` + `path`).
+    pub template: String,
+    pub target: UpstreamTarget,
+    /// Effective policies, in config order (for the admin API and OpenAPI).
+    pub policies: Vec<Arc<PolicyMeta>>,
+    /// The root field this operation publishes at a GraphQL endpoint.
+    pub graphql: Option<GraphqlSelector>,
+    /// The endpoint its calls are answered by, when it is a GraphQL
+    /// operation (shared by every operation at that method and path).
+    graphql_endpoint: Option<Arc<crate::graphql::Endpoint>>,
+    /// Its stages and the proxy.
+    pipeline: Pipeline,
+    metrics: Arc<OperationMetrics>,
+}
+
+pub struct Gateway {
+    pub settings: Settings,
+    pub loaded: LoadedConfig,
+    pub operations: Vec<Operation>,
+    /// The listener's certificate, read at compile so a reload serves a
+    /// renewed one to the next connection (and refuses an unreadable one).
+    pub tls_key: Option<Arc<CertifiedKey>>,
+    /// The operations offered as agent tools, and the MCP endpoint.
+    pub agents: Agents,
+    routes: RouteTable,
+    unrouted: Pipeline,
+    unrouted_metrics: Arc<OperationMetrics>,
+    metrics: Arc<Metrics>,
+    /// Where usage is metered (the `Deps` store).
+    store: AnyStore,
+}
+
+impl Gateway {
+    /// Compiles a loaded config. Every mistake found is returned, each with
+    /// its file, line and column.
+    pub fn compile(loaded: LoadedConfig, deps: &Deps) -> Result<Gateway, Vec<ConfigError>> {
+        Compiler::new(&loaded, deps).run().map(
+            |(settings, tls_key, operations, routes, unrouted, agents)| Gateway {
+                settings,
+                loaded,
+                operations,
+                tls_key,
+                agents,
+                routes,
+                unrouted,
+                unrouted_metrics: deps.metrics.unrouted(),
+                metrics: deps.metrics.clone(),
+                store: deps.store.clone(),
+            },
+        )
+    }
+
+    /// The metrics registry this gateway counts into.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The state store (counters, bans, usage) this gateway uses.
+    pub fn store(&self) -> &AnyStore {
+        &self.store
+    }
+
+    /// Whether `ip` is one of the `trusted_proxies`.
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        crate::address::is_within(&self.settings.trusted_proxies, ip)
+    }
+
+    /// The caller's address (DESIGN §3): see [`crate::address::client_ip`].
+    pub fn client_ip(&self, peer: IpAddr, peer_trusted: bool, headers: &http::HeaderMap) -> IpAddr {
+        crate::address::client_ip(&self.settings.trusted_proxies, peer, peer_trusted, headers)
+    }
+}
