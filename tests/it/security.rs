@@ -1101,3 +1101,178 @@ apis:
     assert_eq!(got.status, 200, "{:?}", got.body);
     assert_eq!(up.count(), 1);
 }
+
+// === arrival: hop-by-hop, overrides, address headers (issue #16 items 3, 5) ===
+
+/// An API over `upstream` whose calls carry the caller's id in `X-Caller`
+/// and must send an `X-Tenant` of the accepted form.
+fn tenant_site(upstream: &str, extra: &str) -> String {
+    format!(
+        r#"version: 1
+listen: 127.0.0.1:0
+{extra}
+roles: [admin]
+clients:
+  - id: ops
+    roles: [admin]
+    api_keys: [{{ sha256: {hash} }}]
+policies:
+  key-required: {{ type: auth, methods: [api_key] }}
+  caller: {{ type: headers, request: {{ set: {{ X-Caller: "${{client.id}}" }} }} }}
+  tenant: {{ type: headers, match: {{ X-Tenant: "[a-z]+" }} }}
+apis:
+  - name: site
+    upstream: {upstream}
+    apply: [key-required, caller]
+    operations:
+      - {{ id: read, method: GET, path: /read }}
+      - {{ id: write, method: POST, path: /write }}
+      - {{ id: tenanted, method: GET, path: /tenanted, apply: [tenant] }}
+"#,
+        hash = hex::encode(Sha256::digest(KEY.as_bytes())),
+    )
+}
+
+#[tokio::test]
+async fn connection_cannot_remove_a_header_a_policy_set_or_judged() {
+    let up = Upstream::start().await;
+    let gw = gateway(&tenant_site(&up.url(), "")).await;
+    // The gateway sets X-Caller from the client id; `Connection: X-Caller`
+    // used to delete it on the way out, after the policy ran.
+    let got = gw
+        .get_with("/read", &[("x-api-key", KEY), ("connection", "X-Caller")])
+        .await;
+    assert_eq!(got.status, 200, "{:?}", got.body);
+    assert_eq!(up.last().headers["x-caller"], "ops");
+    // A header named in Connection is this hop's: it goes on arrival, so
+    // the `match` rule judges its absence, not a value the upstream never
+    // receives.
+    let calls = up.count();
+    let got = gw
+        .get_with(
+            "/tenanted",
+            &[
+                ("x-api-key", KEY),
+                ("x-tenant", "acme"),
+                ("connection", "X-Tenant"),
+            ],
+        )
+        .await;
+    got.assert_problem(400, "header_required");
+    assert_eq!(up.count(), calls, "nothing reached the upstream");
+    // Without the Connection trick the same call passes, X-Tenant intact.
+    let got = gw
+        .get_with("/tenanted", &[("x-api-key", KEY), ("x-tenant", "acme")])
+        .await;
+    assert_eq!(got.status, 200, "{:?}", got.body);
+    assert_eq!(up.last().headers["x-tenant"], "acme");
+}
+
+const OVERRIDES: [(&str, &str); 5] = [
+    ("x-http-method-override", "DELETE"),
+    ("x-http-method", "DELETE"),
+    ("x-method-override", "DELETE"),
+    ("x-original-url", "/admin/delete-everything"),
+    ("x-rewrite-url", "/admin/delete-everything"),
+];
+
+fn post_with(gw: &TestGateway, path: &str, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
+    let mut req = Request::post(gw.url(path));
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    req.body(Full::new(Bytes::from_static(b"{}")))
+        .expect("request")
+}
+
+#[tokio::test]
+async fn method_and_url_overrides_never_reach_the_upstream_unless_allowed() {
+    let up = Upstream::start().await;
+    let gw = gateway(&tenant_site(&up.url(), "")).await;
+    let mut headers = vec![("x-api-key", KEY)];
+    headers.extend(OVERRIDES);
+    let got = gw
+        .send(post_with(&gw, "/write?a=1&_method=DELETE&b=2", &headers))
+        .await;
+    assert_eq!(got.status, 200, "{:?}", got.body);
+    let seen = up.last();
+    assert_eq!(seen.method, "POST");
+    assert_eq!(
+        seen.uri, "/write?a=1&b=2",
+        "the _method parameter is removed"
+    );
+    for (name, _) in OVERRIDES {
+        assert!(
+            !seen.headers.contains_key(name),
+            "{name} reached the upstream"
+        );
+    }
+
+    // A config that relies on one lists it, and only that one passes.
+    let gw = gateway(&tenant_site(
+        &up.url(),
+        "allow_override_headers: [X-HTTP-Method-Override, _method]",
+    ))
+    .await;
+    let got = gw
+        .send(post_with(&gw, "/write?_method=PUT", &headers))
+        .await;
+    assert_eq!(got.status, 200, "{:?}", got.body);
+    let seen = up.last();
+    assert_eq!(seen.uri, "/write?_method=PUT");
+    assert_eq!(seen.headers["x-http-method-override"], "DELETE");
+    assert!(!seen.headers.contains_key("x-original-url"));
+}
+
+#[tokio::test]
+async fn an_unknown_override_header_in_the_config_is_an_error_at_its_line() {
+    let file = std::path::Path::new("overrides.yaml");
+    let errors = compile(
+        file,
+        &tenant_site(
+            "http://127.0.0.1:9",
+            "allow_override_headers: [X-Forwarded-For]",
+        ),
+        tollgate::clock::SystemClock::shared(),
+    )
+    .err()
+    .expect("refused");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with("overrides.yaml:3:") && e.contains("allow_override_headers")),
+        "{errors:?}"
+    );
+}
+
+#[tokio::test]
+async fn address_host_and_scheme_headers_from_an_untrusted_peer_are_removed() {
+    let up = Upstream::start().await;
+    let gw = gateway(&tenant_site(&up.url(), "")).await;
+    let claims = [
+        ("true-client-ip", "10.0.0.1"),
+        ("x-client-ip", "10.0.0.1"),
+        ("cf-connecting-ip", "10.0.0.1"),
+        ("x-real-ip", "10.0.0.1"),
+        ("x-forwarded-port", "443"),
+        ("x-forwarded-prefix", "/admin"),
+        ("x-forwarded-scheme", "https"),
+        ("x-forwarded-server", "internal"),
+        ("x-original-host", "internal.example"),
+        ("x-host", "internal.example"),
+        ("forwarded", "for=10.0.0.1;proto=https"),
+    ];
+    let mut headers = vec![("x-api-key", KEY)];
+    headers.extend(claims);
+    let got = gw.get_with("/read", &headers).await;
+    assert_eq!(got.status, 200, "{:?}", got.body);
+    let seen = up.last();
+    for (name, _) in claims {
+        assert!(
+            !seen.headers.contains_key(name),
+            "{name} reached the upstream"
+        );
+    }
+    // The gateway's own forwarding headers are still there, its own values.
+    assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
+}
