@@ -35,8 +35,9 @@ const MIN_SWEEP: usize = 1024;
 pub struct MemoryStore {
     shards: Box<[Mutex<Shard>]>,
     /// Picks the shard; seeded per process so keys a caller chooses (IPs,
-    /// header values) cannot be aimed at one shard.
-    hasher: std::collections::hash_map::RandomState,
+    /// header values) cannot be aimed at one shard. foldhash, not SipHash:
+    /// this runs on every decision, and the seed is what defends the maps.
+    hasher: FastHash,
 }
 
 #[derive(Debug, Default)]
@@ -93,17 +94,20 @@ impl Idle for Ban {
     }
 }
 
+/// The maps' hasher: foldhash, randomly seeded per map.
+type FastHash = foldhash::fast::RandomState;
+
 /// A map that drops idle entries when it grows to its sweep mark.
 #[derive(Debug)]
 struct Table<V> {
-    map: HashMap<Box<str>, V>,
+    map: HashMap<Box<str>, V, FastHash>,
     sweep_at: usize,
 }
 
 impl<V> Default for Table<V> {
     fn default() -> Self {
         Table {
-            map: HashMap::new(),
+            map: HashMap::default(),
             sweep_at: MIN_SWEEP,
         }
     }
