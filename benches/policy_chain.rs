@@ -1,8 +1,10 @@
 //! The policy chain per request: ip + auth (API key) + roles + header
 //! checks and rewrites, then the same plus a per-client rate limit on the
-//! memory store, compiled as the gateway compiles them, wrapped around a
-//! stub terminal service (no network). Measures the policies alone:
-//! building the request, running every stage, the stub's answer.
+//! memory store, compiled as the gateway compiles them into one pipeline in
+//! front of a stub terminal service (no network), run the way the entry
+//! runs an operation (`Pipeline::run`). Measures the policies alone:
+//! building the request and its context, running every stage, the stub's
+//! answer.
 
 // The allocator the `tollgate` binary runs with (src/main.rs), so the
 // figures are the binary's.
@@ -15,16 +17,16 @@ use http::{HeaderValue, Request, Response};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::sync::Arc;
-use tower::ServiceExt;
 
 use tollgate::body::{self, Body};
 use tollgate::context::RequestContext;
 use tollgate::policy::credentials::Credentials;
 use tollgate::policy::{self, CompileCx, OperationService, RoleTable};
+use tollgate::stack::{Pipeline, Terminal};
 
 const KEY: &str = "tk_live_bench_0123456789abcdef";
 
-fn chain(with_rate_limit: bool) -> OperationService {
+fn chain(with_rate_limit: bool) -> Pipeline {
     let yaml = format!(
         r#"version: 1
 listen: 127.0.0.1:0
@@ -73,22 +75,22 @@ policies:
         *response.extensions_mut() = parts.extensions;
         Ok(response)
     }));
-    tollgate::stack::build(&compiled, terminal)
+    Pipeline::new(&compiled, Terminal::Service(terminal))
 }
 
-fn request() -> Request<Body> {
-    let mut req = Request::get("/employees/42")
+fn request() -> (Request<Body>, RequestContext) {
+    let req = Request::get("/employees/42")
         .header("x-api-key", KEY)
         .header("x-tenant", "acme-corp")
         .header("cookie", "session=abc")
         .body(body::empty())
         .expect("request");
-    req.extensions_mut().insert(RequestContext::new(
+    let cx = RequestContext::new(
         HeaderValue::from_static("0123456789abcdef0123456789abcdef"),
         "127.0.0.1:40000".parse().expect("peer"),
         "127.0.0.1".parse().expect("ip"),
-    ));
-    req
+    );
+    (req, cx)
 }
 
 fn bench(c: &mut Criterion) {
@@ -107,12 +109,9 @@ fn bench_chain(c: &mut Criterion, name: &str, with_rate_limit: bool) {
     let svc = chain(with_rate_limit);
     // Every stage answers without waiting, so the future completes on its
     // first poll: no runtime in the measurement.
-    let run = |svc: &OperationService| {
-        svc.clone()
-            .oneshot(request())
-            .now_or_never()
-            .expect("ready at once")
-            .expect("infallible")
+    let run = |pipeline: &Pipeline| {
+        let (req, cx) = request();
+        pipeline.run(req, cx).now_or_never().expect("ready at once")
     };
     let response = run(&svc);
     assert_eq!(response.status(), 200);

@@ -33,7 +33,8 @@ pub fn to_yaml(config: &Config) -> String {
 }
 
 /// An operation's effective policies (DESIGN §3: gateway, then API, then
-/// operation `apply`, minus `skip`), each with the name it runs under.
+/// operation `apply`, minus `skip`; the compiler's own rule,
+/// [`crate::gateway::effective`]), each with the name it runs under.
 pub fn effective_policies<'c>(
     config: &'c Config,
     api: &'c ApiConfig,
@@ -48,17 +49,14 @@ pub fn effective_policies<'c>(
             })
             .collect()
     };
-    let skipped =
-        |name: &str, skips: &[&Vec<String>]| skips.iter().any(|s| s.iter().any(|n| n == name));
-    resolve(&config.apply, "gateway")
+    let levels = [
+        resolve(&config.apply, "gateway"),
+        resolve(&api.apply, &api.name),
+        resolve(&op.apply, &op.id),
+    ];
+    crate::gateway::effective([&levels[0], &levels[1], &levels[2]], api, op, |(n, _)| n)
         .into_iter()
-        .filter(|(n, _)| !skipped(n, &[&api.skip, &op.skip]))
-        .chain(
-            resolve(&api.apply, &api.name)
-                .into_iter()
-                .filter(|(n, _)| !skipped(n, &[&op.skip])),
-        )
-        .chain(resolve(&op.apply, &op.id))
+        .cloned()
         .collect()
 }
 
