@@ -108,6 +108,13 @@ pub struct Settings {
     pub body_read_timeout: Duration,
     pub upstream_timeout: Duration,
     pub max_connections: usize,
+    pub max_connections_per_ip: Option<usize>,
+    pub idle_timeout: Duration,
+    pub http2_ping_interval: Duration,
+    pub send_timeout: Duration,
+    pub body_deadline: Duration,
+    /// Bytes per second (0: `body_deadline` is a plain total deadline).
+    pub min_body_rate: u64,
     pub drain_timeout: Duration,
     /// Serving threads (≥ 1).
     pub workers: usize,
@@ -985,6 +992,12 @@ impl<'a> Compiler<'a> {
             body_read_timeout: limits.body_read_timeout.0,
             upstream_timeout: limits.upstream_timeout.0,
             max_connections: limits.max_connections.max(1),
+            max_connections_per_ip: limits.max_connections_per_ip,
+            idle_timeout: limits.idle_timeout.0,
+            http2_ping_interval: limits.http2_ping_interval.0,
+            send_timeout: limits.send_timeout.0,
+            body_deadline: limits.body_deadline.0,
+            min_body_rate: limits.min_body_rate.0,
             drain_timeout: limits.drain_timeout.0,
             workers: config
                 .workers
