@@ -8,7 +8,8 @@
 //!   gracefully (HTTP/2 GOAWAY); HTTP/2 connections are PINGed every
 //!   `http2_ping_interval` of silence and closed if the PING goes unanswered.
 //! - A write the client does not take for `send_timeout` (it stopped
-//!   reading) fails the connection.
+//!   reading) fails the connection; so does an HTTP/2 stream left without
+//!   flow-control window that long.
 //! - A request body that stalls for `body_read_timeout`, or trickles slower
 //!   than `min_body_rate` once `body_deadline` is spent, is failed.
 //! - At most `max_connections` at once, and `max_connections_per_ip` from
@@ -314,6 +315,9 @@ async fn serve_connection(
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         seen.first_request.store(true, Ordering::Release);
         let in_flight = InFlight::begin(&seen);
+        // HTTP/1.1 stalls show as a write that does not finish; HTTP/2
+        // flow control can hold a stream without one.
+        let frames = (req.version() == Version::HTTP_2).then(|| HandedFrames::new(&seen));
         let gateway = gateway.load_full();
         let response: Pin<Box<dyn Future<Output = Response<Body>> + Send>> =
             match host_refusal(&req) {
@@ -345,6 +349,7 @@ async fn serve_connection(
             Ok::<_, Infallible>(response.map(|body| Tracked {
                 inner: body,
                 _in_flight: in_flight,
+                frames,
             }))
         }
     });
@@ -359,7 +364,11 @@ async fn serve_connection(
                         idle_or_draining(activity.clone(), timeouts.idle, draining),
                         |c| c.graceful_shutdown(),
                     ));
-                    first_head_within(conn, &activity.first_request, timeouts.head).await
+                    let run = first_head_within(conn, &activity.first_request, timeouts.head);
+                    match unless_stalled(run, &activity, timeouts.send, peer).await {
+                        Some(result) => result,
+                        None => return,
+                    }
                 }
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -378,13 +387,34 @@ async fn serve_connection(
                 idle_or_draining(activity.clone(), timeouts.idle, draining),
                 |c| c.graceful_shutdown(),
             ));
-            first_head_within(conn, &activity.first_request, timeouts.head).await
+            let run = first_head_within(conn, &activity.first_request, timeouts.head);
+            match unless_stalled(run, &activity, timeouts.send, peer).await {
+                Some(result) => result,
+                None => return,
+            }
         }
     };
     match result {
         Some(Err(e)) => tracing::debug!(%peer, error = %e, "connection ended with an error"),
         Some(Ok(())) => {}
         None => tracing::debug!(%peer, "no request head within header_read_timeout: closed"),
+    }
+}
+
+/// Runs the connection unless the client stalls it (see [`stalled`]);
+/// then drops it, which closes the socket.
+async fn unless_stalled<O>(
+    conn: impl Future<Output = Option<O>>,
+    activity: &Arc<Activity>,
+    send_timeout: Duration,
+    peer: SocketAddr,
+) -> Option<Option<O>> {
+    tokio::select! {
+        out = conn => Some(out),
+        _ = stalled(activity.clone(), send_timeout) => {
+            tracing::debug!(%peer, "the client took nothing for send_timeout: closed");
+            None
+        }
     }
 }
 
@@ -421,6 +451,88 @@ struct Activity {
     in_flight: AtomicUsize,
     /// Notified on every change of `in_flight`.
     changed: Notify,
+    /// HTTP/2 streams whose last body frame hyper took and has not asked
+    /// for the next one since (it waits for the client's flow-control
+    /// window), by stream, with when it took it.
+    handed: parking_lot::Mutex<HashMap<u64, tokio::time::Instant>>,
+    next_stream: std::sync::atomic::AtomicU64,
+    /// Notified when a frame is handed out, and when a graceful shutdown
+    /// starts.
+    stall_watch: Notify,
+    /// Set once the connection was asked to shut down gracefully.
+    closing: AtomicBool,
+}
+
+/// Marks an HTTP/2 response body's frames as handed out until hyper asks
+/// for the next one (see [`Activity::handed`]).
+struct HandedFrames {
+    activity: Arc<Activity>,
+    stream: u64,
+    handed: bool,
+}
+
+impl HandedFrames {
+    fn new(activity: &Arc<Activity>) -> HandedFrames {
+        HandedFrames {
+            activity: activity.clone(),
+            stream: activity.next_stream.fetch_add(1, Ordering::Relaxed),
+            handed: false,
+        }
+    }
+
+    fn asked_again(&mut self) {
+        if self.handed {
+            self.handed = false;
+            self.activity.handed.lock().remove(&self.stream);
+        }
+    }
+
+    fn handed_out(&mut self) {
+        self.handed = true;
+        self.activity
+            .handed
+            .lock()
+            .insert(self.stream, tokio::time::Instant::now());
+        self.activity.stall_watch.notify_one();
+    }
+}
+
+impl Drop for HandedFrames {
+    fn drop(&mut self) {
+        self.asked_again();
+    }
+}
+
+/// Resolves when the client has stopped taking the answer for `timeout`
+/// in a way no socket write shows: an HTTP/2 stream waiting that long for
+/// window (the client reads and answers PINGs but grants no window), or a
+/// connection shutting down with nothing left in flight but bytes the
+/// client does not take.
+async fn stalled(activity: Arc<Activity>, timeout: Duration) {
+    loop {
+        let woken = activity.stall_watch.notified();
+        let oldest = activity.handed.lock().values().min().copied();
+        let closing = activity.closing.load(Ordering::Acquire)
+            && activity.in_flight.load(Ordering::Acquire) == 0;
+        match (oldest, closing) {
+            (_, true) => {
+                tokio::time::sleep(timeout).await;
+                return;
+            }
+            (Some(since), false) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(since + timeout) => {}
+                    _ = woken => continue,
+                }
+                let now = tokio::time::Instant::now();
+                let still = activity.handed.lock().values().any(|t| now - *t >= timeout);
+                if still {
+                    return;
+                }
+            }
+            (None, false) => woken.await,
+        }
+    }
 }
 
 /// One request in flight on a connection, until its response body is done
@@ -443,11 +555,13 @@ impl Drop for InFlight {
 }
 
 pin_project_lite::pin_project! {
-    /// A response body that keeps its request counted as in flight.
+    /// A response body that keeps its request counted as in flight (and,
+    /// on HTTP/2, says when hyper waits to take its next frame).
     struct Tracked {
         #[pin]
         inner: Body,
         _in_flight: InFlight,
+        frames: Option<HandedFrames>,
     }
 }
 
@@ -459,7 +573,18 @@ impl http_body::Body for Tracked {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-        self.project().inner.poll_frame(cx)
+        let this = self.project();
+        let Some(frames) = this.frames else {
+            return this.inner.poll_frame(cx);
+        };
+        frames.asked_again();
+        let polled = this.inner.poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if frame.is_data() {
+                frames.handed_out();
+            }
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -495,6 +620,8 @@ async fn idle_or_draining(
         _ = idle_for => {}
         _ = draining.wait_for(|d| *d) => {}
     }
+    activity.closing.store(true, Ordering::Release);
+    activity.stall_watch.notify_one();
     // Held until the connection is done: the drain waits for it.
     draining
 }

@@ -123,8 +123,9 @@ pub struct LimitsConfig {
     /// from the client, and the connection is closed if the PING is not
     /// answered within the same time.
     pub http2_ping_interval: ConfigDuration,
-    /// How long a write to the client may wait for the client to read: a
-    /// client that stops reading a response is cut off after this.
+    /// How long a write to the client may wait for the client to read (on
+    /// HTTP/2 also: a stream may wait for flow-control window): a client
+    /// that stops reading a response is cut off after this.
     pub send_timeout: ConfigDuration,
     /// With `min_body_rate`, bounds the total time a request body may take:
     /// the time spent waiting for the body's bytes may not pass

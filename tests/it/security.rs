@@ -1249,6 +1249,31 @@ mod connections_host_admin_drain {
     }
 
     #[tokio::test]
+    async fn an_http2_client_that_grants_no_window_for_a_large_answer_is_cut_off() {
+        let up = Upstream::start().await;
+        let gw = gateway(&site(&up.url(), "limits: { send_timeout: 200ms }")).await;
+        let (mut send, conn) = h2(gw.addr).await;
+        let req = Request::get(format!("http://gw/public/big/{}", 32 << 20))
+            .version(Version::HTTP_2)
+            .body(Full::default())
+            .expect("request");
+        // The head arrives; the body is never read, so the client grants no
+        // more window (while its connection task still answers PINGs).
+        let response = send.send_request(req).await.expect("h2 answer");
+        assert_eq!(response.status(), 200);
+        let held = Instant::now();
+        let ended = tokio::time::timeout(Duration::from_secs(5), conn).await;
+        assert!(
+            ended.is_ok(),
+            "the gateway kept the stalled connection open"
+        );
+        assert!(held.elapsed() >= Duration::from_millis(150));
+        drop(response);
+        assert_eq!(up.count(), 1);
+        gw.shutdown().await;
+    }
+
+    #[tokio::test]
     async fn a_body_trickled_a_byte_at_a_time_is_cut_off_at_body_deadline() {
         let up = Upstream::start().await;
         let gw = gateway(&site(
