@@ -13,6 +13,16 @@
 //! `Authorization: Bearer <token>` (or HTTP Basic with the token as the
 //! password, so a browser can open the status page). Without `token_env`
 //! the listener binds only a loopback address.
+//!
+//! A web page the operator happens to open must not drive the admin API:
+//! a request with an `Origin` other than the admin listener's own, or that
+//! a browser marks `Sec-Fetch-Site: cross-site`/`same-site`, is refused
+//! (400 `header_invalid`), whatever its method or `Content-Type`. Without
+//! a token the `Host` must also be a loopback name or address (`localhost`,
+//! `127.0.0.1`, `[::1]`...), so a DNS-rebound name cannot reach it. Every
+//! answer carries `X-Content-Type-Options: nosniff` and `X-Frame-Options:
+//! DENY`; a connection that sends no request head within
+//! `limits.header_read_timeout` is closed, as on the public listener.
 
 use bytes::Bytes;
 use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
@@ -27,7 +37,8 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use subtle::ConstantTimeEq;
@@ -62,6 +73,8 @@ struct Admin {
     /// SHA-256 of the token: comparing digests takes the same time
     /// whatever the length of what was sent.
     token: Option<[u8; 32]>,
+    /// The configured address: its IP is an accepted `Host` too.
+    listen: SocketAddr,
 }
 
 impl AdminServer {
@@ -97,7 +110,11 @@ impl AdminServer {
             .map_err(|e| format!("cannot listen on {listen} (admin): {e}"))?;
         Ok(AdminServer {
             listener,
-            admin: Arc::new(Admin { reloader, token }),
+            admin: Arc::new(Admin {
+                reloader,
+                token,
+                listen,
+            }),
         })
     }
 
@@ -108,11 +125,18 @@ impl AdminServer {
     /// Serves until `shutdown` resolves, then drains briefly.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let graceful = GracefulShutdown::new();
+        let head_timeout = self
+            .admin
+            .reloader
+            .shared()
+            .load()
+            .settings
+            .header_read_timeout;
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(10));
+            .header_read_timeout(head_timeout);
         tokio::pin!(shutdown);
         loop {
             let (stream, peer) = tokio::select! {
@@ -126,17 +150,25 @@ impl AdminServer {
                 },
             };
             let admin = self.admin.clone();
+            let first_request = Arc::new(AtomicBool::new(false));
+            let seen = first_request.clone();
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                seen.store(true, Ordering::Release);
                 let admin = admin.clone();
                 async move { Ok::<_, Infallible>(admin.answer(req).await) }
             });
             let connection = builder
                 .serve_connection(TokioIo::new(stream), service)
                 .into_owned();
-            let watched = graceful.watch(connection);
+            let watched = Box::pin(graceful.watch(connection));
             tokio::spawn(async move {
-                if let Err(e) = watched.await {
-                    tracing::debug!(%peer, error = %e, "admin connection ended with an error");
+                match crate::server::first_head_within(watched, &first_request, head_timeout).await
+                {
+                    Some(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "admin connection ended with an error")
+                    }
+                    Some(Ok(())) => {}
+                    None => tracing::debug!(%peer, "no admin request head in time: closed"),
                 }
             });
         }
@@ -155,6 +187,9 @@ impl Admin {
             (&Method::GET, "/healthz") => return text(StatusCode::OK, "text/plain", "ok\n"),
             (&Method::GET, "/readyz") => return self.readyz().await,
             _ => {}
+        }
+        if let Some(refusal) = self.cross_site_refusal(&req) {
+            return problem(Code::HeaderInvalid, refusal);
         }
         if !self.authorized(&req) {
             let mut response = problem(
@@ -192,7 +227,13 @@ impl Admin {
         let gateway = self.reloader.shared().load_full();
         match path.as_str() {
             "/" => self.status_page(&gateway).await,
-            "/metrics" => self.metrics().await,
+            "/metrics" => {
+                let accept = req
+                    .headers()
+                    .get(http::header::ACCEPT)
+                    .and_then(|v| v.to_str().ok());
+                self.metrics(metrics::wants_prometheus_text(accept)).await
+            }
             "/admin/apis" => json_response(StatusCode::OK, &apis(&gateway)),
             "/admin/usage" => match self.usage(&gateway).await {
                 Ok(usage) => json_response(StatusCode::OK, &usage),
@@ -213,6 +254,70 @@ impl Admin {
                 "application/yaml",
                 crate::openapi::to_yaml(&gateway.loaded.config),
             ),
+        }
+    }
+
+    /// Why a request may come from a web page rather than the operator:
+    /// another `Origin`, a browser's cross-site mark, or (without a token) a
+    /// `Host` that is not a loopback name, as after DNS rebinding.
+    fn cross_site_refusal<B>(&self, req: &Request<B>) -> Option<&'static str> {
+        let headers = req.headers();
+        let host = headers
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| req.uri().authority().map(|a| a.as_str()));
+        if self.token.is_none() {
+            match host {
+                Some(host) if self.is_own_host(host) => {}
+                Some(_) => {
+                    return Some(
+                        "the admin listener has no token, so it answers only requests \
+                         addressed to a loopback name or address",
+                    )
+                }
+                None => {}
+            }
+        }
+        if let Some(origin) = headers.get(http::header::ORIGIN) {
+            let own = host.is_some_and(|host| {
+                origin
+                    .to_str()
+                    .ok()
+                    .and_then(|o| o.strip_prefix("http://"))
+                    .is_some_and(|o| o.eq_ignore_ascii_case(host))
+            });
+            if !own {
+                return Some("cross-site requests to the admin API are refused");
+            }
+        }
+        let fetch_site = headers
+            .get("sec-fetch-site")
+            .map(|v| v.as_bytes().to_ascii_lowercase());
+        if matches!(fetch_site.as_deref(), Some(b"cross-site" | b"same-site")) {
+            return Some("cross-site requests to the admin API are refused");
+        }
+        None
+    }
+
+    /// `localhost` (or a name under it), a loopback address, or the
+    /// configured listen address, with any port.
+    fn is_own_host(&self, host: &str) -> bool {
+        let Ok(authority) = host.parse::<http::uri::Authority>() else {
+            return false;
+        };
+        let name = authority.host();
+        let name = name
+            .strip_prefix('[')
+            .and_then(|n| n.strip_suffix(']'))
+            .unwrap_or(name);
+        if name.eq_ignore_ascii_case("localhost")
+            || name.to_ascii_lowercase().ends_with(".localhost")
+        {
+            return true;
+        }
+        match name.parse::<IpAddr>() {
+            Ok(ip) => crate::gateway::canonical_ip(ip).is_loopback() || ip == self.listen.ip(),
+            Err(_) => false,
         }
     }
 
@@ -254,7 +359,8 @@ impl Admin {
         }
     }
 
-    async fn metrics(&self) -> Response<Body> {
+    /// OpenMetrics, or the classic Prometheus text when `classic`.
+    async fn metrics(&self, classic: bool) -> Response<Body> {
         let metrics = &self.reloader.deps().metrics;
         let bans = match self.store().ban_list(self.now()).await {
             Ok(bans) => Some(bans.len() as i64),
@@ -264,7 +370,13 @@ impl Admin {
             }
         };
         metrics.sync_store_errors(self.store().errors_total());
-        text(StatusCode::OK, metrics::CONTENT_TYPE, metrics.render(bans))
+        let open = metrics.render(bans);
+        if classic {
+            let classic = metrics::to_prometheus_text(&open);
+            text(StatusCode::OK, metrics::PROMETHEUS_CONTENT_TYPE, classic)
+        } else {
+            text(StatusCode::OK, metrics::CONTENT_TYPE, open)
+        }
     }
 
     async fn bans(&self) -> Result<Vec<Value>, Response<Body>> {
@@ -407,10 +519,13 @@ impl Admin {
         let bans = self.bans().await.ok();
         let html = status_html(gateway, usage.as_ref(), bans.as_deref());
         let mut response = text(StatusCode::OK, "text/html; charset=utf-8", html);
-        // Read-only and self-contained: nothing to load, nothing to frame.
+        // Read-only and self-contained: nothing to load, and never framed
+        // (no clickjacking of the admin API through it).
         response.headers_mut().insert(
             http::header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"),
+            HeaderValue::from_static(
+                "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+            ),
         );
         response
     }
@@ -740,7 +855,21 @@ fn text(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) 
         http::header::CACHE_CONTROL,
         HeaderValue::from_static("no-store"),
     );
+    nosniff(&mut response);
     response
+}
+
+/// No admin answer is read as another type, or shown inside a frame.
+fn nosniff(response: &mut Response<Body>) {
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        http::header::X_FRAME_OPTIONS,
+        HeaderValue::from_static("DENY"),
+    );
 }
 
 fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
@@ -750,7 +879,9 @@ fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
 }
 
 fn problem(code: Code, detail: impl Into<std::borrow::Cow<'static, str>>) -> Response<Body> {
-    Reject::new(code, detail).into_response(&new_request_id())
+    let mut response = Reject::new(code, detail).into_response(&new_request_id());
+    nosniff(&mut response);
+    response
 }
 
 fn method_not_allowed(allow: &'static str) -> Response<Body> {

@@ -1,7 +1,9 @@
 //! The one body type that flows through the gateway's services, and the
 //! body guards: [`LimitedBody`] enforces `limits.max_body` while a request
 //! streams, [`IdleTimeout`] ends a body whose sender goes quiet (a slow
-//! client's request body, a stalled upstream's response body).
+//! client's request body, a stalled upstream's response body), and
+//! [`BodyDeadline`] ends a request body trickled slower than
+//! `limits.min_body_rate` once `limits.body_deadline` is spent.
 
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
@@ -215,6 +217,128 @@ where
     }
 }
 
+/// Raised by [`BodyDeadline`] when a body's sender used up its time.
+#[derive(Debug, thiserror::Error)]
+#[error("the body arrived too slowly: {received} bytes in {waited:?}")]
+pub struct BodyTooSlow {
+    pub received: u64,
+    pub waited: Duration,
+}
+
+pin_project_lite::pin_project! {
+    /// Bounds the total time a body's sender may take: the time the reader
+    /// spends waiting for frames may not pass `deadline` plus one second
+    /// per `min_rate` bytes received so far. A steady sender at or above
+    /// the rate never runs out; one trickling a byte a second is cut off
+    /// about `deadline` after it started, however short each gap. As with
+    /// [`IdleTimeout`], time the reader does not ask for a frame (a slow
+    /// upstream) is not counted.
+    pub struct BodyDeadline<B> {
+        #[pin]
+        inner: B,
+        deadline: Duration,
+        min_rate: u64,
+        received: u64,
+        waited: Duration,
+        waiting_since: Option<tokio::time::Instant>,
+        timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    }
+}
+
+impl<B> BodyDeadline<B> {
+    /// `min_rate` in bytes per second; 0: `deadline` is the whole allowance.
+    pub fn new(inner: B, deadline: Duration, min_rate: u64) -> Self {
+        BodyDeadline {
+            inner,
+            deadline,
+            min_rate,
+            received: 0,
+            waited: Duration::ZERO,
+            waiting_since: None,
+            timer: None,
+        }
+    }
+}
+
+/// `deadline` plus what `received` bytes earned at `min_rate` bytes/s.
+fn allowance(deadline: Duration, min_rate: u64, received: u64) -> Duration {
+    if min_rate == 0 {
+        return deadline;
+    }
+    let nanos = u128::from(received) * 1_000_000_000 / u128::from(min_rate);
+    let earned = Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX));
+    deadline.saturating_add(earned)
+}
+
+impl<B> HttpBody for BodyDeadline<B>
+where
+    B: HttpBody<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.project();
+        let too_slow = |received: u64, waited: Duration| {
+            Poll::Ready(Some(Err(BodyError::new(BodyTooSlow { received, waited }))))
+        };
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(frame) => {
+                if let Some(since) = this.waiting_since.take() {
+                    *this.waited = this.waited.saturating_add(since.elapsed());
+                }
+                if let Some(Ok(data)) = frame.as_ref().map(|f| f.as_ref().map(Frame::data_ref)) {
+                    *this.received = this
+                        .received
+                        .saturating_add(data.map_or(0, |d| d.len() as u64));
+                }
+                let allowed = allowance(*this.deadline, *this.min_rate, *this.received);
+                if *this.waited > allowed && frame.is_some() {
+                    return too_slow(*this.received, *this.waited);
+                }
+                Poll::Ready(frame.map(|f| f.map_err(BodyError::new)))
+            }
+            Poll::Pending => {
+                let now = tokio::time::Instant::now();
+                let since = *this.waiting_since.get_or_insert(now);
+                let allowed = allowance(*this.deadline, *this.min_rate, *this.received);
+                let Some(left) = allowed.checked_sub(*this.waited) else {
+                    return too_slow(*this.received, *this.waited);
+                };
+                let deadline = since + left;
+                let timer = match this.timer {
+                    Some(timer) => {
+                        if timer.deadline() != deadline {
+                            timer.as_mut().reset(deadline);
+                        }
+                        timer
+                    }
+                    None => this
+                        .timer
+                        .insert(Box::pin(tokio::time::sleep_until(deadline))),
+                };
+                if timer.as_mut().poll(cx).is_ready() {
+                    let waited = this.waited.saturating_add(now - since);
+                    return too_slow(*this.received, waited);
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// True when `err` or anything in its source chain is a [`BodyError`]: the
 /// request body the gateway was forwarding failed (the caller broke it off,
 /// sent broken chunked framing, stalled or sent too much), not the upstream.
@@ -258,6 +382,56 @@ mod tests {
             .await
             .expect_err("over limit");
         assert!(is_body_too_large(&err));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_trickled_body_runs_out_of_time_while_a_steady_one_does_not() {
+        let trickle = |gap: Duration, bytes: usize| {
+            let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(1);
+            tokio::spawn(async move {
+                for _ in 0..bytes {
+                    tokio::time::sleep(gap).await;
+                    if tx
+                        .send(Ok(Frame::data(Bytes::from_static(b"x"))))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+            let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|item| (item, rx))
+            });
+            StreamBody::new(Box::pin(stream))
+        };
+        // One byte a second against 10s + 1s per 100 bytes: cut off at 10s.
+        let started = tokio::time::Instant::now();
+        let err = BodyDeadline::new(
+            trickle(Duration::from_secs(1), 60),
+            Duration::from_secs(10),
+            100,
+        )
+        .collect()
+        .await
+        .expect_err("too slow");
+        assert!(is_request_body_error(&err));
+        assert!(err.to_string().contains("too slowly"), "{err}");
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_secs(10) && took <= Duration::from_secs(11),
+            "{took:?}"
+        );
+        // 100 bytes a second (1 every 10ms) for 20s earns its time.
+        let ok = BodyDeadline::new(
+            trickle(Duration::from_millis(10), 2000),
+            Duration::from_secs(10),
+            100,
+        )
+        .collect()
+        .await
+        .expect("steady enough");
+        assert_eq!(ok.to_bytes().len(), 2000);
     }
 
     #[tokio::test(start_paused = true)]

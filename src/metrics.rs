@@ -312,6 +312,62 @@ impl Metrics {
 /// The content type of [`Metrics::render`]'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+/// The content type of [`to_prometheus_text`]'s text.
+pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Whether a scraper's `Accept` asks for the classic Prometheus text
+/// format: it names `text/plain` and not OpenMetrics. Anything else (no
+/// `Accept`, `*/*`, OpenMetrics) gets OpenMetrics.
+pub fn wants_prometheus_text(accept: Option<&str>) -> bool {
+    let Some(accept) = accept else {
+        return false;
+    };
+    let accept = accept.to_ascii_lowercase();
+    accept.contains("text/plain") && !accept.contains("application/openmetrics-text")
+}
+
+/// Rewrites OpenMetrics text (as [`Metrics::render`] writes it) into the
+/// Prometheus text format 0.0.4: a counter's `HELP` and `TYPE` name its
+/// `_total` series (OpenMetrics names the family without it), `UNIT`
+/// lines, exemplars and the `# EOF` marker go, and `unknown` is `untyped`.
+pub fn to_prometheus_text(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    // Families whose samples are `NAME_total` in either format.
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|prefix| Some((prefix, line.strip_prefix(prefix)?)));
+        match meta {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                out.push_str(prefix);
+                out.push_str(name);
+                if counters.contains(name) && !name.ends_with("_total") {
+                    out.push_str("_total");
+                }
+                out.push(' ');
+                out.push_str(if prefix == "# TYPE " && tail == "unknown" {
+                    "untyped"
+                } else {
+                    tail
+                });
+            }
+            None if line.starts_with('#') => continue,
+            // A sample; an exemplar follows ` # ` and is OpenMetrics only.
+            None => out.push_str(line.split_once(" # ").map_or(line, |(sample, _)| sample)),
+        }
+        out.push('\n');
+    }
+    out
+}
+
 /// Decrements the in-flight gauge when the request is answered (or its
 /// future is dropped because the caller went away).
 pub struct InFlight(Gauge);
@@ -452,6 +508,32 @@ static REJECTED_FIELDS: LazyLock<Vec<String>> = LazyLock::new(|| {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_classic_text_format_names_counters_by_their_total_series() {
+        let metrics = Metrics::default();
+        metrics.record_reload(true);
+        let open = metrics.render(Some(2));
+        assert!(
+            open.contains("# TYPE tollgate_config_reloads counter"),
+            "{open}"
+        );
+        let classic = to_prometheus_text(&open);
+        assert!(classic.contains("# HELP tollgate_config_reloads_total Config reloads"));
+        assert!(classic.contains("# TYPE tollgate_config_reloads_total counter"));
+        assert!(classic.contains("tollgate_config_reloads_total{result=\"ok\"} 1"));
+        assert!(classic.contains("# TYPE tollgate_bans_active gauge"));
+        assert!(!classic.contains("# EOF") && !classic.contains("# UNIT"));
+        assert!(wants_prometheus_text(Some(
+            "text/plain;version=0.0.4;q=0.3,*/*;q=0.1"
+        )));
+        assert!(!wants_prometheus_text(Some(
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+        )));
+        assert!(!wants_prometheus_text(None));
+        assert!(!wants_prometheus_text(Some("*/*")));
+    }
+
     use super::*;
 
     #[test]

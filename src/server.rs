@@ -1,31 +1,51 @@
 //! Listeners: accept connections (at most `max_connections` at once),
 //! terminate TLS when configured, speak HTTP/1.1 and HTTP/2 (by ALPN, or
 //! h2c prior knowledge), and hand each request to the current `Gateway`.
-//! A connection that has not sent a whole first request head within
-//! `header_read_timeout` is closed (hyper times out later heads itself),
-//! and a request body that stalls for `body_read_timeout` is failed.
+//! The connection guard: no slot is held for ever by one client.
+//! - A connection that has not sent a whole first request head within
+//!   `header_read_timeout` is closed (hyper times out later heads itself).
+//! - One with no request in flight for `idle_timeout` is shut down
+//!   gracefully (HTTP/2 GOAWAY); HTTP/2 connections are PINGed every
+//!   `http2_ping_interval` of silence and closed if the PING goes unanswered.
+//! - A write the client does not take for `send_timeout` (it stopped
+//!   reading) fails the connection; so does an HTTP/2 stream left without
+//!   flow-control window that long.
+//! - A request body that stalls for `body_read_timeout`, or trickles slower
+//!   than `min_body_rate` once `body_deadline` is spent, is failed.
+//! - At most `max_connections` at once, and `max_connections_per_ip` from
+//!   one address (IPv6 by /64; `trusted_proxies` not counted).
+//! - Each request names one valid host (Host, HTTP/2 `:authority`, an
+//!   absolute-form target), or is refused 400 before any routing.
+//!
 //! Shutdown stops accepting, lets in-flight requests finish for up to
-//! `drain_timeout`, then returns.
+//! `drain_timeout`, flushes buffered usage to the store, then returns.
 
 use arc_swap::ArcSwap;
-use http::Request;
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, Notify, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
-use crate::body::{self, IdleTimeout, LimitedBody};
-use crate::context::Connection;
-use crate::gateway::{Gateway, Settings, TlsFiles};
+use crate::body::{self, Body, BodyDeadline, IdleTimeout, LimitedBody};
+use crate::context::{new_request_id, Connection};
+use crate::gateway::{canonical_ip, Gateway, Settings, TlsFiles};
+use crate::problem::{Code, Reject};
+use crate::state::AnyStore;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
@@ -83,7 +103,12 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let settings: Settings = self.gateway.load().settings.clone();
         let connections = Arc::new(Semaphore::new(settings.max_connections));
+        let per_ip = Arc::new(PerIp::default());
         let (stop, stopped) = watch::channel(false);
+        // Workers keep their runtimes (and the store connections they
+        // made) until buffered usage has been flushed.
+        let (exit, may_exit) = watch::channel(false);
+        let mut drained = Vec::new();
         let mut finished = Vec::new();
         // Worker threads log where the starting thread logs (tests may set
         // a thread-local subscriber).
@@ -91,10 +116,14 @@ impl Server {
         for (i, listener) in self.listeners.into_iter().enumerate() {
             let (done, finished_rx) = tokio::sync::oneshot::channel::<()>();
             finished.push(finished_rx);
+            let (worker_drained, drained_rx) = tokio::sync::oneshot::channel::<()>();
+            drained.push(drained_rx);
+            let mut may_exit = may_exit.clone();
             let worker = Worker {
                 gateway: self.gateway.clone(),
                 tls: self.tls.clone(),
                 connections: connections.clone(),
+                per_ip: per_ip.clone(),
                 settings: settings.clone(),
             };
             let mut stopped = stopped.clone();
@@ -123,6 +152,8 @@ impl Server {
                             }
                             Err(e) => tracing::error!(error = %e, "cannot register a listener"),
                         }
+                        drop(worker_drained);
+                        let _ = may_exit.wait_for(|e| *e).await;
                     });
                     drop(done);
                 });
@@ -132,10 +163,27 @@ impl Server {
         }
         shutdown.await;
         let _ = stop.send(true);
+        for worker in drained {
+            let _ = worker.await;
+        }
+        // Every request has been answered (or the drain timed out): what
+        // they metered is in the store's buffer; write it out now.
+        flush_usage(self.gateway.load().store()).await;
+        let _ = exit.send(true);
         for worker in finished {
             // Resolves (with an error) when the worker thread is done.
             let _ = worker.await;
         }
+    }
+}
+
+/// Writes the store's buffered usage (bounded by the drain timeout, so a
+/// dead Redis cannot hold the exit).
+async fn flush_usage(store: &AnyStore) {
+    match tokio::time::timeout(Duration::from_secs(5), store.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!(%error, "usage not flushed at shutdown"),
+        Err(_) => tracing::warn!("usage flush at shutdown timed out"),
     }
 }
 
@@ -157,12 +205,16 @@ struct Worker {
     tls: Option<TlsAcceptor>,
     /// Shared by every worker: `max_connections` is for the whole gateway.
     connections: Arc<Semaphore>,
+    /// Shared too: `max_connections_per_ip` counts across workers.
+    per_ip: Arc<PerIp>,
     settings: Settings,
 }
 
 impl Worker {
     async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-        let graceful = GracefulShutdown::new();
+        // Each connection holds a receiver: `true` asks it to shut down
+        // gracefully, and the drain is over once every receiver is gone.
+        let (drain, draining) = watch::channel(false);
         let builder = http_builder(&self.settings);
         tokio::pin!(shutdown);
         loop {
@@ -190,19 +242,35 @@ impl Worker {
                     Err(_) => break,
                 },
             };
+            // Past the per-address cap: closed at once, before any read.
+            let ip_slot = match self.settings.max_connections_per_ip {
+                Some(cap) if !self.gateway.load().is_trusted(peer.ip()) => {
+                    match self.per_ip.take(peer.ip(), cap) {
+                        Some(slot) => Some(slot),
+                        None => {
+                            tracing::debug!(%peer, "max_connections_per_ip reached: closed");
+                            continue;
+                        }
+                    }
+                }
+                _ => None,
+            };
             let _ = stream.set_nodelay(true);
             let gateway = self.gateway.clone();
             let builder = builder.clone();
             let tls = self.tls.clone();
-            let watcher = graceful.watcher();
-            let head_timeout = self.settings.header_read_timeout;
+            let timeouts = ConnectionTimeouts::of(&self.settings);
+            let draining = draining.clone();
             tokio::spawn(async move {
-                serve_connection(stream, peer, tls, head_timeout, gateway, builder, watcher).await;
+                serve_connection(stream, peer, tls, timeouts, gateway, builder, draining).await;
+                drop(ip_slot);
                 drop(permit);
             });
         }
         drop(listener);
-        if tokio::time::timeout(self.settings.drain_timeout, graceful.shutdown())
+        drop(draining);
+        let _ = drain.send(true);
+        if tokio::time::timeout(self.settings.drain_timeout, drain.closed())
             .await
             .is_err()
         {
@@ -211,57 +279,142 @@ impl Worker {
     }
 }
 
-/// `head_timeout` bounds the TLS handshake, then the wait for the first
-/// request head.
+/// The per-connection timeouts, read once per connection.
+#[derive(Clone, Copy)]
+struct ConnectionTimeouts {
+    head: Duration,
+    idle: Duration,
+    send: Duration,
+}
+
+impl ConnectionTimeouts {
+    fn of(settings: &Settings) -> Self {
+        ConnectionTimeouts {
+            head: settings.header_read_timeout,
+            idle: settings.idle_timeout,
+            send: settings.send_timeout,
+        }
+    }
+}
+
+/// `timeouts.head` bounds the TLS handshake, then the wait for the first
+/// request head; `draining` turning `true` shuts the connection down
+/// gracefully.
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     tls: Option<TlsAcceptor>,
-    head_timeout: Duration,
+    timeouts: ConnectionTimeouts,
     gateway: SharedGateway,
     builder: auto::Builder<TokioExecutor>,
-    watcher: hyper_util::server::graceful::Watcher,
+    draining: watch::Receiver<bool>,
 ) {
     let conn = Connection::new(peer, tls.is_some());
-    let first_request = Arc::new(AtomicBool::new(false));
-    let seen = first_request.clone();
+    let activity = Arc::new(Activity::default());
+    let seen = activity.clone();
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-        seen.store(true, Ordering::Release);
+        seen.first_request.store(true, Ordering::Release);
+        let in_flight = InFlight::begin(&seen);
+        // HTTP/1.1 stalls show as a write that does not finish; HTTP/2
+        // flow control can hold a stream without one.
+        let frames = (req.version() == Version::HTTP_2).then(|| HandedFrames::new(&seen));
         let gateway = gateway.load_full();
-        // The body is counted against `max_body` as it streams, whatever
-        // Content-Length claims, and fails if the caller stalls.
-        let limit = gateway.settings.max_body;
-        let stall = gateway.settings.body_read_timeout;
-        let req = req.map(|b| body::boxed(LimitedBody::new(IdleTimeout::new(b, stall), limit)));
-        let response = gateway.handle(req, &conn);
-        async move { Ok::<_, Infallible>(response.await) }
+        let response: Pin<Box<dyn Future<Output = Response<Body>> + Send>> =
+            match host_refusal(&req) {
+                Some(reject) => {
+                    let mut response = reject.into_response(&new_request_id());
+                    if req.version() <= Version::HTTP_11 {
+                        response
+                            .headers_mut()
+                            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    }
+                    Box::pin(std::future::ready(response))
+                }
+                None => {
+                    // The body is counted against `max_body` as it streams,
+                    // whatever Content-Length claims, and fails if the caller
+                    // stalls or trickles.
+                    let s = &gateway.settings;
+                    let (limit, stall) = (s.max_body, s.body_read_timeout);
+                    let (deadline, rate) = (s.body_deadline, s.min_body_rate);
+                    let req = req.map(|b| {
+                        let paced = BodyDeadline::new(IdleTimeout::new(b, stall), deadline, rate);
+                        body::boxed(LimitedBody::new(paced, limit))
+                    });
+                    gateway.handle(req, &conn)
+                }
+            };
+        async move {
+            let response = response.await;
+            Ok::<_, Infallible>(response.map(|body| Tracked {
+                inner: body,
+                _in_flight: in_flight,
+                frames,
+            }))
+        }
     });
+    let stream = WriteTimeout::new(stream, timeouts.send);
     let result = match tls {
-        Some(acceptor) => match tokio::time::timeout(head_timeout, acceptor.accept(stream)).await {
-            Ok(Ok(tls_stream)) => {
-                let conn = builder.serve_connection(TokioIo::new(tls_stream), service);
-                let conn = Box::pin(watcher.watch(conn));
-                first_head_within(conn, &first_request, head_timeout).await
+        Some(acceptor) => {
+            match tokio::time::timeout(timeouts.head, acceptor.accept(stream)).await {
+                Ok(Ok(tls_stream)) => {
+                    let conn = builder.serve_connection(TokioIo::new(tls_stream), service);
+                    let conn = Box::pin(ShutDownWhen::new(
+                        conn,
+                        idle_or_draining(activity.clone(), timeouts.idle, draining),
+                        |c| c.graceful_shutdown(),
+                    ));
+                    let run = first_head_within(conn, &activity.first_request, timeouts.head);
+                    match unless_stalled(run, &activity, timeouts.send, peer).await {
+                        Some(result) => result,
+                        None => return,
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
             }
-            Ok(Err(e)) => {
-                tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(%peer, "TLS handshake timed out");
-                return;
-            }
-        },
+        }
         None => {
             let conn = builder.serve_connection(TokioIo::new(stream), service);
-            let conn = Box::pin(watcher.watch(conn));
-            first_head_within(conn, &first_request, head_timeout).await
+            let conn = Box::pin(ShutDownWhen::new(
+                conn,
+                idle_or_draining(activity.clone(), timeouts.idle, draining),
+                |c| c.graceful_shutdown(),
+            ));
+            let run = first_head_within(conn, &activity.first_request, timeouts.head);
+            match unless_stalled(run, &activity, timeouts.send, peer).await {
+                Some(result) => result,
+                None => return,
+            }
         }
     };
     match result {
         Some(Err(e)) => tracing::debug!(%peer, error = %e, "connection ended with an error"),
         Some(Ok(())) => {}
         None => tracing::debug!(%peer, "no request head within header_read_timeout: closed"),
+    }
+}
+
+/// Runs the connection unless the client stalls it (see [`stalled`]);
+/// then drops it, which closes the socket.
+async fn unless_stalled<O>(
+    conn: impl Future<Output = Option<O>>,
+    activity: &Arc<Activity>,
+    send_timeout: Duration,
+    peer: SocketAddr,
+) -> Option<Option<O>> {
+    tokio::select! {
+        out = conn => Some(out),
+        _ = stalled(activity.clone(), send_timeout) => {
+            tracing::debug!(%peer, "the client took nothing for send_timeout: closed");
+            None
+        }
     }
 }
 
@@ -272,7 +425,7 @@ async fn serve_connection(
 /// otherwise hold one of the `max_connections` slots for ever.
 /// (The connection comes boxed: a generic future here hides its `Send`
 /// from the compiler through hyper's connection types.)
-async fn first_head_within<O>(
+pub(crate) async fn first_head_within<O>(
     mut conn: std::pin::Pin<Box<dyn Future<Output = O> + Send + '_>>,
     first_request: &AtomicBool,
     timeout: Duration,
@@ -286,6 +439,454 @@ async fn first_head_within<O>(
     } else {
         None
     }
+}
+
+// === connection activity ===
+
+/// What the connection's guard knows of its requests.
+#[derive(Default)]
+struct Activity {
+    first_request: AtomicBool,
+    /// Requests whose answer has not been fully handed to hyper yet.
+    in_flight: AtomicUsize,
+    /// Notified on every change of `in_flight`.
+    changed: Notify,
+    /// HTTP/2 streams whose last body frame hyper took and has not asked
+    /// for the next one since (it waits for the client's flow-control
+    /// window), by stream, with when it took it.
+    handed: parking_lot::Mutex<HashMap<u64, tokio::time::Instant>>,
+    next_stream: std::sync::atomic::AtomicU64,
+    /// Notified when a frame is handed out, and when a graceful shutdown
+    /// starts.
+    stall_watch: Notify,
+    /// Set once the connection was asked to shut down gracefully.
+    closing: AtomicBool,
+}
+
+/// Marks an HTTP/2 response body's frames as handed out until hyper asks
+/// for the next one (see [`Activity::handed`]).
+struct HandedFrames {
+    activity: Arc<Activity>,
+    stream: u64,
+    handed: bool,
+}
+
+impl HandedFrames {
+    fn new(activity: &Arc<Activity>) -> HandedFrames {
+        HandedFrames {
+            activity: activity.clone(),
+            stream: activity.next_stream.fetch_add(1, Ordering::Relaxed),
+            handed: false,
+        }
+    }
+
+    fn asked_again(&mut self) {
+        if self.handed {
+            self.handed = false;
+            self.activity.handed.lock().remove(&self.stream);
+        }
+    }
+
+    fn handed_out(&mut self) {
+        self.handed = true;
+        self.activity
+            .handed
+            .lock()
+            .insert(self.stream, tokio::time::Instant::now());
+        self.activity.stall_watch.notify_one();
+    }
+}
+
+impl Drop for HandedFrames {
+    fn drop(&mut self) {
+        self.asked_again();
+    }
+}
+
+/// Resolves when the client has stopped taking the answer for `timeout`
+/// in a way no socket write shows: an HTTP/2 stream waiting that long for
+/// window (the client reads and answers PINGs but grants no window), or a
+/// connection shutting down with nothing left in flight but bytes the
+/// client does not take.
+async fn stalled(activity: Arc<Activity>, timeout: Duration) {
+    loop {
+        let woken = activity.stall_watch.notified();
+        let oldest = activity.handed.lock().values().min().copied();
+        let closing = activity.closing.load(Ordering::Acquire)
+            && activity.in_flight.load(Ordering::Acquire) == 0;
+        match (oldest, closing) {
+            (_, true) => {
+                tokio::time::sleep(timeout).await;
+                return;
+            }
+            (Some(since), false) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(since + timeout) => {}
+                    _ = woken => continue,
+                }
+                let now = tokio::time::Instant::now();
+                let still = activity.handed.lock().values().any(|t| now - *t >= timeout);
+                if still {
+                    return;
+                }
+            }
+            (None, false) => woken.await,
+        }
+    }
+}
+
+/// One request in flight on a connection, until its response body is done
+/// (or dropped).
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn begin(activity: &Arc<Activity>) -> InFlight {
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        activity.changed.notify_one();
+        InFlight(activity.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.0.changed.notify_one();
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that keeps its request counted as in flight (and,
+    /// on HTTP/2, says when hyper waits to take its next frame).
+    struct Tracked {
+        #[pin]
+        inner: Body,
+        _in_flight: InFlight,
+        frames: Option<HandedFrames>,
+    }
+}
+
+impl http_body::Body for Tracked {
+    type Data = Bytes;
+    type Error = body::BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let this = self.project();
+        let Some(frames) = this.frames else {
+            return this.inner.poll_frame(cx);
+        };
+        frames.asked_again();
+        let polled = this.inner.poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if frame.is_data() {
+                frames.handed_out();
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Resolves once the connection has had no request in flight for `idle`,
+/// or the server starts draining.
+async fn idle_or_draining(
+    activity: Arc<Activity>,
+    idle: Duration,
+    mut draining: watch::Receiver<bool>,
+) -> watch::Receiver<bool> {
+    let idle_for = async {
+        loop {
+            let changed = activity.changed.notified();
+            if activity.in_flight.load(Ordering::Acquire) == 0 {
+                tokio::select! {
+                    _ = tokio::time::sleep(idle) => return,
+                    _ = changed => {}
+                }
+            } else {
+                changed.await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = idle_for => {}
+        _ = draining.wait_for(|d| *d) => {}
+    }
+    activity.closing.store(true, Ordering::Release);
+    activity.stall_watch.notify_one();
+    // Held until the connection is done: the drain waits for it.
+    draining
+}
+
+pin_project_lite::pin_project! {
+    /// Runs a connection; once `signal` resolves, asks it to shut down
+    /// gracefully (`shut_down`) and keeps running it until it is done,
+    /// holding what the signal returned until then.
+    struct ShutDownWhen<C, S: Future, F> {
+        #[pin]
+        conn: C,
+        #[pin]
+        signal: S,
+        fired: Option<S::Output>,
+        shut_down: F,
+    }
+}
+
+impl<C, S: Future, F> ShutDownWhen<C, S, F> {
+    fn new(conn: C, signal: S, shut_down: F) -> Self
+    where
+        F: FnMut(Pin<&mut C>),
+    {
+        ShutDownWhen {
+            conn,
+            signal,
+            fired: None,
+            shut_down,
+        }
+    }
+}
+
+impl<C, S, F> Future for ShutDownWhen<C, S, F>
+where
+    C: Future,
+    S: Future,
+    F: FnMut(Pin<&mut C>),
+{
+    type Output = C::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<C::Output> {
+        let mut this = self.project();
+        if this.fired.is_none() {
+            if let Poll::Ready(out) = this.signal.poll(cx) {
+                *this.fired = Some(out);
+                (this.shut_down)(this.conn.as_mut());
+            }
+        }
+        this.conn.poll(cx)
+    }
+}
+
+// === write timeout ===
+
+pin_project_lite::pin_project! {
+    /// Fails the connection once a write (or flush) has waited `timeout`
+    /// for the client to take bytes: a client that stops reading a large
+    /// answer is cut off, and its slot, its upstream connection and the
+    /// buffered answer are freed.
+    struct WriteTimeout<S> {
+        #[pin]
+        inner: S,
+        timeout: Duration,
+        timer: Option<Pin<Box<tokio::time::Sleep>>>,
+        waiting: bool,
+    }
+}
+
+impl<S> WriteTimeout<S> {
+    fn new(inner: S, timeout: Duration) -> Self {
+        WriteTimeout {
+            inner,
+            timeout,
+            timer: None,
+            waiting: false,
+        }
+    }
+}
+
+/// Passes a finished write through; on a pending one, starts (or keeps)
+/// the clock and fails once it runs out.
+fn timed<T>(
+    polled: Poll<std::io::Result<T>>,
+    timeout: Duration,
+    timer: &mut Option<Pin<Box<tokio::time::Sleep>>>,
+    waiting: &mut bool,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<T>> {
+    match polled {
+        Poll::Ready(result) => {
+            *waiting = false;
+            Poll::Ready(result)
+        }
+        Poll::Pending => {
+            let deadline = tokio::time::Instant::now() + timeout;
+            let timer = match timer {
+                Some(timer) => {
+                    if !*waiting {
+                        timer.as_mut().reset(deadline);
+                    }
+                    timer
+                }
+                None => timer.insert(Box::pin(tokio::time::sleep_until(deadline))),
+            };
+            *waiting = true;
+            if timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the client took nothing for send_timeout",
+                )));
+            }
+            Poll::Pending
+        }
+    }
+}
+
+impl<S: AsyncRead> AsyncRead for WriteTimeout<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite> AsyncWrite for WriteTimeout<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.project();
+        let polled = this.inner.poll_write(cx, buf);
+        timed(polled, *this.timeout, this.timer, this.waiting, cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.project();
+        let polled = this.inner.poll_write_vectored(cx, bufs);
+        timed(polled, *this.timeout, this.timer, this.waiting, cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.project();
+        let polled = this.inner.poll_flush(cx);
+        timed(polled, *this.timeout, this.timer, this.waiting, cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.project();
+        let polled = this.inner.poll_shutdown(cx);
+        timed(polled, *this.timeout, this.timer, this.waiting, cx)
+    }
+}
+
+// === per-address cap ===
+
+/// Open connections per client address (IPv6 by /64), across workers.
+#[derive(Default)]
+struct PerIp(parking_lot::Mutex<HashMap<IpAddr, usize>>);
+
+/// One connection counted against its address; uncounted on drop.
+struct IpSlot {
+    per_ip: Arc<PerIp>,
+    key: IpAddr,
+}
+
+impl PerIp {
+    /// A slot for `ip`, unless it already holds `cap` connections.
+    fn take(self: &Arc<Self>, ip: IpAddr, cap: usize) -> Option<IpSlot> {
+        let key = match canonical_ip(ip) {
+            IpAddr::V6(v6) => {
+                let bits = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(bits.into())
+            }
+            v4 => v4,
+        };
+        let mut open = self.0.lock();
+        let count = open.entry(key).or_insert(0);
+        if *count >= cap {
+            return None;
+        }
+        *count += 1;
+        Some(IpSlot {
+            per_ip: self.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut open = self.per_ip.0.lock();
+        if let Some(count) = open.get_mut(&self.key) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
+
+// === host ===
+
+/// Why a request does not name exactly one valid host, if it does not
+/// (RFC 9112 §3.2, RFC 9113 §8.3.1): HTTP/1.1 needs one Host; a Host must be
+/// an authority (`name[:port]`); an absolute-form target or an HTTP/2
+/// `:authority` must agree with a Host sent beside it; HTTP/2 needs one of
+/// them. Upstreams and caches that read the other one would judge a
+/// different site.
+fn host_refusal<B>(req: &Request<B>) -> Option<Reject> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let host = match (hosts.next(), hosts.next()) {
+        (_, Some(_)) => {
+            return Some(Reject::new(
+                Code::HeaderInvalid,
+                "the request has more than one Host header",
+            ))
+        }
+        (Some(value), None) => match parse_host(value) {
+            Some(host) => Some(host),
+            None => {
+                return Some(Reject::new(
+                    Code::HeaderInvalid,
+                    "the Host header is not a host name or address with an optional port",
+                ))
+            }
+        },
+        (None, None) => None,
+    };
+    let target = req.uri().authority().map(|a| a.as_str());
+    match (host, target) {
+        (Some(host), Some(target)) if !host.eq_ignore_ascii_case(target) => Some(Reject::new(
+            Code::HeaderInvalid,
+            "the Host header and the request's authority name different hosts",
+        )),
+        (None, None) if req.version() == Version::HTTP_2 => Some(Reject::new(
+            Code::HeaderRequired,
+            "an HTTP/2 request needs an :authority or a Host header",
+        )),
+        (None, _) if req.version() == Version::HTTP_11 => Some(Reject::new(
+            Code::HeaderRequired,
+            "an HTTP/1.1 request needs a Host header",
+        )),
+        _ => None,
+    }
+}
+
+/// The Host value if it is an authority without user info.
+fn parse_host(value: &HeaderValue) -> Option<&str> {
+    let text = value.to_str().ok()?;
+    if text.is_empty() || text.bytes().any(|b| b <= b' ' || b == b'@') {
+        return None;
+    }
+    let authority: http::uri::Authority = text.parse().ok()?;
+    (authority.as_str() == text && !authority.host().is_empty()).then_some(text)
 }
 
 fn http_builder(settings: &Settings) -> auto::Builder<TokioExecutor> {
@@ -305,7 +906,8 @@ fn http_builder(settings: &Settings) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .max_concurrent_streams(256)
         .max_header_list_size(buf as u32)
-        .keep_alive_interval(Some(std::time::Duration::from_secs(30)));
+        .keep_alive_interval(Some(settings.http2_ping_interval))
+        .keep_alive_timeout(settings.http2_ping_interval);
     builder
 }
 

@@ -118,6 +118,31 @@ pub struct LimitsConfig {
     pub body_read_timeout: ConfigDuration,
     pub upstream_timeout: ConfigDuration,
     pub max_connections: usize,
+    /// At most this many connections at once from one client address (an
+    /// IPv6 address counts by its /64); a connection past it is closed at
+    /// once. Peers in `trusted_proxies` are not capped. Default: no cap.
+    pub max_connections_per_ip: Option<usize>,
+    /// A connection with no request in flight for this long is closed
+    /// (HTTP/2: GOAWAY, then close; HTTP/1.1 idle keep-alive connections
+    /// are also closed after `header_read_timeout`).
+    pub idle_timeout: ConfigDuration,
+    /// HTTP/2 keep-alive: a PING is sent after this long without a frame
+    /// from the client, and the connection is closed if the PING is not
+    /// answered within the same time.
+    pub http2_ping_interval: ConfigDuration,
+    /// How long a write to the client may wait for the client to read (on
+    /// HTTP/2 also: a stream may wait for flow-control window): a client
+    /// that stops reading a response is cut off after this.
+    pub send_timeout: ConfigDuration,
+    /// With `min_body_rate`, bounds the total time a request body may take:
+    /// the time spent waiting for the body's bytes may not pass
+    /// `body_deadline` plus one second per `min_body_rate` bytes received.
+    /// A body trickled slower than the rate is cut off (400
+    /// `invalid_request_body`) about `body_deadline` after it started.
+    pub body_deadline: ConfigDuration,
+    /// Bytes per second a request body earns beyond `body_deadline` (see
+    /// there); `0`: the body must arrive within `body_deadline` in all.
+    pub min_body_rate: ByteSize,
     /// How long a graceful shutdown waits for in-flight requests.
     pub drain_timeout: ConfigDuration,
 }
@@ -132,6 +157,12 @@ impl Default for LimitsConfig {
             body_read_timeout: ConfigDuration(Duration::from_secs(30)),
             upstream_timeout: ConfigDuration(Duration::from_secs(30)),
             max_connections: 10_000,
+            max_connections_per_ip: None,
+            idle_timeout: ConfigDuration(Duration::from_secs(60)),
+            http2_ping_interval: ConfigDuration(Duration::from_secs(30)),
+            send_timeout: ConfigDuration(Duration::from_secs(30)),
+            body_deadline: ConfigDuration(Duration::from_secs(60)),
+            min_body_rate: ByteSize(1 << 10),
             drain_timeout: ConfigDuration(Duration::from_secs(30)),
         }
     }

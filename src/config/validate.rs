@@ -199,6 +199,12 @@ impl Validator<'_> {
                 "`max_connections` must be at least 1",
             );
         }
+        if config.limits.max_connections_per_ip == Some(0) {
+            self.error(
+                &["limits", "max_connections_per_ip"],
+                "`max_connections_per_ip` must be at least 1 (leave it out for no cap)",
+            );
+        }
         if let Some(workers) = config.workers {
             if !(1..=1024).contains(&workers) {
                 self.error(&["workers"], "`workers` must be between 1 and 1024");
@@ -210,6 +216,10 @@ impl Validator<'_> {
             ("header_read_timeout", limits.header_read_timeout),
             ("body_read_timeout", limits.body_read_timeout),
             ("upstream_timeout", limits.upstream_timeout),
+            ("idle_timeout", limits.idle_timeout),
+            ("http2_ping_interval", limits.http2_ping_interval),
+            ("send_timeout", limits.send_timeout),
+            ("body_deadline", limits.body_deadline),
         ] {
             if value.0.is_zero() {
                 self.error(

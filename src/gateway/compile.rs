@@ -456,6 +456,12 @@ impl<'a> Compiler<'a> {
             body_read_timeout: limits.body_read_timeout.0,
             upstream_timeout: limits.upstream_timeout.0,
             max_connections: limits.max_connections.max(1),
+            max_connections_per_ip: limits.max_connections_per_ip,
+            idle_timeout: limits.idle_timeout.0,
+            http2_ping_interval: limits.http2_ping_interval.0,
+            send_timeout: limits.send_timeout.0,
+            body_deadline: limits.body_deadline.0,
+            min_body_rate: limits.min_body_rate.0,
             drain_timeout: limits.drain_timeout.0,
             workers: config
                 .workers

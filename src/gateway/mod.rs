@@ -113,6 +113,13 @@ pub struct Settings {
     pub body_read_timeout: Duration,
     pub upstream_timeout: Duration,
     pub max_connections: usize,
+    pub max_connections_per_ip: Option<usize>,
+    pub idle_timeout: Duration,
+    pub http2_ping_interval: Duration,
+    pub send_timeout: Duration,
+    pub body_deadline: Duration,
+    /// Bytes per second (0: `body_deadline` is a plain total deadline).
+    pub min_body_rate: u64,
     pub drain_timeout: Duration,
     /// Serving threads (≥ 1).
     pub workers: usize,

@@ -11,6 +11,7 @@
 //!   block_user_agents: ["(?i)sqlmap|nikto|masscan"]
 //!   block_paths: ["^/wp-(admin|login)", "\\.php$", "^/\\.env"]
 //!   ipv6_prefix: 64               # IPv6 callers are grouped by this prefix
+//!   watch_authenticated: false    # count only answers to unauthenticated calls
 //! ```
 //!
 //! The key is the client IP (an IPv6 address grouped by `ipv6_prefix`, as
@@ -21,7 +22,11 @@
 //! watched on the way out; the `threshold`-th watched answer within
 //! `window` (a fixed window from the first) bans the key for `ban`. The
 //! ban's reason names the authenticated client when there was one, so the
-//! admin API shows who was behind the address.
+//! admin API shows who was behind the address. With
+//! `watch_authenticated: false`, answers to a call that authenticated are
+//! not counted: a known client's upstream 404s and its 429s are its own
+//! business (its limits and keys govern it), while failed authentication
+//! and probes of unrouted paths (judged before any auth) still count.
 //!
 //! As a gateway-wide policy it also judges requests that matched no route
 //! (`stack::build_unrouted`): a scanner's 404s count like any others.
@@ -62,6 +67,15 @@ pub struct AbuseConfig {
     pub block_paths: Vec<String>,
     #[serde(default = "super::default_ipv6_prefix")]
     pub ipv6_prefix: u8,
+    /// Whether answers to authenticated calls count (default `true`);
+    /// `false` counts only what anonymous callers and failed
+    /// authentication got.
+    #[serde(default = "default_watch_authenticated")]
+    pub watch_authenticated: bool,
+}
+
+fn default_watch_authenticated() -> bool {
+    true
 }
 
 fn default_watch() -> Vec<u16> {
@@ -89,6 +103,7 @@ pub struct Abuse {
     block_user_agents: Option<RegexSet>,
     block_paths: Option<RegexSet>,
     ipv6_prefix: u8,
+    watch_authenticated: bool,
     store: AnyStore,
     clock: SharedClock,
     on_error: StoreErrorMode,
@@ -142,6 +157,7 @@ pub fn compile(
         block_user_agents,
         block_paths,
         ipv6_prefix: config.ipv6_prefix,
+        watch_authenticated: config.watch_authenticated,
         store: cx.store.clone(),
         clock: cx.clock.clone(),
         on_error: StoreErrorMode::new(cx.config.state.on_store_error),
@@ -333,6 +349,9 @@ impl Abuse {
             return;
         }
         let client = cx.client.as_ref().map(|c| c.id.clone());
+        if client.is_some() && !self.watch_authenticated {
+            return;
+        }
         let reached = self.watch_answer(key, status, client).await;
         // Report-only: the answer that would have imposed the ban is the
         // one counted and logged as a would-be `banned`.
@@ -430,6 +449,7 @@ mod tests {
             block_user_agents: None,
             block_paths: None,
             ipv6_prefix: 64,
+            watch_authenticated: true,
             store: AnyStore::memory(),
             clock,
             on_error: StoreErrorMode::new(Default::default()),

@@ -243,6 +243,15 @@ impl AnyStore {
         }
     }
 
+    /// Writes what the store buffers in-process (Redis usage counts) out
+    /// now; at shutdown, so nothing metered is lost. Memory: nothing to do.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        match self {
+            AnyStore::Memory(_) => Ok(()),
+            AnyStore::Redis(r) => r.flush_usage().await,
+        }
+    }
+
     /// Whether the store is failing now (its circuit breaker has tripped;
     /// never for memory): for `/readyz`.
     pub fn is_degraded(&self) -> bool {

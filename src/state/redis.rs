@@ -350,7 +350,7 @@ impl RedisStore {
     }
 
     /// Writes the local usage buffer to Redis now.
-    async fn flush_usage(&self) -> Result<(), StoreError> {
+    pub async fn flush_usage(&self) -> Result<(), StoreError> {
         flush_usage_once(&self.usage, &self.link, &self.key("usage", "")).await
     }
 }

@@ -817,3 +817,120 @@ async fn the_status_page_renders_operations_clients_and_bans_in_a_browser() {
     assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
     ops.shutdown().await;
 }
+
+/// `promtool check metrics` on `text` (the classic format: promtool reads
+/// no other), when promtool is installed (CI installs it and sets
+/// `TOLLGATE_REQUIRE_PROMTOOL=1`, so there it must be).
+fn promtool_accepts(text: &str) {
+    use std::io::Write as _;
+    let spawned = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) => {
+            assert!(
+                std::env::var_os("TOLLGATE_REQUIRE_PROMTOOL").is_none(),
+                "promtool is required here: {e}"
+            );
+            eprintln!("promtool not installed; `promtool check metrics` skipped");
+            return;
+        }
+    };
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write to promtool");
+    let out = child.wait_with_output().expect("promtool ran");
+    assert!(
+        out.status.success(),
+        "promtool check metrics:\n{}{}\n--- text ---\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn metrics_answer_the_classic_text_format_to_a_text_plain_scraper_and_openmetrics_otherwise()
+{
+    let up = Upstream::start().await;
+    let ops = Ops::start(&config(&up.url(), "", "", ""), None).await;
+    let call = ops
+        .send(
+            Request::get(format!("http://{}/employees/1", ops.running.addr))
+                .header("x-api-key", KEY)
+                .body(Full::default())
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(call.status, 200);
+    let scrape = |accept: Option<&'static str>| {
+        let mut req = Request::get(ops.admin_url("/metrics"));
+        if let Some(accept) = accept {
+            req = req.header("accept", accept);
+        }
+        ops.send(req.body(Full::default()).expect("request"))
+    };
+    // What Prometheus sends when it prefers the classic format.
+    let classic = scrape(Some("text/plain;version=0.0.4;q=1,*/*;q=0.1")).await;
+    assert_eq!(classic.status, 200);
+    assert_eq!(
+        classic.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let classic = String::from_utf8(classic.body.to_vec()).expect("utf-8");
+    // OpenMetrics for an OpenMetrics scraper, and for one that names none.
+    for accept in [
+        Some("application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"),
+        None,
+    ] {
+        let open = scrape(accept).await;
+        assert_eq!(
+            open.header("content-type"),
+            Some("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+            "{accept:?}"
+        );
+        let open = String::from_utf8(open.body.to_vec()).expect("utf-8");
+        assert!(open.ends_with("# EOF\n"));
+        assert!(open.contains("# HELP tollgate_requests Requests answered"));
+        assert!(open.contains("# TYPE tollgate_requests counter"));
+        // promtool reads only the classic format (below); here: every
+        // family has HELP before TYPE, and a counter's samples are `_total`.
+        let lines: Vec<&str> = open.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let Some(rest) = line.strip_prefix("# TYPE ") else {
+                continue;
+            };
+            let (family, kind) = rest.split_once(' ').expect("TYPE NAME KIND");
+            let help = format!("# HELP {family} ");
+            assert!(i > 0 && lines[i - 1].starts_with(&help), "{family}: {open}");
+            if kind == "counter" {
+                let samples = lines[i + 1..].iter().take_while(|l| !l.starts_with('#'));
+                for sample in samples {
+                    assert!(sample.starts_with(&format!("{family}_total")), "{sample}");
+                }
+            }
+        }
+    }
+    assert!(!classic.contains("# EOF"), "{classic}");
+    // Every counter has its HELP and TYPE under its `_total` name.
+    for counter in ["tollgate_requests_total", "tollgate_store_errors_total"] {
+        assert!(
+            classic.contains(&format!("# HELP {counter} ")),
+            "{counter}: {classic}"
+        );
+        assert!(
+            classic.contains(&format!("# TYPE {counter} counter")),
+            "{counter}: {classic}"
+        );
+    }
+    let series = r#"tollgate_requests_total{api="directory",operation="getEmployee",client="hr",status="200"}"#;
+    assert_eq!(sample(&classic, series), Some(1.0), "{classic}");
+    promtool_accepts(&classic);
+    ops.running.shutdown().await;
+}

@@ -1276,3 +1276,549 @@ async fn address_host_and_scheme_headers_from_an_untrusted_peer_are_removed() {
     // The gateway's own forwarding headers are still there, its own values.
     assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
 }
+
+// === connections, Host, admin, drain (issue #16) ===
+
+/// In a module of its own: other sections are appended beside this one.
+mod connections_host_admin_drain {
+    use super::*;
+    use crate::common::redis_server::RedisServer;
+    use http::Version;
+    use hyper_util::rt::TokioIo;
+
+    /// Polls `condition` every 10ms until it holds or 5s passed.
+    async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !condition() {
+            assert!(Instant::now() < deadline, "never happened: {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// An HTTP/2 prior-knowledge connection to `addr`: the sender, and the
+    /// connection task (it ends when the gateway closes the connection).
+    async fn h2(
+        addr: SocketAddr,
+    ) -> (
+        hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+        tokio::task::JoinHandle<Result<(), hyper::Error>>,
+    ) {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let (send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .expect("h2 handshake");
+        (send, tokio::spawn(conn))
+    }
+
+    async fn h2_get(
+        send: &mut hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+        req: Request<Full<Bytes>>,
+    ) -> Got {
+        let response = send.send_request(req).await.expect("h2 answer");
+        let (parts, body) = response.into_parts();
+        Got {
+            status: parts.status,
+            headers: parts.headers,
+            body: body.collect().await.expect("body").to_bytes(),
+        }
+    }
+
+    // --- slots held for ever (item 2) ---
+
+    #[tokio::test]
+    async fn an_idle_http2_connection_is_closed_after_idle_timeout() {
+        let up = Upstream::start().await;
+        let gw = gateway(&site(
+            &up.url(),
+            "limits: { idle_timeout: 200ms, header_read_timeout: 30s }",
+        ))
+        .await;
+        let (mut send, conn) = h2(gw.addr).await;
+        let req = Request::get("http://gw/public/x")
+            .version(Version::HTTP_2)
+            .body(Full::default())
+            .expect("request");
+        assert_eq!(h2_get(&mut send, req).await.status, 200);
+        let answered = Instant::now();
+        // The gateway sends GOAWAY and closes; the client sees a clean end.
+        tokio::time::timeout(Duration::from_secs(5), conn)
+            .await
+            .expect("the gateway closed the idle connection")
+            .expect("task")
+            .expect("a graceful close");
+        assert!(answered.elapsed() >= Duration::from_millis(150));
+        assert_eq!(up.count(), 1);
+        gw.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn an_http2_client_that_never_answers_a_ping_is_closed() {
+        let up = Upstream::start().await;
+        let gw = gateway(&site(
+            &up.url(),
+            "limits: { http2_ping_interval: 200ms, idle_timeout: 30s, header_read_timeout: 30s }",
+        ))
+        .await;
+        let mut stream = TcpStream::connect(gw.addr).await.expect("connect");
+        // The preface and an empty SETTINGS frame, then only silence: the
+        // client reads but never answers the gateway's PING.
+        stream
+            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+            .await
+            .expect("write");
+        let started = Instant::now();
+        let mut frames = Vec::new();
+        let mut all = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(n)) => all.extend_from_slice(&buf[..n]),
+                Err(_) => panic!("the connection stayed open without PING answers"),
+            }
+        }
+        let mut at = 0;
+        while all.len() >= at + 9 {
+            let len = usize::from(all[at]) << 16
+                | usize::from(all[at + 1]) << 8
+                | usize::from(all[at + 2]);
+            frames.push((all[at + 3], all[at + 4]));
+            at += 9 + len;
+        }
+        // type 6 = PING, flags 0 = not an ACK.
+        assert!(frames.contains(&(6, 0)), "frames seen: {frames:?}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert_eq!(up.count(), 0);
+        gw.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_client_that_stops_reading_a_large_answer_is_cut_off_after_send_timeout() {
+        let logs = capture_logs();
+        let up = Upstream::start().await;
+        let gw = gateway(&site(&up.url(), "limits: { send_timeout: 200ms }")).await;
+        const SIZE: usize = 32 << 20;
+        let mut stream = TcpStream::connect(gw.addr).await.expect("connect");
+        stream
+            .write_all(get(&format!("/public/big/{SIZE}"), "").as_bytes())
+            .await
+            .expect("write");
+        // The client reads nothing; the gateway gives up on it.
+        eventually("the gateway failed the connection", || {
+            logs.text().contains("connection ended with an error")
+        })
+        .await;
+        let mut received = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut received))
+            .await
+            .expect("the connection is closed, not waiting");
+        // Ended (closed or reset) before the whole answer was sent.
+        assert!(
+            read.is_err() || received.len() < SIZE,
+            "read {} bytes",
+            received.len()
+        );
+        assert_eq!(up.count(), 1);
+        gw.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn an_http2_client_that_grants_no_window_for_a_large_answer_is_cut_off() {
+        let up = Upstream::start().await;
+        let gw = gateway(&site(&up.url(), "limits: { send_timeout: 200ms }")).await;
+        let (mut send, conn) = h2(gw.addr).await;
+        let req = Request::get(format!("http://gw/public/big/{}", 32 << 20))
+            .version(Version::HTTP_2)
+            .body(Full::default())
+            .expect("request");
+        // The head arrives; the body is never read, so the client grants no
+        // more window (while its connection task still answers PINGs).
+        let response = send.send_request(req).await.expect("h2 answer");
+        assert_eq!(response.status(), 200);
+        let held = Instant::now();
+        let ended = tokio::time::timeout(Duration::from_secs(5), conn).await;
+        assert!(
+            ended.is_ok(),
+            "the gateway kept the stalled connection open"
+        );
+        assert!(held.elapsed() >= Duration::from_millis(150));
+        drop(response);
+        assert_eq!(up.count(), 1);
+        gw.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_body_trickled_a_byte_at_a_time_is_cut_off_at_body_deadline() {
+        let up = Upstream::start().await;
+        let gw = gateway(&site(
+            &up.url(),
+            "limits: { body_deadline: 300ms, min_body_rate: 1KiB, body_read_timeout: 10s }",
+        ))
+        .await;
+        for path in ["/upload", "/validated"] {
+            let stream = TcpStream::connect(gw.addr).await.expect("connect");
+            let (mut reader, mut writer) = stream.into_split();
+            let head = format!(
+                "POST {path} HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n\
+                 Content-Length: 100\r\n\r\n"
+            );
+            writer.write_all(head.as_bytes()).await.expect("write");
+            let started = Instant::now();
+            // One byte every 50ms: each gap far under body_read_timeout.
+            let trickle = tokio::spawn(async move {
+                for _ in 0..100 {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    if writer.write_all(b" ").await.is_err() {
+                        return;
+                    }
+                }
+            });
+            let mut out = Vec::new();
+            let _ =
+                tokio::time::timeout(Duration::from_secs(5), reader.read_to_end(&mut out)).await;
+            let took = started.elapsed();
+            let text = String::from_utf8_lossy(&out);
+            assert!(text.starts_with("HTTP/1.1 400"), "{path}: {text}");
+            assert!(text.contains("\"invalid_request_body\""), "{path}: {text}");
+            assert!(
+                took >= Duration::from_millis(250) && took < Duration::from_secs(3),
+                "{path}: cut off after {took:?}"
+            );
+            trickle.abort();
+        }
+        // The streamed upload reached the upstream broken, never whole.
+        let seen = up.seen();
+        assert!(seen.iter().all(|s| s.body == "<broken body>"), "{seen:?}");
+        gw.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn connections_past_max_connections_per_ip_are_closed_at_once() {
+        let up = Upstream::start().await;
+        let gw = gateway(&site(
+            &up.url(),
+            "workers: 1\nlimits: { max_connections_per_ip: 2 }",
+        ))
+        .await;
+        let keep_alive = "GET /public/x HTTP/1.1\r\nHost: gw\r\n\r\n";
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let mut stream = TcpStream::connect(gw.addr).await.expect("connect");
+            stream
+                .write_all(keep_alive.as_bytes())
+                .await
+                .expect("write");
+            let reply = read_reply(&mut stream, Duration::from_millis(300)).await;
+            assert_eq!(reply.status, 200, "{}", reply.all);
+            held.push(stream);
+        }
+        // A third from the same address: closed without an answer.
+        let third = raw(gw.addr, &get("/public/x", "")).await;
+        assert!(third.closed && third.all.is_empty(), "{}", third.all);
+        assert_eq!(up.count(), 2);
+        // Once one closes, the address may connect again.
+        drop(held.pop());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let again = raw(gw.addr, &get("/public/x", "")).await;
+            if again.status == 200 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{}", again.all);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(up.count(), 3);
+        gw.shutdown().await;
+    }
+
+    // --- one valid Host per request (item 9) ---
+
+    #[tokio::test]
+    async fn http1_requests_without_one_valid_host_are_refused() {
+        let up = Upstream::start().await;
+        let gw = gateway(&site(&up.url(), "")).await;
+        for (request, code) in [
+            ("GET /public/x HTTP/1.1\r\nConnection: close\r\n\r\n", "header_required"),
+            (
+                "GET /public/x HTTP/1.1\r\nHost: gw\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+                "header_invalid",
+            ),
+            ("GET /public/x HTTP/1.1\r\nHost: a b\r\nConnection: close\r\n\r\n", "header_invalid"),
+            ("GET /public/x HTTP/1.1\r\nHost: user@gw\r\nConnection: close\r\n\r\n", "header_invalid"),
+            (
+                "GET http://evil.example/public/x HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n",
+                "header_invalid",
+            ),
+        ] {
+            let reply = raw(gw.addr, request).await;
+            reply.assert_problem(400, code);
+            assert!(reply.closed, "{request:?}");
+        }
+        assert_eq!(up.count(), 0, "nothing reached the upstream");
+        // An absolute-form target that agrees with Host, and HTTP/1.0
+        // (where Host is optional), are served.
+        let agreed = raw(
+            gw.addr,
+            "GET http://gw/public/x HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert_eq!(agreed.status, 200, "{}", agreed.all);
+        assert_eq!(up.last().headers["x-forwarded-host"], "gw");
+        let old = raw(gw.addr, "GET /public/y HTTP/1.0\r\n\r\n").await;
+        assert_eq!(old.status, 200, "{}", old.all);
+        assert_eq!(up.count(), 2);
+        gw.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn http2_requests_whose_host_disagrees_with_the_authority_or_name_none_are_refused() {
+        let up = Upstream::start().await;
+        let gw = gateway(&site(&up.url(), "")).await;
+        let (mut send, _conn) = h2(gw.addr).await;
+        let request = |version: Version, host: Option<&str>| {
+            // As HTTP/1.1 over h2, a relative target: no :authority at all.
+            let uri = if version == Version::HTTP_2 {
+                "http://gw/public/x"
+            } else {
+                "/public/x"
+            };
+            let mut req = Request::get(uri).version(version);
+            if let Some(host) = host {
+                req = req.header("host", host);
+            }
+            req.body(Full::default()).expect("request")
+        };
+        // :authority gw, host evil.example.
+        let got = h2_get(&mut send, request(Version::HTTP_2, Some("evil.example"))).await;
+        got.assert_problem(400, "header_invalid");
+        // Sent as HTTP/1.1 over h2: no :authority, and no host either.
+        let got = h2_get(&mut send, request(Version::HTTP_11, None)).await;
+        got.assert_problem(400, "header_required");
+        assert_eq!(up.count(), 0);
+        // Agreeing, or naming the host one way only, is served.
+        for (version, host) in [
+            (Version::HTTP_2, Some("gw")),
+            (Version::HTTP_2, None),
+            (Version::HTTP_11, Some("gw")),
+        ] {
+            let got = h2_get(&mut send, request(version, host)).await;
+            assert_eq!(got.status, 200, "{version:?} {host:?}: {:?}", got.body);
+        }
+        assert_eq!(up.count(), 3);
+        gw.shutdown().await;
+    }
+
+    // --- the token-less admin listener (item 10) ---
+
+    fn admin_site(upstream: &str, limits: &str) -> String {
+        format!(
+            "version: 1\nlisten: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\n{limits}\n\
+             apis:\n  - name: site\n    upstream: {upstream}\n    operations:\n\
+             \x20     - {{ id: publicFiles, method: GET, path: \"/public/{{*rest}}\" }}\n"
+        )
+    }
+
+    fn reloads(metrics: &str) -> f64 {
+        sample(metrics, r#"tollgate_config_reloads_total{result="ok"}"#).unwrap_or(0.0)
+    }
+
+    #[tokio::test]
+    async fn the_admin_listener_refuses_cross_site_and_rebound_requests() {
+        let up = Upstream::start().await;
+        let app = App::start(
+            &admin_site(&up.url(), ""),
+            tollgate::clock::SystemClock::shared(),
+        )
+        .await;
+        let admin = app.running.admin_addr.expect("admin listener");
+        let own = format!("127.0.0.1:{}", admin.port());
+        let send = |method: &str, path: &str, headers: String| {
+            format!("{method} {path} HTTP/1.1\r\n{headers}Content-Length: 0\r\nConnection: close\r\n\r\n")
+        };
+        for (method, path, headers) in [
+            // A page elsewhere posting a "simple" request (no preflight).
+            (
+                "POST",
+                "/admin/reload",
+                format!(
+                    "Host: {own}\r\nOrigin: http://evil.example\r\nContent-Type: text/plain\r\n"
+                ),
+            ),
+            (
+                "POST",
+                "/admin/reload",
+                format!("Host: {own}\r\nOrigin: null\r\n"),
+            ),
+            // Another port of localhost is another origin.
+            (
+                "POST",
+                "/admin/reload",
+                format!("Host: {own}\r\nOrigin: http://127.0.0.1:1\r\n"),
+            ),
+            (
+                "POST",
+                "/admin/reload",
+                format!("Host: {own}\r\nSec-Fetch-Site: cross-site\r\n"),
+            ),
+            // DNS rebinding: evil.example now resolves to 127.0.0.1.
+            (
+                "GET",
+                "/admin/usage",
+                "Host: evil.example:9901\r\n".to_string(),
+            ),
+            (
+                "DELETE",
+                "/admin/bans/abuse%3A127.0.0.1",
+                "Host: evil.example\r\n".to_string(),
+            ),
+            (
+                "POST",
+                "/admin/reload",
+                "Host: evil.example\r\nOrigin: http://evil.example\r\n".to_string(),
+            ),
+        ] {
+            let reply = raw(admin, &send(method, path, headers.clone())).await;
+            reply.assert_problem(400, "header_invalid");
+            assert!(
+                reply.head.contains("x-content-type-options: nosniff"),
+                "{headers}"
+            );
+        }
+        assert_eq!(reloads(&app.metrics().await), 0.0, "no reload happened");
+        // The operator's own requests: no Origin (curl), or its own origin.
+        for headers in [
+            format!("Host: {own}\r\n"),
+            format!(
+                "Host: localhost:{}\r\nOrigin: http://localhost:{}\r\n",
+                admin.port(),
+                admin.port()
+            ),
+            format!("Host: {own}\r\nOrigin: http://{own}\r\nSec-Fetch-Site: same-origin\r\n"),
+        ] {
+            let reply = raw(admin, &send("POST", "/admin/reload", headers.clone())).await;
+            assert_eq!(reply.status, 200, "{headers}: {}", reply.all);
+        }
+        assert_eq!(reloads(&app.metrics().await), 3.0);
+        assert_eq!(up.count(), 0);
+        app.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn the_status_page_cannot_be_framed_or_sniffed() {
+        let up = Upstream::start().await;
+        let app = App::start(
+            &admin_site(&up.url(), ""),
+            tollgate::clock::SystemClock::shared(),
+        )
+        .await;
+        let page = app.admin_get("/").await;
+        assert_eq!(page.status, 200);
+        assert_eq!(page.header("x-content-type-options"), Some("nosniff"));
+        assert_eq!(page.header("x-frame-options"), Some("DENY"));
+        let csp = page.header("content-security-policy").unwrap_or("");
+        assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+        app.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn an_admin_connection_without_a_request_head_is_closed_after_header_read_timeout() {
+        let up = Upstream::start().await;
+        let app = App::start(
+            &admin_site(&up.url(), "limits: { header_read_timeout: 300ms }"),
+            tollgate::clock::SystemClock::shared(),
+        )
+        .await;
+        let admin = app.running.admin_addr.expect("admin listener");
+        for opening in [
+            &b""[..],
+            b"PRI * HTTP/2.0\r\n",
+            b"GET /healthz HTTP/1.1\r\nHost:",
+        ] {
+            let mut stream = TcpStream::connect(admin).await.expect("connect");
+            stream.write_all(opening).await.expect("write");
+            let waited = closed_after(&mut stream).await;
+            assert!(
+                waited >= Duration::from_millis(250),
+                "{opening:?}: {waited:?}"
+            );
+        }
+        app.shutdown().await;
+    }
+
+    // --- usage flushed on drain (item 12) ---
+
+    #[tokio::test]
+    async fn usage_buffered_for_redis_is_flushed_when_the_gateway_stops() {
+        let redis = RedisServer::start().await;
+        let up = Upstream::start().await;
+        let yaml = site(
+            &up.url(),
+            &format!(
+                "state: {{ store: redis, redis_url: \"{}\", timeout: 2s }}",
+                redis.url()
+            ),
+        );
+        let gw = gateway(&yaml).await;
+        for _ in 0..7 {
+            assert_eq!(gw.get("/public/x").await.status, 200);
+        }
+        // Stopped well within the store's one-second flush interval.
+        gw.shutdown().await;
+        let calls = redis.command("HGET tollgate:usage:anonymous calls").await;
+        assert_eq!(calls, "$1\r\n7\r\n", "usage in Redis after the stop");
+        assert_eq!(up.count(), 7);
+    }
+
+    // --- the example config does not ban its own users (item 13) ---
+
+    /// `config.example.yaml` as `tollgate demo` runs it, on free ports.
+    async fn demo_gateway() -> (TestGateway, SocketAddr) {
+        let sample = tollgate::demo::start_sample_upstream(([127, 0, 0, 1], 0).into())
+            .await
+            .expect("sample upstream");
+        let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.yaml");
+        let yaml = std::fs::read_to_string(&file)
+            .expect("config.example.yaml")
+            .replace("listen: 127.0.0.1:8080", "listen: 127.0.0.1:0")
+            .replace("admin: { listen: 127.0.0.1:9901 }", "")
+            .replace("http://127.0.0.1:9090", &format!("http://{sample}"));
+        let gw = gateway_in(&file, &yaml, tollgate::clock::SystemClock::shared()).await;
+        (gw, sample)
+    }
+
+    #[tokio::test]
+    async fn a_client_with_a_valid_key_is_not_banned_by_the_demo_for_its_404s_and_429s() {
+        let (gw, _) = demo_gateway().await;
+        let key = [("x-api-key", "demo-reader-key")];
+        let mut statuses = std::collections::BTreeMap::new();
+        // A spec-driven tester: unknown ids (the workflow's 404) until the
+        // operation's limit of ten a minute answers 429.
+        // Forty watched answers, past the trap's threshold of thirty (and
+        // within the API's burst of fifty).
+        for i in 0..40 {
+            let got = gw.get_with(&format!("/employees/{}", 1000 + i), &key).await;
+            *statuses.entry(got.status.as_u16()).or_insert(0) += 1;
+        }
+        assert_eq!(statuses.get(&404), Some(&10), "{statuses:?}");
+        assert_eq!(statuses.get(&429), Some(&30), "{statuses:?}");
+        let list = gw.get_with("/employees/", &key).await;
+        assert_eq!(list.status, 200, "not banned: {:?}", list.body);
+        // An anonymous scanner from the same address is banned.
+        let mut banned_at = None;
+        for i in 0..40 {
+            let got = gw.get(&format!("/probe-{i}")).await;
+            if got.status == 403 {
+                got.assert_problem(403, "banned");
+                banned_at = Some(i);
+                break;
+            }
+            got.assert_problem(404, "route_not_found");
+        }
+        assert_eq!(banned_at, Some(30), "the 30th watched answer bans");
+        gw.get_with("/employees/", &key)
+            .await
+            .assert_problem(403, "banned");
+        gw.shutdown().await;
+    }
+}
