@@ -23,8 +23,20 @@
 //! before the cache (auth, roles, limits judge every call, hits included).
 //! The rest of the key: the API and operation, the normalised public path
 //! and query (as sent; `?a=1&b=2` and `?b=2&a=1` are two entries), the
-//! upstream URL, and the values of the `vary` headers. `HEAD` is answered
-//! from a stored `GET`; it is never stored itself.
+//! upstream URL, the values of the `vary` headers, and what the upstream is
+//! told of the address the caller used — the `X-Forwarded-Host` it receives
+//! (the request's `Host`, or a trusted proxy's `X-Forwarded-Host`) and
+//! `X-Forwarded-Proto` — so a caller sending `Host: evil.example` only ever
+//! fills the entry of `evil.example`. `HEAD` is answered from a stored
+//! `GET`; it is never stored itself.
+//!
+//! **Overrides bypass it.** Headers that make frameworks answer as another
+//! method, URL, host or scheme (`X-HTTP-Method-Override`, `X-HTTP-Method`,
+//! `X-Method-Override`, `X-Original-URL`, `X-Rewrite-URL`,
+//! `X-Original-Host`, `X-Host`, `X-Forwarded-Server/Port/Prefix/Scheme/Ssl`,
+//! `Forwarded`, …) or a `_method` query parameter: the gateway removes
+//! them on arrival unless the config allows them, and where it lets one
+//! through, that request is neither answered from the cache nor stored.
 //!
 //! **What is stored.** Only answers the upstream gave (never the gateway's
 //! own refusals or 502/504s), with a status RFC 9110 §15.1 calls
@@ -91,7 +103,7 @@ use crate::clock::{Nanos, SharedClock};
 use crate::config::schema::Config;
 use crate::config::units::{ByteSize, ConfigDuration};
 use crate::context::RequestContext;
-use crate::headers::X_REQUEST_ID;
+use crate::headers::{X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID};
 use crate::metrics::{CacheMetrics, Metrics};
 use crate::problem::RejectedWith;
 use crate::proxy::UpstreamUri;
@@ -406,6 +418,12 @@ pub struct CacheKey {
     /// The normalised public path and the query as sent.
     target: String,
     upstream: String,
+    /// What the upstream is told of the address the caller used: the
+    /// `X-Forwarded-Host` it will receive (a trusted proxy's, else the
+    /// request's `Host` or authority) and `X-Forwarded-Proto`. An upstream
+    /// that builds links from them answers each host differently.
+    forwarded_host: Option<HeaderValue>,
+    forwarded_proto: ForwardedProto,
     /// Each `vary` header's values, in config order (empty: absent).
     vary: Vec<Vec<HeaderValue>>,
 }
@@ -418,13 +436,65 @@ impl CacheKey {
             Audience::Address(_) => 16,
         };
         let vary: usize = self.vary.iter().flatten().map(HeaderValue::len).sum();
+        let proto = match &self.forwarded_proto {
+            ForwardedProto::Told(v) => v.len(),
+            _ => 0,
+        };
         (audience
             + self.api.len()
             + self.operation.len()
             + self.target.len()
             + self.upstream.len()
+            + self.forwarded_host.as_ref().map_or(0, HeaderValue::len)
+            + proto
             + vary) as u64
     }
+}
+
+/// The scheme the upstream is told the caller used.
+#[derive(Debug, PartialEq, Eq, Hash)]
+enum ForwardedProto {
+    Http,
+    Https,
+    /// A trusted proxy's `X-Forwarded-Proto`, as it sent it.
+    Told(HeaderValue),
+}
+
+/// Request headers that make many upstream frameworks answer as another
+/// method, path, host or scheme than the ones the key holds. The gateway
+/// removes them on arrival unless the config allows them; when it does,
+/// a request carrying one is neither answered from the cache nor stored,
+/// so it can never leave an entry other callers are served.
+const ANSWER_CHANGING: [&str; 16] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-host",
+    "x-host",
+    "x-forwarded-server",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-scheme",
+    "x-forwarded-ssl",
+    "x-url-scheme",
+    "front-end-https",
+    "forwarded",
+    "x-original-method",
+];
+
+/// Whether a request asks the upstream, by header or by a `_method` query
+/// parameter, to be something the cache key does not say.
+fn overrides_what_is_keyed(req: &Request<Body>) -> bool {
+    let headers = req.headers();
+    ANSWER_CHANGING.iter().any(|name| headers.contains_key(*name))
+        || req.uri().query().is_some_and(|q| {
+            q.split('&').any(|pair| {
+                let name = pair.split('=').next().unwrap_or("");
+                name.eq_ignore_ascii_case("_method") || name.eq_ignore_ascii_case("%5Fmethod")
+            })
+        })
 }
 
 /// A stored answer.
@@ -576,6 +646,27 @@ impl Cache {
             (Some(client), false) => Audience::Client(client.id.clone()),
             (None, false) => Audience::Address(cx.client_ip),
         };
+        if overrides_what_is_keyed(req) {
+            return None;
+        }
+        // The same choice the proxy makes when it sets the headers:
+        // forwarding headers still present came from a trusted proxy
+        // (others were removed on arrival).
+        let headers = req.headers();
+        let forwarded_host = headers
+            .get(X_FORWARDED_HOST)
+            .or_else(|| headers.get(header::HOST))
+            .cloned()
+            .or_else(|| {
+                req.uri()
+                    .authority()
+                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            });
+        let forwarded_proto = match headers.get(X_FORWARDED_PROTO) {
+            Some(told) => ForwardedProto::Told(told.clone()),
+            None if cx.tls => ForwardedProto::Https,
+            None => ForwardedProto::Http,
+        };
         Some(CacheKey {
             audience,
             api: op.api.clone(),
@@ -585,6 +676,8 @@ impl Cache {
                 |pq| pq.as_str().to_string(),
             ),
             upstream: upstream.to_string(),
+            forwarded_host,
+            forwarded_proto,
             vary: self
                 .vary
                 .iter()
