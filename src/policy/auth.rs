@@ -510,6 +510,8 @@ mod tests {
         assert_eq!(query_value("keys=1", "key"), None);
         assert_eq!(query_value("key=", "key"), None);
         assert_eq!(percent_decode("100%"), b"100%".to_vec());
+        // The name is read as the upstream's framework reads it.
+        assert_eq!(query_value("api%5Fkey=k", "api_key"), Some(b"k".to_vec()));
         assert_eq!(percent_decode("%zz%41"), b"%zzA".to_vec());
     }
 
@@ -524,6 +526,11 @@ mod tests {
         assert_eq!(
             without_query_param(&only, "key").map(|u| u.to_string()),
             Some("/p".into())
+        );
+        let encoded: Uri = "/p?%6Bey=s&a=1".parse().expect("uri");
+        assert_eq!(
+            without_query_param(&encoded, "key").map(|u| u.to_string()),
+            Some("/p?a=1".into())
         );
         let none: Uri = "/p?keys=s".parse().expect("uri");
         assert!(without_query_param(&none, "key").is_none());

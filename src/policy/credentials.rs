@@ -873,6 +873,58 @@ mod tests {
     }
 
     #[test]
+    fn numeric_dates_too_large_for_nanoseconds_are_not_dates() {
+        use serde_json::json;
+        assert_eq!(numeric_date_nanos(&json!(1e30)), None);
+        assert_eq!(numeric_date_nanos(&json!(-1e300)), None);
+        assert_eq!(numeric_date_nanos(&json!(1.5e19)), Some(15_000_000_000_000_000_000 * 1_000_000_000));
+    }
+
+    #[test]
+    fn crit_and_unencoded_payloads_are_refused_in_the_header() {
+        let token = |header: &str| {
+            use base64::Engine as _;
+            let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+            format!("{}.e30.sig", b64.encode(header))
+        };
+        assert!(check_header_params(&token(r#"{"alg":"RS256"}"#)).is_ok());
+        assert!(check_header_params(&token(r#"{"alg":"RS256","b64":true}"#)).is_ok());
+        assert!(check_header_params(&token(r#"{"alg":"RS256","crit":["x"],"x":1}"#)).is_err());
+        assert!(check_header_params(&token(r#"{"alg":"RS256","b64":false}"#)).is_err());
+        assert!(check_header_params(&token(r#"{"alg":"RS256","b64":"no"}"#)).is_err());
+        assert!(check_header_params("!!.e30.sig").is_err());
+    }
+
+    #[test]
+    fn client_ids_are_printable_ascii_with_no_space_at_either_end() {
+        for good in ["ops", "ops team", "a:b/c@d", &"x".repeat(256)] {
+            assert!(is_client_id(good), "{good:?}");
+        }
+        for bad in ["", " ops", "ops ", "o\tps", "o\r\nps", "op\u{7f}", "opé", &"x".repeat(257)] {
+            assert!(!is_client_id(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn an_hmac_secret_is_at_least_as_long_as_the_longest_hash_listed() {
+        use Algorithm::*;
+        assert_eq!(min_hmac_secret(&[HS256]), 32);
+        assert_eq!(min_hmac_secret(&[HS256, HS384]), 48);
+        assert_eq!(min_hmac_secret(&[HS512, HS256]), 64);
+        assert_eq!(strongest_hmac(&[HS256, HS512]), "HS512");
+    }
+
+    #[test]
+    fn short_hmac_keys_in_a_jwk_set_are_not_used() {
+        let set = r#"{"keys":[{"kty":"oct","k":"c2hvcnQ"},{"kty":"oct","alg":"HS512","k":"MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE"},{"kty":"oct","k":"MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE"}]}"#;
+        let (keys, problems) = parse_jwk_set(set).expect("a set");
+        assert_eq!(keys.len(), 1);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("at least 32"), "{problems:?}");
+        assert!(problems[1].contains("at least 64"), "{problems:?}");
+    }
+
+    #[test]
     fn key_mistakes_are_reported_at_their_absolute_paths() {
         let cfg = config(
             "version: 1\nlisten: 127.0.0.1:0\nclients:\n  - id: a\n    roles: [ghost]\n    api_keys:\n      - sha256: abc\n      - env: TOLLGATE_TEST_SURELY_UNSET_VAR\n      - {}\n      - { sha256: 5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8, expires: soon }\n      - { sha256: 5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8, id: password }\n",

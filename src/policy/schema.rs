@@ -752,6 +752,62 @@ mod tests {
         assert_eq!(is_json(&HeaderMap::new()), None);
     }
 
+    fn ambiguity(body: &str) -> Option<FieldError> {
+        match parse_strict(body.as_bytes()) {
+            Err(Unjudgeable::Ambiguous(e)) => Some(e),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_member_named_twice_is_pointed_at() {
+        let e = ambiguity(r#"{"a": [{"b/c~": 1, "b/c~": 2}]}"#).expect("refused");
+        assert_eq!(e.pointer, "/a/0/b~1c~0");
+        assert!(ambiguity(r#"{"a": {"a": 1}, "b": {"a": 2}}"#).is_none());
+        assert!(matches!(parse_strict(b"{\"a\": }"), Err(Unjudgeable::Syntax(_))));
+        assert!(matches!(parse_strict(b"{} x"), Err(Unjudgeable::Syntax(_))));
+    }
+
+    #[test]
+    fn numbers_pass_only_when_the_value_checked_is_the_number_written() {
+        for exact in [
+            "0", "-0", "100", "0.1", "1e2", "1.5E-7", "-12.50", "9007199254740993",
+            "18446744073709551615", "-9223372036854775808", "0.30000000000000004", "1e308",
+        ] {
+            assert!(number_is_exact(exact), "{exact}");
+        }
+        for inexact in [
+            "100.00000000000000001", "18446744073709551616", "0.1000000000000000000001",
+            "1e-400", "3.14159265358979323846",
+        ] {
+            assert!(!number_is_exact(inexact), "{inexact}");
+        }
+        let e = ambiguity(r#"{"s": "1.00000000000000000001", "n": [1, 2.00000000000000000001]}"#)
+            .expect("refused");
+        assert_eq!(e.pointer, "/n/1");
+        assert_eq!(
+            parse_strict(br#"{"a": 0.5, "b": "x\"1e999"}"#).ok(),
+            Some(json!({"a": 0.5, "b": "x\"1e999"}))
+        );
+    }
+
+    #[test]
+    fn encoded_bodies_and_other_charsets_cannot_be_judged() {
+        let h = |pairs: &[(&'static str, &'static str)]| {
+            let mut m = HeaderMap::new();
+            for (k, v) in pairs {
+                m.append(*k, http::HeaderValue::from_static(v));
+            }
+            undecodable(&m)
+        };
+        assert!(h(&[("content-type", "application/json")]).is_none());
+        assert!(h(&[("content-type", "application/json; charset=\"UTF-8\"")]).is_none());
+        assert!(h(&[("content-encoding", "identity")]).is_none());
+        assert!(h(&[("content-encoding", "gzip")]).is_some());
+        assert!(h(&[("content-type", "application/json;charset=latin1")]).is_some());
+        assert!(h(&[("content-type", "application/json"), ("content-type", "text/plain")]).is_some());
+    }
+
     #[tokio::test]
     async fn a_body_over_the_limit_is_replayed_whole() {
         let (bytes, rest) = buffer_at_most(body::full(vec![b'x'; 10]), 4)
