@@ -145,20 +145,7 @@ pub fn compile(
         }
     }
     ok &= super::check_ipv6_prefix(config.ipv6_prefix, cx);
-    match (&config.key, config.anonymous_per_ip) {
-        (_, Some(0)) => {
-            cx.error(&["anonymous_per_ip"], "allow at least 1 call per address");
-            ok = false;
-        }
-        (LimitKey::Header(_), _) | (_, None) => {}
-        (_, Some(_)) => {
-            cx.error(
-                &["anonymous_per_ip"],
-                "only a limit with `key: header:NAME` has a per-address bound",
-            );
-            ok = false;
-        }
-    }
+    ok &= check_anonymous_per_ip(&config.key, config.anonymous_per_ip, cx);
     if !ok {
         return None;
     }
@@ -217,19 +204,7 @@ impl RateLimit {
         cx: &RequestContext,
     ) -> Option<(String, GcraRule, u64)> {
         let (rule, limit) = self.anonymous_per_ip?;
-        let LimitKey::Header(name) = &self.key else {
-            return None;
-        };
-        // Without a usable value the call is already counted by address.
-        let valued = headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| !v.is_empty());
-        if cx.client.is_some() || !valued {
-            return None;
-        }
-        let group = super::IpGroup::of(cx.client_ip, self.ipv6_prefix);
-        let key = state::key(&self.meta.name, format_args!("anonymous-ip:{group}"));
+        let key = anonymous_address_key(&self.key, &self.meta.name, self.ipv6_prefix, headers, cx)?;
         Some((key, rule, limit))
     }
 
@@ -306,6 +281,54 @@ impl RateLimit {
                 "too many calls; retry after the time in Retry-After",
             )
             .with_retry_after(state::ceil_secs(d.retry_after)))
+        }
+    }
+}
+
+/// The store key of the per-address count an anonymous call keyed by a
+/// `header:NAME` value also passes (`rate_limit` and `quota`): `None` when
+/// the key is not a header, the caller is a client, or the header is
+/// missing (the call is then counted by address already).
+pub(crate) fn anonymous_address_key(
+    key: &LimitKey,
+    policy: &str,
+    ipv6_prefix: u8,
+    headers: &HeaderMap,
+    cx: &RequestContext,
+) -> Option<String> {
+    let LimitKey::Header(name) = key else {
+        return None;
+    };
+    let valued = headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| !v.is_empty());
+    if cx.client.is_some() || !valued {
+        return None;
+    }
+    let group = super::IpGroup::of(cx.client_ip, ipv6_prefix);
+    Some(state::key(policy, format_args!("anonymous-ip:{group}")))
+}
+
+/// Checks `anonymous_per_ip` of a `rate_limit` or `quota`: at least 1, and
+/// only with `key: header:NAME`. A mistake is recorded in `cx`.
+pub(crate) fn check_anonymous_per_ip(
+    key: &LimitKey,
+    anonymous_per_ip: Option<u64>,
+    cx: &mut CompileCx<'_>,
+) -> bool {
+    match (key, anonymous_per_ip) {
+        (_, Some(0)) => {
+            cx.error(&["anonymous_per_ip"], "allow at least 1 call per address");
+            false
+        }
+        (LimitKey::Header(_), _) | (_, None) => true,
+        (_, Some(_)) => {
+            cx.error(
+                &["anonymous_per_ip"],
+                "only a limit with `key: header:NAME` has a per-address bound",
+            );
+            false
         }
     }
 }

@@ -1491,3 +1491,24 @@ async fn an_anonymous_caller_rotating_a_limit_header_is_bounded_by_its_address()
     assert_eq!(up.count(), 15);
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_anonymous_caller_rotating_a_quota_header_is_bounded_by_its_address() {
+    let up = Upstream::start().await;
+    let gw = gateway(&site(
+        &up.url(),
+        "apply: [{ type: quota, limit: 1, period: day, key: \"header:X-User\", anonymous_per_ip: 3 }]",
+    ))
+    .await;
+    let mut statuses = Vec::new();
+    for i in 0..12 {
+        let reply = raw(gw.addr, &get("/public/x", &format!("X-User: u{i}\r\n"))).await;
+        statuses.push(reply.status);
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 3, "{statuses:?}");
+    raw(gw.addr, &get("/public/x", "X-User: fresh\r\n"))
+        .await
+        .assert_problem(429, "quota_exceeded");
+    assert_eq!(up.count(), 3);
+    gw.shutdown().await;
+}
