@@ -30,13 +30,17 @@
 //! fills the entry of `evil.example`. `HEAD` is answered from a stored
 //! `GET`; it is never stored itself.
 //!
+//! Other forwarding headers frameworks build links from (`Forwarded`,
+//! `X-Forwarded-Port/Prefix/Scheme/Server/Ssl`, `X-Original-Host`,
+//! `X-Host`, `X-Url-Scheme`, `Front-End-Https`: a trusted proxy's, or a
+//! caller's where the config lets them through) are part of the key too.
+//!
 //! **Overrides bypass it.** Headers that make frameworks answer as another
-//! method, URL, host or scheme (`X-HTTP-Method-Override`, `X-HTTP-Method`,
-//! `X-Method-Override`, `X-Original-URL`, `X-Rewrite-URL`,
-//! `X-Original-Host`, `X-Host`, `X-Forwarded-Server/Port/Prefix/Scheme/Ssl`,
-//! `Forwarded`, …) or a `_method` query parameter: the gateway removes
-//! them on arrival unless the config allows them, and where it lets one
-//! through, that request is neither answered from the cache nor stored.
+//! method or URL (`X-HTTP-Method-Override`, `X-HTTP-Method`,
+//! `X-Method-Override`, `X-Original-Method`, `X-Original-URL`,
+//! `X-Rewrite-URL`) or a `_method` query parameter: the gateway removes
+//! the headers on arrival unless the config allows them, and where it lets
+//! one through, that request is neither answered from the cache nor stored.
 //!
 //! **What is stored.** Only answers the upstream gave (never the gateway's
 //! own refusals or 502/504s), with a status RFC 9110 §15.1 calls
@@ -424,6 +428,8 @@ pub struct CacheKey {
     /// that builds links from them answers each host differently.
     forwarded_host: Option<HeaderValue>,
     forwarded_proto: ForwardedProto,
+    /// The other [`FORWARDING`] headers present (usually none).
+    forwarding: Vec<(u8, HeaderValue)>,
     /// Each `vary` header's values, in config order (empty: absent).
     vary: Vec<Vec<HeaderValue>>,
 }
@@ -446,6 +452,7 @@ impl CacheKey {
             + self.target.len()
             + self.upstream.len()
             + self.forwarded_host.as_ref().map_or(0, HeaderValue::len)
+            + self.forwarding.iter().map(|(_, v)| v.len() + 1).sum::<usize>()
             + proto
             + vary) as u64
     }
@@ -461,40 +468,58 @@ enum ForwardedProto {
 }
 
 /// Request headers that make many upstream frameworks answer as another
-/// method, path, host or scheme than the ones the key holds. The gateway
-/// removes them on arrival unless the config allows them; when it does,
-/// a request carrying one is neither answered from the cache nor stored,
-/// so it can never leave an entry other callers are served.
-const ANSWER_CHANGING: [&str; 16] = [
+/// method or URL than the ones the key holds. The gateway removes them on
+/// arrival unless the config allows them; when it does, a request carrying
+/// one is neither answered from the cache nor stored, so it can never
+/// leave an entry other callers are served.
+const OVERRIDES: [&str; 6] = [
     "x-http-method-override",
     "x-http-method",
     "x-method-override",
+    "x-original-method",
     "x-original-url",
     "x-rewrite-url",
-    "x-original-host",
-    "x-host",
-    "x-forwarded-server",
+];
+
+/// Forwarding headers beyond `X-Forwarded-Host`/`-Proto` that frameworks
+/// build links and redirects from (a trusted proxy's, or a caller's where
+/// the config allows them): their values are part of the key, so each
+/// variant is its own entry.
+const FORWARDING: [&str; 10] = [
+    "forwarded",
     "x-forwarded-port",
     "x-forwarded-prefix",
     "x-forwarded-scheme",
+    "x-forwarded-server",
     "x-forwarded-ssl",
+    "x-original-host",
+    "x-host",
     "x-url-scheme",
     "front-end-https",
-    "forwarded",
-    "x-original-method",
 ];
 
 /// Whether a request asks the upstream, by header or by a `_method` query
-/// parameter, to be something the cache key does not say.
-fn overrides_what_is_keyed(req: &Request<Body>) -> bool {
+/// parameter, to answer as another method or URL.
+fn overrides_method_or_url(req: &Request<Body>) -> bool {
     let headers = req.headers();
-    ANSWER_CHANGING.iter().any(|name| headers.contains_key(*name))
+    OVERRIDES.iter().any(|name| headers.contains_key(*name))
         || req.uri().query().is_some_and(|q| {
             q.split('&').any(|pair| {
                 let name = pair.split('=').next().unwrap_or("");
                 name.eq_ignore_ascii_case("_method") || name.eq_ignore_ascii_case("%5Fmethod")
             })
         })
+}
+
+/// The [`FORWARDING`] headers a request carries: (index, value), in order.
+fn forwarding_values(headers: &HeaderMap) -> Vec<(u8, HeaderValue)> {
+    let mut out = Vec::new();
+    for (i, name) in FORWARDING.iter().enumerate() {
+        for value in headers.get_all(*name) {
+            out.push((i as u8, value.clone()));
+        }
+    }
+    out
 }
 
 /// A stored answer.
@@ -646,7 +671,7 @@ impl Cache {
             (Some(client), false) => Audience::Client(client.id.clone()),
             (None, false) => Audience::Address(cx.client_ip),
         };
-        if overrides_what_is_keyed(req) {
+        if overrides_method_or_url(req) {
             return None;
         }
         // The same choice the proxy makes when it sets the headers:
@@ -678,6 +703,7 @@ impl Cache {
             upstream: upstream.to_string(),
             forwarded_host,
             forwarded_proto,
+            forwarding: forwarding_values(headers),
             vary: self
                 .vary
                 .iter()
@@ -1172,6 +1198,37 @@ mod tests {
         assert!(entry.is_fresh_at(124 * SECOND));
         assert!(!entry.is_fresh_at(125 * SECOND));
         assert_eq!(entry.fresh_for(), Duration::from_secs(25));
+    }
+
+    #[test]
+    fn method_and_url_overrides_are_spotted_by_header_or_query() {
+        let with = |uri: &'static str, pairs: &[(&'static str, &'static str)]| {
+            let mut req = Request::new(body::empty());
+            *req.uri_mut() = http::Uri::from_static(uri);
+            *req.headers_mut() = headers(pairs);
+            overrides_method_or_url(&req)
+        };
+        assert!(!with("/a?b=1", &[("accept", "*/*")]));
+        assert!(with("/a", &[("x-http-method-override", "DELETE")]));
+        assert!(with("/a", &[("x-original-url", "/admin")]));
+        assert!(with("/a?x=1&_method=DELETE", &[]));
+        assert!(with("/a?%5fmethod=DELETE", &[]));
+        assert!(!with("/a?not_method=1", &[]));
+    }
+
+    #[test]
+    fn forwarding_headers_are_keyed_in_a_fixed_order() {
+        let a = forwarding_values(&headers(&[
+            ("x-forwarded-prefix", "/p"),
+            ("forwarded", "host=a"),
+        ]));
+        let b = forwarding_values(&headers(&[
+            ("forwarded", "host=a"),
+            ("x-forwarded-prefix", "/p"),
+        ]));
+        assert_eq!(a, b);
+        assert_eq!(a.len(), 2);
+        assert!(forwarding_values(&headers(&[("accept", "*/*")])).is_empty());
     }
 
     #[test]
