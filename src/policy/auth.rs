@@ -350,9 +350,8 @@ fn percent_decode(s: &str) -> Vec<u8> {
 /// `uri` without any `name=...` pair in its query; `None` if it had none.
 fn without_query_param(uri: &Uri, name: &str) -> Option<Uri> {
     let query = uri.query()?;
-    let is_param = |pair: &&str| {
-        percent_decode(pair.split('=').next().unwrap_or("")) == name.as_bytes()
-    };
+    let is_param =
+        |pair: &&str| percent_decode(pair.split('=').next().unwrap_or("")) == name.as_bytes();
     if !query.split('&').any(|p| is_param(&p)) {
         return None;
     }

@@ -452,7 +452,11 @@ impl CacheKey {
             + self.target.len()
             + self.upstream.len()
             + self.forwarded_host.as_ref().map_or(0, HeaderValue::len)
-            + self.forwarding.iter().map(|(_, v)| v.len() + 1).sum::<usize>()
+            + self
+                .forwarding
+                .iter()
+                .map(|(_, v)| v.len() + 1)
+                .sum::<usize>()
             + proto
             + vary) as u64
     }

@@ -268,10 +268,9 @@ impl Credentials {
         // controls, non-ASCII) would reach the upstream as another client,
         // or silently not at all.
         if !is_client_id(sub) {
-            return Err(format!(
-                "the token's `sub` is not a usable client id ({CLIENT_ID_RULE})"
-            )
-            .into());
+            return Err(
+                format!("the token's `sub` is not a usable client id ({CLIENT_ID_RULE})").into(),
+            );
         }
         let (id, roles) = match self.clients.get_key_value(sub) {
             Some((id, roles)) => (id.clone(), *roles),
@@ -719,9 +718,7 @@ fn numeric_date_nanos(value: &serde_json::Value) -> Option<i128> {
     }
     // Past ±1e20 s the nanoseconds would not fit an i128 exactly anyway:
     // refused rather than saturated or wrapped.
-    let secs = value
-        .as_f64()
-        .filter(|f| f.is_finite() && f.abs() < 1e20)?;
+    let secs = value.as_f64().filter(|f| f.is_finite() && f.abs() < 1e20)?;
     // Whole seconds exactly, the fraction to the nearest nanosecond.
     let whole = secs.trunc();
     (whole as i128)
@@ -743,17 +740,23 @@ fn check_header_params(token: &str) -> Result<(), &'static str> {
     let header: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(&json).map_err(|_| malformed)?;
     if header.contains_key("crit") {
-        return Err("the token names critical header parameters (`crit`) this gateway does not implement");
+        return Err(
+            "the token names critical header parameters (`crit`) this gateway does not implement",
+        );
     }
-    if header.get("b64").is_some_and(|b64| b64 != &serde_json::Value::Bool(true)) {
-        return Err("the token's payload is not base64url-encoded (`b64`); such tokens are not accepted");
+    if header
+        .get("b64")
+        .is_some_and(|b64| b64 != &serde_json::Value::Bool(true))
+    {
+        return Err(
+            "the token's payload is not base64url-encoded (`b64`); such tokens are not accepted",
+        );
     }
     Ok(())
 }
 
 /// What a client id may be, said in messages.
-const CLIENT_ID_RULE: &str =
-    "1 to 256 printable ASCII characters, no space at either end";
+const CLIENT_ID_RULE: &str = "1 to 256 printable ASCII characters, no space at either end";
 
 /// Whether `id` can be the client id: it is sent on as one header value
 /// (`X-Tollgate-Client`, `${client.id}`) and compared as sent, so it must
@@ -877,7 +880,10 @@ mod tests {
         use serde_json::json;
         assert_eq!(numeric_date_nanos(&json!(1e30)), None);
         assert_eq!(numeric_date_nanos(&json!(-1e300)), None);
-        assert_eq!(numeric_date_nanos(&json!(1.5e19)), Some(15_000_000_000_000_000_000 * 1_000_000_000));
+        assert_eq!(
+            numeric_date_nanos(&json!(1.5e19)),
+            Some(15_000_000_000_000_000_000 * 1_000_000_000)
+        );
     }
 
     #[test]
@@ -900,7 +906,16 @@ mod tests {
         for good in ["ops", "ops team", "a:b/c@d", &"x".repeat(256)] {
             assert!(is_client_id(good), "{good:?}");
         }
-        for bad in ["", " ops", "ops ", "o\tps", "o\r\nps", "op\u{7f}", "opé", &"x".repeat(257)] {
+        for bad in [
+            "",
+            " ops",
+            "ops ",
+            "o\tps",
+            "o\r\nps",
+            "op\u{7f}",
+            "opé",
+            &"x".repeat(257),
+        ] {
             assert!(!is_client_id(bad), "{bad:?}");
         }
     }

@@ -587,7 +587,9 @@ fn inexact_numbers(bytes: &[u8]) -> Vec<usize> {
             }
             b'-' | b'0'..=b'9' => {
                 let start = i;
-                while i < bytes.len() && matches!(bytes[i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') {
+                while i < bytes.len()
+                    && matches!(bytes[i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+                {
                     i += 1;
                 }
                 let literal = std::str::from_utf8(&bytes[start..i]).unwrap_or("");
@@ -627,10 +629,15 @@ fn decimal(literal: &str) -> (bool, String, i64) {
         None => (false, literal),
     };
     let (mantissa, exponent) = rest.split_once(['e', 'E']).unwrap_or((rest, "0"));
-    let exponent = exponent
-        .trim_start_matches('+')
-        .parse::<i64>()
-        .unwrap_or(if exponent.starts_with('-') { i64::MIN / 2 } else { i64::MAX / 2 });
+    let exponent =
+        exponent
+            .trim_start_matches('+')
+            .parse::<i64>()
+            .unwrap_or(if exponent.starts_with('-') {
+                i64::MIN / 2
+            } else {
+                i64::MAX / 2
+            });
     let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
     let mut exponent = exponent.saturating_sub(frac.len() as i64);
     let all = format!("{int}{frac}");
@@ -764,21 +771,37 @@ mod tests {
         let e = ambiguity(r#"{"a": [{"b/c~": 1, "b/c~": 2}]}"#).expect("refused");
         assert_eq!(e.pointer, "/a/0/b~1c~0");
         assert!(ambiguity(r#"{"a": {"a": 1}, "b": {"a": 2}}"#).is_none());
-        assert!(matches!(parse_strict(b"{\"a\": }"), Err(Unjudgeable::Syntax(_))));
+        assert!(matches!(
+            parse_strict(b"{\"a\": }"),
+            Err(Unjudgeable::Syntax(_))
+        ));
         assert!(matches!(parse_strict(b"{} x"), Err(Unjudgeable::Syntax(_))));
     }
 
     #[test]
     fn numbers_pass_only_when_the_value_checked_is_the_number_written() {
         for exact in [
-            "0", "-0", "100", "0.1", "1e2", "1.5E-7", "-12.50", "9007199254740993",
-            "18446744073709551615", "-9223372036854775808", "0.30000000000000004", "1e308",
+            "0",
+            "-0",
+            "100",
+            "0.1",
+            "1e2",
+            "1.5E-7",
+            "-12.50",
+            "9007199254740993",
+            "18446744073709551615",
+            "-9223372036854775808",
+            "0.30000000000000004",
+            "1e308",
         ] {
             assert!(number_is_exact(exact), "{exact}");
         }
         for inexact in [
-            "100.00000000000000001", "18446744073709551616", "0.1000000000000000000001",
-            "1e-400", "3.14159265358979323846",
+            "100.00000000000000001",
+            "18446744073709551616",
+            "0.1000000000000000000001",
+            "1e-400",
+            "3.14159265358979323846",
         ] {
             assert!(!number_is_exact(inexact), "{inexact}");
         }
@@ -805,7 +828,11 @@ mod tests {
         assert!(h(&[("content-encoding", "identity")]).is_none());
         assert!(h(&[("content-encoding", "gzip")]).is_some());
         assert!(h(&[("content-type", "application/json;charset=latin1")]).is_some());
-        assert!(h(&[("content-type", "application/json"), ("content-type", "text/plain")]).is_some());
+        assert!(h(&[
+            ("content-type", "application/json"),
+            ("content-type", "text/plain")
+        ])
+        .is_some());
     }
 
     #[tokio::test]

@@ -494,7 +494,8 @@ impl Overflow {
             .unwrap_or(now);
         let (decision, new_tat) = gcra_decide(tat, rule, now);
         if commit && decision.allowed {
-            self.buckets.insert((rule.interval, rule.tolerance), new_tat);
+            self.buckets
+                .insert((rule.interval, rule.tolerance), new_tat);
         }
         decision
     }

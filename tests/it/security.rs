@@ -1087,7 +1087,9 @@ apis:
     let attack = fragment_chain(12_000);
     assert!(attack.len() > 300_000 && attack.len() < 1 << 20);
     let started = Instant::now();
-    gw.send(post(attack)).await.assert_problem(400, "invalid_request_body");
+    gw.send(post(attack))
+        .await
+        .assert_problem(400, "invalid_request_body");
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "refused in bounded work, took {:?}",
@@ -1126,7 +1128,10 @@ async fn a_shared_cache_keys_the_forwarded_host_and_never_serves_an_override_ans
     let evil = raw(gw.addr, &page("evil.example", "")).await;
     assert_eq!(evil.status, 200, "{}", evil.all);
     assert_eq!(
-        up.last().headers.get("x-forwarded-host").map(|v| v.as_bytes()),
+        up.last()
+            .headers
+            .get("x-forwarded-host")
+            .map(|v| v.as_bytes()),
         Some(&b"evil.example"[..])
     );
     let honest = raw(gw.addr, &page("gw", "")).await;
@@ -1134,7 +1139,10 @@ async fn a_shared_cache_keys_the_forwarded_host_and_never_serves_an_override_ans
     assert!(honest.head.contains("x-cache: MISS"), "{}", honest.head);
     let honest_seq = echo_seq(&honest.body);
     assert_eq!(
-        up.seen()[honest_seq - 1].headers.get("x-forwarded-host").map(|v| v.as_bytes()),
+        up.seen()[honest_seq - 1]
+            .headers
+            .get("x-forwarded-host")
+            .map(|v| v.as_bytes()),
         Some(&b"gw"[..])
     );
     let again = raw(gw.addr, &page("gw", "")).await;
@@ -1188,13 +1196,14 @@ fn every_slot_site(upstream: &str, forward: bool) -> String {
 async fn a_second_credential_beside_the_one_that_authenticated_never_reaches_the_upstream() {
     let up = Upstream::start().await;
     let gw = gateway(&every_slot_site(&up.url(), false)).await;
-    let with_key = |path: &str, extra: &str| {
-        get(path, &format!("X-API-Key: {KEY}\r\n{extra}"))
-    };
+    let with_key = |path: &str, extra: &str| get(path, &format!("X-API-Key: {KEY}\r\n{extra}"));
     for (path, extra) in [
         ("/public/x?api_key=someone-elses-key&a=1", ""),
         ("/public/x?api%5Fkey=someone-elses-key&a=1", ""),
-        ("/public/x?a=1", "Authorization: Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiJyb290In0.\r\n"),
+        (
+            "/public/x?a=1",
+            "Authorization: Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiJyb290In0.\r\n",
+        ),
     ] {
         let reply = raw(gw.addr, &with_key(path, extra)).await;
         assert_eq!(reply.status, 200, "{path} {extra:?}: {}", reply.all);
@@ -1204,7 +1213,11 @@ async fn a_second_credential_beside_the_one_that_authenticated_never_reaches_the
         assert!(!seen.headers.contains_key("authorization"), "{extra:?}");
     }
     // Another scheme is the workflow's business, not a gateway credential.
-    let basic = raw(gw.addr, &with_key("/public/x", "Authorization: Basic dTpw\r\n")).await;
+    let basic = raw(
+        gw.addr,
+        &with_key("/public/x", "Authorization: Basic dTpw\r\n"),
+    )
+    .await;
     assert_eq!(basic.status, 200, "{}", basic.all);
     assert_eq!(
         up.last().headers.get("authorization").map(|v| v.as_bytes()),
@@ -1225,7 +1238,12 @@ async fn a_second_credential_beside_the_one_that_authenticated_never_reaches_the
     assert_eq!(reply.status, 200, "{}", reply.all);
     let seen = up.last();
     assert_eq!(seen.uri, "/public/x?a=1");
-    let keys: Vec<&[u8]> = seen.headers.get_all("x-api-key").iter().map(|v| v.as_bytes()).collect();
+    let keys: Vec<&[u8]> = seen
+        .headers
+        .get_all("x-api-key")
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect();
     assert_eq!(keys, [KEY.as_bytes()]);
     assert!(!seen.headers.contains_key("authorization"));
     gw.shutdown().await;
@@ -1248,7 +1266,15 @@ async fn a_jwt_sub_that_is_not_one_clean_header_value_is_refused_not_dropped() {
         &format!("public_key_file: {}", fixture("jwt-rsa-public.pem")),
     ))
     .await;
-    for sub in [" ops", "ops ", "ops\r\nX-Admin: 1", "o\tps", "op\u{7f}s", "opé", ""] {
+    for sub in [
+        " ops",
+        "ops ",
+        "ops\r\nX-Admin: 1",
+        "o\tps",
+        "op\u{7f}s",
+        "opé",
+        "",
+    ] {
         let mut c = claims();
         c["sub"] = json!(sub);
         let got = bearer(&gw, &rs256(&c)).await;
@@ -1265,7 +1291,10 @@ async fn a_jwt_sub_that_is_not_one_clean_header_value_is_refused_not_dropped() {
     c["sub"] = json!("ops team");
     assert_eq!(bearer(&gw, &rs256(&c)).await.status, 200);
     assert_eq!(
-        up.last().headers.get("x-tollgate-client").map(|v| v.as_bytes()),
+        up.last()
+            .headers
+            .get("x-tollgate-client")
+            .map(|v| v.as_bytes()),
         Some(&b"ops team"[..])
     );
     gw.shutdown().await;
@@ -1308,11 +1337,21 @@ async fn jwt_crit_b64_iss_arrays_and_out_of_range_dates_are_refused() {
         got.assert_problem(401, "invalid_credentials");
         refused.push(format!("{claim}={value}: {}", detail(&got)));
     }
-    assert!(refused[0].contains("`iss` is not a single string"), "{refused:?}");
-    assert!(refused[2].contains("`nbf` is not a NumericDate"), "{refused:?}");
+    assert!(
+        refused[0].contains("`iss` is not a single string"),
+        "{refused:?}"
+    );
+    assert!(
+        refused[2].contains("`nbf` is not a NumericDate"),
+        "{refused:?}"
+    );
     assert_eq!(up.count(), 0, "{:?}", up.seen());
     // The same header, claims and key without the tricks pass.
-    let plain = token_with_header(&json!({"alg": "RS256", "b64": true}), &key, Algorithm::RS256);
+    let plain = token_with_header(
+        &json!({"alg": "RS256", "b64": true}),
+        &key,
+        Algorithm::RS256,
+    );
     assert_eq!(bearer(&gw, &plain).await.status, 200);
     assert_eq!(up.count(), 1);
     gw.shutdown().await;
@@ -1342,7 +1381,10 @@ fn an_hmac_secret_shorter_than_its_hash_is_a_config_error_at_the_secret_key() {
         "{errors:?}"
     );
     let errors = check("TOLLGATE_SEC16_SECRET_2", &"s".repeat(32), "HS256, HS512");
-    assert!(errors.len() == 1 && errors[0].contains("HS512 needs at least 64"), "{errors:?}");
+    assert!(
+        errors.len() == 1 && errors[0].contains("HS512 needs at least 64"),
+        "{errors:?}"
+    );
     assert!(check("TOLLGATE_SEC16_SECRET_3", &"s".repeat(32), "HS256").is_empty());
 }
 
@@ -1372,7 +1414,8 @@ async fn request_schema_refuses_json_that_parsers_read_differently() {
         for (name, value) in headers {
             req = req.header(*name, *value);
         }
-        req.body(Full::new(Bytes::from(body.to_string()))).expect("request")
+        req.body(Full::new(Bytes::from(body.to_string())))
+            .expect("request")
     };
     for (body, pointer) in [
         (r#"{"amount": 1, "amount": 1000}"#, "/amount"),
@@ -1383,7 +1426,10 @@ async fn request_schema_refuses_json_that_parsers_read_differently() {
     ] {
         let got = gw.send(post(body, &[])).await;
         let problem = got.assert_problem(400, "invalid_request_body");
-        assert_eq!(problem["errors"][0]["pointer"], pointer, "{body}: {problem}");
+        assert_eq!(
+            problem["errors"][0]["pointer"], pointer,
+            "{body}: {problem}"
+        );
     }
     // Beyond the bound written exactly, and one a float cannot tell from it.
     gw.send(post(r#"{"amount": 100.000000000001}"#, &[]))
@@ -1392,11 +1438,15 @@ async fn request_schema_refuses_json_that_parsers_read_differently() {
     for (headers, what) in [
         (&[("content-encoding", "gzip")][..], "gzip"),
         (&[("content-encoding", "identity, br")][..], "br"),
-        (&[("content-type", "application/json; charset=utf-16")][..], "utf-16"),
+        (
+            &[("content-type", "application/json; charset=utf-16")][..],
+            "utf-16",
+        ),
     ] {
         let mut req = post(r#"{"amount": 1}"#, &[]);
         for (name, value) in headers {
-            req.headers_mut().insert(*name, http::HeaderValue::from_static(value));
+            req.headers_mut()
+                .insert(*name, http::HeaderValue::from_static(value));
         }
         let got = gw.send(req).await;
         got.assert_problem(415, "unsupported_media_type");
@@ -1468,9 +1518,8 @@ async fn an_anonymous_caller_rotating_a_limit_header_is_bounded_by_its_address()
         "apply: [{ type: rate_limit, limit: 2, window: 1m, key: \"header:X-User\", anonymous_per_ip: 5 }]",
     ))
     .await;
-    let as_user = |path: &str, user: &str, extra: &str| {
-        get(path, &format!("X-User: {user}\r\n{extra}"))
-    };
+    let as_user =
+        |path: &str, user: &str, extra: &str| get(path, &format!("X-User: {user}\r\n{extra}"));
     let mut statuses = Vec::new();
     for i in 0..40 {
         let reply = raw(gw.addr, &as_user("/public/x", &format!("u{i}"), "")).await;
@@ -1505,7 +1554,11 @@ async fn an_anonymous_caller_rotating_a_quota_header_is_bounded_by_its_address()
         let reply = raw(gw.addr, &get("/public/x", &format!("X-User: u{i}\r\n"))).await;
         statuses.push(reply.status);
     }
-    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 3, "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        3,
+        "{statuses:?}"
+    );
     raw(gw.addr, &get("/public/x", "X-User: fresh\r\n"))
         .await
         .assert_problem(429, "quota_exceeded");
