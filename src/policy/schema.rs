@@ -448,7 +448,7 @@ fn parse_strict(bytes: &[u8]) -> Result<serde_json::Value, Unjudgeable> {
 
 struct StrictState {
     /// Where the parse is: member names and array indexes.
-    path: Vec<String>,
+    path: Vec<Segment>,
     /// Numbers seen so far, in document order.
     numbers: usize,
     /// The ordinals of the numbers written more precisely than parsed.
@@ -456,13 +456,26 @@ struct StrictState {
     failure: Option<FieldError>,
 }
 
+/// One step of a JSON pointer.
+enum Segment {
+    Index(usize),
+    Member(String),
+}
+
 impl StrictState {
-    /// The JSON pointer of the current place, plus `last` if given.
+    /// The JSON pointer of the current place, plus member `last` if given.
     fn pointer(&self, last: Option<&str>) -> String {
+        use std::fmt::Write as _;
         let mut out = String::new();
-        for segment in self.path.iter().map(String::as_str).chain(last) {
-            out.push('/');
-            out.push_str(&segment.replace('~', "~0").replace('/', "~1"));
+        let escape = |name: &str| name.replace('~', "~0").replace('/', "~1");
+        for segment in &self.path {
+            let _ = match segment {
+                Segment::Index(i) => write!(out, "/{i}"),
+                Segment::Member(name) => write!(out, "/{}", escape(name)),
+            };
+        }
+        if let Some(name) = last {
+            let _ = write!(out, "/{}", escape(name));
         }
         out
     }
@@ -536,7 +549,7 @@ impl<'de> serde::de::Visitor<'de> for Strict<'_> {
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let mut items = Vec::new();
         loop {
-            self.0.borrow_mut().path.push(items.len().to_string());
+            self.0.borrow_mut().path.push(Segment::Index(items.len()));
             let item = seq.next_element_seed(self);
             self.0.borrow_mut().path.pop();
             match item? {
@@ -559,7 +572,7 @@ impl<'de> serde::de::Visitor<'de> for Strict<'_> {
                 });
                 return Err(serde::de::Error::custom(message));
             }
-            self.0.borrow_mut().path.push(name.clone());
+            self.0.borrow_mut().path.push(Segment::Member(name.clone()));
             let value = map.next_value_seed(self);
             self.0.borrow_mut().path.pop();
             members.insert(name, value?);
