@@ -465,9 +465,13 @@ fn remove_query_param(req: &mut Request<Body>, name: &str) -> Result<(), Reject>
     let Some(query) = req.uri().query() else {
         return Ok(());
     };
+    // Compared as a framework reads it: percent-decoded, any case
+    // (`%5Fmethod`, `_METHOD`).
     let is_param = |pair: &str| {
         let key = pair.split('=').next().unwrap_or("");
-        key == name
+        percent_encoding::percent_decode_str(key)
+            .decode_utf8()
+            .is_ok_and(|k| k.eq_ignore_ascii_case(name))
     };
     if !query.split('&').any(is_param) {
         return Ok(());
@@ -518,6 +522,9 @@ mod tests {
         *req.uri_mut() = "/p?a=1&_method=DELETE&b=2&_method".parse().expect("uri");
         remove_query_param(&mut req, "_method").expect("removed");
         assert_eq!(req.uri().to_string(), "/p?a=1&b=2");
+        *req.uri_mut() = "/p?%5Fmethod=PUT&x=1&_METHOD=GET".parse().expect("uri");
+        remove_query_param(&mut req, "_method").expect("removed");
+        assert_eq!(req.uri().to_string(), "/p?x=1");
         *req.uri_mut() = "/p?_methods=1".parse().expect("uri");
         remove_query_param(&mut req, "_method").expect("kept");
         assert_eq!(req.uri().to_string(), "/p?_methods=1");

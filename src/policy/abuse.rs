@@ -35,6 +35,13 @@
 //! have imposed it: one matching a block list, or a watched answer at or
 //! past the threshold. (No ban is stored, so the requests such a ban would
 //! then have refused are not counted.)
+//!
+//! Memory is capped however many addresses call (the memory store's
+//! tables, `state::memory`): while the counters' table is full of live
+//! windows, the watched answers of addresses it has no room for are
+//! counted together on one shared counter per `window`, so a flood from
+//! many addresses reaches the threshold sooner, never later; and a new ban
+//! replaces the soonest-ending of a few sampled ones.
 
 use http::Response;
 use regex::bytes::RegexSet;

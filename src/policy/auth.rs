@@ -155,12 +155,22 @@ pub fn compile(
 
 // === impl Auth ===
 
-/// Which credential forms a request carried, so they can be removed.
+/// Which credential forms a request carried (whether or not they were
+/// tried), and which one proved the identity, so the rest can be removed.
 #[derive(Default)]
 struct Presented {
     header: bool,
     authorization: bool,
     query: bool,
+    used: Option<Slot>,
+}
+
+/// Where a credential came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Header,
+    Authorization,
+    Query,
 }
 
 impl Auth {
@@ -168,6 +178,24 @@ impl Auth {
     /// proves an identity wins; if none does, the first failure is reported.
     fn identify(&self, parts: &Parts, presented: &mut Presented) -> Result<Client, Reject> {
         let now = self.clock.now();
+        // Every slot this policy reads is noted first, tried or not: a
+        // second credential beside the one that wins must not travel on.
+        presented.header = self
+            .key_header
+            .as_ref()
+            .is_some_and(|name| parts.headers.contains_key(name));
+        presented.authorization = (self.bearer_key || self.jwt)
+            && parts
+                .headers
+                .get_all(AUTHORIZATION)
+                .iter()
+                .any(|v| bearer_value(v).is_some());
+        presented.query = self.query.as_ref().is_some_and(|param| {
+            parts
+                .uri
+                .query()
+                .is_some_and(|q| query_pairs(q).any(|(k, _)| k == param.as_bytes()))
+        });
         let mut failure: Option<Cow<'static, str>> = None;
         let mut note = |result: Result<Client, Cow<'static, str>>| match result {
             Ok(client) => Some(client),
@@ -178,16 +206,15 @@ impl Auth {
         };
         if let Some(name) = &self.key_header {
             if let Some(value) = parts.headers.get(name) {
-                presented.header = true;
                 let checked = self.credentials.check_api_key(value.as_bytes(), now);
                 if let Some(client) = note(checked.map_err(Cow::Borrowed)) {
+                    presented.used = Some(Slot::Header);
                     return Ok(client);
                 }
             }
         }
         if self.bearer_key || self.jwt {
             if let Some(token) = parts.headers.get(AUTHORIZATION).and_then(bearer_value) {
-                presented.authorization = true;
                 let checked = if self.jwt && (looks_like_jwt(token) || !self.bearer_key) {
                     self.credentials.check_jwt(token, now)
                 } else {
@@ -196,15 +223,16 @@ impl Auth {
                         .map_err(Cow::Borrowed)
                 };
                 if let Some(client) = note(checked) {
+                    presented.used = Some(Slot::Authorization);
                     return Ok(client);
                 }
             }
         }
         if let Some(param) = &self.query {
             if let Some(value) = parts.uri.query().and_then(|q| query_value(q, param)) {
-                presented.query = true;
                 let checked = self.credentials.check_api_key(&value, now);
                 if let Some(client) = note(checked.map_err(Cow::Borrowed)) {
+                    presented.used = Some(Slot::Query);
                     return Ok(client);
                 }
             }
@@ -223,20 +251,41 @@ impl Auth {
     }
 
     /// Removes the credentials the request carried, so the upstream never
-    /// sees them.
+    /// sees them. With `forward_credentials: true` only the one that proved
+    /// the identity travels on (one value of it): a second key or an
+    /// unverified token beside it is removed all the same, since the
+    /// upstream might act on a credential the gateway never accepted.
     fn strip(&self, parts: &mut Parts, presented: &Presented) {
-        if self.forward_credentials {
-            return;
-        }
-        if presented.header {
-            if let Some(name) = &self.key_header {
+        let keep = |slot| self.forward_credentials && presented.used == Some(slot);
+        if let Some(name) = &self.key_header {
+            if keep(Slot::Header) {
+                if let Some(value) = parts.headers.get(name).cloned() {
+                    parts.headers.insert(name.clone(), value);
+                }
+            } else if presented.header {
                 parts.headers.remove(name);
             }
         }
-        if presented.authorization {
+        if keep(Slot::Authorization) {
+            if let Some(value) = parts.headers.get(AUTHORIZATION).cloned() {
+                parts.headers.insert(AUTHORIZATION, value);
+            }
+        } else if presented.authorization {
+            // Only bearer values are this policy's: another scheme (Basic
+            // for the workflow itself) is not a gateway credential.
+            let others: Vec<HeaderValue> = parts
+                .headers
+                .get_all(AUTHORIZATION)
+                .iter()
+                .filter(|v| bearer_value(v).is_none())
+                .cloned()
+                .collect();
             parts.headers.remove(AUTHORIZATION);
+            for value in others {
+                parts.headers.append(AUTHORIZATION, value);
+            }
         }
-        if let (true, Some(param)) = (presented.query, &self.query) {
+        if let (true, false, Some(param)) = (presented.query, keep(Slot::Query), &self.query) {
             if let Some(uri) = without_query_param(&parts.uri, param) {
                 parts.uri = uri;
             }
@@ -257,12 +306,19 @@ fn bearer_value(value: &HeaderValue) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
+/// The pairs of a query string, name and value percent-decoded (as the
+/// upstream's framework will read them: `api%5Fkey=` is `api_key=`).
+fn query_pairs(query: &str) -> impl Iterator<Item = (Vec<u8>, &str)> {
+    query.split('&').map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (percent_decode(k), v)
+    })
+}
+
 /// The percent-decoded value of the first `name=` pair of a query string.
 fn query_value(query: &str, name: &str) -> Option<Vec<u8>> {
-    query
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .find(|(k, _)| *k == name)
+    query_pairs(query)
+        .find(|(k, _)| k == name.as_bytes())
         .map(|(_, v)| percent_decode(v))
         .filter(|v| !v.is_empty())
 }
@@ -293,7 +349,8 @@ fn percent_decode(s: &str) -> Vec<u8> {
 /// `uri` without any `name=...` pair in its query; `None` if it had none.
 fn without_query_param(uri: &Uri, name: &str) -> Option<Uri> {
     let query = uri.query()?;
-    let is_param = |pair: &&str| pair.split('=').next() == Some(name);
+    let is_param =
+        |pair: &&str| percent_decode(pair.split('=').next().unwrap_or("")) == name.as_bytes();
     if !query.split('&').any(|p| is_param(&p)) {
         return None;
     }
@@ -370,6 +427,8 @@ mod tests {
         assert_eq!(query_value("keys=1", "key"), None);
         assert_eq!(query_value("key=", "key"), None);
         assert_eq!(percent_decode("100%"), b"100%".to_vec());
+        // The name is read as the upstream's framework reads it.
+        assert_eq!(query_value("api%5Fkey=k", "api_key"), Some(b"k".to_vec()));
         assert_eq!(percent_decode("%zz%41"), b"%zzA".to_vec());
     }
 
@@ -384,6 +443,11 @@ mod tests {
         assert_eq!(
             without_query_param(&only, "key").map(|u| u.to_string()),
             Some("/p".into())
+        );
+        let encoded: Uri = "/p?%6Bey=s&a=1".parse().expect("uri");
+        assert_eq!(
+            without_query_param(&encoded, "key").map(|u| u.to_string()),
+            Some("/p?a=1".into())
         );
         let none: Uri = "/p?keys=s".parse().expect("uri");
         assert!(without_query_param(&none, "key").is_none());

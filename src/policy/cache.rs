@@ -23,8 +23,24 @@
 //! before the cache (auth, roles, limits judge every call, hits included).
 //! The rest of the key: the API and operation, the normalised public path
 //! and query (as sent; `?a=1&b=2` and `?b=2&a=1` are two entries), the
-//! upstream URL, and the values of the `vary` headers. `HEAD` is answered
-//! from a stored `GET`; it is never stored itself.
+//! upstream URL, the values of the `vary` headers, and what the upstream is
+//! told of the address the caller used — the `X-Forwarded-Host` it receives
+//! (the request's `Host`, or a trusted proxy's `X-Forwarded-Host`) and
+//! `X-Forwarded-Proto` — so a caller sending `Host: evil.example` only ever
+//! fills the entry of `evil.example`. `HEAD` is answered from a stored
+//! `GET`; it is never stored itself.
+//!
+//! Other forwarding headers frameworks build links from (`Forwarded`,
+//! `X-Forwarded-Port/Prefix/Scheme/Server/Ssl`, `X-Original-Host`,
+//! `X-Host`, `X-Url-Scheme`, `Front-End-Https`: a trusted proxy's, or a
+//! caller's where the config lets them through) are part of the key too.
+//!
+//! **Overrides bypass it.** Headers that make frameworks answer as another
+//! method or URL (`X-HTTP-Method-Override`, `X-HTTP-Method`,
+//! `X-Method-Override`, `X-Original-Method`, `X-Original-URL`,
+//! `X-Rewrite-URL`) or a `_method` query parameter: the gateway removes
+//! the headers on arrival unless the config allows them, and where it lets
+//! one through, that request is neither answered from the cache nor stored.
 //!
 //! **What is stored.** Only answers the upstream gave (never the gateway's
 //! own refusals or 502/504s), with a status RFC 9110 §15.1 calls
@@ -91,7 +107,7 @@ use crate::clock::{Nanos, SharedClock};
 use crate::config::schema::Config;
 use crate::config::units::{ByteSize, ConfigDuration};
 use crate::context::RequestContext;
-use crate::headers::X_REQUEST_ID;
+use crate::headers::{X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID};
 use crate::metrics::{CacheMetrics, Metrics};
 use crate::problem::RejectedWith;
 use crate::proxy::UpstreamUri;
@@ -410,6 +426,14 @@ pub struct CacheKey {
     /// The normalised public path and the query as sent.
     target: String,
     upstream: String,
+    /// What the upstream is told of the address the caller used: the
+    /// `X-Forwarded-Host` it will receive (a trusted proxy's, else the
+    /// request's `Host` or authority) and `X-Forwarded-Proto`. An upstream
+    /// that builds links from them answers each host differently.
+    forwarded_host: Option<HeaderValue>,
+    forwarded_proto: ForwardedProto,
+    /// The other [`FORWARDING`] headers present (usually none).
+    forwarding: Vec<(u8, HeaderValue)>,
     /// Each `vary` header's values, in config order (empty: absent).
     vary: Vec<Vec<HeaderValue>>,
 }
@@ -422,13 +446,87 @@ impl CacheKey {
             Audience::Address(_) => 16,
         };
         let vary: usize = self.vary.iter().flatten().map(HeaderValue::len).sum();
+        let proto = match &self.forwarded_proto {
+            ForwardedProto::Told(v) => v.len(),
+            _ => 0,
+        };
         (audience
             + self.api.len()
             + self.operation.len()
             + self.target.len()
             + self.upstream.len()
+            + self.forwarded_host.as_ref().map_or(0, HeaderValue::len)
+            + self
+                .forwarding
+                .iter()
+                .map(|(_, v)| v.len() + 1)
+                .sum::<usize>()
+            + proto
             + vary) as u64
     }
+}
+
+/// The scheme the upstream is told the caller used.
+#[derive(Debug, PartialEq, Eq, Hash)]
+enum ForwardedProto {
+    Http,
+    Https,
+    /// A trusted proxy's `X-Forwarded-Proto`, as it sent it.
+    Told(HeaderValue),
+}
+
+/// Request headers that make many upstream frameworks answer as another
+/// method or URL than the ones the key holds. The gateway removes them on
+/// arrival unless the config allows them; when it does, a request carrying
+/// one is neither answered from the cache nor stored, so it can never
+/// leave an entry other callers are served.
+const OVERRIDES: [&str; 6] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-method",
+    "x-original-url",
+    "x-rewrite-url",
+];
+
+/// Forwarding headers beyond `X-Forwarded-Host`/`-Proto` that frameworks
+/// build links and redirects from (a trusted proxy's, or a caller's where
+/// the config allows them): their values are part of the key, so each
+/// variant is its own entry.
+const FORWARDING: [&str; 10] = [
+    "forwarded",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-scheme",
+    "x-forwarded-server",
+    "x-forwarded-ssl",
+    "x-original-host",
+    "x-host",
+    "x-url-scheme",
+    "front-end-https",
+];
+
+/// Whether a request asks the upstream, by header or by a `_method` query
+/// parameter, to answer as another method or URL.
+fn overrides_method_or_url(headers: &HeaderMap, uri: &http::Uri) -> bool {
+    OVERRIDES.iter().any(|name| headers.contains_key(*name))
+        || uri.query().is_some_and(|q| {
+            q.split('&').any(|pair| {
+                let name = pair.split('=').next().unwrap_or("");
+                name.eq_ignore_ascii_case("_method") || name.eq_ignore_ascii_case("%5Fmethod")
+            })
+        })
+}
+
+/// The [`FORWARDING`] headers a request carries: (index, value), in order.
+fn forwarding_values(headers: &HeaderMap) -> Vec<(u8, HeaderValue)> {
+    let mut out = Vec::new();
+    for (i, name) in FORWARDING.iter().enumerate() {
+        for value in headers.get_all(*name) {
+            out.push((i as u8, value.clone()));
+        }
+    }
+    out
 }
 
 /// A stored answer.
@@ -579,6 +677,27 @@ impl Cache {
             (Some(client), false) => Audience::Client(client.id.clone()),
             (None, false) => Audience::Address(cx.client_ip),
         };
+        if overrides_method_or_url(&req.headers, &req.uri) {
+            return None;
+        }
+        // The same choice the proxy makes when it sets the headers:
+        // forwarding headers still present came from a trusted proxy
+        // (others were removed on arrival).
+        let headers = &req.headers;
+        let forwarded_host = headers
+            .get(X_FORWARDED_HOST)
+            .or_else(|| headers.get(header::HOST))
+            .cloned()
+            .or_else(|| {
+                req.uri
+                    .authority()
+                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            });
+        let forwarded_proto = match headers.get(X_FORWARDED_PROTO) {
+            Some(told) => ForwardedProto::Told(told.clone()),
+            None if cx.tls => ForwardedProto::Https,
+            None => ForwardedProto::Http,
+        };
         Some(CacheKey {
             audience,
             api: op.api.clone(),
@@ -588,6 +707,9 @@ impl Cache {
                 .path_and_query()
                 .map_or_else(|| req.uri.path().to_string(), |pq| pq.as_str().to_string()),
             upstream: upstream.to_string(),
+            forwarded_host,
+            forwarded_proto,
+            forwarding: forwarding_values(headers),
             vary: self
                 .vary
                 .iter()
@@ -1105,6 +1227,37 @@ mod tests {
         assert!(entry.is_fresh_at(124 * SECOND));
         assert!(!entry.is_fresh_at(125 * SECOND));
         assert_eq!(entry.fresh_for(), Duration::from_secs(25));
+    }
+
+    #[test]
+    fn method_and_url_overrides_are_spotted_by_header_or_query() {
+        let with = |uri: &'static str, pairs: &[(&'static str, &'static str)]| {
+            let mut req = Request::new(body::empty());
+            *req.uri_mut() = http::Uri::from_static(uri);
+            *req.headers_mut() = headers(pairs);
+            overrides_method_or_url(req.headers(), req.uri())
+        };
+        assert!(!with("/a?b=1", &[("accept", "*/*")]));
+        assert!(with("/a", &[("x-http-method-override", "DELETE")]));
+        assert!(with("/a", &[("x-original-url", "/admin")]));
+        assert!(with("/a?x=1&_method=DELETE", &[]));
+        assert!(with("/a?%5fmethod=DELETE", &[]));
+        assert!(!with("/a?not_method=1", &[]));
+    }
+
+    #[test]
+    fn forwarding_headers_are_keyed_in_a_fixed_order() {
+        let a = forwarding_values(&headers(&[
+            ("x-forwarded-prefix", "/p"),
+            ("forwarded", "host=a"),
+        ]));
+        let b = forwarding_values(&headers(&[
+            ("forwarded", "host=a"),
+            ("x-forwarded-prefix", "/p"),
+        ]));
+        assert_eq!(a, b);
+        assert_eq!(a.len(), 2);
+        assert!(forwarding_values(&headers(&[("accept", "*/*")])).is_empty());
     }
 
     #[test]

@@ -132,6 +132,12 @@ impl Credentials {
                 p
             };
             let id: Arc<str> = client.id.as_str().into();
+            if !is_client_id(&id) {
+                errors.push((
+                    at(&["id"]),
+                    format!("client id `{id}` cannot be sent as a header value ({CLIENT_ID_RULE})"),
+                ));
+            }
             let mut set = RoleSet::EMPTY;
             for (r, name) in client.roles.iter().enumerate() {
                 match roles.bit(name) {
@@ -204,6 +210,7 @@ impl Credentials {
         let jwt = self.jwt.as_ref().ok_or("tokens are not accepted")?;
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| "the token is malformed or its algorithm is not accepted")?;
+        check_header_params(token)?;
         let validation = jwt
             .validations
             .iter()
@@ -232,9 +239,19 @@ impl Credentials {
         let instant = |claim: &'static str| match claims.get(claim) {
             None => Ok(None),
             Some(value) => numeric_date_nanos(value)
+                .filter(|nanos| (0..=MAX_NUMERIC_DATE_NANOS).contains(nanos))
                 .map(Some)
-                .ok_or_else(|| Cow::from(format!("the token's `{claim}` is not a NumericDate"))),
+                .ok_or_else(|| {
+                    Cow::from(format!(
+                        "the token's `{claim}` is not a NumericDate between 1970 and 9999"
+                    ))
+                }),
         };
+        // RFC 7519 §4.1.1: one StringOrURI. The crate would also take an
+        // array holding the issuer, which other verifiers read differently.
+        if claims.get("iss").is_some_and(|iss| !iss.is_string()) {
+            return Err("the token's `iss` is not a single string".into());
+        }
         if instant("exp")?.is_some_and(|exp| now > exp + jwt.leeway) {
             return Err("the token has expired".into());
         }
@@ -246,6 +263,15 @@ impl Credentials {
             .and_then(|v| v.as_str())
             .filter(|s| !s.is_empty())
             .ok_or("the token has no `sub` claim")?;
+        // The `sub` becomes `X-Tollgate-Client` and `${client.id}`: a value
+        // that is not exactly one header value (spaces around it, CR/LF,
+        // controls, non-ASCII) would reach the upstream as another client,
+        // or silently not at all.
+        if !is_client_id(sub) {
+            return Err(
+                format!("the token's `sub` is not a usable client id ({CLIENT_ID_RULE})").into(),
+            );
+        }
         let (id, roles) = match self.clients.get_key_value(sub) {
             Some((id, roles)) => (id.clone(), *roles),
             None => {
@@ -432,6 +458,19 @@ impl JwtVerifier {
                 ));
             }
             match std::env::var(var) {
+                Ok(secret) if secret.len() < min_hmac_secret(&algorithms) => {
+                    errors.push((
+                        at("secret_env"),
+                        format!(
+                            "the secret in `{var}` is {} bytes; {} needs at least {} \
+                             (RFC 7518 §3.2: as long as the hash), e.g. `openssl rand -base64 48`",
+                            secret.len(),
+                            strongest_hmac(&algorithms),
+                            min_hmac_secret(&algorithms)
+                        ),
+                    ));
+                    return None;
+                }
                 Ok(secret) if !secret.is_empty() => fixed(vec![JwtKey {
                     kid: None,
                     family: Family::Hmac,
@@ -595,7 +634,25 @@ pub(crate) fn parse_jwk_set(text: &str) -> Result<(Vec<JwtKey>, Vec<String>), St
             AlgorithmParameters::RSA(_) => Family::Rsa,
             AlgorithmParameters::EllipticCurve(_) => Family::Ec,
             AlgorithmParameters::OctetKeyPair(_) => Family::Ed,
-            AlgorithmParameters::OctetKey(_) => Family::Hmac,
+            AlgorithmParameters::OctetKey(oct) => {
+                use base64::Engine as _;
+                let len = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(oct.value.trim_end_matches('='))
+                    .map_or(0, |k| k.len());
+                let needed = match jwk.common.key_algorithm {
+                    Some(jsonwebtoken::jwk::KeyAlgorithm::HS384) => 48,
+                    Some(jsonwebtoken::jwk::KeyAlgorithm::HS512) => 64,
+                    _ => 32,
+                };
+                if len < needed {
+                    problems.push(format!(
+                        "key {i}: an HMAC key of {len} bytes; at least {needed} are needed \
+                         (RFC 7518 §3.2)"
+                    ));
+                    continue;
+                }
+                Family::Hmac
+            }
         };
         match DecodingKey::from_jwk(&jwk) {
             Ok(key) => keys.push(JwtKey {
@@ -643,8 +700,14 @@ fn family(alg: Algorithm) -> Family {
     }
 }
 
+/// The latest NumericDate accepted: 9999-12-31T23:59:59Z, in nanoseconds.
+/// Earlier than 1970 or later than this, a date is not a real one (and
+/// `nbf: 1e30` must not wrap into the past on the way to nanoseconds).
+const MAX_NUMERIC_DATE_NANOS: i128 = 253_402_300_799 * 1_000_000_000;
+
 /// A JWT NumericDate (seconds since the epoch, maybe fractional) in
-/// nanoseconds; `None` if the value is not a number.
+/// nanoseconds; `None` if the value is not a number, or too large to count
+/// in nanoseconds at all.
 fn numeric_date_nanos(value: &serde_json::Value) -> Option<i128> {
     const NANOS: i128 = 1_000_000_000;
     if let Some(secs) = value.as_i64() {
@@ -653,10 +716,80 @@ fn numeric_date_nanos(value: &serde_json::Value) -> Option<i128> {
     if let Some(secs) = value.as_u64() {
         return Some(i128::from(secs) * NANOS);
     }
-    let secs = value.as_f64().filter(|f| f.is_finite())?;
+    // Past ±1e20 s the nanoseconds would not fit an i128 exactly anyway:
+    // refused rather than saturated or wrapped.
+    let secs = value.as_f64().filter(|f| f.is_finite() && f.abs() < 1e20)?;
     // Whole seconds exactly, the fraction to the nearest nanosecond.
     let whole = secs.trunc();
-    Some(whole as i128 * NANOS + ((secs - whole) * 1e9).round() as i128)
+    (whole as i128)
+        .checked_mul(NANOS)?
+        .checked_add(((secs - whole) * 1e9).round() as i128)
+}
+
+/// RFC 7515 §4.1.11: a recipient must reject a token whose `crit` lists an
+/// extension it does not implement, and this verifier implements none; so
+/// any `crit`, and RFC 7797's `b64: false` (an unencoded payload, whose
+/// signature covers different bytes than the ones checked here), refuse it.
+fn check_header_params(token: &str) -> Result<(), &'static str> {
+    use base64::Engine as _;
+    let malformed = "the token is malformed";
+    let encoded = token.split('.').next().ok_or(malformed)?;
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(encoded)
+        .map_err(|_| malformed)?;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&json).map_err(|_| malformed)?;
+    if header.contains_key("crit") {
+        return Err(
+            "the token names critical header parameters (`crit`) this gateway does not implement",
+        );
+    }
+    if header
+        .get("b64")
+        .is_some_and(|b64| b64 != &serde_json::Value::Bool(true))
+    {
+        return Err(
+            "the token's payload is not base64url-encoded (`b64`); such tokens are not accepted",
+        );
+    }
+    Ok(())
+}
+
+/// What a client id may be, said in messages.
+const CLIENT_ID_RULE: &str = "1 to 256 printable ASCII characters, no space at either end";
+
+/// Whether `id` can be the client id: it is sent on as one header value
+/// (`X-Tollgate-Client`, `${client.id}`) and compared as sent, so it must
+/// read the same to every HTTP parser: printable ASCII, spaces only inside.
+pub fn is_client_id(id: &str) -> bool {
+    let bytes = id.as_bytes();
+    (1..=256).contains(&bytes.len())
+        && bytes.iter().all(|b| (0x20..0x7f).contains(b))
+        && bytes.first() != Some(&b' ')
+        && bytes.last() != Some(&b' ')
+}
+
+/// The shortest HMAC secret the listed algorithms accept (RFC 7518 §3.2: a
+/// key at least as long as the hash output).
+fn min_hmac_secret(algorithms: &[Algorithm]) -> usize {
+    algorithms
+        .iter()
+        .map(|alg| match alg {
+            Algorithm::HS384 => 48,
+            Algorithm::HS512 => 64,
+            _ => 32,
+        })
+        .max()
+        .unwrap_or(32)
+}
+
+/// The name of the HMAC algorithm that needs the longest secret.
+fn strongest_hmac(algorithms: &[Algorithm]) -> &'static str {
+    match min_hmac_secret(algorithms) {
+        64 => "HS512",
+        48 => "HS384",
+        _ => "HS256",
+    }
 }
 
 fn jwt_error_detail(kind: &jsonwebtoken::errors::ErrorKind) -> Cow<'static, str> {
@@ -740,6 +873,70 @@ mod tests {
         );
         assert_eq!(numeric_date_nanos(&json!("1800000000")), None);
         assert_eq!(numeric_date_nanos(&json!(null)), None);
+    }
+
+    #[test]
+    fn numeric_dates_too_large_for_nanoseconds_are_not_dates() {
+        use serde_json::json;
+        assert_eq!(numeric_date_nanos(&json!(1e30)), None);
+        assert_eq!(numeric_date_nanos(&json!(-1e300)), None);
+        assert_eq!(
+            numeric_date_nanos(&json!(1.5e19)),
+            Some(15_000_000_000_000_000_000 * 1_000_000_000)
+        );
+    }
+
+    #[test]
+    fn crit_and_unencoded_payloads_are_refused_in_the_header() {
+        let token = |header: &str| {
+            use base64::Engine as _;
+            let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+            format!("{}.e30.sig", b64.encode(header))
+        };
+        assert!(check_header_params(&token(r#"{"alg":"RS256"}"#)).is_ok());
+        assert!(check_header_params(&token(r#"{"alg":"RS256","b64":true}"#)).is_ok());
+        assert!(check_header_params(&token(r#"{"alg":"RS256","crit":["x"],"x":1}"#)).is_err());
+        assert!(check_header_params(&token(r#"{"alg":"RS256","b64":false}"#)).is_err());
+        assert!(check_header_params(&token(r#"{"alg":"RS256","b64":"no"}"#)).is_err());
+        assert!(check_header_params("!!.e30.sig").is_err());
+    }
+
+    #[test]
+    fn client_ids_are_printable_ascii_with_no_space_at_either_end() {
+        for good in ["ops", "ops team", "a:b/c@d", &"x".repeat(256)] {
+            assert!(is_client_id(good), "{good:?}");
+        }
+        for bad in [
+            "",
+            " ops",
+            "ops ",
+            "o\tps",
+            "o\r\nps",
+            "op\u{7f}",
+            "opé",
+            &"x".repeat(257),
+        ] {
+            assert!(!is_client_id(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn an_hmac_secret_is_at_least_as_long_as_the_longest_hash_listed() {
+        use Algorithm::*;
+        assert_eq!(min_hmac_secret(&[HS256]), 32);
+        assert_eq!(min_hmac_secret(&[HS256, HS384]), 48);
+        assert_eq!(min_hmac_secret(&[HS512, HS256]), 64);
+        assert_eq!(strongest_hmac(&[HS256, HS512]), "HS512");
+    }
+
+    #[test]
+    fn short_hmac_keys_in_a_jwk_set_are_not_used() {
+        let set = r#"{"keys":[{"kty":"oct","k":"c2hvcnQ"},{"kty":"oct","alg":"HS512","k":"MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE"},{"kty":"oct","k":"MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE"}]}"#;
+        let (keys, problems) = parse_jwk_set(set).expect("a set");
+        assert_eq!(keys.len(), 1);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("at least 32"), "{problems:?}");
+        assert!(problems[1].contains("at least 64"), "{problems:?}");
     }
 
     #[test]

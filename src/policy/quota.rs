@@ -17,6 +17,11 @@
 //! ran. Past the limit: 429 `quota_exceeded` with `Retry-After` until the
 //! period ends; that refusal consumes nothing. (A caller that hangs up
 //! before the answer keeps its unit used: the upstream may have run.)
+//!
+//! With `key: header:NAME`, an anonymous caller's calls also take from a
+//! count per address shared by every value it sends, `anonymous_per_ip`
+//! per period (default 10 × `limit`), as with `rate_limit`: inventing a
+//! new value per call gains at most that.
 
 use http::Response;
 use schemars::JsonSchema;
@@ -41,6 +46,10 @@ pub struct QuotaConfig {
     /// IPv6 callers counted by IP are grouped by this prefix.
     #[serde(default = "super::default_ipv6_prefix")]
     pub ipv6_prefix: u8,
+    /// With `key: header:NAME`: the calls per period one anonymous address
+    /// may make whatever values it sends (default 10 × `limit`).
+    #[serde(default)]
+    pub anonymous_per_ip: Option<u64>,
 }
 
 /// UTC calendar periods.
@@ -60,6 +69,8 @@ pub struct Quota {
     period: QuotaPeriod,
     key: LimitKey,
     ipv6_prefix: u8,
+    /// `key: header:NAME`: the per-address count of anonymous callers.
+    anonymous_per_ip: Option<u64>,
     store: AnyStore,
     clock: SharedClock,
     on_error: StoreErrorMode,
@@ -74,15 +85,26 @@ pub fn compile(
         cx.error(&["limit"], "a quota allows at least 1 call per period");
         return None;
     }
-    if !super::check_ipv6_prefix(config.ipv6_prefix, cx) {
+    if !super::check_ipv6_prefix(config.ipv6_prefix, cx)
+        | !super::rate_limit::check_anonymous_per_ip(&config.key, config.anonymous_per_ip, cx)
+    {
         return None;
     }
+    let anonymous_per_ip = match config.key {
+        LimitKey::Header(_) => Some(
+            config
+                .anonymous_per_ip
+                .unwrap_or(config.limit.saturating_mul(10)),
+        ),
+        _ => None,
+    };
     let policy = Arc::new(Quota {
         meta: meta.clone(),
         limit: config.limit,
         period: config.period,
         key: config.key.clone(),
         ipv6_prefix: config.ipv6_prefix,
+        anonymous_per_ip,
         store: cx.store.clone(),
         clock: cx.clock.clone(),
         on_error: StoreErrorMode::new(cx.config.state.on_store_error),
@@ -94,9 +116,11 @@ pub fn compile(
     )])
 }
 
-/// A unit taken for a call, to give back if the upstream never answered.
+/// A unit taken for a call, to give back if the upstream never answered
+/// (and the anonymous address's unit, if one was taken too).
 pub struct Taken {
     key: String,
+    address: Option<String>,
     period_end: Nanos,
 }
 
@@ -115,21 +139,71 @@ impl Quota {
             .store_key(&self.meta.name, self.ipv6_prefix, headers, cx);
         let now = self.clock.now();
         let period_end = period_end(self.period, now);
-        let d = match self
-            .store
-            .quota_take(&key, self.limit, period_end, now)
-            .await
-        {
-            Ok(d) => d,
-            Err(error) => {
-                return self
-                    .on_error
-                    .handle(&self.meta.name, &error, now)
-                    .map(|()| None)
-            }
+        let fail = |error| {
+            self.on_error
+                .handle(&self.meta.name, &error, now)
+                .map(|()| None)
         };
-        if d.allowed {
-            return Ok(Some(Taken { key, period_end }));
+        let address = self.anonymous_per_ip.and_then(|limit| {
+            let key = super::rate_limit::anonymous_address_key(
+                &self.key,
+                &self.meta.name,
+                self.ipv6_prefix,
+                headers,
+                cx,
+            )?;
+            Some((key, limit))
+        });
+        // The address's count is looked at first and taken from last, so a
+        // call refused by either takes from neither.
+        let mut allowed = true;
+        if let Some((address, limit)) = &address {
+            match self.store.quota_peek(address, period_end, now).await {
+                Ok(used) => allowed = used < *limit,
+                Err(error) => return fail(error),
+            }
+        }
+        if allowed {
+            let d = match self
+                .store
+                .quota_take(&key, self.limit, period_end, now)
+                .await
+            {
+                Ok(d) => d,
+                Err(error) => return fail(error),
+            };
+            allowed = d.allowed;
+        }
+        if allowed {
+            let Some((address, limit)) = address else {
+                return Ok(Some(Taken {
+                    key,
+                    address: None,
+                    period_end,
+                }));
+            };
+            let d = match self
+                .store
+                .quota_take(&address, limit, period_end, now)
+                .await
+            {
+                Ok(d) => d,
+                Err(error) => return fail(error),
+            };
+            if d.allowed {
+                return Ok(Some(Taken {
+                    key,
+                    address: Some(address),
+                    period_end,
+                }));
+            }
+            // Another call took the address's last unit meanwhile.
+            let value = Taken {
+                key: key.clone(),
+                address: None,
+                period_end,
+            };
+            self.refund(value).await;
         }
         if self.meta.report_only {
             tracing::info!(
@@ -150,14 +224,12 @@ impl Quota {
 
     async fn refund(&self, taken: Taken) {
         let now = self.clock.now();
-        if let Err(error) = self
-            .store
-            .quota_refund(&taken.key, taken.period_end, now)
-            .await
-        {
-            // Failing to give a unit back only ever errs against the
-            // caller by one call; worth a log, not a refusal.
-            tracing::warn!(policy = &*self.meta.name, %error, "quota refund failed");
+        for key in std::iter::once(&taken.key).chain(taken.address.as_ref()) {
+            if let Err(error) = self.store.quota_refund(key, taken.period_end, now).await {
+                // Failing to give a unit back only ever errs against the
+                // caller by one call; worth a log, not a refusal.
+                tracing::warn!(policy = &*self.meta.name, %error, "quota refund failed");
+            }
         }
     }
 }

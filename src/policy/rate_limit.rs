@@ -33,6 +33,16 @@
 //! (`record_rate_limit` keeps the one with the fewest calls left) and only
 //! the outermost rate-limit layer writes the headers, on the way out.
 //!
+//! **Header keys and anonymous callers.** A `header:NAME` value is the
+//! caller's own claim. An authenticated client is accountable for the
+//! values it sends (an app passing its end users' ids), so each value has
+//! its own bucket. An anonymous caller could invent a fresh value per call,
+//! so its calls also pass a second bucket per address (the `ip` key, IPv6
+//! grouped by `ipv6_prefix`) shared by every value it sends:
+//! `anonymous_per_ip` calls per `window` (default 10 × `limit`, so ten
+//! users behind one NAT keep their own rates). Rotating the value then
+//! gains at most that.
+//!
 //! Calls refused by a *later* policy (quota, schema) keep the token they
 //! took: the gateway did the work of judging them. `report_only` limits
 //! count in their own bucket (keyed by their own name), never refuse, add
@@ -66,6 +76,10 @@ pub struct RateLimitConfig {
     /// IPv6 callers counted by IP are grouped by this prefix.
     #[serde(default = "super::default_ipv6_prefix")]
     pub ipv6_prefix: u8,
+    /// With `key: header:NAME`: the calls per `window` one anonymous
+    /// address may make whatever values it sends (default 10 × `limit`).
+    #[serde(default)]
+    pub anonymous_per_ip: Option<u64>,
 }
 
 pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
@@ -88,6 +102,9 @@ pub struct RateLimit {
     ipv6_prefix: u8,
     /// Empty: everyone.
     for_roles: RoleSet,
+    /// `key: header:NAME`: the per-address bucket of anonymous callers,
+    /// and its limit (for the headers).
+    anonymous_per_ip: Option<(GcraRule, u64)>,
     store: AnyStore,
     clock: SharedClock,
     on_error: StoreErrorMode,
@@ -126,9 +143,19 @@ pub fn compile(
         }
     }
     ok &= super::check_ipv6_prefix(config.ipv6_prefix, cx);
+    ok &= check_anonymous_per_ip(&config.key, config.anonymous_per_ip, cx);
     if !ok {
         return None;
     }
+    let anonymous_per_ip = match config.key {
+        LimitKey::Header(_) => {
+            let n = config
+                .anonymous_per_ip
+                .unwrap_or(config.limit.saturating_mul(10));
+            Some((GcraRule::new(n, window, n), n))
+        }
+        _ => None,
+    };
     let burst = config.burst.unwrap_or(config.limit);
     let window_secs = window.div_ceil(SECOND);
     let quoted_name = sf_string(&meta.name);
@@ -146,6 +173,7 @@ pub fn compile(
         key: config.key.clone(),
         ipv6_prefix: config.ipv6_prefix,
         for_roles,
+        anonymous_per_ip,
         store: cx.store.clone(),
         clock: cx.clock.clone(),
         on_error: StoreErrorMode::new(cx.config.state.on_store_error),
@@ -164,6 +192,18 @@ impl RateLimit {
         self.for_roles.is_empty() || cx.roles().intersects(self.for_roles)
     }
 
+    /// The per-address bucket an anonymous call keyed by a header value
+    /// also passes (see the module doc): its store key, rule and limit.
+    fn anonymous_bucket(
+        &self,
+        headers: &HeaderMap,
+        cx: &RequestContext,
+    ) -> Option<(String, GcraRule, u64)> {
+        let (rule, limit) = self.anonymous_per_ip?;
+        let key = anonymous_address_key(&self.key, &self.meta.name, self.ipv6_prefix, headers, cx)?;
+        Some((key, rule, limit))
+    }
+
     /// Decides one call: `Ok` to go on (the decision recorded in `cx`), or
     /// the refusal.
     async fn judge(&self, headers: &HeaderMap, cx: &mut RequestContext) -> Result<(), Reject> {
@@ -171,15 +211,48 @@ impl RateLimit {
             .key
             .store_key(&self.meta.name, self.ipv6_prefix, headers, cx);
         let now = self.clock.now();
+        let anonymous = self.anonymous_bucket(headers, cx);
+        // The address's bucket is looked at first and taken from last, so
+        // a call refused by either takes from neither.
+        if let Some((ip_key, rule, limit)) = &anonymous {
+            let d = match self.store.gcra(ip_key, *rule, now, false).await {
+                Ok(d) => d,
+                Err(error) => return self.on_error.handle(&self.meta.name, &error, now),
+            };
+            if !d.allowed {
+                return self.decided(d, *limit, cx);
+            }
+        }
         let d = match self.store.gcra(&key, self.rule, now, true).await {
             Ok(d) => d,
             Err(error) => return self.on_error.handle(&self.meta.name, &error, now),
         };
+        if let (true, Some((ip_key, rule, limit))) = (d.allowed, &anonymous) {
+            let ip = match self.store.gcra(ip_key, *rule, now, true).await {
+                Ok(ip) => ip,
+                Err(error) => return self.on_error.handle(&self.meta.name, &error, now),
+            };
+            // The headers describe whichever is closer to exhaustion.
+            if !ip.allowed || ip.remaining < d.remaining {
+                return self.decided(ip, *limit, cx);
+            }
+        }
+        self.decided(d, self.limit, cx)
+    }
+
+    /// Records decision `d` of a bucket of `limit` calls and turns it into
+    /// the verdict.
+    fn decided(
+        &self,
+        d: state::RateDecision,
+        limit: u64,
+        cx: &mut RequestContext,
+    ) -> Result<(), Reject> {
         if self.meta.report_only {
             if !d.allowed {
                 tracing::info!(
                     policy = &*self.meta.name,
-                    key,
+                    limit,
                     "report-only rate limit would refuse"
                 );
                 cx.would_reject
@@ -191,7 +264,7 @@ impl RateLimit {
             policy: self.meta.name.clone(),
             quoted_name: self.quoted_name.clone(),
             policy_header: self.policy_header.clone(),
-            limit: self.limit,
+            limit,
             remaining: d.remaining,
             reset_secs: state::ceil_secs(d.reset_after),
             window_secs: self.window_secs,
@@ -204,6 +277,54 @@ impl RateLimit {
                 "too many calls; retry after the time in Retry-After",
             )
             .with_retry_after(state::ceil_secs(d.retry_after)))
+        }
+    }
+}
+
+/// The store key of the per-address count an anonymous call keyed by a
+/// `header:NAME` value also passes (`rate_limit` and `quota`): `None` when
+/// the key is not a header, the caller is a client, or the header is
+/// missing (the call is then counted by address already).
+pub(crate) fn anonymous_address_key(
+    key: &LimitKey,
+    policy: &str,
+    ipv6_prefix: u8,
+    headers: &HeaderMap,
+    cx: &RequestContext,
+) -> Option<String> {
+    let LimitKey::Header(name) = key else {
+        return None;
+    };
+    let valued = headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| !v.is_empty());
+    if cx.client.is_some() || !valued {
+        return None;
+    }
+    let group = super::IpGroup::of(cx.client_ip, ipv6_prefix);
+    Some(state::key(policy, format_args!("anonymous-ip:{group}")))
+}
+
+/// Checks `anonymous_per_ip` of a `rate_limit` or `quota`: at least 1, and
+/// only with `key: header:NAME`. A mistake is recorded in `cx`.
+pub(crate) fn check_anonymous_per_ip(
+    key: &LimitKey,
+    anonymous_per_ip: Option<u64>,
+    cx: &mut CompileCx<'_>,
+) -> bool {
+    match (key, anonymous_per_ip) {
+        (_, Some(0)) => {
+            cx.error(&["anonymous_per_ip"], "allow at least 1 call per address");
+            false
+        }
+        (LimitKey::Header(_), _) | (_, None) => true,
+        (_, Some(_)) => {
+            cx.error(
+                &["anonymous_per_ip"],
+                "only a limit with `key: header:NAME` has a per-address bound",
+            );
+            false
         }
     }
 }

@@ -18,7 +18,15 @@
 //! - a content type that is not JSON: 415 `unsupported_media_type`;
 //! - JSON that does not parse, or breaks the schema: 400
 //!   `invalid_request_body` with `errors: [{pointer, message}]`, where
-//!   `pointer` is the JSON pointer of the offending value in the body.
+//!   `pointer` is the JSON pointer of the offending value in the body;
+//! - JSON that parsers read differently, so the upstream could act on a
+//!   value the schema never saw: a member name twice in one object, or a
+//!   number written with more precision than the checked value holds
+//!   (`100.00000000000000001`, integers past 64 bits): 400
+//!   `invalid_request_body`, pointing at it;
+//! - a body the check cannot read as written: `Content-Encoding` other
+//!   than `identity`, a `charset` other than UTF-8, two `Content-Type`s:
+//!   415 `unsupported_media_type` (never forwarded unvalidated).
 //!
 //! A 2xx response is buffered up to `max_body` and checked: with `enforce`
 //! a violation becomes 502 `invalid_upstream_response` (the caller never
@@ -279,6 +287,47 @@ impl SchemaValidation {
     }
 }
 
+/// Why a request body cannot be judged as the UTF-8 JSON the schema
+/// speaks of, though it may claim to be JSON: it is encoded (`gzip`…), in
+/// another charset, or says two different things about its type. Each is
+/// an answer the upstream could read differently from the bytes checked.
+fn undecodable(headers: &HeaderMap) -> Option<String> {
+    use http::header::{CONTENT_ENCODING, CONTENT_TYPE};
+    for value in headers.get_all(CONTENT_ENCODING) {
+        let text = value.to_str().unwrap_or("?");
+        let encoded = text
+            .split(',')
+            .map(str::trim)
+            .any(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case("identity"));
+        if encoded {
+            return Some(format!(
+                "this operation's body is checked as plain JSON; Content-Encoding `{text}` is not accepted"
+            ));
+        }
+    }
+    let mut types = headers.get_all(CONTENT_TYPE).iter();
+    let (first, second) = (types.next(), types.next());
+    if second.is_some() {
+        return Some("the request has more than one Content-Type".into());
+    }
+    let value = first?.to_str().unwrap_or("");
+    for param in value.split(';').skip(1) {
+        let Some((name, charset)) = param.split_once('=') else {
+            continue;
+        };
+        if !name.trim().eq_ignore_ascii_case("charset") {
+            continue;
+        }
+        let charset = charset.trim().trim_matches('"');
+        if !(charset.eq_ignore_ascii_case("utf-8") || charset.eq_ignore_ascii_case("utf8")) {
+            return Some(format!(
+                "JSON bodies are UTF-8 (RFC 8259 §8.1); charset `{charset}` is not accepted"
+            ));
+        }
+    }
+    None
+}
+
 /// Buffers a request body (already bounded by `max_body`) and checks it;
 /// the request comes back with the same bytes.
 async fn check_request(
@@ -286,6 +335,12 @@ async fn check_request(
     req: Request<Body>,
 ) -> Result<Request<Body>, (Reject, http::Extensions)> {
     let (parts, body) = req.into_parts();
+    if let Some(detail) = undecodable(&parts.headers) {
+        return Err((
+            Reject::new(Code::UnsupportedMediaType, detail),
+            parts.extensions,
+        ));
+    }
     let json = is_json(&parts.headers);
     if json == Some(false) {
         return Err((
@@ -323,9 +378,9 @@ async fn check_request(
         };
         return Err((Reject::new(code, detail), parts.extensions));
     }
-    let value: serde_json::Value = match serde_json::from_slice(&bytes) {
+    let value = match parse_strict(&bytes) {
         Ok(v) => v,
-        Err(e) => {
+        Err(Unjudgeable::Syntax(e)) => {
             let reject = Reject::new(
                 Code::InvalidRequestBody,
                 "the request body is not valid JSON",
@@ -334,6 +389,14 @@ async fn check_request(
                 pointer: String::new(),
                 message: e.to_string(),
             }]);
+            return Err((reject, parts.extensions));
+        }
+        Err(Unjudgeable::Ambiguous(error)) => {
+            let reject = Reject::new(
+                Code::InvalidRequestBody,
+                "the request body is JSON that parsers read differently",
+            )
+            .with_errors(vec![error]);
             return Err((reject, parts.extensions));
         }
     };
@@ -347,6 +410,263 @@ async fn check_request(
         return Err((reject, parts.extensions));
     }
     Ok(Request::from_parts(parts, body::full(bytes)))
+}
+
+// === Strict JSON: the schema judges what every parser reads ===
+
+/// Why a body was not judged.
+#[derive(Debug)]
+enum Unjudgeable {
+    /// Not JSON at all.
+    Syntax(serde_json::Error),
+    /// JSON whose meaning depends on the parser: a member name twice (the
+    /// check would see the last, a first-wins upstream the first), or a
+    /// number with more precision than the checked value holds
+    /// (`100.00000000000000001` is `100` as a float, and passes
+    /// `maximum: 100`, while a decimal parser upstream reads more).
+    Ambiguous(FieldError),
+}
+
+/// Parses a request body to the value the schema judges, refusing what
+/// parsers disagree on (see [`Unjudgeable::Ambiguous`]). Numbers are kept
+/// only when the value checked is the number written: integers within
+/// 64 bits, and decimals whose digits a float holds exactly as written
+/// (`0.1` yes — it reads back as `0.1` — but not 20 significant digits).
+fn parse_strict(bytes: &[u8]) -> Result<serde_json::Value, Unjudgeable> {
+    use serde::de::DeserializeSeed as _;
+    let state = std::cell::RefCell::new(StrictState {
+        path: Vec::new(),
+        numbers: 0,
+        inexact: inexact_numbers(bytes),
+        failure: None,
+    });
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let parsed = Strict(&state)
+        .deserialize(&mut de)
+        .and_then(|v| de.end().map(|()| v));
+    let failure = state.into_inner().failure;
+    match (parsed, failure) {
+        (_, Some(error)) => Err(Unjudgeable::Ambiguous(error)),
+        (Ok(value), None) => Ok(value),
+        (Err(e), None) => Err(Unjudgeable::Syntax(e)),
+    }
+}
+
+struct StrictState {
+    /// Where the parse is: member names and array indexes.
+    path: Vec<Segment>,
+    /// Numbers seen so far, in document order.
+    numbers: usize,
+    /// The ordinals of the numbers written more precisely than parsed.
+    inexact: Vec<usize>,
+    failure: Option<FieldError>,
+}
+
+/// One step of a JSON pointer.
+enum Segment {
+    Index(usize),
+    Member(String),
+}
+
+impl StrictState {
+    /// The JSON pointer of the current place, plus member `last` if given.
+    fn pointer(&self, last: Option<&str>) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let escape = |name: &str| name.replace('~', "~0").replace('/', "~1");
+        for segment in &self.path {
+            let _ = match segment {
+                Segment::Index(i) => write!(out, "/{i}"),
+                Segment::Member(name) => write!(out, "/{}", escape(name)),
+            };
+        }
+        if let Some(name) = last {
+            let _ = write!(out, "/{}", escape(name));
+        }
+        out
+    }
+
+    fn number<E: serde::de::Error>(&mut self) -> Result<(), E> {
+        let ordinal = self.numbers;
+        self.numbers += 1;
+        if self.inexact.binary_search(&ordinal).is_ok() {
+            let message = "this number has more digits than can be checked exactly \
+                           (at most 17 significant digits, or a 64-bit integer)";
+            self.failure = Some(FieldError {
+                pointer: self.pointer(None),
+                message: message.into(),
+            });
+            return Err(E::custom(message));
+        }
+        Ok(())
+    }
+}
+
+/// The seed that parses one value under [`StrictState`].
+#[derive(Clone, Copy)]
+struct Strict<'s>(&'s std::cell::RefCell<StrictState>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Strict<'_> {
+    type Value = serde_json::Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Strict<'_> {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        self.0.borrow_mut().number()?;
+        Ok(v.into())
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        self.0.borrow_mut().number()?;
+        Ok(v.into())
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        self.0.borrow_mut().number()?;
+        Ok(serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, Into::into))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::new();
+        loop {
+            self.0.borrow_mut().path.push(Segment::Index(items.len()));
+            let item = seq.next_element_seed(self);
+            self.0.borrow_mut().path.pop();
+            match item? {
+                Some(item) => items.push(item),
+                None => return Ok(serde_json::Value::Array(items)),
+            }
+        }
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut members = serde_json::Map::new();
+        while let Some(name) = map.next_key::<String>()? {
+            if members.contains_key(&name) {
+                let mut state = self.0.borrow_mut();
+                let pointer = state.pointer(Some(&name));
+                let message = format!("the member `{name}` appears more than once");
+                state.failure = Some(FieldError {
+                    pointer,
+                    message: message.clone(),
+                });
+                return Err(serde::de::Error::custom(message));
+            }
+            self.0.borrow_mut().path.push(Segment::Member(name.clone()));
+            let value = map.next_value_seed(self);
+            self.0.borrow_mut().path.pop();
+            members.insert(name, value?);
+        }
+        Ok(serde_json::Value::Object(members))
+    }
+}
+
+/// The ordinals (in document order) of the number literals of `bytes`
+/// that do not read back as written once parsed. A plain scan: strings
+/// are skipped, everything else that starts like a number is one (the
+/// parse proper rejects whatever is not JSON).
+fn inexact_numbers(bytes: &[u8]) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut ordinal = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while i < bytes.len()
+                    && matches!(bytes[i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+                {
+                    i += 1;
+                }
+                let literal = std::str::from_utf8(&bytes[start..i]).unwrap_or("");
+                if !number_is_exact(literal) {
+                    out.push(ordinal);
+                }
+                ordinal += 1;
+            }
+            _ => i += 1,
+        }
+    }
+    out
+}
+
+/// Whether the value parsed from a JSON number literal is the number
+/// written: a 64-bit integer, or a decimal that reads back from its float
+/// with the same digits.
+fn number_is_exact(literal: &str) -> bool {
+    if !literal.contains(['.', 'e', 'E'])
+        && (literal.parse::<u64>().is_ok() || literal.parse::<i64>().is_ok())
+    {
+        return true;
+    }
+    match literal.parse::<f64>() {
+        // Out of range: the parse proper refuses it.
+        Ok(f) if !f.is_finite() => true,
+        Ok(f) => decimal(literal) == decimal(&format!("{f:e}")),
+        Err(_) => true,
+    }
+}
+
+/// A decimal literal as (negative, significant digits, exponent of ten),
+/// with no leading or trailing zero digits; every zero is `(false, "", 0)`.
+fn decimal(literal: &str) -> (bool, String, i64) {
+    let (negative, rest) = match literal.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, literal),
+    };
+    let (mantissa, exponent) = rest.split_once(['e', 'E']).unwrap_or((rest, "0"));
+    let exponent =
+        exponent
+            .trim_start_matches('+')
+            .parse::<i64>()
+            .unwrap_or(if exponent.starts_with('-') {
+                i64::MIN / 2
+            } else {
+                i64::MAX / 2
+            });
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let mut exponent = exponent.saturating_sub(frac.len() as i64);
+    let all = format!("{int}{frac}");
+    let digits = all.trim_start_matches('0');
+    let trimmed = digits.trim_end_matches('0');
+    exponent = exponent.saturating_add((digits.len() - trimmed.len()) as i64);
+    if trimmed.is_empty() {
+        return (false, String::new(), 0);
+    }
+    (negative, trimmed.to_string(), exponent)
 }
 
 /// Reads `body` while it stays within `limit` bytes. `Ok((all, None))`:
@@ -456,6 +776,82 @@ mod tests {
         assert_eq!(h("application/merge-patch+json"), Some(true));
         assert_eq!(h("text/plain"), Some(false));
         assert_eq!(is_json(&HeaderMap::new()), None);
+    }
+
+    fn ambiguity(body: &str) -> Option<FieldError> {
+        match parse_strict(body.as_bytes()) {
+            Err(Unjudgeable::Ambiguous(e)) => Some(e),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_member_named_twice_is_pointed_at() {
+        let e = ambiguity(r#"{"a": [{"b/c~": 1, "b/c~": 2}]}"#).expect("refused");
+        assert_eq!(e.pointer, "/a/0/b~1c~0");
+        assert!(ambiguity(r#"{"a": {"a": 1}, "b": {"a": 2}}"#).is_none());
+        assert!(matches!(
+            parse_strict(b"{\"a\": }"),
+            Err(Unjudgeable::Syntax(_))
+        ));
+        assert!(matches!(parse_strict(b"{} x"), Err(Unjudgeable::Syntax(_))));
+    }
+
+    #[test]
+    fn numbers_pass_only_when_the_value_checked_is_the_number_written() {
+        for exact in [
+            "0",
+            "-0",
+            "100",
+            "0.1",
+            "1e2",
+            "1.5E-7",
+            "-12.50",
+            "9007199254740993",
+            "18446744073709551615",
+            "-9223372036854775808",
+            "0.30000000000000004",
+            "1e308",
+        ] {
+            assert!(number_is_exact(exact), "{exact}");
+        }
+        for inexact in [
+            "100.00000000000000001",
+            "18446744073709551616",
+            "0.1000000000000000000001",
+            "1e-400",
+            "3.14159265358979323846",
+        ] {
+            assert!(!number_is_exact(inexact), "{inexact}");
+        }
+        let e = ambiguity(r#"{"s": "1.00000000000000000001", "n": [1, 2.00000000000000000001]}"#)
+            .expect("refused");
+        assert_eq!(e.pointer, "/n/1");
+        assert_eq!(
+            parse_strict(br#"{"a": 0.5, "b": "x\"1e999"}"#).ok(),
+            Some(json!({"a": 0.5, "b": "x\"1e999"}))
+        );
+    }
+
+    #[test]
+    fn encoded_bodies_and_other_charsets_cannot_be_judged() {
+        let h = |pairs: &[(&'static str, &'static str)]| {
+            let mut m = HeaderMap::new();
+            for (k, v) in pairs {
+                m.append(*k, http::HeaderValue::from_static(v));
+            }
+            undecodable(&m)
+        };
+        assert!(h(&[("content-type", "application/json")]).is_none());
+        assert!(h(&[("content-type", "application/json; charset=\"UTF-8\"")]).is_none());
+        assert!(h(&[("content-encoding", "identity")]).is_none());
+        assert!(h(&[("content-encoding", "gzip")]).is_some());
+        assert!(h(&[("content-type", "application/json;charset=latin1")]).is_some());
+        assert!(h(&[
+            ("content-type", "application/json"),
+            ("content-type", "text/plain")
+        ])
+        .is_some());
     }
 
     #[tokio::test]

@@ -15,6 +15,25 @@
 //! memory stays within about twice the live keys, and sweeping costs O(1)
 //! amortised per insert with no background task. [`MemoryStore::sweep`]
 //! does the same on demand.
+//!
+//! A total cap, whatever the traffic: each table (buckets, quotas, abuse
+//! counters, bans) holds at most [`DEFAULT_MAX_KEYS`] live keys (split
+//! evenly over the shards), so a caller holding many addresses (an IPv6
+//! /32 is 2³² /64s) cannot grow memory past it. When a shard's table is
+//! full of live entries (after a sweep; a full table is swept at most once
+//! a second, so a flood cannot make every insert a scan):
+//! - existing keys go on exactly as before: a live entry is never evicted,
+//!   so nobody's limit is reset by someone else's flood;
+//! - a new key of a rate limit, quota or abuse counter is judged in one
+//!   **overflow** cell shared by every key that finds no room (one per rule:
+//!   per GCRA interval and burst, per quota period, per abuse window). New
+//!   callers then share one budget, stricter than their own would be,
+//!   and rotating addresses or header values gains nothing: all of them
+//!   together get what one key would. Once entries go idle, new keys get
+//!   their own cells again;
+//! - a new ban replaces the ban ending soonest among a few sampled ones:
+//!   bans outnumbering the cap are held as long as there is room, the rest
+//!   as long as later bans do not need the slot.
 
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -31,6 +50,17 @@ const SHARDS: usize = 64;
 /// keep, and sweeping them often would cost more than it frees.
 const MIN_SWEEP: usize = 1024;
 
+/// The live keys one table (buckets, quotas, abuse counters or bans) holds
+/// at most, over all shards: about 100-200 MiB per table when full.
+pub const DEFAULT_MAX_KEYS: usize = 1 << 20;
+
+/// How often a full table is swept again (an insert that finds it full
+/// sooner goes to the overflow cell without a scan).
+const FULL_RESCAN: Nanos = 1_000_000_000;
+
+/// How many bans are looked at to choose the one a new ban replaces.
+const BAN_SAMPLE: usize = 8;
+
 #[derive(Debug)]
 pub struct MemoryStore {
     shards: Box<[Mutex<Shard>]>,
@@ -38,9 +68,23 @@ pub struct MemoryStore {
     /// header values) cannot be aimed at one shard. foldhash, not SipHash:
     /// this runs on every decision, and the seed is what defends the maps.
     hasher: FastHash,
+    /// Where new keys are judged while their shard's table is full.
+    overflow: Mutex<Overflow>,
 }
 
+/// The shared cells of keys that found no room (see the module doc), one
+/// per rule. Few: bounded by the distinct rules of the configs in use.
 #[derive(Debug, Default)]
+struct Overflow {
+    /// GCRA arrival time per (interval, tolerance).
+    buckets: HashMap<(Nanos, Nanos), Nanos>,
+    /// Calls counted per quota period end.
+    quotas: HashMap<Nanos, u64>,
+    /// Abuse hits per window length.
+    hits: HashMap<Nanos, HitCell>,
+}
+
+#[derive(Debug)]
 struct Shard {
     /// GCRA: the theoretical arrival time per key.
     buckets: Table<Nanos>,
@@ -97,29 +141,49 @@ impl Idle for Ban {
 /// The maps' hasher: foldhash, randomly seeded per map.
 type FastHash = foldhash::fast::RandomState;
 
-/// A map that drops idle entries when it grows to its sweep mark.
+/// A map that drops idle entries when it grows to its sweep mark, and
+/// holds at most `cap` entries.
 #[derive(Debug)]
 struct Table<V> {
     map: HashMap<Box<str>, V, FastHash>,
     sweep_at: usize,
+    cap: usize,
+    /// While full: no sweep before this time.
+    rescan_at: Nanos,
 }
 
-impl<V> Default for Table<V> {
-    fn default() -> Self {
+impl<V> Table<V> {
+    fn new(cap: usize) -> Self {
         Table {
             map: HashMap::default(),
             sweep_at: MIN_SWEEP,
+            cap,
+            rescan_at: 0,
         }
     }
 }
 
 impl<V: Idle> Table<V> {
-    /// Inserts a new key, sweeping first if the table is at its mark.
-    fn insert(&mut self, key: &str, value: V, now: Nanos) {
-        if self.map.len() >= self.sweep_at {
+    /// Whether a new key fits, sweeping first if the table is at its mark
+    /// (a full one at most once per [`FULL_RESCAN`]).
+    fn has_room(&mut self, now: Nanos) -> bool {
+        let len = self.map.len();
+        if len >= self.sweep_at.min(self.cap) && (len < self.cap || now >= self.rescan_at) {
             self.sweep(now);
+            if self.map.len() >= self.cap {
+                self.rescan_at = now.saturating_add(FULL_RESCAN);
+            }
+        }
+        self.map.len() < self.cap
+    }
+
+    /// Inserts a new key if it fits; false if the table is full.
+    fn insert(&mut self, key: &str, value: V, now: Nanos) -> bool {
+        if !self.has_room(now) {
+            return false;
         }
         self.map.insert(key.into(), value);
+        true
     }
 
     fn sweep(&mut self, now: Nanos) {
@@ -143,9 +207,24 @@ impl Default for MemoryStore {
 
 impl MemoryStore {
     pub fn new() -> MemoryStore {
+        MemoryStore::with_max_keys(DEFAULT_MAX_KEYS)
+    }
+
+    /// A store whose tables hold at most about `max_keys` live keys each
+    /// (rounded up to a multiple of the shard count).
+    pub fn with_max_keys(max_keys: usize) -> MemoryStore {
+        let cap = max_keys.div_ceil(SHARDS).max(1);
+        let shard = || Shard {
+            buckets: Table::new(cap),
+            quotas: Table::new(cap),
+            hits: Table::new(cap),
+            bans: Table::new(cap),
+            usage: HashMap::new(),
+        };
         MemoryStore {
-            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(shard())).collect(),
             hasher: Default::default(),
+            overflow: Mutex::default(),
         }
     }
 
@@ -185,6 +264,10 @@ impl MemoryStore {
     pub fn gcra_now(&self, key: &str, rule: GcraRule, now: Nanos, commit: bool) -> RateDecision {
         let mut shard = self.shard(key).lock();
         let table = &mut shard.buckets;
+        if !table.map.contains_key(key) && !table.has_room(now) {
+            drop(shard);
+            return self.overflow.lock().gcra(rule, now, commit);
+        }
         match table.map.get_mut(key) {
             Some(tat) => {
                 let (decision, new_tat) = gcra_decide(*tat, rule, now);
@@ -263,6 +346,10 @@ impl MemoryStore {
     ) -> QuotaDecision {
         let mut shard = self.shard(key).lock();
         let table = &mut shard.quotas;
+        if !table.map.contains_key(key) && !table.has_room(now) {
+            drop(shard);
+            return self.overflow.lock().quota_take(limit, period_end, now);
+        }
         // A counter from an earlier period counts as zero.
         let used = table
             .map
@@ -282,7 +369,10 @@ impl MemoryStore {
         };
         match table.map.get_mut(key) {
             Some(old) => *old = cell,
-            None => table.insert(key, cell, now),
+            None => {
+                // Room was made sure of above.
+                table.insert(key, cell, now);
+            }
         }
         QuotaDecision {
             allowed: true,
@@ -293,9 +383,20 @@ impl MemoryStore {
 
     fn quota_refund_now(&self, key: &str, period_end: Nanos) {
         let mut shard = self.shard(key).lock();
-        if let Some(cell) = shard.quotas.map.get_mut(key) {
-            if cell.period_end == period_end {
-                cell.count = cell.count.saturating_sub(1);
+        match shard.quotas.map.get_mut(key) {
+            Some(cell) => {
+                if cell.period_end == period_end {
+                    cell.count = cell.count.saturating_sub(1);
+                }
+            }
+            // A take within the period always leaves its key, unless it
+            // found no room and went to the overflow count.
+            None => {
+                drop(shard);
+                let mut overflow = self.overflow.lock();
+                if let Some(count) = overflow.quotas.get_mut(&period_end) {
+                    *count = count.saturating_sub(1);
+                }
             }
         }
     }
@@ -317,8 +418,11 @@ impl MemoryStore {
                 1
             }
             None => {
-                table.insert(key, fresh, now);
-                1
+                if table.insert(key, fresh, now) {
+                    return 1;
+                }
+                drop(shard);
+                self.overflow.lock().hit(window, now)
             }
         }
     }
@@ -334,7 +438,22 @@ impl MemoryStore {
         match table.map.get_mut(key) {
             Some(active) if !active.idle(now) && active.until >= ban.until => {}
             Some(old) => *old = ban,
-            None => table.insert(key, ban, now),
+            None => {
+                if !table.has_room(now) {
+                    // Full of live bans: the one ending soonest of a few
+                    // makes room (the map's order is its seeded hash's).
+                    let soonest = table
+                        .map
+                        .iter()
+                        .take(BAN_SAMPLE)
+                        .min_by_key(|(_, b)| b.until)
+                        .map(|(k, _)| k.clone());
+                    if let Some(soonest) = soonest {
+                        table.map.remove(&soonest);
+                    }
+                }
+                table.map.insert(key.into(), ban);
+            }
         }
     }
 
@@ -360,6 +479,64 @@ impl MemoryStore {
     fn ban_remove_now(&self, key: &str, now: Nanos) -> bool {
         let mut shard = self.shard(key).lock();
         shard.bans.map.remove(key).is_some_and(|b| !b.idle(now))
+    }
+}
+
+// === impl Overflow ===
+
+impl Overflow {
+    /// The GCRA decision of the rule's shared bucket.
+    fn gcra(&mut self, rule: GcraRule, now: Nanos, commit: bool) -> RateDecision {
+        // Idle cells are dropped once several rules have gathered.
+        if self.buckets.len() > 64 {
+            self.buckets.retain(|_, tat| !tat.idle(now));
+        }
+        let tat = self
+            .buckets
+            .get(&(rule.interval, rule.tolerance))
+            .copied()
+            .unwrap_or(now);
+        let (decision, new_tat) = gcra_decide(tat, rule, now);
+        if commit && decision.allowed {
+            self.buckets
+                .insert((rule.interval, rule.tolerance), new_tat);
+        }
+        decision
+    }
+
+    /// One unit of the period's shared count, if it is under `limit`.
+    fn quota_take(&mut self, limit: u64, period_end: Nanos, now: Nanos) -> QuotaDecision {
+        self.quotas.retain(|end, _| *end > now);
+        let used = self.quotas.entry(period_end).or_insert(0);
+        if *used >= limit {
+            return QuotaDecision {
+                allowed: false,
+                used: *used,
+                remaining: 0,
+            };
+        }
+        *used += 1;
+        QuotaDecision {
+            allowed: true,
+            used: *used,
+            remaining: limit - *used,
+        }
+    }
+
+    /// A hit on the window's shared counter: the count within the window.
+    fn hit(&mut self, window: Nanos, now: Nanos) -> u64 {
+        let cell = self.hits.entry(window).or_insert(HitCell {
+            count: 0,
+            window_end: 0,
+        });
+        if cell.idle(now) {
+            *cell = HitCell {
+                count: 0,
+                window_end: now.saturating_add(window),
+            };
+        }
+        cell.count += 1;
+        cell.count
     }
 }
 
@@ -606,6 +783,57 @@ mod tests {
         assert!(store.len() < n + n / 2, "{} entries held", store.len());
         store.sweep(4 * SECOND);
         assert!(store.is_empty());
+    }
+
+    #[test]
+    fn new_keys_of_a_full_table_share_one_overflow_bucket_and_old_ones_keep_theirs() {
+        let store = MemoryStore::with_max_keys(SHARDS * 4);
+        let rule = GcraRule::new(2, 3600 * SECOND, 2);
+        // An early caller, then a flood of new keys far past the cap.
+        assert!(store.gcra_now("p:early", rule, 0, true).allowed);
+        let passed = (0..10_000)
+            .filter(|i| store.gcra_now(&format!("p:{i}"), rule, 0, true).allowed)
+            .count();
+        // The shards' room (at most 4 keys each, 2 calls per key) plus the
+        // overflow bucket's 2: nowhere near one fresh budget per key.
+        assert!(passed <= SHARDS * 4 * 2 + 2, "{passed} passed");
+        assert!(store.len() <= SHARDS * 4, "{} entries", store.len());
+        // The early caller still has its own bucket, one call left.
+        assert!(store.gcra_now("p:early", rule, 0, true).allowed);
+        assert!(!store.gcra_now("p:early", rule, 0, true).allowed);
+        // Once the flood's buckets are idle, new keys get their own again.
+        assert!(store.gcra_now("p:late", rule, 7200 * SECOND, true).allowed);
+        assert!(store.gcra_now("p:late", rule, 7200 * SECOND, true).allowed);
+    }
+
+    #[test]
+    fn a_full_table_overflows_quotas_and_abuse_counts_into_shared_cells() {
+        let store = MemoryStore::with_max_keys(SHARDS);
+        let end = 3600 * SECOND;
+        let taken = (0..5_000)
+            .filter(|i| store.quota_take_now(&format!("q:{i}"), 3, end, 0).allowed)
+            .count();
+        assert!(taken <= SHARDS * 3 + 3, "{taken} taken");
+        // Hits of keys that find no room add up on one counter.
+        let most = (0..5_000)
+            .map(|i| store.hit_now(&format!("h:{i}"), 60 * SECOND, 0))
+            .max();
+        assert!(most >= Some(1000), "{most:?}");
+    }
+
+    #[test]
+    fn a_full_ban_table_replaces_a_ban_and_stays_bounded() {
+        let store = MemoryStore::with_max_keys(SHARDS);
+        for i in 0..5_000u64 {
+            let ban = Ban {
+                until: 100 * SECOND + i,
+                reason: "test".into(),
+            };
+            store.ban_set_now(&format!("b:{i}"), ban, 0);
+        }
+        assert!(store.len() <= SHARDS, "{} bans", store.len());
+        // The newest ban is held.
+        assert!(store.ban_get_now("b:4999", 0).is_some());
     }
 
     #[test]

@@ -1822,3 +1822,467 @@ mod connections_host_admin_drain {
         gw.shutdown().await;
     }
 }
+
+// === policies: cache, identity, schema, JWT, caps (issue #16) ===
+
+/// The `seq` of the upstream's echo answer: which request it answered.
+fn echo_seq(body: &str) -> usize {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|j| j["seq"].as_u64())
+        .unwrap_or_else(|| panic!("not an upstream echo: {body}")) as usize
+}
+
+#[tokio::test]
+async fn a_shared_cache_keys_the_forwarded_host_and_never_serves_an_override_answer() {
+    let up = Upstream::start().await;
+    let gw = gateway(&site(
+        &up.url(),
+        "apply: [{ type: cache, ttl: 1m, shared: true }]",
+    ))
+    .await;
+    let page = |host: &str, extra: &str| {
+        format!("GET /public/page HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n")
+    };
+    // The attacker's Host reaches the upstream as X-Forwarded-Host, and
+    // its answer is stored under that host only.
+    let evil = raw(gw.addr, &page("evil.example", "")).await;
+    assert_eq!(evil.status, 200, "{}", evil.all);
+    assert_eq!(
+        up.last()
+            .headers
+            .get("x-forwarded-host")
+            .map(|v| v.as_bytes()),
+        Some(&b"evil.example"[..])
+    );
+    let honest = raw(gw.addr, &page("gw", "")).await;
+    assert_eq!(honest.status, 200, "{}", honest.all);
+    assert!(honest.head.contains("x-cache: MISS"), "{}", honest.head);
+    let honest_seq = echo_seq(&honest.body);
+    assert_eq!(
+        up.seen()[honest_seq - 1]
+            .headers
+            .get("x-forwarded-host")
+            .map(|v| v.as_bytes()),
+        Some(&b"gw"[..])
+    );
+    let again = raw(gw.addr, &page("gw", "")).await;
+    assert!(again.head.contains("x-cache: HIT"), "{}", again.head);
+    assert_eq!(echo_seq(&again.body), honest_seq);
+    // Method, URL and scheme overrides: whatever answer they get, an
+    // honest caller after them is served from a request that carried none.
+    let overrides = [
+        "X-Original-URL: /admin\r\n",
+        "X-Rewrite-URL: /admin\r\n",
+        "X-HTTP-Method-Override: DELETE\r\n",
+        "X-Forwarded-Scheme: javascript\r\n",
+        "X-Forwarded-Port: 1\r\n",
+        "Forwarded: host=evil.example\r\n",
+    ];
+    for (i, header) in overrides.iter().enumerate() {
+        let path = format!("/public/o{i}");
+        let request = |extra: &str| {
+            format!("GET {path} HTTP/1.1\r\nHost: gw\r\n{extra}Connection: close\r\n\r\n")
+        };
+        for _ in 0..2 {
+            let attack = raw(gw.addr, &request(header)).await;
+            assert_eq!(attack.status, 200, "{header:?}: {}", attack.all);
+        }
+        for _ in 0..2 {
+            let honest = raw(gw.addr, &request("")).await;
+            assert_eq!(honest.status, 200, "{header:?}: {}", honest.all);
+            let served_from = &up.seen()[echo_seq(&honest.body) - 1];
+            let name = header.split(':').next().unwrap_or("");
+            assert!(
+                !served_from.headers.contains_key(name),
+                "{header:?}: an honest caller got the answer to {served_from:?}"
+            );
+        }
+    }
+    gw.shutdown().await;
+}
+
+/// A site whose `auth` policy reads every slot: the key header,
+/// `Authorization: Bearer` and `?api_key=`.
+fn every_slot_site(upstream: &str, forward: bool) -> String {
+    site(
+        upstream,
+        &format!(
+            "apply: [{{ type: auth, methods: [api_key], api_key: {{ query: api_key }}, forward_credentials: {forward} }}]"
+        ),
+    )
+}
+
+#[tokio::test]
+async fn a_second_credential_beside_the_one_that_authenticated_never_reaches_the_upstream() {
+    let up = Upstream::start().await;
+    let gw = gateway(&every_slot_site(&up.url(), false)).await;
+    let with_key = |path: &str, extra: &str| get(path, &format!("X-API-Key: {KEY}\r\n{extra}"));
+    for (path, extra) in [
+        ("/public/x?api_key=someone-elses-key&a=1", ""),
+        ("/public/x?api%5Fkey=someone-elses-key&a=1", ""),
+        (
+            "/public/x?a=1",
+            "Authorization: Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiJyb290In0.\r\n",
+        ),
+    ] {
+        let reply = raw(gw.addr, &with_key(path, extra)).await;
+        assert_eq!(reply.status, 200, "{path} {extra:?}: {}", reply.all);
+        let seen = up.last();
+        assert_eq!(seen.uri, "/public/x?a=1", "{path}");
+        assert!(!seen.headers.contains_key("x-api-key"));
+        assert!(!seen.headers.contains_key("authorization"), "{extra:?}");
+    }
+    // Another scheme is the workflow's business, not a gateway credential.
+    let basic = raw(
+        gw.addr,
+        &with_key("/public/x", "Authorization: Basic dTpw\r\n"),
+    )
+    .await;
+    assert_eq!(basic.status, 200, "{}", basic.all);
+    assert_eq!(
+        up.last().headers.get("authorization").map(|v| v.as_bytes()),
+        Some(&b"Basic dTpw"[..])
+    );
+    gw.shutdown().await;
+
+    // forward_credentials: only the one credential that authenticated.
+    let gw = gateway(&every_slot_site(&up.url(), true)).await;
+    let reply = raw(
+        gw.addr,
+        &get(
+            "/public/x?api_key=junk&a=1",
+            &format!("X-API-Key: {KEY}\r\nX-API-Key: second\r\nAuthorization: Bearer junk\r\n"),
+        ),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.all);
+    let seen = up.last();
+    assert_eq!(seen.uri, "/public/x?a=1");
+    let keys: Vec<&[u8]> = seen
+        .headers
+        .get_all("x-api-key")
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect();
+    assert_eq!(keys, [KEY.as_bytes()]);
+    assert!(!seen.headers.contains_key("authorization"));
+    gw.shutdown().await;
+}
+
+fn rs256(claims: &serde_json::Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(Algorithm::RS256),
+        claims,
+        &real_key(),
+    )
+    .expect("sign")
+}
+
+#[tokio::test]
+async fn a_jwt_sub_that_is_not_one_clean_header_value_is_refused_not_dropped() {
+    let up = Upstream::start().await;
+    let gw = gateway(&jwt_site(
+        &up.url(),
+        &format!("public_key_file: {}", fixture("jwt-rsa-public.pem")),
+    ))
+    .await;
+    for sub in [
+        " ops",
+        "ops ",
+        "ops\r\nX-Admin: 1",
+        "o\tps",
+        "op\u{7f}s",
+        "opé",
+        "",
+    ] {
+        let mut c = claims();
+        c["sub"] = json!(sub);
+        let got = bearer(&gw, &rs256(&c)).await;
+        got.assert_problem(401, "invalid_credentials");
+    }
+    let mut c = claims();
+    c["sub"] = json!("x".repeat(257));
+    bearer(&gw, &rs256(&c))
+        .await
+        .assert_problem(401, "invalid_credentials");
+    assert_eq!(up.count(), 0, "{:?}", up.seen());
+    // A clean one passes, and arrives as sent.
+    let mut c = claims();
+    c["sub"] = json!("ops team");
+    assert_eq!(bearer(&gw, &rs256(&c)).await.status, 200);
+    assert_eq!(
+        up.last()
+            .headers
+            .get("x-tollgate-client")
+            .map(|v| v.as_bytes()),
+        Some(&b"ops team"[..])
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn jwt_crit_b64_iss_arrays_and_out_of_range_dates_are_refused() {
+    let up = Upstream::start().await;
+    let gw = gateway(&jwt_site(
+        &up.url(),
+        &format!("public_key_file: {}", fixture("jwt-rsa-public.pem")),
+    ))
+    .await;
+    let key = real_key();
+    let headers = [
+        json!({"alg": "RS256", "crit": ["exp"], "exp": 1}),
+        json!({"alg": "RS256", "crit": ["b64"], "b64": false}),
+        json!({"alg": "RS256", "b64": false}),
+        json!({"alg": "RS256", "crit": []}),
+    ];
+    for header in &headers {
+        let got = bearer(&gw, &token_with_header(header, &key, Algorithm::RS256)).await;
+        got.assert_problem(401, "invalid_credentials");
+    }
+    let mut refused = Vec::new();
+    for (claim, value) in [
+        ("iss", json!(["https://idp.example.com"])),
+        ("iss", json!({"0": "https://idp.example.com"})),
+        ("nbf", json!(1e30)),
+        ("nbf", json!(-1e30)),
+        ("nbf", json!(-1)),
+        ("exp", json!(1e30)),
+        ("exp", json!(1e300)),
+        ("exp", json!(u64::MAX)),
+        ("exp", json!(253_402_300_800u64)),
+    ] {
+        let mut c = claims();
+        c[claim] = value.clone();
+        let got = bearer(&gw, &rs256(&c)).await;
+        got.assert_problem(401, "invalid_credentials");
+        refused.push(format!("{claim}={value}: {}", detail(&got)));
+    }
+    assert!(
+        refused[0].contains("`iss` is not a single string"),
+        "{refused:?}"
+    );
+    assert!(
+        refused[2].contains("`nbf` is not a NumericDate"),
+        "{refused:?}"
+    );
+    assert_eq!(up.count(), 0, "{:?}", up.seen());
+    // The same header, claims and key without the tricks pass.
+    let plain = token_with_header(
+        &json!({"alg": "RS256", "b64": true}),
+        &key,
+        Algorithm::RS256,
+    );
+    assert_eq!(bearer(&gw, &plain).await.status, 200);
+    assert_eq!(up.count(), 1);
+    gw.shutdown().await;
+}
+
+#[test]
+fn an_hmac_secret_shorter_than_its_hash_is_a_config_error_at_the_secret_key() {
+    let yaml = |var: &str, algs: &str| {
+        format!(
+            "version: 1\nlisten: 127.0.0.1:0\njwt:\n  algorithms: [{algs}]\n  secret_env: {var}\napis: []\n"
+        )
+    };
+    let check = |var: &str, secret: &str, algs: &str| {
+        std::env::set_var(var, secret);
+        compile(
+            std::path::Path::new("gw.yaml"),
+            &yaml(var, algs),
+            tollgate::clock::SystemClock::shared(),
+        )
+        .err()
+        .unwrap_or_default()
+    };
+    let errors = check("TOLLGATE_SEC16_SECRET_1", "x", "HS256");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].starts_with("gw.yaml:5:") && errors[0].contains("at least 32"),
+        "{errors:?}"
+    );
+    let errors = check("TOLLGATE_SEC16_SECRET_2", &"s".repeat(32), "HS256, HS512");
+    assert!(
+        errors.len() == 1 && errors[0].contains("HS512 needs at least 64"),
+        "{errors:?}"
+    );
+    assert!(check("TOLLGATE_SEC16_SECRET_3", &"s".repeat(32), "HS256").is_empty());
+}
+
+/// An operation whose body schema caps `amount` at 100.
+fn amount_site(upstream: &str) -> String {
+    format!(
+        r#"version: 1
+listen: 127.0.0.1:0
+apis:
+  - name: pay
+    upstream: {upstream}
+    operations:
+      - id: pay
+        method: POST
+        path: /pay
+        request_schema: {{ type: object, properties: {{ amount: {{ type: number, maximum: 100 }}, to: {{ type: string }} }} }}
+"#
+    )
+}
+
+#[tokio::test]
+async fn request_schema_refuses_json_that_parsers_read_differently() {
+    let up = Upstream::start().await;
+    let gw = gateway(&amount_site(&up.url())).await;
+    let post = |body: &str, headers: &[(&str, &str)]| {
+        let mut req = Request::post(gw.url("/pay")).header("content-type", "application/json");
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        req.body(Full::new(Bytes::from(body.to_string())))
+            .expect("request")
+    };
+    for (body, pointer) in [
+        (r#"{"amount": 1, "amount": 1000}"#, "/amount"),
+        (r#"{"to": {"a": 1, "a": 2}}"#, "/to/a"),
+        (r#"{"amount": 100.00000000000000001}"#, "/amount"),
+        (r#"{"amount": 1e-400}"#, "/amount"),
+        (r#"{"to": [1, 18446744073709551617]}"#, "/to/1"),
+    ] {
+        let got = gw.send(post(body, &[])).await;
+        let problem = got.assert_problem(400, "invalid_request_body");
+        assert_eq!(
+            problem["errors"][0]["pointer"], pointer,
+            "{body}: {problem}"
+        );
+    }
+    // Beyond the bound written exactly, and one a float cannot tell from it.
+    gw.send(post(r#"{"amount": 100.000000000001}"#, &[]))
+        .await
+        .assert_problem(400, "invalid_request_body");
+    for (headers, what) in [
+        (&[("content-encoding", "gzip")][..], "gzip"),
+        (&[("content-encoding", "identity, br")][..], "br"),
+        (
+            &[("content-type", "application/json; charset=utf-16")][..],
+            "utf-16",
+        ),
+    ] {
+        let mut req = post(r#"{"amount": 1}"#, &[]);
+        for (name, value) in headers {
+            req.headers_mut()
+                .insert(*name, http::HeaderValue::from_static(value));
+        }
+        let got = gw.send(req).await;
+        got.assert_problem(415, "unsupported_media_type");
+        assert!(detail(&got).contains(what), "{}", detail(&got));
+    }
+    // Two types: one reader takes the first, another the last.
+    gw.send(post(r#"{"amount": 1}"#, &[("content-type", "text/plain")]))
+        .await
+        .assert_problem(415, "unsupported_media_type");
+    assert_eq!(up.count(), 0, "{:?}", up.seen());
+    // Ordinary JSON still passes, as the same bytes.
+    for body in [
+        r#"{"amount": 100}"#,
+        r#"{"amount": 0.1, "to": "a"}"#,
+        r#"{"amount": 1.5e1}"#,
+        r#"{"amount": -9223372036854775808}"#,
+    ] {
+        let mut req = post(body, &[]);
+        req.headers_mut().insert(
+            "content-type",
+            http::HeaderValue::from_static("application/json; charset=UTF-8"),
+        );
+        let got = gw.send(req).await;
+        assert_eq!(got.status, 200, "{body}: {:?}", got.body);
+        assert_eq!(up.last().body, body);
+    }
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_flood_of_new_addresses_shares_one_overflow_bucket_once_the_store_is_full() {
+    let up = Upstream::start().await;
+    let yaml = site(
+        &up.url(),
+        "trusted_proxies: [127.0.0.1]\n\
+         apply: [{ type: rate_limit, limit: 2, window: 1h, key: ip }]",
+    );
+    let mut deps = deps_for(&yaml, tollgate::clock::SystemClock::shared());
+    // 64 keys: one per shard.
+    deps.store = tollgate::state::AnyStore::Memory(Arc::new(
+        tollgate::state::MemoryStore::with_max_keys(64),
+    ));
+    let gw = gateway_with_deps(&yaml, &deps).await;
+    let from = |ip: &str| get("/public/x", &format!("X-Forwarded-For: {ip}\r\n"));
+    assert_eq!(raw(gw.addr, &from("192.0.2.1")).await.status, 200);
+    let mut passed = 0;
+    for i in 0..600u32 {
+        let ip = format!("10.{}.{}.1", i / 250, i % 250);
+        if raw(gw.addr, &from(&ip)).await.status == 200 {
+            passed += 1;
+        }
+    }
+    // At most the 63 shards with room, plus the overflow bucket's 2.
+    assert!(passed <= 65, "{passed} of 600 new addresses passed");
+    assert_eq!(up.count(), 1 + passed);
+    // The early caller kept its own bucket: one call left, then refused.
+    assert_eq!(raw(gw.addr, &from("192.0.2.1")).await.status, 200);
+    raw(gw.addr, &from("192.0.2.1"))
+        .await
+        .assert_problem(429, "rate_limited");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_anonymous_caller_rotating_a_limit_header_is_bounded_by_its_address() {
+    let up = Upstream::start().await;
+    let gw = gateway(&site(
+        &up.url(),
+        "apply: [{ type: rate_limit, limit: 2, window: 1m, key: \"header:X-User\", anonymous_per_ip: 5 }]",
+    ))
+    .await;
+    let as_user =
+        |path: &str, user: &str, extra: &str| get(path, &format!("X-User: {user}\r\n{extra}"));
+    let mut statuses = Vec::new();
+    for i in 0..40 {
+        let reply = raw(gw.addr, &as_user("/public/x", &format!("u{i}"), "")).await;
+        statuses.push(reply.status);
+    }
+    let passed = statuses.iter().filter(|s| **s == 200).count();
+    assert_eq!(passed, 5, "{statuses:?}");
+    assert_eq!(up.count(), 5);
+    raw(gw.addr, &as_user("/public/x", "u99", ""))
+        .await
+        .assert_problem(429, "rate_limited");
+    // An authenticated client answers for its values: each keeps its own.
+    let key = format!("X-API-Key: {KEY}\r\n");
+    for i in 0..10 {
+        let reply = raw(gw.addr, &as_user("/admin/x", &format!("c{i}"), &key)).await;
+        assert_eq!(reply.status, 200, "{}", reply.all);
+    }
+    assert_eq!(up.count(), 15);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_anonymous_caller_rotating_a_quota_header_is_bounded_by_its_address() {
+    let up = Upstream::start().await;
+    let gw = gateway(&site(
+        &up.url(),
+        "apply: [{ type: quota, limit: 1, period: day, key: \"header:X-User\", anonymous_per_ip: 3 }]",
+    ))
+    .await;
+    let mut statuses = Vec::new();
+    for i in 0..12 {
+        let reply = raw(gw.addr, &get("/public/x", &format!("X-User: u{i}\r\n"))).await;
+        statuses.push(reply.status);
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        3,
+        "{statuses:?}"
+    );
+    raw(gw.addr, &get("/public/x", "X-User: fresh\r\n"))
+        .await
+        .assert_problem(429, "quota_exceeded");
+    assert_eq!(up.count(), 3);
+    gw.shutdown().await;
+}
