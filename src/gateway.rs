@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tower::ServiceExt;
 
+use crate::access_log::{AccessLog, AccessRecord};
 use crate::agents::{Agents, AgentsSource};
 use crate::body::Body;
 use crate::clock::SharedClock;
@@ -50,6 +51,9 @@ pub struct Deps {
     pub caches: Arc<CacheRegistry>,
     /// MCP handshake sessions: a reload keeps them too.
     pub sessions: Arc<crate::agents::Sessions>,
+    /// The access log's sink (its destination is read at start; a reload
+    /// keeps it).
+    pub access_log: AccessLog,
 }
 
 impl Deps {
@@ -82,7 +86,9 @@ impl Deps {
             }
         };
         let metrics = Arc::<Metrics>::default();
+        let access_log = AccessLog::for_config(loaded, metrics.access_log_dropped())?;
         Ok(Deps {
+            access_log,
             jwks: JwksRegistry::new(client.clone(), clock.clone()),
             clock,
             client,
@@ -149,6 +155,8 @@ pub struct Gateway {
     metrics: Arc<Metrics>,
     /// Where usage is metered (the `Deps` store).
     store: AnyStore,
+    /// Where each answered request is logged (the `Deps` sink).
+    access_log: AccessLog,
 }
 
 /// Where a request goes when no operation takes it: the route refusal
@@ -179,6 +187,7 @@ impl Gateway {
                 unrouted_metrics: deps.metrics.unrouted(),
                 metrics: deps.metrics.clone(),
                 store: deps.store.clone(),
+                access_log: deps.access_log.clone(),
             },
         )
     }
@@ -269,7 +278,9 @@ impl Gateway {
 
         let method = req.method().clone();
         // Copied only when the access log will use it.
-        let raw_path = tracing::enabled!(target: "tollgate::access", tracing::Level::INFO)
+        let raw_path = self
+            .access_log
+            .enabled()
             .then(|| req.uri().path().to_string());
         // Usage is metered per governed call: an MCP request is not one
         // (each tool call it makes is, and is metered as its operation).
@@ -303,6 +314,7 @@ impl Gateway {
             raw_path.as_deref().unwrap_or(""),
             started,
             bytes_in,
+            &self.access_log,
         );
         let (subject, mut counts) = self.meter(&response, op_metrics, started, bytes_in);
         let key_field = key_usage_field(&response);
@@ -403,7 +415,7 @@ impl Gateway {
     }
 }
 
-/// Writes the access-log event and makes sure the response carries the
+/// Writes the access-log line and makes sure the response carries the
 /// request id.
 fn finish(
     mut response: Response<Body>,
@@ -411,6 +423,7 @@ fn finish(
     path: &str,
     started: Instant,
     bytes_in: Option<u64>,
+    access_log: &AccessLog,
 ) -> Response<Body> {
     let cx = response.extensions_mut().remove::<RequestContext>();
     let code = response
@@ -424,42 +437,46 @@ fn finish(
                 .insert(X_REQUEST_ID, cx.request_id.clone());
         }
     }
-    if tracing::enabled!(target: "tollgate::access", tracing::Level::INFO) {
+    if access_log.enabled() {
         let (op, api) = cx
             .as_ref()
             .and_then(|c| c.operation.as_ref())
             .map(|o| (&*o.id, &*o.api))
             .unwrap_or(("", ""));
         let caller = cx.as_ref().and_then(|c| c.client.as_ref());
-        let client = caller.map(|c| &*c.id).unwrap_or("");
-        // The key's configured id, never the key: which of a client's keys
-        // is in use shows whether a rotation is done.
-        let key_id = caller.and_then(|c| c.key_id.as_deref());
         // What report-only policies would have refused, usually one.
         let shadow = cx.as_ref().map_or(&[][..], |c| &c.would_reject[..]);
         let would_reject =
             (!shadow.is_empty()).then(|| join(shadow.iter().map(|(_, c)| c.as_str())));
         let would_reject_policy =
             (!shadow.is_empty()).then(|| join(shadow.iter().map(|(p, _)| &**p)));
-        tracing::info!(
-            target: "tollgate::access",
-            request_id = cx.as_ref().and_then(|c| c.request_id.to_str().ok()).unwrap_or(""),
-            client_ip = %cx.as_ref().map(|c| c.client_ip).unwrap_or(IpAddr::from([0, 0, 0, 0])),
-            client,
-            key_id,
+        access_log.record(&AccessRecord {
+            time: std::time::SystemTime::now(),
+            request_id: cx
+                .as_ref()
+                .and_then(|c| c.request_id.to_str().ok())
+                .unwrap_or(""),
+            client_ip: cx
+                .as_ref()
+                .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.client_ip),
+            client: caller.map_or("", |c| &*c.id),
+            // The key's configured id, never the key: which of a client's
+            // keys is in use shows whether a rotation is done.
+            key_id: caller.and_then(|c| c.key_id.as_deref()),
             api,
-            operation = op,
-            method = method.as_str(),
+            operation: op,
+            method: method.as_str(),
             path,
-            status = response.status().as_u16(),
-            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-            upstream_ms = cx.as_ref().and_then(|c| c.upstream_duration).map(|d| d.as_secs_f64() * 1000.0),
+            status: response.status().as_u16(),
+            duration: started.elapsed(),
+            upstream: cx.as_ref().and_then(|c| c.upstream_duration),
             bytes_in,
-            bytes_out = http_body::Body::size_hint(response.body()).exact(),
+            bytes_out: http_body::Body::size_hint(response.body()).exact(),
             code,
-            would_reject,
-            would_reject_policy,
-        );
+            would_reject: would_reject.as_deref(),
+            would_reject_policy: would_reject_policy.as_deref(),
+            trace_id: None,
+        });
     }
     if let Some(cx) = cx {
         response.extensions_mut().insert(cx);
