@@ -254,7 +254,8 @@ pub async fn start(path: PathBuf, gateway: Gateway, deps: Deps) -> Result<Runnin
     })
 }
 
-/// Serves `gateway` until SIGTERM or SIGINT; SIGHUP reloads `path`.
+/// Serves `gateway` until SIGTERM or SIGINT; SIGHUP reloads `path`,
+/// SIGUSR1 reopens the access-log file.
 pub async fn serve(path: PathBuf, gateway: Gateway, deps: Deps) -> Result<(), String> {
     let running = start(path, gateway, deps).await?;
     let shared = running.reloader.shared().clone();
@@ -266,8 +267,14 @@ pub async fn serve(path: PathBuf, gateway: Gateway, deps: Deps) -> Result<(), St
         summarize(&shared.load())
     );
     spawn_reload_on_sighup(running.reloader.clone());
+    let access_log = running.reloader.deps().access_log.clone();
+    crate::access_log::reopen_on_sigusr1(access_log.clone());
     shutdown_signal().await;
     running.shutdown().await;
+    // The drained requests' lines are written before the process exits.
+    if !access_log.flush(crate::access_log::EXIT_FLUSH) {
+        tracing::warn!("the access log could not be written out before exit");
+    }
     tracing::info!("stopped");
     Ok(())
 }

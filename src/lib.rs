@@ -1,6 +1,7 @@
 //! Tollgate: an API gateway that turns a project's workflow endpoints into
 //! one governed API. See DESIGN.md for the contract and README.md for use.
 
+pub mod access_log;
 pub mod address;
 pub mod admin;
 pub mod agents;

@@ -21,7 +21,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
     about = "Turn workflow endpoints into one governed API"
 )]
 struct Cli {
-    /// Log format: `text`, or `json` (one object per line; access log included).
+    /// Log format: `text`, or `json` (one object per line); also the access
+    /// log's, unless the config's `access_log.format` chooses.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
     #[command(subcommand)]

@@ -98,6 +98,7 @@ pub struct Metrics {
     bans_active: Gauge,
     cache_lookups: Family<CacheLabels, Counter>,
     cache_bytes: Family<PolicyLabels, Gauge>,
+    access_log_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -122,6 +123,7 @@ impl Metrics {
         let bans_active = Gauge::default();
         let cache_lookups = Family::<CacheLabels, Counter>::default();
         let cache_bytes = Family::<PolicyLabels, Gauge>::default();
+        let access_log_dropped = Counter::default();
         // Counters get `_total` from the registry.
         registry.register(
             "requests",
@@ -178,6 +180,11 @@ impl Metrics {
             "Bytes held by each response cache policy (entries, headers, keys and overhead)",
             cache_bytes.clone(),
         );
+        registry.register(
+            "access_log_dropped",
+            "Access-log lines dropped: the writer was behind (its buffer full) or could not write",
+            access_log_dropped.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -191,7 +198,13 @@ impl Metrics {
             bans_active,
             cache_lookups,
             cache_bytes,
+            access_log_dropped,
         }
+    }
+
+    /// The counter the access log's sink counts dropped lines in.
+    pub fn access_log_dropped(&self) -> Counter {
+        self.access_log_dropped.clone()
     }
 
     /// The handles of one `cache` policy.

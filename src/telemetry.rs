@@ -1,8 +1,11 @@
 //! Logging: a `RUST_LOG` filter and two formats. `text` for people; `json`
-//! writes one object per event, so each access-log event (target
-//! `tollgate::access`) is one JSON line with the fields of DESIGN §2.
+//! writes one object per event. The access log (target `tollgate::access`)
+//! is not a tracing event: `crate::access_log` writes it off the request's
+//! thread, in the `--log-format` given here unless the config says
+//! otherwise; `RUST_LOG` still decides whether it is written.
 
 use std::fmt;
+use std::sync::OnceLock;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
@@ -18,9 +21,19 @@ pub enum LogFormat {
     Json,
 }
 
+/// The `--log-format` of the command line, once `init` has run.
+static FORMAT: OnceLock<LogFormat> = OnceLock::new();
+
+/// The `--log-format` given to [`init`] (`text` if it never ran): the
+/// access log's format when the config does not choose one.
+pub fn log_format() -> LogFormat {
+    FORMAT.get().copied().unwrap_or_default()
+}
+
 /// Installs the global subscriber. Logs go to stderr; stdout is for the
 /// commands' own output.
 pub fn init(format: LogFormat) {
+    let _ = FORMAT.set(format);
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -73,6 +73,59 @@ pub struct Config {
     /// the ones listed here reach the upstream.
     #[serde(default)]
     pub allow_override_headers: Vec<String>,
+    /// The access log: one line per answered request. Read at start (a
+    /// reload keeps the running destination).
+    #[serde(default)]
+    pub access_log: AccessLogConfig,
+}
+
+/// Where the access log goes and how its lines look.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogConfig {
+    /// `false` writes no access log (so does a `RUST_LOG` that leaves out
+    /// `tollgate::access` at `info`).
+    #[serde(default = "enabled_by_default")]
+    pub enabled: bool,
+    /// A file to append to, relative to this file; reopened on SIGUSR1
+    /// (log rotation). Default: stderr.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// `json` (one object per line) or `text`; default: the `--log-format`
+    /// flag.
+    #[serde(default)]
+    pub format: Option<AccessLogFormat>,
+    /// Lines waiting for the writer, at most this many bytes; past it a line
+    /// is dropped and counted (`tollgate_access_log_dropped_total`), so a
+    /// request never waits for the log.
+    #[serde(default = "default_access_log_buffer")]
+    pub buffer: ByteSize,
+}
+
+impl Default for AccessLogConfig {
+    fn default() -> Self {
+        AccessLogConfig {
+            enabled: true,
+            path: None,
+            format: None,
+            buffer: default_access_log_buffer(),
+        }
+    }
+}
+
+fn enabled_by_default() -> bool {
+    true
+}
+
+fn default_access_log_buffer() -> ByteSize {
+    ByteSize(1 << 20)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessLogFormat {
+    Json,
+    Text,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]

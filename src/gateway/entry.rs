@@ -24,6 +24,7 @@ use std::time::Instant;
 use tower::ServiceExt;
 
 use super::Gateway;
+use crate::access_log::{AccessLog, AccessRecord};
 use crate::body::Body;
 use crate::context::{new_request_id, Connection, RequestContext};
 use crate::headers::*;
@@ -111,7 +112,9 @@ impl Gateway {
         let mut cx = self.context(&mut req, peer, tls, peer_ip_header);
         let method = req.method().clone();
         // Copied only when the access log will use it.
-        let raw_path = tracing::enabled!(target: "tollgate::access", tracing::Level::INFO)
+        let raw_path = self
+            .access_log
+            .enabled()
             .then(|| req.uri().path().to_string());
         let bytes_in = content_length(req.headers());
 
@@ -155,6 +158,7 @@ impl Gateway {
             raw_path.as_deref().unwrap_or(""),
             started,
             bytes_in,
+            &self.access_log,
         );
         let (subject, mut counts) = self.meter(&response, op_metrics, started, bytes_in);
         let key_field = key_usage_field(&response);
@@ -324,7 +328,7 @@ async fn call(service: &OperationService, req: Request<Body>) -> Response<Body> 
     }
 }
 
-/// Writes the access-log event and makes sure the response carries the
+/// Writes the access-log line and makes sure the response carries the
 /// request id.
 fn finish(
     mut response: Response<Body>,
@@ -332,6 +336,7 @@ fn finish(
     path: &str,
     started: Instant,
     bytes_in: Option<u64>,
+    access_log: &AccessLog,
 ) -> Response<Body> {
     let cx = response.extensions_mut().remove::<RequestContext>();
     let code = response
@@ -345,42 +350,46 @@ fn finish(
                 .insert(X_REQUEST_ID, cx.request_id.clone());
         }
     }
-    if tracing::enabled!(target: "tollgate::access", tracing::Level::INFO) {
+    if access_log.enabled() {
         let (op, api) = cx
             .as_ref()
             .and_then(|c| c.operation.as_ref())
             .map(|o| (&*o.id, &*o.api))
             .unwrap_or(("", ""));
         let caller = cx.as_ref().and_then(|c| c.client.as_ref());
-        let client = caller.map(|c| &*c.id).unwrap_or("");
-        // The key's configured id, never the key: which of a client's keys
-        // is in use shows whether a rotation is done.
-        let key_id = caller.and_then(|c| c.key_id.as_deref());
         // What report-only policies would have refused, usually one.
         let shadow = cx.as_ref().map_or(&[][..], |c| &c.would_reject[..]);
         let would_reject =
             (!shadow.is_empty()).then(|| join(shadow.iter().map(|(_, c)| c.as_str())));
         let would_reject_policy =
             (!shadow.is_empty()).then(|| join(shadow.iter().map(|(p, _)| &**p)));
-        tracing::info!(
-            target: "tollgate::access",
-            request_id = cx.as_ref().and_then(|c| c.request_id.to_str().ok()).unwrap_or(""),
-            client_ip = %cx.as_ref().map(|c| c.client_ip).unwrap_or(std::net::IpAddr::from([0, 0, 0, 0])),
-            client,
-            key_id,
+        access_log.record(&AccessRecord {
+            time: std::time::SystemTime::now(),
+            request_id: cx
+                .as_ref()
+                .and_then(|c| c.request_id.to_str().ok())
+                .unwrap_or(""),
+            client_ip: cx
+                .as_ref()
+                .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.client_ip),
+            client: caller.map_or("", |c| &*c.id),
+            // The key's configured id, never the key: which of a client's
+            // keys is in use shows whether a rotation is done.
+            key_id: caller.and_then(|c| c.key_id.as_deref()),
             api,
-            operation = op,
-            method = method.as_str(),
+            operation: op,
+            method: method.as_str(),
             path,
-            status = response.status().as_u16(),
-            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-            upstream_ms = cx.as_ref().and_then(|c| c.upstream_duration).map(|d| d.as_secs_f64() * 1000.0),
+            status: response.status().as_u16(),
+            duration: started.elapsed(),
+            upstream: cx.as_ref().and_then(|c| c.upstream_duration),
             bytes_in,
-            bytes_out = http_body::Body::size_hint(response.body()).exact(),
+            bytes_out: http_body::Body::size_hint(response.body()).exact(),
             code,
-            would_reject,
-            would_reject_policy,
-        );
+            would_reject: would_reject.as_deref(),
+            would_reject_policy: would_reject_policy.as_deref(),
+            trace_id: None,
+        });
     }
     if let Some(cx) = cx {
         response.extensions_mut().insert(cx);

@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::access_log::AccessLog;
 use crate::agents::Agents;
 use crate::clock::SharedClock;
 use crate::config::schema::{GraphqlSelector, StoreKind};
@@ -55,6 +56,9 @@ pub struct Deps {
     pub caches: Arc<CacheRegistry>,
     /// MCP handshake sessions: a reload keeps them too.
     pub sessions: Arc<crate::agents::Sessions>,
+    /// The access log's sink (its destination is read at start; a reload
+    /// keeps it).
+    pub access_log: AccessLog,
 }
 
 impl Deps {
@@ -87,7 +91,9 @@ impl Deps {
             }
         };
         let metrics = Arc::<Metrics>::default();
+        let access_log = AccessLog::for_config(loaded, metrics.access_log_dropped())?;
         Ok(Deps {
+            access_log,
             jwks: JwksRegistry::new(client.clone(), clock.clone()),
             clock,
             client,
@@ -167,6 +173,8 @@ pub struct Gateway {
     metrics: Arc<Metrics>,
     /// Where usage is metered (the `Deps` store).
     store: AnyStore,
+    /// Where each answered request is logged (the `Deps` sink).
+    access_log: AccessLog,
 }
 
 impl Gateway {
@@ -185,6 +193,7 @@ impl Gateway {
                 unrouted_metrics: deps.metrics.unrouted(),
                 metrics: deps.metrics.clone(),
                 store: deps.store.clone(),
+                access_log: deps.access_log.clone(),
             },
         )
     }

@@ -19,6 +19,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use tollgate::access_log::{self, AccessLog, Destination};
 use tollgate::clock::SharedClock;
 use tollgate::gateway::{Deps, Gateway};
 use tollgate::server::RunningServer;
@@ -264,7 +265,7 @@ pub fn compile(file: &Path, yaml: &str, clock: SharedClock) -> Result<Gateway, V
         errors.iter().map(|e| e.to_string()).collect::<Vec<_>>()
     };
     let loaded = tollgate::config::load_str(file, yaml).map_err(strings)?;
-    let deps = Deps::for_config(&loaded, clock).map_err(strings)?;
+    let deps = test_deps(&loaded, clock).map_err(strings)?;
     Gateway::compile(loaded, &deps).map_err(strings)
 }
 
@@ -385,7 +386,7 @@ impl App {
         };
         let loaded =
             tollgate::config::load_file(&file).unwrap_or_else(|e| panic!("{}", strings(e)));
-        let deps = Deps::for_config(&loaded, clock).unwrap_or_else(|e| panic!("{}", strings(e)));
+        let deps = test_deps(&loaded, clock).unwrap_or_else(|e| panic!("{}", strings(e)));
         let gateway = Gateway::compile(loaded, &deps).unwrap_or_else(|e| panic!("{}", strings(e)));
         let running = tollgate::app::start(file, gateway, deps)
             .await
@@ -432,13 +433,53 @@ pub fn sample(text: &str, series: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
+/// The deps a test gateway runs with: those of the config, except that an
+/// access log going to stderr goes to this thread's [`test_access_log`]
+/// instead, for [`capture_logs`] to read.
+pub fn test_deps(
+    loaded: &tollgate::config::LoadedConfig,
+    clock: SharedClock,
+) -> Result<Deps, Vec<tollgate::config::ConfigError>> {
+    let mut deps = Deps::for_config(loaded, clock)?;
+    let config = &loaded.config.access_log;
+    if config.enabled && config.path.is_none() {
+        deps.access_log = test_access_log();
+    }
+    Ok(deps)
+}
+
+thread_local! {
+    /// Every access-log line of the gateways this thread started, as
+    /// `--log-format json` writes them.
+    static ACCESS_LINES: Arc<Mutex<Vec<u8>>> = Arc::default();
+    static TEST_ACCESS_LOG: AccessLog = AccessLog::new(
+        Destination::Writer(Box::new(SharedBuffer(ACCESS_LINES.with(Arc::clone)))),
+        access_log::Format::Json,
+        16 << 20,
+        Default::default(),
+    );
+}
+
+/// The access-log sink of the gateways this test thread starts.
+pub fn test_access_log() -> AccessLog {
+    TEST_ACCESS_LOG.with(AccessLog::clone)
+}
+
+/// How long a capture waits for the access log's writer.
+const ACCESS_LOG_FLUSH: Duration = Duration::from_secs(10);
+
 /// Everything the gateway logs (at debug and above) while the capture
-/// lives, formatted as `--log-format json` formats it. The capture is the
-/// test thread's default subscriber, so it sees the gateways of a
-/// `#[tokio::test]` on the (default) current-thread runtime, and no other
-/// test's.
+/// lives, formatted as `--log-format json` formats it: the tracing events,
+/// and the access-log lines of the gateways this thread started (through
+/// [`test_deps`]). The capture is the test thread's default subscriber, so
+/// it sees the gateways of a `#[tokio::test]` on the (default)
+/// current-thread runtime, and no other test's.
 pub struct LogCapture {
     buffer: Arc<Mutex<Vec<u8>>>,
+    access_log: AccessLog,
+    access_lines: Arc<Mutex<Vec<u8>>>,
+    /// Where this capture's access lines start in `access_lines`.
+    access_from: usize,
     _guard: tracing::subscriber::DefaultGuard,
 }
 
@@ -463,21 +504,44 @@ pub fn capture_logs() -> LogCapture {
         .event_format(tollgate::telemetry::JsonLine)
         .with_writer(move || writer.clone())
         .finish();
+    // Lines recorded before the capture are not its own.
+    let access_log = test_access_log();
+    assert!(
+        access_log.flush(ACCESS_LOG_FLUSH),
+        "the access log did not flush"
+    );
+    let access_lines = ACCESS_LINES.with(Arc::clone);
+    let access_from = access_lines.lock().expect("lock").len();
     LogCapture {
         buffer,
+        access_log,
+        access_lines,
+        access_from,
         _guard: tracing::subscriber::set_default(subscriber),
     }
 }
 
 impl LogCapture {
-    /// All lines logged so far.
+    /// All lines logged so far: the tracing events, then the access log.
     pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.buffer.lock().expect("lock")).into_owned()
+        let mut text = String::from_utf8_lossy(&self.buffer.lock().expect("lock")).into_owned();
+        text.push_str(&self.access_text());
+        text
+    }
+
+    /// The access-log lines recorded since the capture began, once written.
+    fn access_text(&self) -> String {
+        assert!(
+            self.access_log.flush(ACCESS_LOG_FLUSH),
+            "the access log did not flush"
+        );
+        let lines = self.access_lines.lock().expect("lock");
+        String::from_utf8_lossy(&lines[self.access_from..]).into_owned()
     }
 
     /// The access-log objects logged so far, in order.
     pub fn access(&self) -> Vec<serde_json::Value> {
-        self.text()
+        self.access_text()
             .lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .filter(|v| v["target"] == "tollgate::access")
@@ -555,7 +619,7 @@ apis:
 pub fn deps_for(yaml: &str, clock: SharedClock) -> Deps {
     let loaded = tollgate::config::load_str(Path::new("tollgate-test.yaml"), yaml)
         .unwrap_or_else(|e| panic!("config did not load: {e:?}"));
-    Deps::for_config(&loaded, clock).unwrap_or_else(|e| panic!("deps: {e:?}"))
+    test_deps(&loaded, clock).unwrap_or_else(|e| panic!("deps: {e:?}"))
 }
 
 /// Compiles YAML text with existing deps (as a reload does).

@@ -781,3 +781,304 @@ fn the_access_policy_files_compile() {
         assert!(compiled.is_ok(), "{file}: {:?}", compiled.err());
     }
 }
+
+// === the access log ===
+
+/// Every field DESIGN §2 names, in one line: a client with a key id, a
+/// report-only refusal, and a real one.
+#[tokio::test]
+async fn a_json_access_line_parses_and_names_every_field() {
+    let up = Upstream::start().await;
+    let policies = "apply:\n  - { type: auth, methods: [api_key] }\n  - { type: roles, allow: [admin], report_only: true }\n  - { type: headers, require: [X-Tenant] }\n";
+    let logs = capture_logs();
+    let gw = gateway_at(&up, &clients(policies), clock()).await;
+    let got = gw.get_with("/employees/7", &[("x-api-key", KEY)]).await;
+    got.assert_problem(400, "header_required");
+    let access = logs.access();
+    let [line] = &access[..] else {
+        panic!("one access line: {access:?}");
+    };
+    for field in [
+        "time",
+        "request_id",
+        "client_ip",
+        "client",
+        "key_id",
+        "api",
+        "operation",
+        "method",
+        "path",
+        "status",
+        "duration_ms",
+        "bytes_out",
+        "code",
+        "would_reject",
+        "would_reject_policy",
+    ] {
+        assert!(line.get(field).is_some(), "{field} missing in {line}");
+    }
+    assert_eq!(line["request_id"], got.header("x-request-id").expect("id"));
+    assert_eq!(line["client_ip"], "127.0.0.1");
+    assert_eq!(line["client"], "hr-portal");
+    assert_eq!(line["key_id"], "hr-2027");
+    assert_eq!(line["api"], "directory");
+    assert_eq!(line["operation"], "getEmployee");
+    assert_eq!(line["method"], "GET");
+    assert_eq!(line["path"], "/employees/7");
+    assert_eq!(line["status"], 400);
+    assert_eq!(line["code"], "header_required");
+    assert_eq!(line["would_reject"], "forbidden_role");
+    assert!(line["duration_ms"].as_f64().is_some_and(|ms| ms >= 0.0));
+    assert_eq!(
+        line["bytes_out"].as_u64(),
+        Some(got.body.len() as u64),
+        "{line}"
+    );
+    // Not refused and forwarded: the upstream's share and the sizes.
+    let ok = gw
+        .get_with("/employees/7", &[("x-api-key", KEY), ("x-tenant", "acme")])
+        .await;
+    assert_eq!(ok.status, 200);
+    let line = logs.access().pop().expect("a second line");
+    assert!(line["upstream_ms"].as_f64().is_some(), "{line}");
+    assert!(line.get("code").is_none(), "{line}");
+    assert!(line["time"].as_str().is_some_and(|t| t.ends_with('Z')));
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn quotes_and_backslashes_in_a_path_are_escaped_in_the_json_line() {
+    let up = Upstream::start().await;
+    let logs = capture_logs();
+    let gw = gateway_at(&up, "", clock()).await;
+    let request = b"GET /employees/a\"b\\c HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n";
+    let answer = raw_exchange(gw.addr, request, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 "), "{answer}");
+    let line = logs.access().pop().expect("an access line");
+    assert_eq!(line["path"], "/employees/a\"b\\c", "{line}");
+    gw.shutdown().await;
+}
+
+/// A writer that blocks in `write` until the test lets it go, and says when
+/// it got there.
+struct BlockedWriter {
+    entered: std::sync::mpsc::Sender<()>,
+    release: std::sync::mpsc::Receiver<()>,
+    out: Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl std::io::Write for BlockedWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = self.entered.send(());
+        let _ = self.release.recv();
+        self.out.lock().expect("lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn sample_record(path: &str) -> tollgate::access_log::AccessRecord<'_> {
+    tollgate::access_log::AccessRecord {
+        time: std::time::SystemTime::now(),
+        request_id: "r1",
+        client_ip: [127, 0, 0, 1].into(),
+        client: "",
+        key_id: None,
+        api: "directory",
+        operation: "getEmployee",
+        method: "GET",
+        path,
+        status: 200,
+        duration: Duration::from_millis(1),
+        upstream: None,
+        bytes_in: None,
+        bytes_out: None,
+        code: None,
+        would_reject: None,
+        would_reject_policy: None,
+        trace_id: None,
+    }
+}
+
+#[test]
+fn a_full_queue_drops_and_counts_lines_instead_of_waiting() {
+    use tollgate::access_log::{AccessLog, Destination, Format};
+    let (entered_tx, entered) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel();
+    let out = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let dropped = prometheus_client::metrics::counter::Counter::<u64>::default();
+    let writer = BlockedWriter {
+        entered: entered_tx,
+        release: release_rx,
+        out: out.clone(),
+    };
+    // Room for one waiting line at a time.
+    let log = AccessLog::new(
+        Destination::Writer(Box::new(writer)),
+        Format::Json,
+        1,
+        dropped.clone(),
+    );
+    log.record(&sample_record("/1"));
+    // The writer holds line 1 and is stuck writing it.
+    entered.recv().expect("the writer wrote");
+    log.record(&sample_record("/2"));
+    for i in 3..=10 {
+        log.record(&sample_record(&format!("/{i}")));
+    }
+    assert_eq!(dropped.get(), 8);
+    assert_eq!(log.dropped(), 8);
+    // Unstuck, it writes what it kept: lines 1 and 2.
+    for _ in 0..2 {
+        release.send(()).expect("release");
+    }
+    drop(entered);
+    assert!(log.flush(Duration::from_secs(10)), "flushed");
+    let text = String::from_utf8(out.lock().expect("lock").clone()).expect("utf-8");
+    let paths: Vec<String> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json")["path"].to_string())
+        .collect();
+    assert_eq!(paths, ["\"/1\"", "\"/2\""]);
+}
+
+#[tokio::test]
+async fn dropped_access_lines_are_a_metric() {
+    let app = App::start(
+        &simple_config("http://127.0.0.1:9", "admin: { listen: 127.0.0.1:0 }"),
+        clock(),
+    )
+    .await;
+    let metrics = app.metrics().await;
+    assert_eq!(
+        sample(&metrics, "tollgate_access_log_dropped_total"),
+        Some(0.0),
+        "{metrics}"
+    );
+    app.shutdown().await;
+}
+
+/// The lines of a file, as JSON.
+fn json_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_access_log_goes_to_a_file_and_is_reopened_after_a_rotation() {
+    let up = Upstream::start().await;
+    let _logs = capture_logs();
+    let extra = "admin: { listen: 127.0.0.1:0 }\naccess_log: { path: access.log, format: json }";
+    let app = App::start(&simple_config(&up.url(), extra), clock()).await;
+    let file = app.dir.path().join("access.log");
+    let log = app.running.reloader.deps().access_log.clone();
+    assert_eq!(app.get_with("/employees/1", &[]).await.status, 200);
+    assert!(log.flush(Duration::from_secs(10)));
+    let before = json_lines(&file);
+    assert_eq!(before.len(), 1, "{before:?}");
+    assert_eq!(before[0]["path"], "/employees/1");
+
+    // logrotate: move the file, then ask for a reopen.
+    let rotated = app.dir.path().join("access.log.1");
+    std::fs::rename(&file, &rotated).expect("rotate");
+    log.reopen();
+    assert!(log.flush(Duration::from_secs(10)));
+    assert_eq!(app.get_with("/employees/2", &[]).await.status, 200);
+    assert!(log.flush(Duration::from_secs(10)));
+    let after = json_lines(&file);
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(after[0]["path"], "/employees/2");
+    assert_eq!(json_lines(&rotated).len(), 1);
+    app.shutdown().await;
+}
+
+#[test]
+fn an_access_log_file_that_cannot_be_opened_is_a_config_error_at_its_key() {
+    let errors = compile_errors("access_log: { path: /nonexistent-dir/tollgate/access.log }");
+    assert!(errors.contains("access_log.path"), "{errors}");
+    assert!(errors.contains("cannot open the access log"), "{errors}");
+}
+
+/// Polls until `check` holds, for at most 20 s.
+async fn until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !check() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// `tollgate serve` as an operator runs it: the JSON access log to a file,
+/// SIGUSR1 after a rotation, SIGTERM; no line is lost at exit.
+#[cfg(unix)]
+#[tokio::test]
+async fn serve_reopens_its_access_log_on_sigusr1_and_writes_every_line_before_exit() {
+    use rustix::process::{kill_process, Pid, Signal};
+    let up = Upstream::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = closed_port().await.port();
+    let config = simple_config(&up.url(), "access_log: { path: access.log }")
+        .replace("listen: 127.0.0.1:0", &format!("listen: 127.0.0.1:{port}"));
+    let config_file = dir.path().join("tollgate.yaml");
+    std::fs::write(&config_file, config).expect("write config");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["--log-format", "json", "serve", "-c"])
+        .arg(&config_file)
+        .env("RUST_LOG", "warn,tollgate::access=info")
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn tollgate");
+    let pid = child
+        .id()
+        .and_then(|id| Pid::from_raw(id as i32))
+        .expect("pid");
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let call = |n: usize| {
+        let req = http::Request::get(format!("http://127.0.0.1:{port}/employees/{n}"))
+            .body(http_body_util::Full::default())
+            .expect("request");
+        exchange(&client, req)
+    };
+    let file = dir.path().join("access.log");
+    let rotated = dir.path().join("access.log.1");
+    let lines = || json_lines(&rotated).len() + json_lines(&file).len();
+    until("the gateway came up", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    })
+    .await;
+    assert_eq!(call(1).await.status, 200);
+    until("a line in the file", || json_lines(&file).len() == 1).await;
+
+    std::fs::rename(&file, &rotated).expect("rotate");
+    kill_process(pid, Signal::USR1).expect("SIGUSR1");
+    // Until the signal is handled, lines still land in the moved file.
+    let mut n = 1;
+    while json_lines(&file).is_empty() {
+        n += 1;
+        assert_eq!(call(n).await.status, 200);
+        until("the line was written", || lines() == n).await;
+    }
+    // One more, then stop at once: it is written before the exit.
+    n += 1;
+    assert_eq!(call(n).await.status, 200);
+    kill_process(pid, Signal::TERM).expect("SIGTERM");
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("exited")
+        .expect("status");
+    assert!(status.success(), "{status}");
+    let (old, new) = (json_lines(&rotated), json_lines(&file));
+    assert_eq!(old.len() + new.len(), n, "{old:?} {new:?}");
+    assert_eq!(old[0]["path"], "/employees/1");
+    assert_eq!(
+        new.last().map(|l| l["path"].clone()),
+        Some(format!("/employees/{n}").into())
+    );
+}
