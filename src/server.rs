@@ -14,16 +14,16 @@
 //!   than `min_body_rate` once `body_deadline` is spent, is failed.
 //! - At most `max_connections` at once, and `max_connections_per_ip` from
 //!   one address (IPv6 by /64; `trusted_proxies` not counted).
-//!
-//! (That each request names one valid host is the entry's first check of
-//! its head, `crate::gateway`, so the refusal is logged and counted.)
+//! - Each request names one valid host (Host, HTTP/2 `:authority`, an
+//!   absolute-form target), or is refused 400 before any routing.
 //!
 //! Shutdown stops accepting, lets in-flight requests finish for up to
 //! `drain_timeout`, flushes buffered usage to the store, then returns.
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::{Request, Version};
+use http::header::{self, HeaderValue};
+use http::{Request, Response, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -42,8 +42,9 @@ use tokio::sync::{watch, Notify, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::body::{self, Body, BodyDeadline, IdleTimeout, LimitedBody};
-use crate::context::Connection;
+use crate::context::{new_request_id, Connection};
 use crate::gateway::{canonical_ip, Gateway, Settings, TlsFiles};
+use crate::problem::{Code, Reject};
 use crate::state::AnyStore;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -318,16 +319,31 @@ async fn serve_connection(
         // flow control can hold a stream without one.
         let frames = (req.version() == Version::HTTP_2).then(|| HandedFrames::new(&seen));
         let gateway = gateway.load_full();
-        // The body is counted against `max_body` as it streams, whatever
-        // Content-Length claims, and fails if the caller stalls or trickles.
-        let s = &gateway.settings;
-        let (limit, stall) = (s.max_body, s.body_read_timeout);
-        let (deadline, rate) = (s.body_deadline, s.min_body_rate);
-        let req = req.map(|b| {
-            let paced = BodyDeadline::new(IdleTimeout::new(b, stall), deadline, rate);
-            body::boxed(LimitedBody::new(paced, limit))
-        });
-        let response = gateway.handle(req, &conn);
+        let response: Pin<Box<dyn Future<Output = Response<Body>> + Send>> =
+            match host_refusal(&req) {
+                Some(reject) => {
+                    let mut response = reject.into_response(&new_request_id());
+                    if req.version() <= Version::HTTP_11 {
+                        response
+                            .headers_mut()
+                            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    }
+                    Box::pin(std::future::ready(response))
+                }
+                None => {
+                    // The body is counted against `max_body` as it streams,
+                    // whatever Content-Length claims, and fails if the caller
+                    // stalls or trickles.
+                    let s = &gateway.settings;
+                    let (limit, stall) = (s.max_body, s.body_read_timeout);
+                    let (deadline, rate) = (s.body_deadline, s.min_body_rate);
+                    let req = req.map(|b| {
+                        let paced = BodyDeadline::new(IdleTimeout::new(b, stall), deadline, rate);
+                        body::boxed(LimitedBody::new(paced, limit))
+                    });
+                    gateway.handle(req, &conn)
+                }
+            };
         async move {
             let response = response.await;
             Ok::<_, Infallible>(response.map(|body| Tracked {
@@ -815,6 +831,62 @@ impl Drop for IpSlot {
             }
         }
     }
+}
+
+// === host ===
+
+/// Why a request does not name exactly one valid host, if it does not
+/// (RFC 9112 §3.2, RFC 9113 §8.3.1): HTTP/1.1 needs one Host; a Host must be
+/// an authority (`name[:port]`); an absolute-form target or an HTTP/2
+/// `:authority` must agree with a Host sent beside it; HTTP/2 needs one of
+/// them. Upstreams and caches that read the other one would judge a
+/// different site.
+fn host_refusal<B>(req: &Request<B>) -> Option<Reject> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let host = match (hosts.next(), hosts.next()) {
+        (_, Some(_)) => {
+            return Some(Reject::new(
+                Code::HeaderInvalid,
+                "the request has more than one Host header",
+            ))
+        }
+        (Some(value), None) => match parse_host(value) {
+            Some(host) => Some(host),
+            None => {
+                return Some(Reject::new(
+                    Code::HeaderInvalid,
+                    "the Host header is not a host name or address with an optional port",
+                ))
+            }
+        },
+        (None, None) => None,
+    };
+    let target = req.uri().authority().map(|a| a.as_str());
+    match (host, target) {
+        (Some(host), Some(target)) if !host.eq_ignore_ascii_case(target) => Some(Reject::new(
+            Code::HeaderInvalid,
+            "the Host header and the request's authority name different hosts",
+        )),
+        (None, None) if req.version() == Version::HTTP_2 => Some(Reject::new(
+            Code::HeaderRequired,
+            "an HTTP/2 request needs an :authority or a Host header",
+        )),
+        (None, _) if req.version() == Version::HTTP_11 => Some(Reject::new(
+            Code::HeaderRequired,
+            "an HTTP/1.1 request needs a Host header",
+        )),
+        _ => None,
+    }
+}
+
+/// The Host value if it is an authority without user info.
+fn parse_host(value: &HeaderValue) -> Option<&str> {
+    let text = value.to_str().ok()?;
+    if text.is_empty() || text.bytes().any(|b| b <= b' ' || b == b'@') {
+        return None;
+    }
+    let authority: http::uri::Authority = text.parse().ok()?;
+    (authority.as_str() == text && !authority.host().is_empty()).then_some(text)
 }
 
 fn http_builder(settings: &Settings) -> auto::Builder<TokioExecutor> {

@@ -4,8 +4,7 @@
 //!
 //! ```text
 //!  1 who calls       request id, client address, identity headers scrubbed
-//!  2 the head        one valid Host; size, framing and declared body size
-//!                    within the limits
+//!  2 the head        size, framing and declared body size within the limits
 //!  3 on arrival      hop-by-hop and override headers removed, before any
 //!                    policy judges the request (so none can remove what a
 //!                    policy set or judged, nor change what it judged)
@@ -17,7 +16,7 @@
 //! ```
 
 use http::header::{self, HeaderName, HeaderValue};
-use http::{Request, Response, Version};
+use http::{Request, Response};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -201,18 +200,9 @@ impl Gateway {
         cx
     }
 
-    /// Step 2: one valid host, the head within `max_header_bytes`, framed
-    /// plainly, and its declared body within `max_body`.
+    /// Step 2: the head within `max_header_bytes`, framed plainly, and its
+    /// declared body within `max_body`.
     fn check_head(&self, req: &Request<Body>) -> Result<(), Reject> {
-        if let Some(reject) = host_refusal(req) {
-            // Over HTTP/1 the connection closes after the answer: what the
-            // caller meant by the rest of it is anyone's guess.
-            return Err(if req.version() <= Version::HTTP_11 {
-                reject.with_header(header::CONNECTION, HeaderValue::from_static("close"))
-            } else {
-                reject
-            });
-        }
         if header_bytes(req) > self.settings.max_header_bytes {
             // Closed after the answer: a caller sending heads this size is
             // not one to keep a connection open for.
@@ -476,60 +466,6 @@ fn header_bytes(req: &Request<Body>) -> u64 {
         .map(|(name, value)| name.as_str().len() + value.len() + 4)
         .sum();
     (line + fields) as u64
-}
-
-/// Why a request does not name exactly one valid host, if it does not
-/// (RFC 9112 §3.2, RFC 9113 §8.3.1): HTTP/1.1 needs one Host; a Host must be
-/// an authority (`name[:port]`); an absolute-form target or an HTTP/2
-/// `:authority` must agree with a Host sent beside it; HTTP/2 needs one of
-/// them. Upstreams and caches that read the other one would judge a
-/// different site.
-fn host_refusal<B>(req: &Request<B>) -> Option<Reject> {
-    let mut hosts = req.headers().get_all(header::HOST).iter();
-    let host = match (hosts.next(), hosts.next()) {
-        (_, Some(_)) => {
-            return Some(Reject::new(
-                Code::HeaderInvalid,
-                "the request has more than one Host header",
-            ))
-        }
-        (Some(value), None) => match parse_host(value) {
-            Some(host) => Some(host),
-            None => {
-                return Some(Reject::new(
-                    Code::HeaderInvalid,
-                    "the Host header is not a host name or address with an optional port",
-                ))
-            }
-        },
-        (None, None) => None,
-    };
-    let target = req.uri().authority().map(|a| a.as_str());
-    match (host, target) {
-        (Some(host), Some(target)) if !host.eq_ignore_ascii_case(target) => Some(Reject::new(
-            Code::HeaderInvalid,
-            "the Host header and the request's authority name different hosts",
-        )),
-        (None, None) if req.version() == Version::HTTP_2 => Some(Reject::new(
-            Code::HeaderRequired,
-            "an HTTP/2 request needs an :authority or a Host header",
-        )),
-        (None, _) if req.version() == Version::HTTP_11 => Some(Reject::new(
-            Code::HeaderRequired,
-            "an HTTP/1.1 request needs a Host header",
-        )),
-        _ => None,
-    }
-}
-
-/// The Host value if it is an authority without user info.
-fn parse_host(value: &HeaderValue) -> Option<&str> {
-    let text = value.to_str().ok()?;
-    if text.is_empty() || text.bytes().any(|b| b <= b' ' || b == b'@') {
-        return None;
-    }
-    let authority: http::uri::Authority = text.parse().ok()?;
-    (authority.as_str() == text && !authority.host().is_empty()).then_some(text)
 }
 
 /// Removes every `name=` (or bare `name`) pair from the query, leaving the
