@@ -175,9 +175,12 @@ if [ "$STORE" = redis ]; then
 fi
 
 # --- Tollgate with the same job -------------------------------------------
+tollgate_conf() {
+  local access_log=$1
 cat > "$WORK/tollgate.yaml" <<YAML
 version: 1
 listen: 127.0.0.1:$TG
+access_log: $access_log
 state: $STATE
 limits: { max_body: 1MiB }
 roles: [bench]
@@ -198,6 +201,7 @@ apis:
       - { id: big, method: GET, path: /big }
       - { id: post, method: POST, path: /post }
 YAML
+}
 
 "$NGINX" -p "$WORK/up" -c nginx.conf
 wait_up() { for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$1/" && return; sleep 0.1; done; echo "port $1 did not come up" >&2; exit 1; }
@@ -216,10 +220,11 @@ start_proxies() {
   "$HAPROXY" -db -f "$WORK/haproxy.cfg" >"$WORK/haproxy-$log.log" 2>&1 &
   HA_PID=$!
   if [ "$log" = on ]; then
-    RUST_LOG=info "$TOLLGATE" --log-format json serve -c "$WORK/tollgate.yaml" 2>"$WORK/tollgate-access.log" &
+    tollgate_conf "{ path: $WORK/tollgate-access.log, format: json }"
   else
-    RUST_LOG=warn "$TOLLGATE" serve -c "$WORK/tollgate.yaml" 2>"$WORK/tollgate.log" &
+    tollgate_conf "{ enabled: false }"
   fi
+  "$TOLLGATE" serve -c "$WORK/tollgate.yaml" 2>"$WORK/tollgate.log" &
   TG_PID=$!
   PIDS+=("$HA_PID" "$TG_PID")
   wait_up "$NX"; wait_up "$TG"; wait_up "$HA"
