@@ -3,7 +3,7 @@
 //! export and a read-only HTML status page. It owns the admin token check
 //! and the rendering of every admin answer; the data comes from the
 //! serving `Gateway`, the `Deps` store and metrics, and reloads go through
-//! [`Reloader`](crate::app::Reloader).
+//! [`Reloader`](crate::reload::Reloader).
 //!
 //! ```yaml
 //! admin: { listen: 127.0.0.1:9901, token_env: TOLLGATE_ADMIN_TOKEN }
@@ -44,7 +44,6 @@ use std::time::Duration;
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 
-use crate::app::Reloader;
 use crate::body::{self, Body};
 use crate::calendar::format_rfc3339;
 use crate::clock::Nanos;
@@ -56,6 +55,7 @@ use crate::metrics;
 use crate::policy::quota::{self, QuotaConfig, QuotaPeriod};
 use crate::policy::LimitKey;
 use crate::problem::{Code, Reject};
+use crate::reload::Reloader;
 use crate::state::{self, Store, UsageEntry};
 
 /// How long a shutdown waits for admin requests in flight.
@@ -698,7 +698,7 @@ fn apis(gateway: &Gateway) -> Value {
             })
         })
         .collect();
-    json!({ "apis": apis, "summary": crate::app::summarize(gateway) })
+    json!({ "apis": apis, "summary": gateway.summary() })
 }
 
 // === status page ===
@@ -721,7 +721,7 @@ fn status_html(gateway: &Gateway, usage: Option<&Value>, bans: Option<&[Value]>)
     let _ = write!(
         h,
         "<p class=\"muted\">{} &middot; config <code>{}</code></p>",
-        esc(&crate::app::summarize(gateway)),
+        esc(&gateway.summary()),
         esc(&gateway.loaded.file.display().to_string())
     );
 

@@ -1,7 +1,7 @@
 //! What the commands do, as library functions (`main.rs` only parses
 //! arguments): load and compile a config, serve it (public and admin
-//! listeners, signals) and reload it (SIGHUP, the admin API, or polling
-//! with `reload: watch`), and make API keys.
+//! listeners, signals, and the reload triggers — SIGHUP, polling with
+//! `reload: watch` — that call `crate::reload`), and make API keys.
 
 use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
@@ -16,6 +16,7 @@ use crate::clock::SystemClock;
 use crate::config::schema::ReloadMode;
 use crate::config::{self, ConfigError};
 use crate::gateway::{Deps, Gateway};
+use crate::reload::Reloader;
 use crate::server::{Server, SharedGateway};
 
 /// `tollgate.yaml` if it exists, else `config.example.yaml`.
@@ -34,162 +35,6 @@ pub fn load(path: &Path) -> Result<(Gateway, Deps), Vec<ConfigError>> {
     let deps = Deps::for_config(&loaded, SystemClock::shared())?;
     let gateway = Gateway::compile(loaded, &deps)?;
     Ok((gateway, deps))
-}
-
-/// Re-reads `path` and swaps the new gateway in; the old one keeps
-/// serving if the new config has errors. Counters live in `deps`, so they
-/// survive. Returns a one-line summary.
-pub fn reload(
-    path: &Path,
-    deps: &Deps,
-    shared: &SharedGateway,
-) -> Result<String, Vec<ConfigError>> {
-    reload_detailed(path, deps, shared).map(|r| r.message())
-}
-
-pub fn summarize(gateway: &Gateway) -> String {
-    let apis = gateway.loaded.config.apis.len();
-    format!(
-        "{} API{}, {} operation{}, {} named polic{}",
-        apis,
-        if apis == 1 { "" } else { "s" },
-        gateway.operations.len(),
-        if gateway.operations.len() == 1 {
-            ""
-        } else {
-            "s"
-        },
-        gateway.loaded.config.policies.len(),
-        if gateway.loaded.config.policies.len() == 1 {
-            "y"
-        } else {
-            "ies"
-        },
-    )
-}
-
-/// What a successful reload did.
-#[derive(Debug, Clone)]
-pub struct Reloaded {
-    /// APIs, operations and policies now serving.
-    pub summary: String,
-    /// Settings that changed but only take effect after a restart (the
-    /// listeners are bound once): `listen`, `tls` on/off, `admin.listen`,
-    /// `admin.token_env`.
-    pub restart_needed: Vec<&'static str>,
-}
-
-impl Reloaded {
-    pub fn message(&self) -> String {
-        if self.restart_needed.is_empty() {
-            self.summary.clone()
-        } else {
-            format!(
-                "{}; changes to {} need a restart",
-                self.summary,
-                self.restart_needed.join(", ")
-            )
-        }
-    }
-}
-
-fn reload_detailed(
-    path: &Path,
-    deps: &Deps,
-    shared: &SharedGateway,
-) -> Result<Reloaded, Vec<ConfigError>> {
-    let loaded = config::load_file(path)?;
-    let gateway = Gateway::compile(loaded, deps)?;
-    let old = shared.load();
-    let (new_s, old_s) = (&gateway.settings, &old.settings);
-    let mut restart_needed = Vec::new();
-    if new_s.listen != old_s.listen {
-        restart_needed.push("listen");
-    }
-    if new_s.tls.is_some() != old_s.tls.is_some() {
-        restart_needed.push("tls");
-    }
-    if new_s.admin_listen != old_s.admin_listen {
-        restart_needed.push("admin.listen");
-    }
-    if new_s.admin_token_env != old_s.admin_token_env {
-        restart_needed.push("admin.token_env");
-    }
-    let summary = summarize(&gateway);
-    shared.store(Arc::new(gateway));
-    Ok(Reloaded {
-        summary,
-        restart_needed,
-    })
-}
-
-/// Reloads one config file into the serving gateway, for every trigger
-/// (SIGHUP, `POST /admin/reload`, `reload: watch`): one reload at a time,
-/// each counted in `tollgate_config_reloads_total`.
-pub struct Reloader {
-    path: PathBuf,
-    deps: Deps,
-    shared: SharedGateway,
-    one_at_a_time: tokio::sync::Mutex<()>,
-}
-
-impl Reloader {
-    pub fn new(path: PathBuf, deps: Deps, shared: SharedGateway) -> Arc<Reloader> {
-        Arc::new(Reloader {
-            path,
-            deps,
-            shared,
-            one_at_a_time: tokio::sync::Mutex::new(()),
-        })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    pub fn deps(&self) -> &Deps {
-        &self.deps
-    }
-
-    pub fn shared(&self) -> &SharedGateway {
-        &self.shared
-    }
-
-    /// Re-reads the config; on errors the previous gateway keeps serving.
-    pub async fn reload(self: &Arc<Self>) -> Result<Reloaded, Vec<ConfigError>> {
-        let _turn = self.one_at_a_time.lock().await;
-        let this = self.clone();
-        // Reading files and compiling regexes and schemas blocks: keep it
-        // off the threads that serve requests.
-        let result = tokio::task::spawn_blocking(move || {
-            reload_detailed(&this.path, &this.deps, &this.shared)
-        })
-        .await
-        .unwrap_or_else(|e| {
-            Err(vec![ConfigError {
-                file: self.path.clone(),
-                line: 1,
-                column: 1,
-                path: String::new(),
-                message: format!("the reload failed: {e}"),
-            }])
-        });
-        self.deps.metrics.record_reload(result.is_ok());
-        match &result {
-            Ok(done) => {
-                tracing::info!("reloaded: {}", done.message());
-                // A new `jwks_url` is fetched now rather than by the first token.
-                self.deps.jwks.prefetch();
-            }
-            Err(errors) => {
-                for e in errors {
-                    tracing::error!("{e}");
-                }
-                tracing::error!("reload refused; the previous config keeps serving");
-            }
-        }
-        result
-    }
 }
 
 /// The gateway's listeners running in the background.
@@ -264,7 +109,7 @@ pub async fn serve(path: PathBuf, gateway: Gateway, deps: Deps) -> Result<(), St
         admin = ?running.admin_addr,
         config = %running.reloader.path().display(),
         "{}",
-        summarize(&shared.load())
+        shared.load().summary()
     );
     spawn_reload_on_sighup(running.reloader.clone());
     let access_log = running.reloader.deps().access_log.clone();

@@ -20,6 +20,7 @@ pub mod openapi;
 pub mod policy;
 pub mod problem;
 pub mod proxy;
+pub mod reload;
 pub mod routing;
 pub mod server;
 pub mod stack;

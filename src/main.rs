@@ -168,7 +168,7 @@ fn fail(message: &str) -> ExitCode {
 fn check(path: PathBuf) -> ExitCode {
     match app::load(&path) {
         Ok((gateway, _)) => {
-            println!("{}: ok ({})", path.display(), app::summarize(&gateway));
+            println!("{}: ok ({})", path.display(), gateway.summary());
             ExitCode::SUCCESS
         }
         Err(errors) => {

@@ -198,6 +198,24 @@ impl Gateway {
         )
     }
 
+    /// One line: how many APIs, operations and named policies it serves.
+    pub fn summary(&self) -> String {
+        let apis = self.loaded.config.apis.len();
+        format!(
+            "{} API{}, {} operation{}, {} named polic{}",
+            apis,
+            if apis == 1 { "" } else { "s" },
+            self.operations.len(),
+            if self.operations.len() == 1 { "" } else { "s" },
+            self.loaded.config.policies.len(),
+            if self.loaded.config.policies.len() == 1 {
+                "y"
+            } else {
+                "ies"
+            },
+        )
+    }
+
     /// The metrics registry this gateway counts into.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
