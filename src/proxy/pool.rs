@@ -30,7 +30,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -156,6 +156,8 @@ impl UpstreamClients {
             .wrap_connector(http);
         let mut tls_builder = Client::builder(TokioExecutor::new());
         tls_builder
+            // With a timer, idle connections are reaped, not only skipped.
+            .pool_timer(TokioTimer::new())
             .pool_idle_timeout(settings.idle_timeout)
             .pool_max_idle_per_host(settings.max_idle_per_host);
         Ok(UpstreamClients {
