@@ -204,6 +204,8 @@ impl UpstreamClients {
         mut req: Request<Body>,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         *req.uri_mut() = origin_form(req.uri());
+        // These connections speak HTTP/1.1 whatever the caller spoke.
+        *req.version_mut() = http::Version::HTTP_11;
         loop {
             let (host, idle) = clients.checkout(&authority)?;
             let reused = idle.is_some();
@@ -466,9 +468,11 @@ impl IdleClock {
     }
 
     fn mark_idle(&self) {
-        let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(BUSY - 1);
-        self.idle_since_ms
-            .store(ms.min(BUSY - 1), Ordering::Relaxed);
+        // Rounded up, so that the connection is never closed before it has
+        // been idle for the whole timeout.
+        let ms = self.opened.elapsed().as_micros().div_ceil(1000);
+        let ms = u64::try_from(ms).unwrap_or(BUSY - 1).min(BUSY - 1);
+        self.idle_since_ms.store(ms, Ordering::Relaxed);
     }
 
     fn mark_busy(&self) {
@@ -700,8 +704,10 @@ mod tests {
             ..PoolSettings::default()
         });
         get_ok(&clients, up.addr).await;
-        get_ok(&clients, up.addr).await;
+        // Taken before the connection goes idle again, so the bound below
+        // holds however long the call takes.
         let idle_from = std::time::Instant::now();
+        get_ok(&clients, up.addr).await;
         assert_eq!(up.accepted(), 1, "the second call reused the connection");
         up.closed(1).await;
         assert!(
