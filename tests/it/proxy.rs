@@ -417,3 +417,133 @@ async fn shutdown_finishes_the_request_in_flight_and_refuses_new_connections() {
         .expect("drained")
         .expect("task");
 }
+
+// === upstream connections ===
+
+use hyper_util::rt::TokioIo;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// A plain HTTP/1.1 upstream that answers `ok` and counts the connections
+/// it accepts. `close_idle()` makes it close every open connection between
+/// requests, as an upstream's keep-alive timeout would; `closed(n)` waits
+/// until `n` of its connections have ended.
+struct KeepAliveUpstream {
+    addr: std::net::SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    requests: Arc<AtomicUsize>,
+    close_idle: watch::Sender<u64>,
+    closed: watch::Receiver<usize>,
+}
+
+impl KeepAliveUpstream {
+    async fn start() -> KeepAliveUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let (close_idle, close_rx) = watch::channel(0u64);
+        let (closed_tx, closed) = watch::channel(0usize);
+        let closed_tx = Arc::new(closed_tx);
+        let (count, served) = (accepted.clone(), requests.clone());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let served = served.clone();
+                let closed_tx = closed_tx.clone();
+                let mut close = close_rx.clone();
+                close.mark_unchanged();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |_req| {
+                        served.fetch_add(1, Ordering::SeqCst);
+                        async {
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                                Bytes::from_static(b"ok"),
+                            )))
+                        }
+                    });
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc);
+                    tokio::pin!(conn);
+                    tokio::select! {
+                        _ = conn.as_mut() => {}
+                        _ = close.changed() => {
+                            // Idle between requests: closed at once.
+                            conn.as_mut().graceful_shutdown();
+                            let _ = conn.await;
+                        }
+                    }
+                    closed_tx.send_modify(|n| *n += 1);
+                });
+            }
+        });
+        KeepAliveUpstream {
+            addr,
+            accepted,
+            requests,
+            close_idle,
+            closed,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    fn close_idle(&self) {
+        self.close_idle.send_modify(|g| *g += 1);
+    }
+
+    async fn closed(&self, n: usize) {
+        let mut closed = self.closed.clone();
+        tokio::time::timeout(Duration::from_secs(10), closed.wait_for(|c| *c >= n))
+            .await
+            .expect("the upstream's connections closed in time")
+            .expect("upstream alive");
+    }
+}
+
+#[tokio::test]
+async fn calls_in_sequence_reuse_one_upstream_connection() {
+    let up = KeepAliveUpstream::start().await;
+    let gw = gateway(&simple_config(&up.url(), "workers: 1")).await;
+    for i in 0..20 {
+        let got = gw.get(&format!("/employees/{i}")).await;
+        assert_eq!(got.status, 200, "call {i}: {:?}", got.body);
+        assert_eq!(got.body, "ok", "call {i}");
+    }
+    assert_eq!(up.requests(), 20);
+    assert_eq!(up.accepted(), 1, "every call after the first reused it");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_idle_connection_the_upstream_closed_is_not_reused() {
+    let up = KeepAliveUpstream::start().await;
+    let gw = gateway(&simple_config(&up.url(), "workers: 1")).await;
+    assert_eq!(gw.get("/employees/1").await.status, 200);
+    assert_eq!(up.accepted(), 1);
+    // The upstream drops its idle keep-alive connection (its own timeout).
+    up.close_idle();
+    up.closed(1).await;
+    // The next calls are not failed with a 502 on the dead connection: they
+    // go over a new one, which is then kept.
+    for i in 2..6 {
+        let got = gw.get(&format!("/employees/{i}")).await;
+        assert_eq!(got.status, 200, "call {i}: {:?}", got.body);
+        assert_eq!(got.body, "ok", "call {i}");
+    }
+    assert_eq!(up.requests(), 5);
+    assert_eq!(up.accepted(), 2);
+    gw.shutdown().await;
+}

@@ -1,14 +1,15 @@
 //! Forwarding: where a call goes upstream ([`UpstreamTarget`]), what the
 //! upstream sees (DESIGN §4), and the terminal service of every operation
-//! stack ([`Proxy`]), which sends the call through one pooled client and
-//! streams both bodies.
+//! stack ([`Proxy`]), which sends the call over this thread's upstream
+//! connections (`pool.rs`) and streams both bodies.
+
+mod pool;
+
+pub use pool::{build_client, HttpClient, UpstreamBody, UpstreamClients, UpstreamError};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{Request, Response};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -20,87 +21,6 @@ use crate::body::{self, Body, IdleTimeout};
 use crate::context::RequestContext;
 use crate::headers::*;
 use crate::problem::{Code, Reject};
-
-/// A pooled client: keep-alive to upstreams, http and https, HTTP/2 to
-/// https upstreams that offer it.
-pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
-
-/// The clients every operation forwards through: one pool per thread that
-/// forwards. With a runtime per core (server.rs) a request, the upstream
-/// connection it reuses and that connection's task then stay on one
-/// thread: no pool lock shared between cores, no cross-thread wake-up per
-/// request.
-pub struct UpstreamClients {
-    builder: hyper_util::client::legacy::Builder,
-    connector: hyper_rustls::HttpsConnector<HttpConnector>,
-    per_thread: thread_local::ThreadLocal<HttpClient>,
-}
-
-impl UpstreamClients {
-    /// This thread's client (made on first use).
-    pub fn get(&self) -> &HttpClient {
-        self.per_thread
-            .get_or(|| self.builder.build(self.connector.clone()))
-    }
-}
-
-impl std::fmt::Debug for UpstreamClients {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("UpstreamClients")
-    }
-}
-
-/// Builds the upstream clients: system roots plus `ca_file` for https.
-pub fn build_client(ca_file: Option<&std::path::Path>) -> Result<Arc<UpstreamClients>, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    for cert in native.certs {
-        // A broken system certificate must not stop the gateway; it is skipped.
-        let _ = roots.add(cert);
-    }
-    if let Some(path) = ca_file {
-        let pem =
-            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let mut added = 0;
-        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-            let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
-            roots
-                .add(cert)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-            added += 1;
-        }
-        if added == 0 {
-            return Err(format!("{} holds no PEM certificate", path.display()));
-        }
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(Duration::from_secs(5)));
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(http);
-    let mut builder = Client::builder(TokioExecutor::new());
-    builder
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(256);
-    Ok(Arc::new(UpstreamClients {
-        builder,
-        connector,
-        per_thread: thread_local::ThreadLocal::new(),
-    }))
-}
 
 // === UpstreamTarget ===
 
@@ -427,7 +347,7 @@ impl tower::Service<Request<Body>> for Proxy {
 }
 
 async fn forward(
-    clients: &UpstreamClients,
+    clients: &Arc<UpstreamClients>,
     timeout: Duration,
     req: Request<Body>,
 ) -> Response<Body> {
@@ -449,7 +369,7 @@ async fn forward(
     let started = Instant::now();
     let outcome = tokio::time::timeout(
         timeout,
-        clients.get().request(Request::from_parts(parts, body)),
+        UpstreamClients::send(clients, Request::from_parts(parts, body)),
     )
     .await;
     cx.upstream_duration = Some(started.elapsed());
@@ -475,7 +395,7 @@ async fn forward(
 
 /// What the caller is told when a call could not be forwarded: whose fault
 /// it was decides the code.
-fn failure(err: &hyper_util::client::legacy::Error, cx: &RequestContext) -> Reject {
+fn failure(err: &UpstreamError, cx: &RequestContext) -> Reject {
     if body::is_body_too_large(err) {
         return Reject::new(
             Code::BodyTooLarge,
