@@ -338,6 +338,39 @@ impl Reject {
     }
 }
 
+/// The body of 400 `config_invalid` (a reload refused): the problem
+/// members, plus `errors` with each mistake's file, line, column, key path,
+/// message and its `FILE:LINE:COL: message` text.
+pub fn config_invalid_json(
+    errors: &[crate::config::ConfigError],
+    request_id: &HeaderValue,
+) -> String {
+    let code = Code::ConfigInvalid;
+    let value = serde_json::json!({
+        "type": format!("https://tollgate.dev/problems/{}", code.as_str()),
+        "title": code.title(),
+        "status": code.status().as_u16(),
+        "detail": format!(
+            "the config has {} error{}; the previous config keeps serving",
+            errors.len(),
+            if errors.len() == 1 { "" } else { "s" }
+        ),
+        "code": code.as_str(),
+        "request_id": request_id.to_str().unwrap_or(""),
+        "errors": errors.iter().map(|e| serde_json::json!({
+            "file": e.file.display().to_string(),
+            "line": e.line,
+            "column": e.column,
+            "path": e.path,
+            "message": e.message,
+            "text": e.to_string(),
+        })).collect::<Vec<_>>(),
+    });
+    let mut body = serde_json::to_string_pretty(&value).unwrap_or_default();
+    body.push('\n');
+    body
+}
+
 /// Marks a response the gateway produced itself, so that the access log,
 /// metrics and the `abuse` policy can tell which code refused the call,
 /// and which policy (if a policy did).

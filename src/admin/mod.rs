@@ -33,9 +33,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::fmt::Write as _;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,16 +45,16 @@ use tokio::net::TcpListener;
 use crate::body::{self, Body};
 use crate::calendar::format_rfc3339;
 use crate::clock::Nanos;
-use crate::config::schema::{PolicyDef, PolicyKind, PolicyRef};
 use crate::config::ConfigError;
 use crate::context::new_request_id;
 use crate::gateway::Gateway;
 use crate::metrics;
-use crate::policy::quota::{self, QuotaConfig, QuotaPeriod};
-use crate::policy::LimitKey;
+
+mod status_page;
+mod usage;
 use crate::problem::{Code, Reject};
 use crate::reload::Reloader;
-use crate::state::{self, Store, UsageEntry};
+use crate::state::{self, Store};
 
 /// How long a shutdown waits for admin requests in flight.
 const DRAIN: Duration = Duration::from_secs(5);
@@ -68,7 +66,7 @@ pub struct AdminServer {
 }
 
 /// What every admin request reads.
-struct Admin {
+pub(crate) struct Admin {
     reloader: Arc<Reloader>,
     /// SHA-256 of the token: comparing digests takes the same time
     /// whatever the length of what was sent.
@@ -337,11 +335,11 @@ impl Admin {
         digest.ct_eq(expected).into()
     }
 
-    fn now(&self) -> Nanos {
+    pub(super) fn now(&self) -> Nanos {
         self.reloader.deps().clock.now()
     }
 
-    fn store(&self) -> &crate::state::AnyStore {
+    pub(super) fn store(&self) -> &crate::state::AnyStore {
         &self.reloader.deps().store
     }
 
@@ -379,7 +377,7 @@ impl Admin {
         }
     }
 
-    async fn bans(&self) -> Result<Vec<Value>, Response<Body>> {
+    pub(super) async fn bans(&self) -> Result<Vec<Value>, Response<Body>> {
         let bans = self
             .store()
             .ban_list(self.now())
@@ -423,111 +421,8 @@ impl Admin {
         }
     }
 
-    fn store_failed(&self, error: state::StoreError) -> Response<Body> {
+    pub(super) fn store_failed(&self, error: state::StoreError) -> Response<Body> {
         problem(Code::StateStoreUnavailable, error.to_string())
-    }
-
-    /// Per client: calls, bytes, refusals by code, each operation's share,
-    /// and what is used and left of every quota counted per client.
-    async fn usage(&self, gateway: &Gateway) -> Result<Value, Response<Body>> {
-        let entries = self
-            .store()
-            .usage_list()
-            .await
-            .map_err(|e| self.store_failed(e))?;
-        let mut clients: BTreeMap<String, ClientUsage> = BTreeMap::new();
-        for client in &gateway.loaded.config.clients {
-            clients.entry(client.id.clone()).or_default();
-        }
-        for entry in entries {
-            let UsageEntry { subject, counts } = entry;
-            clients.entry(subject).or_default().add(counts);
-        }
-        let now = self.now();
-        let quotas = quota_policies(gateway);
-        let mut global = Vec::new();
-        for q in &quotas {
-            match q.config.key {
-                LimitKey::Global => {
-                    let key = state::key(&q.name, format_args!("global"));
-                    global.push(self.quota_state(q, &key, now).await?);
-                }
-                LimitKey::Client => {}
-                LimitKey::Ip | LimitKey::Header(_) => global.push(json!({
-                    "policy": q.name,
-                    "key": if q.config.key == LimitKey::Ip { "ip".to_string() } else { "header".to_string() },
-                    "limit": q.config.limit,
-                    "period": period_name(q.config.period),
-                    "note": "counted per address or header value; not listed",
-                })),
-            }
-        }
-        let mut out = Vec::new();
-        for (client, usage) in clients {
-            let mut client_quotas = Vec::new();
-            if client != metrics::ANONYMOUS {
-                for q in quotas.iter().filter(|q| q.config.key == LimitKey::Client) {
-                    let key = state::key(&q.name, format_args!("client:{client}"));
-                    client_quotas.push(self.quota_state(q, &key, now).await?);
-                }
-            }
-            out.push(json!({
-                "client": client,
-                "calls": usage.calls,
-                "bytes_in": usage.bytes_in,
-                "bytes_out": usage.bytes_out,
-                "cache_hits": usage.cache_hits,
-                "rejections": usage.rejections,
-                "keys": usage.keys,
-                "operations": usage.operations.iter().map(|(op, u)| (op.clone(), json!({
-                    "calls": u.calls,
-                    "bytes_in": u.bytes_in,
-                    "bytes_out": u.bytes_out,
-                    "cache_hits": u.cache_hits,
-                    "rejections": u.rejections,
-                }))).collect::<serde_json::Map<_, _>>(),
-                "quotas": client_quotas,
-            }));
-        }
-        Ok(json!({ "clients": out, "quotas": global }))
-    }
-
-    async fn quota_state(
-        &self,
-        q: &QuotaPolicy,
-        key: &str,
-        now: Nanos,
-    ) -> Result<Value, Response<Body>> {
-        let end = quota::period_end(q.config.period, now);
-        let used = self
-            .store()
-            .quota_peek(key, end, now)
-            .await
-            .map_err(|e| self.store_failed(e))?;
-        Ok(json!({
-            "policy": q.name,
-            "period": period_name(q.config.period),
-            "limit": q.config.limit,
-            "used": used,
-            "remaining": q.config.limit.saturating_sub(used),
-            "resets_at": format_rfc3339(end),
-        }))
-    }
-
-    async fn status_page(&self, gateway: &Gateway) -> Response<Body> {
-        let usage = self.usage(gateway).await.ok();
-        let bans = self.bans().await.ok();
-        let html = status_html(gateway, usage.as_ref(), bans.as_deref());
-        let mut response = text(StatusCode::OK, "text/html; charset=utf-8", html);
-        // Read-only and self-contained: nothing to load, and never framed
-        // (no clickjacking of the admin API through it).
-        response.headers_mut().insert(
-            http::header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(
-                "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
-            ),
-        );
-        response
     }
 }
 
@@ -548,117 +443,6 @@ fn presented_token(header: &str) -> Option<String> {
             .map(|(_, password)| password.to_string());
     }
     None
-}
-
-// === usage ===
-
-/// A client's usage, parsed back from the store's fields (written by
-/// `OperationMetrics::usage_counts`).
-#[derive(Default)]
-struct ClientUsage {
-    calls: u64,
-    bytes_in: u64,
-    bytes_out: u64,
-    /// Calls a `cache` policy answered (counted in `calls` too).
-    cache_hits: u64,
-    rejections: BTreeMap<String, u64>,
-    operations: BTreeMap<String, OperationUsage>,
-    /// Calls per key id (keys configured with an `id`): shows which of a
-    /// client's keys is still in use during a rotation.
-    keys: BTreeMap<String, u64>,
-}
-
-#[derive(Default)]
-struct OperationUsage {
-    calls: u64,
-    bytes_in: u64,
-    bytes_out: u64,
-    cache_hits: u64,
-    rejections: BTreeMap<String, u64>,
-}
-
-impl ClientUsage {
-    fn add(&mut self, counts: Vec<(String, u64)>) {
-        for (field, n) in counts {
-            if let Some(rest) = field.strip_prefix("op:") {
-                if let Some((op, code)) = rest.rsplit_once(":rejected:") {
-                    let op = self.operations.entry(op.to_string()).or_default();
-                    *op.rejections.entry(code.to_string()).or_default() += n;
-                } else if let Some((op, what)) = rest.rsplit_once(':') {
-                    let op = self.operations.entry(op.to_string()).or_default();
-                    match what {
-                        "calls" => op.calls += n,
-                        "bytes_in" => op.bytes_in += n,
-                        "bytes_out" => op.bytes_out += n,
-                        "cache_hits" => op.cache_hits += n,
-                        _ => {}
-                    }
-                }
-            } else if let Some(code) = field.strip_prefix("rejected:") {
-                *self.rejections.entry(code.to_string()).or_default() += n;
-            } else if let Some(id) = field
-                .strip_prefix("key:")
-                .and_then(|rest| rest.strip_suffix(":calls"))
-            {
-                *self.keys.entry(id.to_string()).or_default() += n;
-            } else {
-                match field.as_str() {
-                    "calls" => self.calls += n,
-                    "bytes_in" => self.bytes_in += n,
-                    "bytes_out" => self.bytes_out += n,
-                    "cache_hits" => self.cache_hits += n,
-                    _ => {}
-                }
-            }
-        }
-    }
-}
-
-/// A `quota` policy of the config, by the name its counters are kept under.
-struct QuotaPolicy {
-    name: String,
-    config: QuotaConfig,
-}
-
-/// Every quota policy: named ones, then inline ones in `apply` lists (named
-/// as the compiler names them, so their counters are found).
-fn quota_policies(gateway: &Gateway) -> Vec<QuotaPolicy> {
-    let config = &gateway.loaded.config;
-    let mut out = Vec::new();
-    let mut push = |name: String, def: &PolicyDef| {
-        if let PolicyKind::Quota(q) = &def.kind {
-            out.push(QuotaPolicy {
-                name,
-                config: q.clone(),
-            });
-        }
-    };
-    for (name, def) in &config.policies {
-        push(name.clone(), def);
-    }
-    let mut inline = |scope: &str, refs: &[PolicyRef]| {
-        for (i, r) in refs.iter().enumerate() {
-            if let PolicyRef::Inline(def) = r {
-                push(crate::gateway::inline_name(scope, def, i), def);
-            }
-        }
-    };
-    inline("gateway", &config.apply);
-    for api in &config.apis {
-        inline(&api.name, &api.apply);
-        for op in &api.operations {
-            inline(&op.id, &op.apply);
-        }
-    }
-    out
-}
-
-fn period_name(period: QuotaPeriod) -> &'static str {
-    match period {
-        QuotaPeriod::Hour => "hour",
-        QuotaPeriod::Day => "day",
-        QuotaPeriod::Month => "month",
-    }
 }
 
 // === apis ===
@@ -701,151 +485,13 @@ fn apis(gateway: &Gateway) -> Value {
     json!({ "apis": apis, "summary": gateway.summary() })
 }
 
-// === status page ===
-
-/// The status page: plain server-rendered HTML, inline style, no scripts.
-fn status_html(gateway: &Gateway, usage: Option<&Value>, bans: Option<&[Value]>) -> String {
-    let mut h = String::with_capacity(8192);
-    h.push_str(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <title>Tollgate status</title><style>\
-         body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222}\
-         h1{font-size:1.6em}h2{font-size:1.2em;margin-top:1.6em}\
-         table{border-collapse:collapse;margin:.5em 0}\
-         th,td{border:1px solid #ccc;padding:.3em .7em;text-align:left}\
-         th{background:#f0f0f0}code{font-size:.95em}.muted{color:#777}\
-         .policy{display:inline-block;background:#eef;border-radius:3px;padding:0 .4em;margin:1px}\
-         .report{background:#ffe9c4}\
-         </style></head><body><h1>Tollgate</h1>",
-    );
-    let _ = write!(
-        h,
-        "<p class=\"muted\">{} &middot; config <code>{}</code></p>",
-        esc(&gateway.summary()),
-        esc(&gateway.loaded.file.display().to_string())
-    );
-
-    h.push_str("<h2>APIs and operations</h2><table><tr><th>API</th><th>Operation</th><th>Method</th><th>Path</th><th>Policies</th></tr>");
-    for op in &gateway.operations {
-        let _ = write!(
-            h,
-            "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td><code>{}</code></td><td>",
-            esc(&op.info.api),
-            esc(&op.info.id),
-            esc(op.method.as_str()),
-            esc(&op.template)
-        );
-        for p in &op.policies {
-            let _ = write!(
-                h,
-                "<span class=\"policy{}\" title=\"{}\">{}</span> ",
-                if p.report_only { " report" } else { "" },
-                esc(p.type_name),
-                esc(&p.name)
-            );
-        }
-        h.push_str("</td></tr>");
-    }
-    h.push_str("</table>");
-
-    h.push_str("<h2>Top clients by calls</h2>");
-    let mut clients: Vec<&Value> = usage
-        .and_then(|u| u["clients"].as_array())
-        .map(|c| {
-            c.iter()
-                .filter(|c| c["calls"].as_u64().unwrap_or(0) > 0)
-                .collect()
-        })
-        .unwrap_or_default();
-    clients.sort_by_key(|c| std::cmp::Reverse(c["calls"].as_u64().unwrap_or(0)));
-    if clients.is_empty() {
-        h.push_str("<p class=\"muted\">No calls yet.</p>");
-    } else {
-        h.push_str("<table><tr><th>Client</th><th>Calls</th><th>Rejected</th><th>Bytes in</th><th>Bytes out</th></tr>");
-        for c in clients.iter().take(20) {
-            let rejected: u64 = c["rejections"]
-                .as_object()
-                .map(|r| r.values().filter_map(Value::as_u64).sum())
-                .unwrap_or(0);
-            let _ = write!(
-                h,
-                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                esc(c["client"].as_str().unwrap_or("")),
-                c["calls"].as_u64().unwrap_or(0),
-                rejected,
-                c["bytes_in"].as_u64().unwrap_or(0),
-                c["bytes_out"].as_u64().unwrap_or(0)
-            );
-        }
-        h.push_str("</table>");
-    }
-
-    h.push_str("<h2>Rejections by code</h2>");
-    let mut by_code: BTreeMap<String, u64> = BTreeMap::new();
-    for c in usage
-        .and_then(|u| u["clients"].as_array())
-        .into_iter()
-        .flatten()
-    {
-        for (code, n) in c["rejections"].as_object().into_iter().flatten() {
-            *by_code.entry(code.clone()).or_default() += n.as_u64().unwrap_or(0);
-        }
-    }
-    if by_code.is_empty() {
-        h.push_str("<p class=\"muted\">None.</p>");
-    } else {
-        h.push_str("<table><tr><th>Code</th><th>Count</th></tr>");
-        for (code, n) in &by_code {
-            let _ = write!(
-                h,
-                "<tr><td><code>{}</code></td><td>{n}</td></tr>",
-                esc(code)
-            );
-        }
-        h.push_str("</table>");
-    }
-
-    h.push_str("<h2>Active bans</h2>");
-    match bans {
-        None => h.push_str("<p class=\"muted\">The state store did not answer.</p>"),
-        Some([]) => h.push_str("<p class=\"muted\">None.</p>"),
-        Some(bans) => {
-            h.push_str("<table><tr><th>Key</th><th>Reason</th><th>Until</th></tr>");
-            for b in bans {
-                let _ = write!(
-                    h,
-                    "<tr><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
-                    esc(b["key"].as_str().unwrap_or("")),
-                    esc(b["reason"].as_str().unwrap_or("")),
-                    esc(b["until"].as_str().unwrap_or(""))
-                );
-            }
-            h.push_str("</table>");
-        }
-    }
-    h.push_str("</body></html>\n");
-    h
-}
-
-/// Escapes text for HTML element content and quoted attributes.
-fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 // === responses ===
 
-fn text(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+pub(super) fn text(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Body> {
     let mut response = Response::new(body::full(body.into()));
     *response.status_mut() = status;
     response
@@ -872,7 +518,7 @@ fn nosniff(response: &mut Response<Body>) {
     );
 }
 
-fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
+pub(super) fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
     let mut body = serde_json::to_string_pretty(value).unwrap_or_default();
     body.push('\n');
     text(status, "application/json", body)
@@ -895,35 +541,11 @@ fn method_not_allowed(allow: &'static str) -> Response<Body> {
     response
 }
 
-/// 400 `config_invalid`: the problem members, plus `errors` with each
-/// mistake's file, line, column and the `FILE:LINE:COL: message` text.
+/// 400 `config_invalid`, its body written by `crate::problem` like every
+/// other problem.
 fn config_errors(errors: &[ConfigError]) -> Response<Body> {
-    let value = json!({
-        "type": format!("https://tollgate.dev/problems/{}", Code::ConfigInvalid.as_str()),
-        "title": Code::ConfigInvalid.title(),
-        "status": 400,
-        "detail": format!(
-            "the config has {} error{}; the previous config keeps serving",
-            errors.len(),
-            if errors.len() == 1 { "" } else { "s" }
-        ),
-        "code": Code::ConfigInvalid.as_str(),
-        "request_id": new_request_id().to_str().unwrap_or(""),
-        "errors": errors.iter().map(|e| json!({
-            "file": e.file.display().to_string(),
-            "line": e.line,
-            "column": e.column,
-            "path": e.path,
-            "message": e.message,
-            "text": e.to_string(),
-        })).collect::<Vec<_>>(),
-    });
-    let mut response = json_response(StatusCode::BAD_REQUEST, &value);
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("application/problem+json"),
-    );
-    response
+    let body = crate::problem::config_invalid_json(errors, &new_request_id());
+    text(StatusCode::BAD_REQUEST, "application/problem+json", body)
 }
 
 #[cfg(test)]
@@ -939,34 +561,5 @@ mod tests {
             Some("s3cret")
         );
         assert_eq!(presented_token("Digest x"), None);
-    }
-
-    #[test]
-    fn usage_fields_group_by_operation_and_code() {
-        let mut usage = ClientUsage::default();
-        usage.add(vec![
-            ("calls".into(), 3),
-            ("rejected:rate_limited".into(), 1),
-            ("op:get:emp:calls".into(), 3),
-            ("op:get:emp:rejected:rate_limited".into(), 1),
-            ("key:hr:2027:calls".into(), 2),
-            ("cache_hits".into(), 2),
-            ("op:get:emp:cache_hits".into(), 2),
-        ]);
-        assert_eq!(usage.calls, 3);
-        assert_eq!(usage.keys["hr:2027"], 2);
-        assert_eq!(usage.cache_hits, 2);
-        assert_eq!(usage.operations["get:emp"].cache_hits, 2);
-        assert_eq!(usage.rejections["rate_limited"], 1);
-        assert_eq!(usage.operations["get:emp"].calls, 3);
-        assert_eq!(usage.operations["get:emp"].rejections["rate_limited"], 1);
-    }
-
-    #[test]
-    fn html_is_escaped() {
-        assert_eq!(
-            esc("<a href=\"x\">&'"),
-            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
-        );
     }
 }
