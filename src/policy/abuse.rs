@@ -372,7 +372,7 @@ impl Abuse {
 mod tests {
     use super::*;
     use crate::clock::{Clock, ManualClock};
-    use crate::policy::rate_limit::tests::{compile_policies, echo_terminal, request};
+    use crate::policy::testing::{compile_policies, echo_terminal, request};
     use tower::ServiceExt;
 
     #[test]

@@ -1053,11 +1053,9 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
     use crate::context::OperationInfo;
-    use crate::policy::rate_limit::tests::{compile_policies, request};
-    #[allow(unused_imports)]
+    use crate::policy::testing::{compile_policies, request};
     use crate::policy::OperationService;
     use crate::state::AnyStore;
-    #[allow(unused_imports)]
     use http::Request;
     use std::sync::atomic::AtomicUsize;
     use tower::ServiceExt;

@@ -26,6 +26,8 @@ pub mod quota;
 pub mod rate_limit;
 pub mod roles;
 pub mod schema;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use http::{HeaderMap, Method, Request, Response, Uri};
 use ipnet::Ipv6Net;

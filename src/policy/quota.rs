@@ -285,7 +285,7 @@ impl Quota {
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
-    use crate::policy::rate_limit::tests::{compile_policies, echo_terminal, request};
+    use crate::policy::testing::{compile_policies, echo_terminal, request};
     use crate::policy::OperationService;
     use http::Request;
     use tower::ServiceExt;
