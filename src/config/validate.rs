@@ -220,11 +220,17 @@ impl Validator<'_> {
             urls.push((vec!["state".into(), "redis_url".into()], url));
         }
         for (i, url) in redis.cluster.iter().enumerate() {
-            urls.push((child(&path(&["state", "redis", "cluster"]), &i.to_string()), url));
+            urls.push((
+                child(&path(&["state", "redis", "cluster"]), &i.to_string()),
+                url,
+            ));
         }
         if let Some(sentinel) = &redis.sentinel {
             if sentinel.master.trim().is_empty() {
-                self.error(&["state", "redis", "sentinel", "master"], "`master` must not be empty");
+                self.error(
+                    &["state", "redis", "sentinel", "master"],
+                    "`master` must not be empty",
+                );
             }
             if sentinel.nodes.is_empty() {
                 self.error(
@@ -233,7 +239,13 @@ impl Validator<'_> {
                 );
             }
             for (i, url) in sentinel.nodes.iter().enumerate() {
-                urls.push((child(&path(&["state", "redis", "sentinel", "nodes"]), &i.to_string()), url));
+                urls.push((
+                    child(
+                        &path(&["state", "redis", "sentinel", "nodes"]),
+                        &i.to_string(),
+                    ),
+                    url,
+                ));
             }
         }
         let mut tls = Vec::new();

@@ -88,7 +88,9 @@
 //! `/metrics` and `/readyz`.
 
 use parking_lot::Mutex;
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::aio::{
+    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
+};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
@@ -420,8 +422,12 @@ impl RedisStore {
         };
         let mut access = RedisAccess::default();
         if let Some(file) = &redis.ca_file {
-            let pem = std::fs::read(base_dir.join(file))
-                .map_err(|e| (vec!["state", "redis", "ca_file"], format!("cannot read `{file}`: {e}")))?;
+            let pem = std::fs::read(base_dir.join(file)).map_err(|e| {
+                (
+                    vec!["state", "redis", "ca_file"],
+                    format!("cannot read `{file}`: {e}"),
+                )
+            })?;
             access.ca_pem = Some(pem);
         }
         let from_env = |var: &Option<String>, field: &'static str| match var {
@@ -478,7 +484,10 @@ impl RedisStore {
     async fn scan(&self, kind: &str) -> Result<Vec<String>, StoreError> {
         let head = format!("{}:{kind}:{{", self.prefix);
         let pattern = format!("{}*", glob_escape(&head));
-        let nodes = self.link.call(|c| async move { c.scan_nodes().await }).await?;
+        let nodes = self
+            .link
+            .call(|c| async move { c.scan_nodes().await })
+            .await?;
         let mut out = Vec::new();
         for node in nodes {
             let mut cursor: u64 = 0;
@@ -637,7 +646,11 @@ fn active(ban: Option<String>, now: Nanos) -> Option<Ban> {
 type Node = Option<(String, u16)>;
 
 impl Source {
-    fn new(target: &RedisTarget, access: &RedisAccess, timeout: Duration) -> Result<Source, String> {
+    fn new(
+        target: &RedisTarget,
+        access: &RedisAccess,
+        timeout: Duration,
+    ) -> Result<Source, String> {
         let certs = || TlsCertificates {
             client_tls: None,
             root_cert: access.ca_pem.clone(),
@@ -686,7 +699,9 @@ impl Source {
                 if access.ca_pem.is_some() {
                     builder = builder.certs(certs());
                 }
-                let client = builder.build().map_err(|e| format!("bad cluster nodes: {e}"))?;
+                let client = builder
+                    .build()
+                    .map_err(|e| format!("bad cluster nodes: {e}"))?;
                 Ok(Source::Cluster {
                     client,
                     conn: OnceCell::new(),
@@ -1122,10 +1137,7 @@ impl Store for RedisStore {
         period_end: Nanos,
         now: Nanos,
     ) -> Result<QuotaDecision, StoreError> {
-        let mut invocation = self
-            .scripts
-            .quota_take
-            .key(self.quota_key(key, period_end));
+        let mut invocation = self.scripts.quota_take.key(self.quota_key(key, period_end));
         invocation.arg(limit).arg(ttl_ms(period_end, now));
         let (allowed, used): (u8, u64) = self
             .link
