@@ -1326,6 +1326,121 @@ mod tests {
         suite::run_all(|| RedisStore::open(&url, TIMEOUT).expect("url")).await;
     }
 
+    /// The same suite against a real 3-master, 3-replica cluster: keys of
+    /// every case spread over the masters.
+    #[tokio::test]
+    async fn redis_cluster_store_passes_the_store_suite() {
+        let cluster = super::redis_server::RedisCluster::start().await;
+        let target = RedisTarget::Cluster(cluster.urls());
+        let access = RedisAccess::default();
+        suite::run_all(|| {
+            RedisStore::connect_to(&target, &access, TIMEOUT, DEFAULT_PREFIX).expect("nodes")
+        })
+        .await;
+    }
+
+    /// `rediss://` with the config's CA file and an ACL user whose name and
+    /// password come from the environment; the password is in no `Debug`.
+    #[tokio::test]
+    async fn a_tls_redis_with_an_acl_user_is_reached_as_the_config_says() {
+        let dir = tempfile::tempdir().expect("dir");
+        let write = |name: &str, text: String| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).expect("write");
+            path.to_string_lossy().into_owned()
+        };
+        let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).expect("cert");
+        let cert = write("redis.pem", ck.cert.pem());
+        let key = write("redis.key", ck.key_pair.serialize_pem());
+        let other = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).expect("cert");
+        write("other-ca.pem", other.cert.pem());
+        let tls_port = super::redis_server::free_addr().port().to_string();
+        let server = RedisServer::start_with(&[
+            "--tls-port",
+            &tls_port,
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-auth-clients",
+            "no",
+        ])
+        .await;
+        let set: String = server
+            .query(&["ACL", "SETUSER", "gw", "on", ">s3cret-pw", "~*", "+@all"])
+            .await
+            .expect("ACL SETUSER");
+        assert_eq!(set, "OK");
+        let off: String = server
+            .query(&["ACL", "SETUSER", "default", "off"])
+            .await
+            .expect("default off");
+        assert_eq!(off, "OK");
+        std::env::set_var("TOLLGATE_TEST_TLS_REDIS_USER", "gw");
+        std::env::set_var("TOLLGATE_TEST_TLS_REDIS_PASSWORD", "s3cret-pw");
+        let state = |ca: &str, password_env: &str| -> StateConfig {
+            let yaml = format!(
+                "{{store: redis, redis_url: 'rediss://127.0.0.1:{tls_port}', timeout: 2s, \
+                 redis: {{ca_file: {ca}, username_env: TOLLGATE_TEST_TLS_REDIS_USER, \
+                 password_env: {password_env}}}}}"
+            );
+            serde_yaml::from_str(&yaml).expect("state yaml")
+        };
+        let good = state("redis.pem", "TOLLGATE_TEST_TLS_REDIS_PASSWORD");
+        let store = RedisStore::from_config(&good, dir.path()).expect("store");
+        store.ping().await.expect("ping over TLS as gw");
+        let rule = GcraRule::new(1, SECOND, 1);
+        assert!(
+            store
+                .gcra("p:k", rule, SECOND, true)
+                .await
+                .expect("gcra")
+                .allowed
+        );
+        assert!(!format!("{store:?}").contains("s3cret"));
+        let access = RedisAccess {
+            password: Some("s3cret-pw".into()),
+            ..RedisAccess::default()
+        };
+        assert!(!format!("{access:?}").contains("s3cret"));
+        // A CA that did not sign the server's certificate: refused.
+        let wrong_ca = RedisStore::from_config(
+            &state("other-ca.pem", "TOLLGATE_TEST_TLS_REDIS_PASSWORD"),
+            dir.path(),
+        )
+        .expect("store");
+        assert!(wrong_ca.ping().await.is_err());
+        // An unset variable is a config error at its key.
+        let unset = state("redis.pem", "TOLLGATE_TEST_TLS_REDIS_UNSET");
+        let error = RedisStore::from_config(&unset, dir.path()).err();
+        let (at, message) = error.expect("unset variable refused");
+        assert_eq!(at, ["state", "redis", "password_env"]);
+        assert!(
+            message.contains("TOLLGATE_TEST_TLS_REDIS_UNSET"),
+            "{message}"
+        );
+        assert!(!message.contains("s3cret"));
+    }
+
+    #[test]
+    fn cluster_nodes_output_gives_the_live_masters() {
+        let nodes = "\
+a1 127.0.0.1:7001@17001 myself,master - 0 0 1 connected 0-5460
+b2 127.0.0.1:7002@17002,host.example master - 0 0 2 connected 5461-10922
+c3 127.0.0.1:7003@17003 master,fail - 0 0 3 connected
+d4 127.0.0.1:7004@17004 slave a1 0 0 1 connected
+e5 127.0.0.1:7005@17005 master - 0 0 5 connected 10923-16383
+";
+        assert_eq!(
+            cluster_masters(nodes),
+            [
+                ("127.0.0.1".to_string(), 7001),
+                ("127.0.0.1".to_string(), 7002),
+                ("127.0.0.1".to_string(), 7005)
+            ]
+        );
+    }
+
     #[test]
     fn a_malformed_url_is_refused_at_open() {
         let error = RedisStore::open("not a url", TIMEOUT).err();
