@@ -410,3 +410,60 @@ async fn a_sentinel_master_killed_under_load_fails_per_mode_within_the_deadline_
     })
     .await;
 }
+
+/// `state` mistakes, each reported at its key as FILE:LINE:COL.
+#[test]
+fn state_forms_are_checked_at_load_with_file_line_and_column() {
+    let errors = |state: &str| {
+        let yaml = format!("version: 1\nlisten: 127.0.0.1:0\nstate:\n{state}\napis: []\n");
+        match compile(
+            std::path::Path::new("gw.yaml"),
+            &yaml,
+            SystemClock::shared(),
+        ) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors,
+        }
+    };
+    assert_eq!(
+        errors(
+            "  store: redis\n  redis_url: redis://127.0.0.1:1\n  redis:\n    cluster: [redis://127.0.0.1:2]"
+        ),
+        ["gw.yaml:6:3: state.redis: give only one of `redis_url`, `redis.cluster` and `redis.sentinel`"]
+    );
+    assert_eq!(
+        errors("  store: redis\n  redis:\n    cluster: [redis://127.0.0.1:2, 'http://127.0.0.1:3']"),
+        ["gw.yaml:6:36: state.redis.cluster[1]: `http://127.0.0.1:3` is not a redis:// or rediss:// URL"]
+    );
+    assert_eq!(
+        errors("  store: redis\n  redis:\n    cluster: [redis://127.0.0.1:2]\n    ca_file: ca.pem"),
+        ["gw.yaml:7:5: state.redis.ca_file: `ca_file` is for rediss:// URLs, and none is given"]
+    );
+    assert_eq!(
+        errors("  store: redis\n  redis:\n    sentinel: {master: '', nodes: []}"),
+        [
+            "gw.yaml:6:16: state.redis.sentinel.master: `master` must not be empty",
+            "gw.yaml:6:28: state.redis.sentinel.nodes: list at least one sentinel",
+        ]
+    );
+    assert_eq!(
+        errors(
+            "  store: redis\n  redis:\n    cluster: ['rediss://127.0.0.1:2', redis://127.0.0.1:3]\n    username_env: U"
+        ),
+        [
+            "gw.yaml:5:3: state.redis: mix of redis:// and rediss:// URLs: use one scheme for every node",
+            "gw.yaml:7:5: state.redis.username_env: an ACL user needs `password_env` too",
+        ]
+    );
+    let unknown = errors("  store: redis\n  redis:\n    nodes: [redis://127.0.0.1:2]");
+    assert_eq!(unknown.len(), 1, "{unknown:?}");
+    assert!(unknown[0].starts_with("gw.yaml:6:5: "), "{unknown:?}");
+    assert!(unknown[0].contains("nodes"), "{unknown:?}");
+    // Read when the store is built: an unset variable, named at its key.
+    assert_eq!(
+        errors(
+            "  store: redis\n  redis_url: redis://127.0.0.1:1\n  redis:\n    password_env: TOLLGATE_TEST_UNSET_REDIS_PASSWORD"
+        ),
+        ["gw.yaml:7:5: state.redis.password_env: environment variable `TOLLGATE_TEST_UNSET_REDIS_PASSWORD` is not set (or empty)"]
+    );
+}
