@@ -282,6 +282,7 @@ enum Source {
     Single {
         client: redis::Client,
         conn: OnceCell<ConnectionManager>,
+        connect_within: Duration,
     },
     /// Once made, the cluster connection follows the slot map by itself.
     Cluster {
@@ -671,6 +672,7 @@ impl Source {
                 Ok(Source::Single {
                     client,
                     conn: OnceCell::new(),
+                    connect_within,
                 })
             }
             RedisTarget::Cluster(nodes) => {
@@ -765,14 +767,18 @@ impl Source {
     /// Makes (or, for a sentinel, finds anew) the connection.
     async fn make(&self) -> Result<(Conn, u64), RedisError> {
         match self {
-            Source::Single { client, conn } => {
+            Source::Single {
+                client,
+                conn,
+                connect_within,
+            } => {
                 let config = ConnectionManagerConfig::new()
                     // No retries inside the manager: a failed reconnect
                     // fails the call at once and the breaker spaces out the
                     // next attempts (its default backoff would wait up to
                     // a minute before noticing Redis is back).
                     .set_number_of_retries(0)
-                    .set_connection_timeout(Duration::from_secs(1));
+                    .set_connection_timeout(*connect_within);
                 let c = conn
                     .get_or_try_init(|| ConnectionManager::new_with_config(client.clone(), config))
                     .await?;
@@ -1420,6 +1426,23 @@ mod tests {
             "{message}"
         );
         assert!(!message.contains("s3cret"));
+    }
+
+    /// What a promoted replica (or a restarted server) answers is
+    /// `NOSCRIPT`: the script is loaded again within the same call.
+    #[tokio::test]
+    async fn scripts_flushed_from_redis_are_loaded_again_on_noscript() {
+        let server = RedisServer::start().await;
+        let store = RedisStore::open(&server.url(), TIMEOUT).expect("url");
+        let rule = GcraRule::new(2, 3600 * SECOND, 2);
+        let first = store.gcra("p:k", rule, SECOND, true).await.expect("gcra");
+        assert_eq!((first.allowed, first.remaining), (true, 1));
+        let flushed: String = server.query(&["SCRIPT", "FLUSH"]).await.expect("flush");
+        assert_eq!(flushed, "OK");
+        let second = store.gcra("p:k", rule, SECOND, true).await.expect("gcra");
+        assert_eq!((second.allowed, second.remaining), (true, 0));
+        let third = store.gcra("p:k", rule, SECOND, true).await.expect("gcra");
+        assert!(!third.allowed);
     }
 
     #[test]
