@@ -189,8 +189,8 @@ impl Validator<'_> {
     }
 
     /// `state`: with `store: redis`, exactly one of `redis_url`,
-    /// `redis.cluster`, `redis.sentinel`; URLs of `redis://` or
-    /// `rediss://`; a CA only for `rediss://`. (The CA file and the
+    /// `redis.cluster`, `redis.sentinel`; node URLs of `redis://` or
+    /// `rediss://`, one scheme; a CA only for `rediss://`. (The CA file and the
     /// environment variables are read when the store is built.)
     fn state(&mut self) {
         let state = &self.loaded.config.state;
@@ -215,10 +215,13 @@ impl Validator<'_> {
                 "give only one of `redis_url`, `redis.cluster` and `redis.sentinel`",
             ),
         }
-        let mut urls: Vec<(Vec<String>, &str)> = Vec::new();
+        // `redis_url` itself is parsed when the store is built (as it was
+        // before the other forms): only whether it is TLS matters here.
+        let mut tls = Vec::new();
         if let Some(url) = &state.redis_url {
-            urls.push((vec!["state".into(), "redis_url".into()], url));
+            tls.push(url.starts_with("rediss://"));
         }
+        let mut urls: Vec<(Vec<String>, &str)> = Vec::new();
         for (i, url) in redis.cluster.iter().enumerate() {
             urls.push((
                 child(&path(&["state", "redis", "cluster"]), &i.to_string()),
@@ -248,7 +251,6 @@ impl Validator<'_> {
                 ));
             }
         }
-        let mut tls = Vec::new();
         for (at, url) in &urls {
             match url.split_once("://").map(|(scheme, _)| scheme) {
                 Some("redis") => tls.push(false),

@@ -21,9 +21,11 @@ use tollgate::state::{Ban, RedisStore, Store};
 
 /// The store deadline of the failover tests.
 const DEADLINE: Duration = Duration::from_millis(100);
-/// What a call may take beyond the store deadline: the proxying itself, on
-/// a 2-core machine that runs builds beside the tests.
-const SLACK: Duration = Duration::from_millis(250);
+/// What a call may take beyond the store deadline: the proxying itself and
+/// this test process's own scheduling, on a 2-core machine that runs
+/// builds and the other tests beside it (alone, the slowest call stays
+/// under the deadline; the README quotes those runs).
+const SLACK: Duration = Duration::from_millis(400);
 
 /// A gateway config over `upstream` whose operation `/t/{name}` applies
 /// only the named policy, for each `(name, definition)` in `policies`.
@@ -44,12 +46,12 @@ fn config(upstream: &str, state: &str, policies: &[(String, &str)]) -> String {
     )
 }
 
-/// `state:` for a cluster.
-fn on_cluster(cluster: &RedisCluster, mode: &str) -> String {
+/// `state:` for a cluster, with the store deadline `timeout`.
+fn on_cluster(cluster: &RedisCluster, mode: &str, timeout: Duration) -> String {
     format!(
         "{{store: redis, redis: {{cluster: [{}]}}, timeout: {}ms, on_store_error: {mode}}}",
         cluster.urls().join(", "),
-        DEADLINE.as_millis()
+        timeout.as_millis()
     )
 }
 
@@ -117,7 +119,9 @@ async fn three_gateways_admit_exactly_the_limit_on_every_master_of_a_cluster() {
         }
     }
     assert_eq!(policies.len(), 3, "three masters");
-    let yaml = config(&up.url(), &on_cluster(&cluster, "fail_closed"), &policies);
+    // A deadline long enough for the first connection on a busy machine.
+    let state = on_cluster(&cluster, "fail_closed", Duration::from_secs(2));
+    let yaml = config(&up.url(), &state, &policies);
     let gws = instances(&yaml, 3).await;
     let gws: Vec<&TestGateway> = gws.iter().map(|(_, gw)| gw).collect();
     for (name, _) in &policies {
@@ -359,6 +363,14 @@ async fn failover_case<F, Fut>(
         gws.push(Arc::new(gateway_with_deps(&yaml, &deps).await));
         all_deps.push(deps);
     }
+    // Connected before the calls count: the first connection (slot map,
+    // or asking the sentinels) may take longer than the deadline.
+    for deps in &all_deps {
+        crate::common::redis_server::settle("the store connected", || async {
+            deps.store.ping().await.ok()
+        })
+        .await;
+    }
     let path = format!("/t/{used}");
     let refs: Vec<&TestGateway> = gws.iter().map(|g| g.as_ref()).collect();
     assert_eq!(burst(&refs, &path, 10).await, (3, 7));
@@ -378,13 +390,13 @@ async fn failover_case<F, Fut>(
     drop(all_deps);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_master_killed_under_load_fails_per_mode_within_the_deadline_and_its_replica_takes_over(
 ) {
     let mut cluster = RedisCluster::start().await;
     let (used, master, slot) = name_on(&cluster, "used", None).await;
     let (fresh, _, _) = name_on(&cluster, "fresh", Some(master)).await;
-    let states = ["fail_closed", "fail_open"].map(|mode| on_cluster(&cluster, mode));
+    let states = ["fail_closed", "fail_open"].map(|mode| on_cluster(&cluster, mode, DEADLINE));
     failover_case("cluster", states, &used, &fresh, || async {
         // Let the load reach the store before the kill.
         tokio::task::yield_now().await;
@@ -396,7 +408,7 @@ async fn a_cluster_master_killed_under_load_fails_per_mode_within_the_deadline_a
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sentinel_master_killed_under_load_fails_per_mode_within_the_deadline_and_its_replica_takes_over(
 ) {
     let mut setup = RedisSentinels::start().await;
