@@ -60,7 +60,7 @@
 //!   connection, which learns the slot map from the seeds, follows
 //!   `MOVED`/`ASK`, and re-reads the map when a node fails, so a promoted
 //!   replica is found without help. `SCAN` has no cluster routing, so the
-//!   admin listings scan every master in turn ([`RedisStore::scan`]);
+//!   admin listings scan every master in turn (`RedisStore::scan`);
 //! - *sentinel* (`redis.sentinel`): the sentinels are asked for the
 //!   master's address, and a plain multiplexed connection is made to it.
 //!   Any failed call drops that connection, so the next call asks the
