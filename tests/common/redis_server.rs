@@ -39,7 +39,8 @@ impl RedisServer {
     }
 
     /// As [`RedisServer::start`], with more `redis-server` arguments
-    /// (`{port}` in one is replaced by the server's port).
+    /// (`{port}` in one is replaced by the server's port, `{free_port}` by
+    /// another free port, chosen anew on each attempt).
     pub async fn start_with(extra: &[&str]) -> RedisServer {
         // A port the kernel just handed out and took back is free unless
         // something grabs it in between; try a few before giving up.
@@ -49,7 +50,10 @@ impl RedisServer {
             let dir = tempfile::tempdir().expect("temp dir for redis-server");
             let extra = extra
                 .iter()
-                .map(|a| a.replace("{port}", &addr.port().to_string()))
+                .map(|a| {
+                    a.replace("{port}", &addr.port().to_string())
+                        .replace("{free_port}", &free_addr().port().to_string())
+                })
                 .collect();
             let mut server = RedisServer {
                 addr,
@@ -237,7 +241,6 @@ impl RedisCluster {
     pub async fn start() -> RedisCluster {
         let mut nodes = Vec::new();
         for _ in 0..6 {
-            let bus = free_addr().port().to_string();
             let timeout = CLUSTER_NODE_TIMEOUT_MS.to_string();
             nodes.push(
                 RedisServer::start_with(&[
@@ -246,7 +249,7 @@ impl RedisCluster {
                     "--cluster-config-file",
                     "nodes-{port}.conf",
                     "--cluster-port",
-                    &bus,
+                    "{free_port}",
                     "--cluster-node-timeout",
                     &timeout,
                     // A replica may always take over, however stale.
