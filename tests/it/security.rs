@@ -1087,9 +1087,7 @@ apis:
     let attack = fragment_chain(12_000);
     assert!(attack.len() > 300_000 && attack.len() < 1 << 20);
     let started = Instant::now();
-    gw.send(post(attack))
-        .await
-        .assert_problem(400, "invalid_request_body");
+    gw.send(post(attack)).await.assert_problem(400, "invalid_request_body");
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "refused in bounded work, took {:?}",
