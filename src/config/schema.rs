@@ -249,9 +249,47 @@ pub enum OnStoreError {
 #[serde(deny_unknown_fields, default)]
 pub struct StateConfig {
     pub store: StoreKind,
+    /// One Redis: `redis://HOST:PORT` or `rediss://HOST:PORT` (TLS).
     pub redis_url: Option<String>,
+    /// Redis Cluster or Sentinel instead of `redis_url`, and how to
+    /// reach Redis (CA file, ACL credentials).
+    pub redis: Option<RedisConfig>,
     pub on_store_error: OnStoreError,
+    /// Every store call's deadline.
     pub timeout: ConfigDuration,
+}
+
+/// `state.redis`: where Redis is (`cluster` or `sentinel`, when not
+/// `redis_url`) and how to reach it.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// Seed nodes of a Redis Cluster (`redis://` or `rediss://` URLs); the
+    /// rest of the cluster is learnt from them.
+    #[serde(default)]
+    pub cluster: Vec<String>,
+    #[serde(default)]
+    pub sentinel: Option<SentinelConfig>,
+    /// PEM file of the CA that signed the Redis servers' certificates, for
+    /// `rediss://` URLs (relative to this file); default: the system roots.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// Environment variable holding the ACL user name (read at load).
+    #[serde(default)]
+    pub username_env: Option<String>,
+    /// Environment variable holding the password (read at load, never logged).
+    #[serde(default)]
+    pub password_env: Option<String>,
+}
+
+/// `state.redis.sentinel`: a master watched by Redis Sentinel.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SentinelConfig {
+    /// The master's name in the sentinels' config (`sentinel monitor NAME ...`).
+    pub master: String,
+    /// The sentinels, as `redis://HOST:PORT` (or `rediss://`) URLs.
+    pub nodes: Vec<String>,
 }
 
 impl Default for StateConfig {
@@ -259,6 +297,7 @@ impl Default for StateConfig {
         StateConfig {
             store: StoreKind::Memory,
             redis_url: None,
+            redis: None,
             on_store_error: OnStoreError::FailClosed,
             timeout: ConfigDuration(std::time::Duration::from_millis(50)),
         }

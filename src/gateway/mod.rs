@@ -79,14 +79,8 @@ impl Deps {
             // start is not (the store connects on first use, and calls fail
             // per `on_store_error` until it answers).
             StoreKind::Redis => {
-                let state = &loaded.config.state;
-                let Some(url) = state.redis_url.as_deref() else {
-                    return Err(vec![
-                        loaded.error_at(&["state", "store"], "`store: redis` needs `redis_url`")
-                    ]);
-                };
-                let store = RedisStore::open(url, state.timeout.0)
-                    .map_err(|message| vec![loaded.error_at(&["state", "redis_url"], message)])?;
+                let store = RedisStore::from_config(&loaded.config.state, &loaded.base_dir)
+                    .map_err(|(at, message)| vec![loaded.error_at(&at, message)])?;
                 AnyStore::Redis(Arc::new(store))
             }
         };

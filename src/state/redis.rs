@@ -6,7 +6,13 @@
 //! ```yaml
 //! state:
 //!   store: redis
-//!   redis_url: redis://127.0.0.1:6379
+//!   redis_url: redis://127.0.0.1:6379   # one Redis; or, instead:
+//!   # redis:
+//!   #   cluster: [redis://10.0.0.1:6379, redis://10.0.0.2:6379]  # seed nodes
+//!   #   sentinel: { master: tollgate, nodes: [redis://10.0.0.5:26379] }
+//!   #   ca_file: certs/redis-ca.pem       # for rediss:// URLs
+//!   #   username_env: TOLLGATE_REDIS_USER
+//!   #   password_env: TOLLGATE_REDIS_PASSWORD
 //!   timeout: 50ms               # every store call's deadline
 //!   on_store_error: fail_closed # or fail_open
 //! ```
@@ -16,16 +22,23 @@
 //!
 //! | key                                   | type   | holds                         | expires            |
 //! |---------------------------------------|--------|-------------------------------|--------------------|
-//! | `tollgate:gcra:{key}`                 | string | theoretical arrival time (ns) | when the bucket is full again |
-//! | `tollgate:quota:{key}:{period_end}`   | string | calls counted in the period   | at the period end  |
-//! | `tollgate:hit:{key}`                  | hash   | `n` (count), `end` (ns)       | at the window end  |
-//! | `tollgate:ban:{key}`                  | string | `{until_ns}:{reason}`         | when the ban lifts |
-//! | `tollgate:usage:{subject}`            | hash   | field → count                 | 90 days after the last add |
+//! | `tollgate:gcra:{KEY}`                 | string | theoretical arrival time (ns) | when the bucket is full again |
+//! | `tollgate:quota:{KEY}:PERIOD_END`     | string | calls counted in the period   | at the period end  |
+//! | `tollgate:hit:{KEY}`                  | hash   | `n` (count), `end` (ns)       | at the window end  |
+//! | `tollgate:ban:{KEY}`                  | string | `{until_ns}:{reason}`         | when the ban lifts |
+//! | `tollgate:usage:{SUBJECT}`            | hash   | field → count                 | 90 days after the last add |
 //!
-//! `{key}` is the trait's key, which already starts with the policy name.
+//! `KEY` is the trait's key, which already starts with the policy name.
+//! The braces are literal: they are a Redis Cluster hash tag, so a key's
+//! slot is the slot of `KEY` alone, and every key one decision touches
+//! (all the periods of one quota, its take and its refund) lands on the
+//! same slot, whichever master owns it. Each script touches only keys of
+//! one tag, so it runs on one node; the same layout serves a single Redis.
 //! Every decision is one round trip: a script run with `EVALSHA` (the
-//! `redis` crate's `Script` falls back to `EVAL`-and-load on `NOSCRIPT`),
-//! or a single command. Each script's atomicity rule is written above it.
+//! `redis` crate's `Script` falls back to `SCRIPT LOAD` and a retry on
+//! `NOSCRIPT`, which is what a freshly promoted replica answers until it
+//! has seen the script), or a single command. Each script's atomicity
+//! rule is written above it.
 //!
 //! **Time.** `now` is the caller's (the gateway's injected clock), never
 //! Redis's: expiry *decisions* compare stored times with `now`, and TTLs
@@ -37,26 +50,55 @@
 //! nanoseconds), so the GCRA script splits them into seconds and nanos and
 //! works in differences from `now`.
 //!
-//! **Client.** The `redis` crate (0.32: its MSRV matches ours, 1.80) with
-//! `tokio-comp` + `connection-manager`: one multiplexed connection per
-//! store, so concurrent requests pipeline on it without a pool, and the
-//! [`ConnectionManager`] reconnects by itself after Redis comes back. `fred`
-//! would do too, but brings its own pool, reconnect policy and runtime
-//! glue for what we use as "send a script, await one reply".
+//! **Client.** The `redis` crate (0.32: its MSRV matches ours, 1.80), in
+//! one of three shapes ([`RedisTarget`]), each one multiplexed connection
+//! per store so concurrent requests pipeline on it without a pool:
+//!
+//! - *single* (`redis_url`): a [`ConnectionManager`], which reconnects by
+//!   itself after Redis comes back;
+//! - *cluster* (`redis.cluster`, seed nodes): the crate's async cluster
+//!   connection, which learns the slot map from the seeds, follows
+//!   `MOVED`/`ASK`, and re-reads the map when a node fails, so a promoted
+//!   replica is found without help. `SCAN` has no cluster routing, so the
+//!   admin listings scan every master in turn (`RedisStore::scan`);
+//! - *sentinel* (`redis.sentinel`): the sentinels are asked for the
+//!   master's address, and a plain multiplexed connection is made to it.
+//!   Any failed call drops that connection, so the next call asks the
+//!   sentinels again: after a failover it reaches the promoted replica
+//!   (the crate checks `ROLE` before handing it out).
+//!
+//! `rediss://` URLs use rustls (the tree's rustls 0.23, ring provider),
+//! trusting `redis.ca_file` if given, else the system roots. ACL user and
+//! password come from the environment (`redis.username_env`,
+//! `redis.password_env`), read once at load, never logged (the store's
+//! `Debug` shows neither). `fred` would do too, but brings its own pool,
+//! reconnect policy and runtime glue for what we use as "send a script,
+//! await one reply".
 //!
 //! **Failure.** Redis being down at start is not an error: the connection
 //! is made on first use. Every call has the deadline `state.timeout` and
-//! goes through a circuit breaker (after 5 consecutive failures,
-//! calls fail at once for a second, then one probe is let through), so a slow or dead Redis never stalls a
-//! request; policies turn the [`StoreError`] into 503 or a pass through
-//! `state.on_store_error`. [`RedisStore::errors_total`] and
-//! [`RedisStore::is_degraded`] are for `/metrics` and `/readyz`.
+//! goes through a circuit breaker (after 5 consecutive failures, calls
+//! fail at once for a second, then one probe is let through), so a slow
+//! or dead Redis never stalls a request; policies turn the [`StoreError`]
+//! into 503 or a pass through `state.on_store_error`. A master's failover
+//! is the same case: until its replica is promoted and found, calls for
+//! its keys fail within the deadline and follow `on_store_error`; then
+//! decisions are exact again (the README has the measured window).
+//! [`RedisStore::errors_total`] and [`RedisStore::is_degraded`] are for
+//! `/metrics` and `/readyz`.
 
 use parking_lot::Mutex;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{RedisError, Script};
+use redis::aio::{
+    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
+};
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
+use redis::{AsyncConnectionConfig, RedisError, RedisFuture, Script, TlsCertificates};
 use std::collections::HashMap;
 use std::future::Future;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -64,6 +106,7 @@ use tokio::sync::{Notify, OnceCell};
 
 use super::{Ban, GcraRule, QuotaDecision, RateDecision, Store, StoreError, UsageEntry};
 use crate::clock::Nanos;
+use crate::config::schema::StateConfig;
 
 /// Usage is flushed this often...
 const USAGE_FLUSH_EVERY: Duration = Duration::from_secs(1);
@@ -226,13 +269,78 @@ impl std::fmt::Debug for RedisStore {
 /// The connection, the deadline and the breaker: what every call goes
 /// through (shared with the usage flusher task).
 struct Link {
-    client: redis::Client,
-    /// Made on first use, so a Redis that is down at start is not an
-    /// error; once made, the manager reconnects by itself.
-    conn: OnceCell<ConnectionManager>,
+    source: Source,
     timeout: Duration,
     breaker: Breaker,
     errors: AtomicU64,
+}
+
+/// Where connections come from, one kind per [`RedisTarget`]. Each is
+/// made on first use, so a Redis that is down at start is not an error.
+enum Source {
+    /// Once made, the manager reconnects by itself.
+    Single {
+        client: redis::Client,
+        conn: OnceCell<ConnectionManager>,
+        connect_within: Duration,
+    },
+    /// Once made, the cluster connection follows the slot map by itself.
+    Cluster {
+        client: ClusterClient,
+        conn: OnceCell<ClusterConnection>,
+    },
+    Sentinel(SentinelSource),
+}
+
+/// The sentinels and the connection to the master they last named.
+struct SentinelSource {
+    /// Asking the sentinels is one caller at a time.
+    sentinels: tokio::sync::Mutex<SentinelClient>,
+    /// The master's connection and its generation (so a failure seen on
+    /// an old connection does not drop a newer one).
+    current: Mutex<Option<(u64, MultiplexedConnection)>>,
+    generation: AtomicU64,
+    config: AsyncConnectionConfig,
+}
+
+/// One connection of any [`Source`]: the scripts and commands run on it.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+    Sentinel(MultiplexedConnection),
+}
+
+/// Where the store's Redis is: compiled from `state` (see
+/// [`RedisStore::from_config`]).
+#[derive(Clone, PartialEq, Eq)]
+pub enum RedisTarget {
+    /// `redis_url`: one server.
+    Single(String),
+    /// `redis.cluster`: seed nodes of a Redis Cluster.
+    Cluster(Vec<String>),
+    /// `redis.sentinel`: the master's name and the sentinels' URLs.
+    Sentinel { master: String, nodes: Vec<String> },
+}
+
+/// How to reach a [`RedisTarget`]. `Debug` never shows the credentials.
+#[derive(Clone, Default)]
+pub struct RedisAccess {
+    /// PEM roots trusted for `rediss://` (else the system roots).
+    pub ca_pem: Option<Vec<u8>>,
+    /// ACL user (with `password`), or `default` when only a password.
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for RedisAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisAccess")
+            .field("ca_pem", &self.ca_pem.as_ref().map(|_| "…"))
+            .field("username", &self.username.as_ref().map(|_| "…"))
+            .field("password", &self.password.as_ref().map(|_| "…"))
+            .finish()
+    }
 }
 
 /// Usage counts waiting to be flushed, merged per subject and field.
@@ -259,11 +367,22 @@ impl RedisStore {
     /// As [`RedisStore::open`], with keys under `{prefix}:` instead of
     /// `tollgate:` (for several deployments, or tests, on one Redis).
     pub fn with_prefix(url: &str, timeout: Duration, prefix: &str) -> Result<RedisStore, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("bad redis_url: {e}"))?;
+        let target = RedisTarget::Single(url.to_string());
+        Self::connect_to(&target, &RedisAccess::default(), timeout, prefix)
+    }
+
+    /// A store on a single Redis, a cluster or a sentinel-watched master.
+    /// Fails only if a URL or the CA is malformed; Redis need not be up.
+    pub fn connect_to(
+        target: &RedisTarget,
+        access: &RedisAccess,
+        timeout: Duration,
+        prefix: &str,
+    ) -> Result<RedisStore, String> {
+        let source = Source::new(target, access, timeout)?;
         Ok(RedisStore {
             link: Arc::new(Link {
-                client,
-                conn: OnceCell::new(),
+                source,
                 timeout,
                 breaker: Breaker::new(),
                 errors: AtomicU64::new(0),
@@ -272,6 +391,59 @@ impl RedisStore {
             scripts: Scripts::new(),
             usage: Arc::default(),
         })
+    }
+
+    /// The store `state` describes: its target, the CA file (relative to
+    /// `base_dir`) and the credentials read from the environment. An error
+    /// names the config path it is about.
+    pub fn from_config(
+        state: &StateConfig,
+        base_dir: &Path,
+    ) -> Result<RedisStore, (Vec<&'static str>, String)> {
+        let redis = state.redis.clone().unwrap_or_default();
+        let (target, at) = match (&state.redis_url, &redis.sentinel) {
+            (Some(url), _) => (RedisTarget::Single(url.clone()), vec!["state", "redis_url"]),
+            (None, Some(s)) => (
+                RedisTarget::Sentinel {
+                    master: s.master.clone(),
+                    nodes: s.nodes.clone(),
+                },
+                vec!["state", "redis", "sentinel", "nodes"],
+            ),
+            (None, None) if !redis.cluster.is_empty() => (
+                RedisTarget::Cluster(redis.cluster.clone()),
+                vec!["state", "redis", "cluster"],
+            ),
+            (None, None) => {
+                return Err((
+                    vec!["state", "store"],
+                    "`store: redis` needs `redis_url`, `redis.cluster` or `redis.sentinel`".into(),
+                ))
+            }
+        };
+        let mut access = RedisAccess::default();
+        if let Some(file) = &redis.ca_file {
+            let pem = std::fs::read(base_dir.join(file)).map_err(|e| {
+                (
+                    vec!["state", "redis", "ca_file"],
+                    format!("cannot read `{file}`: {e}"),
+                )
+            })?;
+            access.ca_pem = Some(pem);
+        }
+        let from_env = |var: &Option<String>, field: &'static str| match var {
+            None => Ok(None),
+            Some(name) => match std::env::var(name) {
+                Ok(value) if !value.is_empty() => Ok(Some(value)),
+                _ => Err((
+                    vec!["state", "redis", field],
+                    format!("environment variable `{name}` is not set (or empty)"),
+                )),
+            },
+        };
+        access.username = from_env(&redis.username_env, "username_env")?;
+        access.password = from_env(&redis.password_env, "password_env")?;
+        Self::connect_to(&target, &access, state.timeout.0, DEFAULT_PREFIX).map_err(|e| (at, e))
     }
 
     /// Store calls that failed (Redis error, deadline passed, circuit open)
@@ -286,54 +458,72 @@ impl RedisStore {
         self.link.breaker.tripped()
     }
 
+    /// `{prefix}:{kind}:{key}`, the braces literal: a cluster hash tag.
     fn key(&self, kind: &str, key: &str) -> String {
-        let mut out = String::with_capacity(self.prefix.len() + kind.len() + key.len() + 2);
+        let mut out = String::with_capacity(self.prefix.len() + kind.len() + key.len() + 4);
         out.push_str(&self.prefix);
         out.push(':');
         out.push_str(kind);
-        out.push(':');
+        out.push_str(":{");
         out.push_str(key);
+        out.push('}');
         out
     }
 
-    /// Every key of `kind` (SCAN, one round trip per page), with the
-    /// `{prefix}:{kind}:` part removed.
+    /// The key of one quota period: its tag is the quota key's alone, so
+    /// every period of it shares a slot.
+    fn quota_key(&self, key: &str, period_end: Nanos) -> String {
+        let mut out = self.key("quota", key);
+        out.push(':');
+        out.push_str(itoa::Buffer::new().format(period_end));
+        out
+    }
+
+    /// Every key of `kind` (SCAN, one round trip per page; on a cluster,
+    /// on every master in turn), with the `{prefix}:{kind}:{` and `}`
+    /// around it removed.
     async fn scan(&self, kind: &str) -> Result<Vec<String>, StoreError> {
-        let head = self.key(kind, "");
+        let head = format!("{}:{kind}:{{", self.prefix);
         let pattern = format!("{}*", glob_escape(&head));
-        let mut cursor: u64 = 0;
+        let nodes = self
+            .link
+            .call(|c| async move { c.scan_nodes().await })
+            .await?;
         let mut out = Vec::new();
-        loop {
-            let page: (u64, Vec<String>) = self
-                .link
-                .call(|mut c| {
-                    let pattern = pattern.clone();
-                    async move {
-                        redis::cmd("SCAN")
-                            .arg(cursor)
-                            .arg("MATCH")
-                            .arg(pattern)
-                            .arg("COUNT")
-                            .arg(SCAN_COUNT)
-                            .query_async(&mut c)
-                            .await
-                    }
-                })
-                .await?;
-            out.extend(
-                page.1
-                    .into_iter()
-                    .filter_map(|k| k.strip_prefix(&head).map(str::to_string)),
-            );
-            cursor = page.0;
-            if cursor == 0 {
-                break;
+        for node in nodes {
+            let mut cursor: u64 = 0;
+            loop {
+                let mut cmd = redis::cmd("SCAN");
+                cmd.arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(SCAN_COUNT);
+                let node = node.clone();
+                let page: (u64, Vec<String>) = self
+                    .link
+                    .call(|mut c| async move { c.query_on(&cmd, node.as_ref()).await })
+                    .await?;
+                out.extend(page.1.into_iter().filter_map(|k| {
+                    k.strip_prefix(&head)
+                        .and_then(|k| k.strip_suffix('}'))
+                        .map(str::to_string)
+                }));
+                cursor = page.0;
+                if cursor == 0 {
+                    break;
+                }
             }
         }
         // SCAN may return a key twice.
         out.sort();
         out.dedup();
         Ok(out)
+    }
+
+    /// `{prefix}:usage:{`: a usage key is this, the subject and `}`.
+    fn usage_head(&self) -> String {
+        format!("{}:usage:{{", self.prefix)
     }
 
     /// Starts the usage flusher the first time usage is added (there is a
@@ -345,13 +535,13 @@ impl RedisStore {
         let usage = Arc::downgrade(&self.usage);
         let wake = self.usage.flush_now.clone();
         let link = self.link.clone();
-        let prefix = self.key("usage", "");
+        let prefix = self.usage_head();
         tokio::spawn(flush_usage_forever(usage, wake, link, prefix));
     }
 
     /// Writes the local usage buffer to Redis now.
     pub async fn flush_usage(&self) -> Result<(), StoreError> {
-        flush_usage_once(&self.usage, &self.link, &self.key("usage", "")).await
+        flush_usage_once(&self.usage, &self.link, &self.usage_head()).await
     }
 }
 
@@ -380,28 +570,33 @@ async fn flush_usage_forever(
 }
 
 /// One pipelined round trip: `HINCRBY` per counter and a `PEXPIRE` per
-/// subject. On failure the counts go back into the buffer (they are
-/// bounded by the config, so the buffer is too).
+/// subject (on a cluster, one pipeline per subject, all at once: a
+/// pipeline may not span slots). On failure the counts go back into the
+/// buffer (they are bounded by the config, so the buffer is too).
 async fn flush_usage_once(
     usage: &UsageBuffer,
     link: &Arc<Link>,
-    prefix: &str,
+    head: &str,
 ) -> Result<(), StoreError> {
     let taken = std::mem::take(&mut *usage.counts.lock());
     usage.waiting.store(0, Ordering::Relaxed);
     if taken.is_empty() {
         return Ok(());
     }
-    let mut pipe = redis::pipe();
-    for (subject, fields) in &taken {
-        let key = format!("{prefix}{subject}");
-        for (field, n) in fields {
-            pipe.cmd("HINCRBY").arg(&key).arg(field).arg(*n).ignore();
-        }
-        pipe.cmd("PEXPIRE").arg(&key).arg(USAGE_TTL_MS).ignore();
-    }
+    let pipes: Vec<redis::Pipeline> = taken
+        .iter()
+        .map(|(subject, fields)| {
+            let key = format!("{head}{subject}}}");
+            let mut pipe = redis::pipe();
+            for (field, n) in fields {
+                pipe.cmd("HINCRBY").arg(&key).arg(field).arg(*n).ignore();
+            }
+            pipe.cmd("PEXPIRE").arg(&key).arg(USAGE_TTL_MS).ignore();
+            pipe
+        })
+        .collect();
     let result = link
-        .call(|mut c| async move { pipe.query_async::<()>(&mut c).await })
+        .call(|c| async move { c.run_pipelines(pipes).await })
         .await;
     if result.is_err() {
         let mut counts = usage.counts.lock();
@@ -446,36 +641,343 @@ fn active(ban: Option<String>, now: Nanos) -> Option<Ban> {
     ban.as_deref().and_then(parse_ban).filter(|b| b.until > now)
 }
 
+// === impl Source ===
+
+/// A node to send a command to: `None` is "wherever the connection routes it".
+type Node = Option<(String, u16)>;
+
+impl Source {
+    fn new(
+        target: &RedisTarget,
+        access: &RedisAccess,
+        timeout: Duration,
+    ) -> Result<Source, String> {
+        let certs = || TlsCertificates {
+            client_tls: None,
+            root_cert: access.ca_pem.clone(),
+        };
+        // A connection attempt gets at least a second (it carries on for
+        // the next caller after a caller's deadline has passed).
+        let connect_within = timeout.max(Duration::from_secs(1));
+        match target {
+            RedisTarget::Single(url) => {
+                let mut info = parse_url(url, "redis_url")?;
+                apply_access(&mut info.redis, access);
+                let client = if access.ca_pem.is_some() {
+                    redis::Client::build_with_tls(info, certs())
+                } else {
+                    redis::Client::open(info)
+                }
+                .map_err(|e| format!("bad redis_url: {e}"))?;
+                Ok(Source::Single {
+                    client,
+                    conn: OnceCell::new(),
+                    connect_within,
+                })
+            }
+            RedisTarget::Cluster(nodes) => {
+                let infos = nodes
+                    .iter()
+                    .map(|url| {
+                        let mut info = parse_url(url, "cluster node")?;
+                        apply_access(&mut info.redis, access);
+                        Ok(info)
+                    })
+                    .collect::<Result<Vec<_>, String>>()?;
+                let mut builder = ClusterClientBuilder::new(infos)
+                    // Few, short retries (a MOVED or a refreshed slot map
+                    // after a failover); the call's deadline bounds them.
+                    .retries(2)
+                    .min_retry_wait(5)
+                    .max_retry_wait((timeout.as_millis() as u64).max(10))
+                    .connection_timeout(connect_within)
+                    .response_timeout(connect_within);
+                if let Some(user) = &access.username {
+                    builder = builder.username(user.clone());
+                }
+                if let Some(password) = &access.password {
+                    builder = builder.password(password.clone());
+                }
+                if access.ca_pem.is_some() {
+                    builder = builder.certs(certs());
+                }
+                let client = builder
+                    .build()
+                    .map_err(|e| format!("bad cluster nodes: {e}"))?;
+                Ok(Source::Cluster {
+                    client,
+                    conn: OnceCell::new(),
+                })
+            }
+            RedisTarget::Sentinel { master, nodes } => {
+                let infos = nodes
+                    .iter()
+                    .map(|url| parse_url(url, "sentinel node"))
+                    .collect::<Result<Vec<_>, String>>()?;
+                let tls = infos
+                    .iter()
+                    .any(|i| matches!(i.addr, redis::ConnectionAddr::TcpTls { .. }));
+                let addrs = infos.into_iter().map(|i| i.addr);
+                let mut builder =
+                    SentinelClientBuilder::new(addrs, master.clone(), SentinelServerType::Master)
+                        .map_err(|e| format!("bad sentinel nodes: {e}"))?;
+                if tls {
+                    // The master is reached as the sentinels are.
+                    builder = builder.set_client_to_redis_tls_mode(redis::TlsMode::Secure);
+                    if access.ca_pem.is_some() {
+                        builder = builder
+                            .set_client_to_redis_certificates(certs())
+                            .set_client_to_sentinel_certificates(certs());
+                    }
+                }
+                if let Some(user) = &access.username {
+                    builder = builder.set_client_to_redis_username(user.clone());
+                }
+                if let Some(password) = &access.password {
+                    builder = builder.set_client_to_redis_password(password.clone());
+                }
+                let sentinels = builder
+                    .build()
+                    .map_err(|e| format!("bad sentinel nodes: {e}"))?;
+                Ok(Source::Sentinel(SentinelSource {
+                    sentinels: tokio::sync::Mutex::new(sentinels),
+                    current: Mutex::new(None),
+                    generation: AtomicU64::new(0),
+                    config: AsyncConnectionConfig::new()
+                        .set_connection_timeout(connect_within)
+                        .set_response_timeout(connect_within),
+                }))
+            }
+        }
+    }
+
+    /// The connection ready now, if any (the common case: no await).
+    fn ready(&self) -> Option<(Conn, u64)> {
+        match self {
+            Source::Single { conn, .. } => conn.get().map(|c| (Conn::Single(c.clone()), 0)),
+            Source::Cluster { conn, .. } => conn.get().map(|c| (Conn::Cluster(c.clone()), 0)),
+            Source::Sentinel(s) => s
+                .current
+                .lock()
+                .as_ref()
+                .map(|(g, c)| (Conn::Sentinel(c.clone()), *g)),
+        }
+    }
+
+    /// Makes (or, for a sentinel, finds anew) the connection.
+    async fn make(&self) -> Result<(Conn, u64), RedisError> {
+        match self {
+            Source::Single {
+                client,
+                conn,
+                connect_within,
+            } => {
+                let config = ConnectionManagerConfig::new()
+                    // No retries inside the manager: a failed reconnect
+                    // fails the call at once and the breaker spaces out the
+                    // next attempts (its default backoff would wait up to
+                    // a minute before noticing Redis is back).
+                    .set_number_of_retries(0)
+                    .set_connection_timeout(*connect_within);
+                let c = conn
+                    .get_or_try_init(|| ConnectionManager::new_with_config(client.clone(), config))
+                    .await?;
+                Ok((Conn::Single(c.clone()), 0))
+            }
+            Source::Cluster { client, conn } => {
+                let c = conn
+                    .get_or_try_init(|| client.get_async_connection())
+                    .await?;
+                Ok((Conn::Cluster(c.clone()), 0))
+            }
+            Source::Sentinel(s) => {
+                let mut sentinels = s.sentinels.lock().await;
+                // Someone else may have found it while we waited.
+                if let Some((g, c)) = s.current.lock().as_ref() {
+                    return Ok((Conn::Sentinel(c.clone()), *g));
+                }
+                let master = sentinels.async_get_client().await?;
+                let c = master
+                    .get_multiplexed_async_connection_with_config(&s.config)
+                    .await?;
+                let g = s.generation.fetch_add(1, Ordering::Relaxed) + 1;
+                *s.current.lock() = Some((g, c.clone()));
+                Ok((Conn::Sentinel(c), g))
+            }
+        }
+    }
+
+    /// A call on connection `generation` failed: a sentinel's master may
+    /// have changed, so that connection is dropped and the next call asks
+    /// the sentinels again. (The others heal by themselves.)
+    fn failed(&self, generation: u64) {
+        if let Source::Sentinel(s) = self {
+            let mut current = s.current.lock();
+            if current.as_ref().is_some_and(|(g, _)| *g == generation) {
+                *current = None;
+            }
+        }
+    }
+}
+
+fn parse_url(url: &str, what: &str) -> Result<redis::ConnectionInfo, String> {
+    redis::IntoConnectionInfo::into_connection_info(url).map_err(|e| format!("bad {what}: {e}"))
+}
+
+fn apply_access(info: &mut redis::RedisConnectionInfo, access: &RedisAccess) {
+    if let Some(user) = &access.username {
+        info.username = Some(user.clone());
+    }
+    if let Some(password) = &access.password {
+        info.password = Some(password.clone());
+    }
+}
+
+// === impl Conn ===
+
+impl Conn {
+    /// The nodes a `SCAN` must visit: every master of a cluster, else
+    /// the one server.
+    async fn scan_nodes(self) -> Result<Vec<Node>, RedisError> {
+        let Conn::Cluster(mut c) = self else {
+            return Ok(vec![None]);
+        };
+        let nodes = c
+            .route_command(
+                &redis::cmd("CLUSTER").arg("NODES").clone(),
+                RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+            )
+            .await?;
+        let text: String = redis::from_redis_value(&nodes)?;
+        Ok(cluster_masters(&text).into_iter().map(Some).collect())
+    }
+
+    /// Runs `cmd` on `node` (or where it routes, for `None`).
+    async fn query_on<T: redis::FromRedisValue>(
+        &mut self,
+        cmd: &redis::Cmd,
+        node: Option<&(String, u16)>,
+    ) -> Result<T, RedisError> {
+        match (self, node) {
+            (Conn::Cluster(c), Some((host, port))) => {
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                    host: host.clone(),
+                    port: *port,
+                });
+                redis::from_redis_value(&c.route_command(cmd, routing).await?)
+            }
+            (c, _) => cmd.query_async(c).await,
+        }
+    }
+
+    /// Runs pipelines whose results are all ignored: as one pipeline on
+    /// one server, or each on its own (all at once) on a cluster, where
+    /// a pipeline may not span slots.
+    async fn run_pipelines(mut self, pipes: Vec<redis::Pipeline>) -> Result<(), RedisError> {
+        if let Conn::Cluster(c) = &self {
+            let runs = pipes.iter().map(|p| {
+                let mut c = c.clone();
+                async move { p.query_async::<()>(&mut c).await }
+            });
+            futures_util::future::try_join_all(runs).await?;
+            return Ok(());
+        }
+        let mut all = redis::pipe();
+        for pipe in &pipes {
+            for cmd in pipe.cmd_iter() {
+                all.add_command(cmd.clone()).ignore();
+            }
+        }
+        all.query_async(&mut self).await
+    }
+
+    /// `HGETALL` of each key, in order: one pipeline, or (on a cluster)
+    /// one command per key, all at once.
+    async fn hgetall_each(
+        mut self,
+        keys: Vec<String>,
+    ) -> Result<Vec<HashMap<String, u64>>, RedisError> {
+        if let Conn::Cluster(c) = &self {
+            let runs = keys.iter().map(|k| {
+                let mut c = c.clone();
+                async move { redis::cmd("HGETALL").arg(k).query_async(&mut c).await }
+            });
+            return futures_util::future::try_join_all(runs).await;
+        }
+        let mut pipe = redis::pipe();
+        for key in &keys {
+            pipe.cmd("HGETALL").arg(key);
+        }
+        pipe.query_async(&mut self).await
+    }
+}
+
+/// The `host:port` of every master in `CLUSTER NODES` output that is not
+/// marked failed (`id addr@cport[,hostname] flags master ...`).
+fn cluster_masters(nodes: &str) -> Vec<(String, u16)> {
+    nodes
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let addr = fields.nth(1)?;
+            let flags = fields.next()?;
+            let is_master = flags.split(',').any(|f| f == "master");
+            let failed = flags.split(',').any(|f| f == "fail" || f == "noaddr");
+            if !is_master || failed {
+                return None;
+            }
+            let addr = addr.split(['@', ',']).next()?;
+            let (host, port) = addr.rsplit_once(':')?;
+            Some((host.to_string(), port.parse().ok()?))
+        })
+        .collect()
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> RedisFuture<'a, redis::Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+            Conn::Sentinel(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Sentinel(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+            Conn::Sentinel(c) => c.get_db(),
+        }
+    }
+}
+
 // === impl Link ===
 
 impl Link {
-    fn connection_config(&self) -> ConnectionManagerConfig {
-        // No retries inside the manager: a failed reconnect fails the call
-        // at once and the breaker spaces out the next attempts (its default
-        // backoff would wait up to a minute before noticing Redis is back).
-        ConnectionManagerConfig::new()
-            .set_number_of_retries(0)
-            .set_connection_timeout(self.timeout.max(Duration::from_secs(1)))
-    }
-
-    /// The first connection, made in a task of its own: a caller whose
-    /// deadline passes gives up waiting, but the connection attempt
-    /// (bounded by the connection timeout) carries on for the next caller,
-    /// so a Redis that is slower to reach than `timeout` still gets
-    /// connected. Later reconnects are the manager's own tasks.
-    async fn connect(self: &Arc<Self>) -> Result<ConnectionManager, RedisError> {
+    /// The connection, made in a task of its own when there is none yet:
+    /// a caller whose deadline passes gives up waiting, but the attempt
+    /// (bounded by the connection timeout) carries on for the next
+    /// caller, so a Redis that is slower to reach than `timeout` still
+    /// gets connected. Later reconnects are the connection's own.
+    async fn connection(self: &Arc<Self>) -> Result<(Conn, u64), RedisError> {
+        if let Some(ready) = self.source.ready() {
+            return Ok(ready);
+        }
         let link = self.clone();
-        let task = tokio::spawn(async move {
-            link.conn
-                .get_or_try_init(|| {
-                    ConnectionManager::new_with_config(
-                        link.client.clone(),
-                        link.connection_config(),
-                    )
-                })
-                .await
-                .cloned()
-        });
+        let task = tokio::spawn(async move { link.source.make().await });
         match task.await {
             Ok(result) => result,
             Err(e) => Err(RedisError::from((
@@ -489,7 +991,7 @@ impl Link {
     /// Runs one round trip through the breaker, within the deadline.
     async fn call<T, F, Fut>(self: &Arc<Self>, op: F) -> Result<T, StoreError>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
         let Some(permit) = self.breaker.admit() else {
@@ -498,11 +1000,10 @@ impl Link {
                 "circuit open after repeated redis failures".into(),
             ));
         };
+        let mut used = None;
         let attempt = async {
-            let conn = match self.conn.get() {
-                Some(conn) => conn.clone(),
-                None => self.connect().await?,
-            };
+            let (conn, generation) = self.connection().await?;
+            used = Some(generation);
             op(conn).await
         };
         let error = match tokio::time::timeout(self.timeout, attempt).await {
@@ -513,6 +1014,9 @@ impl Link {
             Ok(Err(e)) => StoreError(format!("redis: {e}")),
             Err(_) => StoreError(format!("redis did not answer within {:?}", self.timeout)),
         };
+        if let Some(generation) = used {
+            self.source.failed(generation);
+        }
         permit.failed();
         self.errors.fetch_add(1, Ordering::Relaxed);
         Err(error)
@@ -639,10 +1143,7 @@ impl Store for RedisStore {
         period_end: Nanos,
         now: Nanos,
     ) -> Result<QuotaDecision, StoreError> {
-        let mut invocation = self
-            .scripts
-            .quota_take
-            .key(self.key("quota", &format!("{key}:{period_end}")));
+        let mut invocation = self.scripts.quota_take.key(self.quota_key(key, period_end));
         invocation.arg(limit).arg(ttl_ms(period_end, now));
         let (allowed, used): (u8, u64) = self
             .link
@@ -664,7 +1165,7 @@ impl Store for RedisStore {
         let invocation = self
             .scripts
             .quota_refund
-            .key(self.key("quota", &format!("{key}:{period_end}")));
+            .key(self.quota_key(key, period_end));
         self.link
             .call(|mut c| async move { invocation.invoke_async::<()>(&mut c).await })
             .await
@@ -738,7 +1239,7 @@ impl Store for RedisStore {
         period_end: Nanos,
         _now: Nanos,
     ) -> Result<u64, StoreError> {
-        let key = self.key("quota", &format!("{key}:{period_end}"));
+        let key = self.quota_key(key, period_end);
         let used: Option<u64> = self
             .link
             .call(|mut c| async move { redis::cmd("GET").arg(key).query_async(&mut c).await })
@@ -783,13 +1284,10 @@ impl Store for RedisStore {
         let subjects = self.scan("usage").await?;
         let mut out = Vec::with_capacity(subjects.len());
         for chunk in subjects.chunks(SCAN_COUNT) {
-            let mut pipe = redis::pipe();
-            for subject in chunk {
-                pipe.cmd("HGETALL").arg(self.key("usage", subject));
-            }
+            let keys: Vec<String> = chunk.iter().map(|s| self.key("usage", s)).collect();
             let hashes: Vec<HashMap<String, u64>> = self
                 .link
-                .call(|mut c| async move { pipe.query_async(&mut c).await })
+                .call(|c| async move { c.hgetall_each(keys).await })
                 .await?;
             for (subject, fields) in chunk.iter().zip(hashes) {
                 if fields.is_empty() {
@@ -832,6 +1330,138 @@ mod tests {
         let server = RedisServer::start().await;
         let url = server.url();
         suite::run_all(|| RedisStore::open(&url, TIMEOUT).expect("url")).await;
+    }
+
+    /// The same suite against a real 3-master, 3-replica cluster: keys of
+    /// every case spread over the masters.
+    #[tokio::test]
+    async fn redis_cluster_store_passes_the_store_suite() {
+        let cluster = super::redis_server::RedisCluster::start().await;
+        let target = RedisTarget::Cluster(cluster.urls());
+        let access = RedisAccess::default();
+        suite::run_all(|| {
+            RedisStore::connect_to(&target, &access, TIMEOUT, DEFAULT_PREFIX).expect("nodes")
+        })
+        .await;
+    }
+
+    /// `rediss://` with the config's CA file and an ACL user whose name and
+    /// password come from the environment; the password is in no `Debug`.
+    #[tokio::test]
+    async fn a_tls_redis_with_an_acl_user_is_reached_as_the_config_says() {
+        let dir = tempfile::tempdir().expect("dir");
+        let write = |name: &str, text: String| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).expect("write");
+            path.to_string_lossy().into_owned()
+        };
+        let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).expect("cert");
+        let cert = write("redis.pem", ck.cert.pem());
+        let key = write("redis.key", ck.key_pair.serialize_pem());
+        let other = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).expect("cert");
+        write("other-ca.pem", other.cert.pem());
+        let tls_port = super::redis_server::free_addr().port().to_string();
+        let server = RedisServer::start_with(&[
+            "--tls-port",
+            &tls_port,
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-auth-clients",
+            "no",
+        ])
+        .await;
+        let set: String = server
+            .query(&["ACL", "SETUSER", "gw", "on", ">s3cret-pw", "~*", "+@all"])
+            .await
+            .expect("ACL SETUSER");
+        assert_eq!(set, "OK");
+        let off: String = server
+            .query(&["ACL", "SETUSER", "default", "off"])
+            .await
+            .expect("default off");
+        assert_eq!(off, "OK");
+        std::env::set_var("TOLLGATE_TEST_TLS_REDIS_USER", "gw");
+        std::env::set_var("TOLLGATE_TEST_TLS_REDIS_PASSWORD", "s3cret-pw");
+        let state = |ca: &str, password_env: &str| -> StateConfig {
+            let yaml = format!(
+                "{{store: redis, redis_url: 'rediss://127.0.0.1:{tls_port}', timeout: 2s, \
+                 redis: {{ca_file: {ca}, username_env: TOLLGATE_TEST_TLS_REDIS_USER, \
+                 password_env: {password_env}}}}}"
+            );
+            serde_yaml::from_str(&yaml).expect("state yaml")
+        };
+        let good = state("redis.pem", "TOLLGATE_TEST_TLS_REDIS_PASSWORD");
+        let store = RedisStore::from_config(&good, dir.path()).expect("store");
+        store.ping().await.expect("ping over TLS as gw");
+        let rule = GcraRule::new(1, SECOND, 1);
+        assert!(
+            store
+                .gcra("p:k", rule, SECOND, true)
+                .await
+                .expect("gcra")
+                .allowed
+        );
+        assert!(!format!("{store:?}").contains("s3cret"));
+        let access = RedisAccess {
+            password: Some("s3cret-pw".into()),
+            ..RedisAccess::default()
+        };
+        assert!(!format!("{access:?}").contains("s3cret"));
+        // A CA that did not sign the server's certificate: refused.
+        let wrong_ca = RedisStore::from_config(
+            &state("other-ca.pem", "TOLLGATE_TEST_TLS_REDIS_PASSWORD"),
+            dir.path(),
+        )
+        .expect("store");
+        assert!(wrong_ca.ping().await.is_err());
+        // An unset variable is a config error at its key.
+        let unset = state("redis.pem", "TOLLGATE_TEST_TLS_REDIS_UNSET");
+        let error = RedisStore::from_config(&unset, dir.path()).err();
+        let (at, message) = error.expect("unset variable refused");
+        assert_eq!(at, ["state", "redis", "password_env"]);
+        assert!(
+            message.contains("TOLLGATE_TEST_TLS_REDIS_UNSET"),
+            "{message}"
+        );
+        assert!(!message.contains("s3cret"));
+    }
+
+    /// What a promoted replica (or a restarted server) answers is
+    /// `NOSCRIPT`: the script is loaded again within the same call.
+    #[tokio::test]
+    async fn scripts_flushed_from_redis_are_loaded_again_on_noscript() {
+        let server = RedisServer::start().await;
+        let store = RedisStore::open(&server.url(), TIMEOUT).expect("url");
+        let rule = GcraRule::new(2, 3600 * SECOND, 2);
+        let first = store.gcra("p:k", rule, SECOND, true).await.expect("gcra");
+        assert_eq!((first.allowed, first.remaining), (true, 1));
+        let flushed: String = server.query(&["SCRIPT", "FLUSH"]).await.expect("flush");
+        assert_eq!(flushed, "OK");
+        let second = store.gcra("p:k", rule, SECOND, true).await.expect("gcra");
+        assert_eq!((second.allowed, second.remaining), (true, 0));
+        let third = store.gcra("p:k", rule, SECOND, true).await.expect("gcra");
+        assert!(!third.allowed);
+    }
+
+    #[test]
+    fn cluster_nodes_output_gives_the_live_masters() {
+        let nodes = "\
+a1 127.0.0.1:7001@17001 myself,master - 0 0 1 connected 0-5460
+b2 127.0.0.1:7002@17002,host.example master - 0 0 2 connected 5461-10922
+c3 127.0.0.1:7003@17003 master,fail - 0 0 3 connected
+d4 127.0.0.1:7004@17004 slave a1 0 0 1 connected
+e5 127.0.0.1:7005@17005 master - 0 0 5 connected 10923-16383
+";
+        assert_eq!(
+            cluster_masters(nodes),
+            [
+                ("127.0.0.1".to_string(), 7001),
+                ("127.0.0.1".to_string(), 7002),
+                ("127.0.0.1".to_string(), 7005)
+            ]
+        );
     }
 
     #[test]

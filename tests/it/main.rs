@@ -20,6 +20,7 @@ mod mcp;
 mod openapi;
 mod proxy;
 mod redis;
+mod redis_cluster;
 mod resources;
 mod schema;
 mod security;

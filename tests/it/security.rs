@@ -1765,7 +1765,8 @@ mod connections_host_admin_drain {
         }
         // Stopped well within the store's one-second flush interval.
         gw.shutdown().await;
-        let calls = redis.command("HGET tollgate:usage:anonymous calls").await;
+        // The key carries its hash tag (one slot per client on a cluster).
+        let calls = redis.command("HGET tollgate:usage:{anonymous} calls").await;
         assert_eq!(calls, "$1\r\n7\r\n", "usage in Redis after the stop");
         assert_eq!(up.count(), 7);
     }
