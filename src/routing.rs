@@ -305,6 +305,19 @@ impl RouteTable {
         Ok(())
     }
 
+    /// The operations published at a normalised path, in the order they
+    /// were added (empty when none is): where a CORS preflight, which asks
+    /// about a method rather than being one, can be answered.
+    pub fn operations_at(&self, path: &str) -> impl Iterator<Item = usize> + '_ {
+        self.router
+            .at(path)
+            .ok()
+            .map(|found| &self.entries[*found.value].methods)
+            .into_iter()
+            .flatten()
+            .map(|(_, operation, _)| *operation)
+    }
+
     /// Looks up a normalised path: the operation, 404 `route_not_found`, or
     /// 405 `method_not_allowed` with `Allow`.
     pub fn lookup<'p>(&'p self, method: &Method, path: &'p str) -> Result<RouteMatch<'p>, Reject> {

@@ -9,8 +9,9 @@ use std::collections::BTreeMap;
 
 use super::units::{ByteSize, ConfigDuration};
 use crate::policy::{
-    abuse::AbuseConfig, auth::AuthConfig, cache::CacheConfig, headers::HeadersConfig, ip::IpConfig,
-    quota::QuotaConfig, rate_limit::RateLimitConfig, roles::RolesConfig,
+    abuse::AbuseConfig, auth::AuthConfig, cache::CacheConfig, cors::CorsConfig,
+    headers::HeadersConfig, ip::IpConfig, quota::QuotaConfig, rate_limit::RateLimitConfig,
+    roles::RolesConfig,
 };
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -397,6 +398,7 @@ pub enum PolicyKind {
     Quota(QuotaConfig),
     Abuse(AbuseConfig),
     Cache(CacheConfig),
+    Cors(CorsConfig),
 }
 
 /// The `type:` names, in the order they are listed in errors.
@@ -409,6 +411,7 @@ pub const POLICY_TYPES: &[&str] = &[
     "quota",
     "abuse",
     "cache",
+    "cors",
 ];
 
 /// Why a policy definition did not parse: the path inside the definition
@@ -468,6 +471,7 @@ impl PolicyDef {
             "quota" => PolicyKind::Quota(parse(rest)?),
             "abuse" => PolicyKind::Abuse(parse(rest)?),
             "cache" => PolicyKind::Cache(parse(rest)?),
+            "cors" => PolicyKind::Cors(parse(rest)?),
             other => {
                 return Err(err(
                     vec!["type".into()],
@@ -491,6 +495,7 @@ impl PolicyDef {
             PolicyKind::Quota(_) => "quota",
             PolicyKind::Abuse(_) => "abuse",
             PolicyKind::Cache(_) => "cache",
+            PolicyKind::Cors(_) => "cors",
         }
     }
 }
