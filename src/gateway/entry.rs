@@ -274,6 +274,9 @@ impl Gateway {
         }
         let found = self.routes.lookup(req.method(), &path)?;
         let operation = &self.operations[found.operation];
+        if let Some(check) = &operation.path_check {
+            check.check(&found.params)?;
+        }
         let upstream = operation
             .target
             .uri_for(&path, req.uri().query(), &found.params)?;
