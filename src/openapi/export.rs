@@ -425,7 +425,10 @@ impl<'c> Exporter<'c> {
                 json!({ "description": "Any other answer of the upstream, passed through as it came." }),
             );
         }
-        Value::Object(responses)
+        // In status order (ranges after their statuses), `default` last.
+        let mut sorted: Vec<(String, Value)> = responses.into_iter().collect();
+        sorted.sort_by(|(a, _), (b, _)| (a == "default", a).cmp(&(b == "default", b)));
+        Value::Object(sorted.into_iter().collect())
     }
 
     /// Alternatives a caller may satisfy: one per way each auth policy
@@ -730,16 +733,39 @@ fn path_params(template: &str, path_schema: Option<&Value>) -> Vec<Value> {
         let declared = path_schema
             .and_then(|s| s.get("properties"))
             .and_then(|props| props.get(name));
-        p.insert(
-            "schema".into(),
-            declared
-                .cloned()
-                .unwrap_or_else(|| json!({ "type": "string" })),
-        );
+        p.insert("schema".into(), path_param_schema(declared));
         out.push(Value::Object(p));
         rest = &rest[open + close + 1..];
     }
     out
+}
+
+/// What the gateway accepts in a path segment, for string parameters: not
+/// empty, and no `/`, `\` or NUL, which it refuses encoded (DESIGN §5).
+const PATH_SEGMENT_PATTERN: &str = r"^[^/\\\u0000]+$";
+
+/// A path parameter's schema: the declared one (a string by default),
+/// with the gateway's own limit on a segment when it is a string.
+fn path_param_schema(declared: Option<&Value>) -> Value {
+    let mut schema = declared
+        .cloned()
+        .unwrap_or_else(|| json!({ "type": "string" }));
+    let stringly = match schema.get("type") {
+        None => true,
+        Some(Value::String(t)) => t == "string",
+        Some(Value::Array(ts)) => ts.iter().any(|t| t == "string"),
+        Some(_) => false,
+    };
+    if !stringly {
+        return schema;
+    }
+    match schema.as_object_mut() {
+        Some(map) if !map.contains_key("pattern") => {
+            map.insert("pattern".into(), json!(PATH_SEGMENT_PATTERN));
+            schema
+        }
+        _ => json!({ "allOf": [schema, { "pattern": PATH_SEGMENT_PATTERN }] }),
+    }
 }
 
 fn request_body(op: &OperationConfig) -> Option<Value> {
