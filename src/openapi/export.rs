@@ -382,7 +382,6 @@ impl<'c> Exporter<'c> {
         ];
         for (i, (name, status, _)) in ERRORS.iter().enumerate() {
             if applies[i] {
-                self.errors_used[i] = true;
                 let key = status.to_string();
                 let response = match op.responses.get(&key) {
                     // The upstream documents this status too: either body.
@@ -400,7 +399,10 @@ impl<'c> Exporter<'c> {
                             "content": content,
                         })
                     }
-                    None => json!({ "$ref": format!("#/components/responses/{name}") }),
+                    None => {
+                        self.errors_used[i] = true;
+                        json!({ "$ref": format!("#/components/responses/{name}") })
+                    }
                 };
                 responses.insert(key, response);
             }
