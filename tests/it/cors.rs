@@ -253,3 +253,140 @@ async fn a_wildcard_origin_with_credentials_is_a_config_error() {
         "{errors:?}"
     );
 }
+
+// === a real browser ===
+
+/// Serves `page` (HTML) at every path of 127.0.0.1:0.
+async fn page_server(page: String) -> std::net::SocketAddr {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind page server");
+    let addr = listener.local_addr().expect("addr");
+    let page = bytes::Bytes::from(page);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let page = page.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |_req| {
+                    let page = page.clone();
+                    async move {
+                        Ok::<_, std::convert::Infallible>(
+                            http::Response::builder()
+                                .header("content-type", "text/html; charset=utf-8")
+                                .body(Full::new(page))
+                                .expect("response"),
+                        )
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// Loads `url` in headless Chromium and returns the DOM once the page's
+/// fetch settled; `None` when no Chromium is installed (outside CI).
+async fn browser_dom(url: &str) -> Option<String> {
+    let path = std::env::var_os("PATH")?;
+    let browser = ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .flat_map(|name| std::env::split_paths(&path).map(move |dir| dir.join(name)))
+        .find(|candidate| candidate.is_file());
+    let Some(browser) = browser else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "chromium is not installed; CI must run the browser test"
+        );
+        eprintln!("SKIPPED the browser CORS test: chromium not found");
+        return None;
+    };
+    let profile = tempfile::tempdir().expect("profile dir");
+    let run = tokio::process::Command::new(&browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            // Virtual time waits for the page's fetch to settle.
+            "--virtual-time-budget=20000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(url)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(std::time::Duration::from_secs(120), run)
+        .await
+        .expect("chromium finished within 120s")
+        .expect("chromium ran");
+    Some(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// What the page's `fetch` saw, as it wrote it into `#result`.
+fn result_of(dom: &str) -> String {
+    dom.split("<pre id=\"result\">")
+        .nth(1)
+        .and_then(|rest| rest.split("</pre>").next())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// The page: calls the gateway named in its query (`?gw=URL`) with a
+/// method and a header that need a preflight, then writes what it read.
+const PAGE: &str = r#"<!doctype html><html><body><pre id="result">pending</pre><script>
+const gw = new URLSearchParams(location.search).get("gw");
+fetch(gw + "/employees/7", { method: "DELETE", headers: { "X-API-Key": "password" } })
+  .then(r => r.text().then(() => {
+    document.getElementById("result").textContent =
+      "status=" + r.status + " ratelimit=" + (r.headers.get("RateLimit") !== null) +
+      " request-id=" + (r.headers.get("X-Request-Id") !== null);
+  }))
+  .catch(() => { document.getElementById("result").textContent = "blocked"; });
+</script></body></html>"#;
+
+#[tokio::test]
+async fn a_browser_page_on_another_origin_passes_the_preflight_and_reads_exposed_headers() {
+    let upstream = Upstream::start().await;
+    let page = page_server(PAGE.to_string()).await;
+    let allowed = format!("http://127.0.0.1:{}", page.port());
+    let gw = gateway(&config(
+        &upstream.url(),
+        &format!("{{ type: cors, origins: ['{allowed}'] }}"),
+        "api",
+    ))
+    .await;
+    let gw_url = format!("http://{}", gw.addr);
+    let Some(dom) = browser_dom(&format!("{allowed}/?gw={gw_url}")).await else {
+        gw.shutdown().await;
+        return;
+    };
+    // The preflight passed (answered by the gateway), the DELETE was sent,
+    // and the page could read the exposed headers.
+    assert_eq!(
+        result_of(&dom),
+        "status=200 ratelimit=true request-id=true",
+        "{dom}"
+    );
+    let seen = upstream.seen();
+    assert_eq!(seen.len(), 1, "only the DELETE reached the upstream");
+    assert_eq!(seen[0].method, Method::DELETE);
+
+    // The same page from another origin (`localhost` is not `127.0.0.1`):
+    // the preflight grants nothing, so the browser never sends the call.
+    let other = format!("http://localhost:{}", page.port());
+    let dom = browser_dom(&format!("{other}/?gw={gw_url}"))
+        .await
+        .unwrap_or_default();
+    assert_eq!(result_of(&dom), "blocked", "{dom}");
+    assert_eq!(upstream.count(), 1);
+    gw.shutdown().await;
+}
