@@ -63,8 +63,10 @@ api_key = "$key"
 [auth.openapi.bearerApiKey]
 bearer = "$key"
 TOML
-  schemathesis --config-file "$work/schemathesis.toml" run "$@" --checks all \
-    --max-examples "$MAX_EXAMPLES" --seed "$SEED" --request-timeout 10 --no-color
+  # From $work: Schemathesis keeps its cache (.schemathesis/) in the
+  # current directory, and the repository is no place for it.
+  (cd "$work" && schemathesis --config-file "$work/schemathesis.toml" run "$@" --checks all \
+    --max-examples "$MAX_EXAMPLES" --seed "$SEED" --request-timeout 10 --no-color)
 }
 
 echo "== demo: the sample upstream behind config.example.yaml (without scanner-trap)"
