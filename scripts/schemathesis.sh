@@ -62,6 +62,7 @@ st() {
 api_key = "$key"
 [auth.openapi.bearerApiKey]
 bearer = "$key"
+${ST_EXTRA:-}
 TOML
   # From $work: Schemathesis keeps its cache (.schemathesis/) in the
   # current directory, and the repository is no place for it.
@@ -78,7 +79,10 @@ sed '/^apply:/ { s/scanner-trap, //; s/, scanner-trap//; s/\[scanner-trap\]/[]/ 
 (cd "$work/demo" && exec "$bin" demo >"$work/demo.log" 2>&1) &
 pids+=($!)
 wait_for http://127.0.0.1:9901/healthz
-st demo-admin-key http://127.0.0.1:9901/openapi.json --url http://127.0.0.1:8080
+# An employee the sample upstream knows, so calls also reach its 200.
+ST_EXTRA='[parameters]
+"path.employeeId" = "42"' \
+  st demo-admin-key http://127.0.0.1:9901/openapi.json --url http://127.0.0.1:8080
 
 # The key the imported gateways' clients hold (sha256 below).
 key=schemathesis-key
