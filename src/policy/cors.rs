@@ -15,7 +15,9 @@
 //! The config becomes a `tower_http::cors::CorsLayer` once, at compile
 //! (origins: exact ones, and `*` patterns compiled into one regex; `*`
 //! alone is any origin), wrapped around a service that answers nothing.
-//! Per request the layer writes the headers and this file moves them:
+//! Per request with an `Origin` the layer (cloned: a few reference-counted
+//! header values) is called with the method and the CORS request headers,
+//! writes the answer's headers, and this file moves them:
 //! - a preflight (`OPTIONS` with `Origin` and
 //!   `Access-Control-Request-Method`) is answered in the `Preflight` phase,
 //!   before ip, abuse and auth, and never forwarded: `200`, empty, with
@@ -144,7 +146,7 @@ pub fn compile(
         return None;
     }
     let cors = Cors {
-        service: layer.layer_around(Blank),
+        service: tower::Layer::layer(&layer, Blank),
     };
     Some(vec![Stage::new(
         Phase::Preflight,
@@ -228,17 +230,6 @@ fn layer(config: &CorsConfig, cx: &mut CompileCx<'_>) -> CorsLayer {
         layer = layer.max_age(MaxAge::exact(max_age.0));
     }
     layer
-}
-
-/// Wraps `inner` in the layer without tower's `Layer` trait in scope here.
-trait LayerAround {
-    fn layer_around(&self, inner: Blank) -> tower_http::cors::Cors<Blank>;
-}
-
-impl LayerAround for CorsLayer {
-    fn layer_around(&self, inner: Blank) -> tower_http::cors::Cors<Blank> {
-        tower::Layer::layer(self, inner)
-    }
 }
 
 /// Allowed origins, compiled: exact values, and the patterns as one regex.
