@@ -305,6 +305,19 @@ impl RouteTable {
         Ok(())
     }
 
+    /// The operations published at a normalised path, in the order they
+    /// were added (empty when none is): where a CORS preflight, which asks
+    /// about a method rather than being one, can be answered.
+    pub fn operations_at(&self, path: &str) -> impl Iterator<Item = usize> + '_ {
+        self.router
+            .at(path)
+            .ok()
+            .map(|found| &self.entries[*found.value].methods)
+            .into_iter()
+            .flatten()
+            .map(|(_, operation, _)| *operation)
+    }
+
     /// Looks up a normalised path: the operation, 404 `route_not_found`, or
     /// 405 `method_not_allowed` with `Allow`.
     pub fn lookup<'p>(&'p self, method: &Method, path: &'p str) -> Result<RouteMatch<'p>, Reject> {
@@ -338,9 +351,155 @@ impl RouteTable {
     }
 }
 
+// === PathParamCheck ===
+
+/// An operation's `path_schema`, compiled: its `{param}` values, decoded
+/// and read as the types the schema gives them (`integer`, `number`,
+/// `boolean`; anything else is a string), must match it. A mismatch is the
+/// path's fault: 400 `invalid_path`, before any policy runs, so `abc` for
+/// an integer id never reaches the upstream.
+#[derive(Debug)]
+pub struct PathParamCheck {
+    schema: crate::policy::schema::JsonSchema,
+    /// The JSON type each parameter is read as, by name.
+    types: Vec<(String, ParamType)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ParamType {
+    Integer,
+    Number,
+    Boolean,
+    String,
+}
+
+impl PathParamCheck {
+    /// Compiles `schema` for a template with `params`; a property naming
+    /// no parameter is a mistake.
+    pub fn compile(schema: &serde_json::Value, params: &[&str]) -> Result<PathParamCheck, String> {
+        let compiled = crate::policy::schema::JsonSchema::compile(schema)?;
+        let mut types = Vec::new();
+        if let Some(props) = schema.get("properties").and_then(|p| p.as_object()) {
+            for (name, prop) in props {
+                if !params.contains(&name.as_str()) {
+                    return Err(format!("`{name}` is not a parameter of the path"));
+                }
+                types.push((name.clone(), ParamType::of(prop)));
+            }
+        }
+        Ok(PathParamCheck {
+            schema: compiled,
+            types,
+        })
+    }
+
+    /// Checks the values a route lookup found (still percent-encoded).
+    pub fn check(&self, params: &[(&str, &str)]) -> Result<(), Reject> {
+        let mut object = serde_json::Map::with_capacity(params.len());
+        for (name, raw) in params {
+            let text = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
+            let kind = self
+                .types
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or(ParamType::String, |(_, t)| *t);
+            object.insert(name.to_string(), kind.read(&text));
+        }
+        let object = serde_json::Value::Object(object);
+        match self.schema.violations(&object).into_iter().next() {
+            None => Ok(()),
+            Some(violation) => {
+                let name = violation
+                    .pointer
+                    .trim_start_matches('/')
+                    .split('/')
+                    .next()
+                    .unwrap_or("");
+                Err(Reject::new(
+                    Code::InvalidPath,
+                    format!("path parameter `{name}`: {}", violation.message),
+                ))
+            }
+        }
+    }
+}
+
+impl ParamType {
+    fn of(schema: &serde_json::Value) -> ParamType {
+        let named = |t: &str| match t {
+            "integer" => Some(ParamType::Integer),
+            "number" => Some(ParamType::Number),
+            "boolean" => Some(ParamType::Boolean),
+            "string" => Some(ParamType::String),
+            _ => None,
+        };
+        match schema.get("type") {
+            Some(serde_json::Value::String(t)) => named(t),
+            Some(serde_json::Value::Array(ts)) => {
+                ts.iter().filter_map(|t| t.as_str()).find_map(named)
+            }
+            _ => None,
+        }
+        .unwrap_or(ParamType::String)
+    }
+
+    /// The value as this type; text that is not one stays a string, so
+    /// the schema refuses it.
+    fn read(self, text: &str) -> serde_json::Value {
+        use serde_json::Value;
+        let as_string = || Value::String(text.to_string());
+        match self {
+            ParamType::Integer => text
+                .parse::<i64>()
+                .map(Value::from)
+                .unwrap_or_else(|_| as_string()),
+            ParamType::Number => text
+                .parse::<f64>()
+                .ok()
+                .filter(|n| n.is_finite())
+                .and_then(serde_json::Number::from_f64)
+                .map(Value::Number)
+                .unwrap_or_else(as_string),
+            ParamType::Boolean => match text {
+                "true" => Value::Bool(true),
+                "false" => Value::Bool(false),
+                _ => as_string(),
+            },
+            ParamType::String => as_string(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn path_parameters_are_read_as_their_declared_types() {
+        let schema = serde_json::json!({
+            "type": "object",
+            "properties": {
+                "id": { "type": "integer", "minimum": 1 },
+                "slug": { "type": "string", "pattern": "^[a-z]+$" },
+                "on": { "type": "boolean" }
+            }
+        });
+        let check = PathParamCheck::compile(&schema, &["id", "slug", "on"]).expect("compiles");
+        assert!(check
+            .check(&[("id", "42"), ("slug", "abc"), ("on", "true")])
+            .is_ok());
+        for bad in [
+            [("id", "abc"), ("slug", "abc"), ("on", "true")],
+            [("id", "0"), ("slug", "abc"), ("on", "true")],
+            [("id", "4.5"), ("slug", "abc"), ("on", "true")],
+            [("id", "1"), ("slug", "ABC"), ("on", "true")],
+            [("id", "1"), ("slug", "abc"), ("on", "yes")],
+        ] {
+            let reject = check.check(&bad).expect_err("refused");
+            assert_eq!(reject.code, Code::InvalidPath, "{bad:?}");
+        }
+        assert!(PathParamCheck::compile(&schema, &["id"]).is_err());
+    }
 
     fn norm(p: &str) -> Result<String, InvalidPath> {
         normalize_path(p).map(|c| c.into_owned())

@@ -3,7 +3,8 @@
 //! loop in front of the proxy. Read from the top down:
 //!
 //! ```text
-//!  request ─▶ Screen       ip, abuse (ban check; watches the final status)
+//!  request ─▶ Preflight    cors (answers a preflight; CORS headers on the way out)
+//!             Screen       ip, abuse (ban check; watches the final status)
 //!             Authenticate auth
 //!             Authorize    roles, headers (require / match / forbid)
 //!             RateLimit    rate_limit (adds RateLimit headers on the way out)
@@ -85,6 +86,14 @@ impl Pipeline {
     /// Runs the call through this pipeline.
     pub async fn run(&self, req: Request<Body>, cx: RequestContext) -> Response<Body> {
         run_chain(std::slice::from_ref(self), req, cx).await
+    }
+
+    /// Whether a `cors` stage runs here: then a preflight to this
+    /// operation's path is answered by it (`crate::gateway` routes it here).
+    pub fn answers_preflight(&self) -> bool {
+        self.stages
+            .iter()
+            .any(|s| matches!(s.step, crate::policy::Step::Cors(_)))
     }
 
     /// This pipeline as a tower `Service` (the context travels in the
@@ -206,10 +215,12 @@ pub fn build(policies: &[CompiledPolicy], terminal: OperationService) -> Operati
 
 /// The pipeline for requests that matched no route: only the gateway-wide
 /// `Screen` policies (ip, abuse) judge them, so a scanner probing unknown
-/// paths is seen and banned like any other caller.
+/// paths is seen and banned like any other caller; a gateway-wide `cors`
+/// answers preflights there too, and gives the 404/405 its CORS headers so
+/// a page can read why.
 pub fn unrouted(gateway_policies: &[CompiledPolicy], terminal: OperationService) -> Pipeline {
     Pipeline::keeping(gateway_policies, Terminal::Service(terminal), |_, stage| {
-        stage.phase == Phase::Screen
+        stage.phase <= Phase::Screen
     })
 }
 

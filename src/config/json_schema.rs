@@ -19,7 +19,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use super::schema::{Config, PolicyDef, PolicyRef, POLICY_TYPES};
-use crate::policy::{abuse, auth, cache, headers, ip, quota, rate_limit, roles};
+use crate::policy::{abuse, auth, cache, cors, headers, ip, quota, rate_limit, roles};
 
 /// Where the committed schemas live, relative to the repository root.
 pub const CONFIG_SCHEMA_FILE: &str = "schema/tollgate.schema.json";
@@ -94,6 +94,7 @@ const KINDS: &[(&str, &str, KindSchema)] = &[
     ("quota", "QuotaPolicy", quota::QuotaConfig::json_schema),
     ("abuse", "AbusePolicy", abuse::AbuseConfig::json_schema),
     ("cache", "CachePolicy", cache::CacheConfig::json_schema),
+    ("cors", "CorsPolicy", cors::CorsConfig::json_schema),
 ];
 
 impl JsonSchema for PolicyDef {

@@ -9,8 +9,9 @@ use std::collections::BTreeMap;
 
 use super::units::{ByteSize, ConfigDuration};
 use crate::policy::{
-    abuse::AbuseConfig, auth::AuthConfig, cache::CacheConfig, headers::HeadersConfig, ip::IpConfig,
-    quota::QuotaConfig, rate_limit::RateLimitConfig, roles::RolesConfig,
+    abuse::AbuseConfig, auth::AuthConfig, cache::CacheConfig, cors::CorsConfig,
+    headers::HeadersConfig, ip::IpConfig, quota::QuotaConfig, rate_limit::RateLimitConfig,
+    roles::RolesConfig,
 };
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -465,6 +466,34 @@ pub struct OperationConfig {
     /// API's `agents:` (default: not a tool).
     #[serde(default)]
     pub agent: Option<bool>,
+    /// The path parameters, as an object schema (`properties`): checked at
+    /// the gateway, so `/{id}` declared `{ type: integer }` refuses `abc`
+    /// with 400 `invalid_path` before any policy runs.
+    #[serde(default)]
+    pub path_schema: Option<serde_json::Value>,
+    /// The media type of the request body `request_schema` describes
+    /// (default `application/json`). Any other type (a form, multipart) is
+    /// documented in the export, not validated by the gateway.
+    #[serde(default)]
+    pub request_content_type: Option<String>,
+    /// The status of the upstream's success answer, as documented in the
+    /// export (default 200; e.g. 201, or 204 for a DELETE).
+    #[serde(default)]
+    pub success_status: Option<u16>,
+    /// Other answers of the upstream, documented in the export by status
+    /// (`"404"`, `"4XX"`, `default`): `{ description, schema }`.
+    #[serde(default)]
+    pub responses: BTreeMap<String, DocumentedResponse>,
+}
+
+/// An upstream answer documented in the export (`responses:` of an operation).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DocumentedResponse {
+    pub description: String,
+    /// The JSON schema of its body, if it has one.
+    #[serde(default)]
+    pub schema: Option<serde_json::Value>,
 }
 
 /// `response_validation:` of an operation with a `response_schema`.
@@ -520,6 +549,7 @@ pub enum PolicyKind {
     Quota(QuotaConfig),
     Abuse(AbuseConfig),
     Cache(CacheConfig),
+    Cors(CorsConfig),
 }
 
 /// The `type:` names, in the order they are listed in errors.
@@ -532,6 +562,7 @@ pub const POLICY_TYPES: &[&str] = &[
     "quota",
     "abuse",
     "cache",
+    "cors",
 ];
 
 /// Why a policy definition did not parse: the path inside the definition
@@ -591,6 +622,7 @@ impl PolicyDef {
             "quota" => PolicyKind::Quota(parse(rest)?),
             "abuse" => PolicyKind::Abuse(parse(rest)?),
             "cache" => PolicyKind::Cache(parse(rest)?),
+            "cors" => PolicyKind::Cors(parse(rest)?),
             other => {
                 return Err(err(
                     vec!["type".into()],
@@ -614,6 +646,7 @@ impl PolicyDef {
             PolicyKind::Quota(_) => "quota",
             PolicyKind::Abuse(_) => "abuse",
             PolicyKind::Cache(_) => "cache",
+            PolicyKind::Cors(_) => "cors",
         }
     }
 }

@@ -222,6 +222,11 @@ impl<'a> Compiler<'a> {
                     self.error(&at("path"), message);
                     continue;
                 }
+                let path_check = self.documented(
+                    op,
+                    &template,
+                    ["apis", a_s.as_str(), "operations", o_s.as_str()],
+                );
                 let op_policies = self.resolve(&op.apply, &at("apply"), &op.id, &named, &mut cx);
                 let effective: Vec<CompiledPolicy> = effective(
                     [&gateway_policies, &api_policies, &op_policies],
@@ -240,7 +245,20 @@ impl<'a> Compiler<'a> {
                 let terminal = Terminal::Proxy(Proxy::new(self.deps.client.clone(), timeout));
                 // Body schemas compile once, here, and run in phase Validate.
                 let mut stack_policies = effective.clone();
-                match policy::schema::compile_for(op, settings.max_body) {
+                // A form or multipart `request_schema` is documentation: the
+                // gateway validates JSON bodies only.
+                let json_body = op.request_content_type.as_deref().map_or(true, |media| {
+                    let media = media.trim().to_ascii_lowercase();
+                    media == "application/json" || media.ends_with("+json")
+                });
+                let validated = if json_body {
+                    std::borrow::Cow::Borrowed(op)
+                } else {
+                    let mut documented_only = op.clone();
+                    documented_only.request_schema = None;
+                    std::borrow::Cow::Owned(documented_only)
+                };
+                match policy::schema::compile_for(&validated, settings.max_body) {
                     Ok(schema) => stack_policies.extend(schema),
                     Err(errors) => {
                         for (field, message) in errors {
@@ -269,6 +287,7 @@ impl<'a> Compiler<'a> {
                     policies: effective.iter().map(|p| p.meta.clone()).collect(),
                     graphql: op.graphql.clone(),
                     graphql_endpoint: None,
+                    path_check,
                     pipeline: Pipeline::new(&stack_policies, terminal),
                 });
                 written_at.push((a, o));
@@ -344,6 +363,53 @@ impl<'a> Compiler<'a> {
                     let (a, o) = (a.to_string(), o.to_string());
                     self.error(&["apis", &a, "operations", &o, "graphql", "field"], message);
                 }
+            }
+        }
+    }
+
+    /// What an operation documents of its requests and answers
+    /// (`path_schema`, `success_status`, `responses`), checked; the
+    /// compiled path check, if it has one.
+    fn documented(
+        &mut self,
+        op: &OperationConfig,
+        template: &str,
+        op_at: [&str; 4],
+    ) -> Option<crate::routing::PathParamCheck> {
+        let at = |field: &'static str| {
+            let mut path = op_at.to_vec();
+            path.push(field);
+            path
+        };
+        if let Some(status) = op.success_status {
+            if !(200..=299).contains(&status) {
+                self.error(
+                    &at("success_status"),
+                    format!("{status} is not a success status (200 to 299)"),
+                );
+            }
+        }
+        for key in op.responses.keys() {
+            let status_like = key.len() == 3
+                && key.as_bytes()[0].is_ascii_digit()
+                && (key[1..].bytes().all(|b| b.is_ascii_digit()) || &key[1..] == "XX");
+            if !(status_like && ('1'..='5').contains(&key.chars().next().unwrap_or('0')))
+                && key != "default"
+            {
+                let mut path = at("responses");
+                path.push(key);
+                self.error(
+                    &path,
+                    format!("`{key}` is not a status (`404`), a range (`4XX`) or `default`"),
+                );
+            }
+        }
+        let schema = op.path_schema.as_ref()?;
+        match crate::routing::PathParamCheck::compile(schema, &template_params(template)) {
+            Ok(check) => Some(check),
+            Err(message) => {
+                self.error(&at("path_schema"), message);
+                None
             }
         }
     }

@@ -43,6 +43,9 @@ struct RouteMiss(Reject);
 /// What a request's path and method lead to.
 enum Target<'g> {
     Operation(usize),
+    /// A CORS preflight, to the `cors` stage of this operation's pipeline
+    /// (it asks about a method, and is never forwarded).
+    Preflight(usize),
     /// The MCP endpoint (`agents.mcp_path`).
     Agents(&'g crate::agents::Endpoint),
 }
@@ -134,6 +137,11 @@ impl Gateway {
                     None => op.pipeline.run(req, cx).await,
                 };
                 (response, &op.metrics, true)
+            }
+            // Not a call to the workflow: counted in metrics, not in usage.
+            Ok(Target::Preflight(index)) => {
+                let op = &self.operations[index];
+                (op.pipeline.run(req, cx).await, &op.metrics, false)
             }
             Ok(Target::Agents(endpoint)) => {
                 cx.operation = Some(endpoint.info.clone());
@@ -262,8 +270,17 @@ impl Gateway {
         if let Some(endpoint) = self.agents.serves(&path) {
             return Ok(Target::Agents(endpoint));
         }
+        if crate::policy::cors::is_preflight(req.method(), req.headers()) {
+            if let Some(index) = self.preflight_route(req.headers(), &path) {
+                cx.operation = Some(self.operations[index].info.clone());
+                return Ok(Target::Preflight(index));
+            }
+        }
         let found = self.routes.lookup(req.method(), &path)?;
         let operation = &self.operations[found.operation];
+        if let Some(check) = &operation.path_check {
+            check.check(&found.params)?;
+        }
         let upstream = operation
             .target
             .uri_for(&path, req.uri().query(), &found.params)?;
@@ -275,6 +292,18 @@ impl Gateway {
         req.extensions_mut().insert(UpstreamUri(upstream));
         cx.operation = Some(operation.info.clone());
         Ok(Target::Operation(index))
+    }
+
+    /// Step 4, for a CORS preflight: the operation of the method it asks
+    /// about, else any at its path, whose pipeline answers preflights. None
+    /// has one: the preflight is routed as any `OPTIONS` call.
+    fn preflight_route(&self, headers: &http::HeaderMap, path: &str) -> Option<usize> {
+        let answers = |index: &usize| self.operations[*index].pipeline.answers_preflight();
+        let asked = crate::policy::cors::requested_method(headers)
+            .and_then(|method| self.routes.lookup(&method, path).ok())
+            .map(|found| found.operation)
+            .filter(answers);
+        asked.or_else(|| self.routes.operations_at(path).find(answers))
     }
 
     /// Step 6: counts the answered request in the metrics; returns the

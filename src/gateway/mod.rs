@@ -147,6 +147,8 @@ pub struct Operation {
     /// The endpoint its calls are answered by, when it is a GraphQL
     /// operation (shared by every operation at that method and path).
     graphql_endpoint: Option<Arc<crate::graphql::Endpoint>>,
+    /// Its `path_schema`, checked at the route step.
+    path_check: Option<crate::routing::PathParamCheck>,
     /// Its stages and the proxy.
     pipeline: Pipeline,
     metrics: Arc<OperationMetrics>,

@@ -10,9 +10,11 @@
 use serde_json::{json, Map, Value};
 
 use crate::config::schema::{
-    ApiConfig, Config, GraphqlOperationType, OperationConfig, PolicyDef, PolicyKind, PolicyRef,
+    ApiConfig, Config, DocumentedResponse, GraphqlOperationType, OperationConfig, PolicyDef,
+    PolicyKind, PolicyRef,
 };
 use crate::policy::auth::{AuthConfig, AuthMethod};
+use crate::policy::cors::CorsConfig;
 use crate::problem::Code;
 
 /// The JSON form of the export.
@@ -269,14 +271,19 @@ impl<'c> Exporter<'c> {
         );
         o.insert("description".into(), json!(description(api, op)));
         o.insert("operationId".into(), json!(op.id));
-        let params = path_params(&template);
+        let mut params = path_params(&template, op.path_schema.as_ref());
+        let has_path_params = !params.is_empty();
+        params.extend(query_params(op.query_schema.as_ref()));
         if !params.is_empty() {
             o.insert("parameters".into(), Value::Array(params));
         }
         if let Some(body) = request_body(op) {
             o.insert("requestBody".into(), body);
         }
-        o.insert("responses".into(), self.responses(op, &policies));
+        o.insert(
+            "responses".into(),
+            self.responses(op, &policies, has_path_params),
+        );
         o.insert("security".into(), self.security(&policies));
         o.insert(
             "x-tollgate-policies".into(),
@@ -310,6 +317,16 @@ impl<'c> Exporter<'c> {
         if !limits.is_empty() {
             o.insert("x-ratelimit-limit".into(), Value::Array(limits));
         }
+        let cors: Vec<Value> = policies
+            .iter()
+            .filter_map(|(name, def)| match &def.kind {
+                PolicyKind::Cors(c) => Some(cors_extension(name, c)),
+                _ => None,
+            })
+            .collect();
+        if !cors.is_empty() {
+            o.insert("x-tollgate-cors".into(), Value::Array(cors));
+        }
         if let Some(g) = &op.graphql {
             o.insert(
                 "x-tollgate-graphql".into(),
@@ -325,24 +342,31 @@ impl<'c> Exporter<'c> {
         (key, op.method.to_ascii_lowercase(), Value::Object(o))
     }
 
-    fn responses(&mut self, op: &OperationConfig, policies: &[(String, &PolicyDef)]) -> Value {
+    fn responses(
+        &mut self,
+        op: &OperationConfig,
+        policies: &[(String, &PolicyDef)],
+        has_path_params: bool,
+    ) -> Value {
         let mut responses = Map::new();
         let mut ok = Map::new();
+        let status = op.success_status.unwrap_or(200);
         ok.insert("description".into(), json!("The upstream's answer."));
-        if let Some(schema) = &op.response_schema {
+        // 204 and 205 have no body to describe.
+        if let (Some(schema), false) = (&op.response_schema, matches!(status, 204 | 205)) {
             ok.insert(
                 "content".into(),
                 json!({ "application/json": { "schema": schema } }),
             );
         }
-        responses.insert("200".into(), Value::Object(ok));
+        responses.insert(status.to_string(), Value::Object(ok));
 
         let has = |f: fn(&PolicyKind) -> bool| policies.iter().any(|(_, d)| f(&d.kind));
         let headers_check = has(
             |k| matches!(k, PolicyKind::Headers(h) if !h.require.is_empty() || !h.match_.is_empty() || !h.forbid.is_empty()),
         );
         let applies = [
-            op.request_schema.is_some() || op.graphql.is_some() || headers_check,
+            op.request_schema.is_some() || op.graphql.is_some() || headers_check || has_path_params,
             has(|k| matches!(k, PolicyKind::Auth(_) | PolicyKind::Roles(_))),
             has(|k| {
                 matches!(
@@ -358,14 +382,55 @@ impl<'c> Exporter<'c> {
         ];
         for (i, (name, status, _)) in ERRORS.iter().enumerate() {
             if applies[i] {
-                self.errors_used[i] = true;
-                responses.insert(
-                    status.to_string(),
-                    json!({ "$ref": format!("#/components/responses/{name}") }),
-                );
+                let key = status.to_string();
+                let response = match op.responses.get(&key) {
+                    // The upstream documents this status too: either body.
+                    Some(upstream) => {
+                        let mut content = upstream_content(upstream);
+                        content.insert(
+                            "application/problem+json".into(),
+                            json!({ "schema": { "$ref": "#/components/schemas/Problem" } }),
+                        );
+                        json!({
+                            "description": format!(
+                                "{} Or the gateway refused the call (problem+json, see `{name}`).",
+                                upstream.description.trim()
+                            ),
+                            "content": content,
+                        })
+                    }
+                    None => {
+                        self.errors_used[i] = true;
+                        json!({ "$ref": format!("#/components/responses/{name}") })
+                    }
+                };
+                responses.insert(key, response);
             }
         }
-        Value::Object(responses)
+        // The upstream's other documented answers, then any other answer
+        // it may make: passed through as it came.
+        for (key, upstream) in &op.responses {
+            if responses.contains_key(key) {
+                continue;
+            }
+            let mut r = Map::new();
+            r.insert("description".into(), json!(upstream.description.trim()));
+            let content = upstream_content(upstream);
+            if !content.is_empty() {
+                r.insert("content".into(), Value::Object(content));
+            }
+            responses.insert(key.clone(), Value::Object(r));
+        }
+        if !responses.contains_key("default") {
+            responses.insert(
+                "default".into(),
+                json!({ "description": "Any other answer of the upstream, passed through as it came." }),
+            );
+        }
+        // In status order (ranges after their statuses), `default` last.
+        let mut sorted: Vec<(String, Value)> = responses.into_iter().collect();
+        sorted.sort_by(|(a, _), (b, _)| (a == "default", a).cmp(&(b == "default", b)));
+        Value::Object(sorted.into_iter().collect())
     }
 
     /// Alternatives a caller may satisfy: one per way each auth policy
@@ -593,8 +658,62 @@ fn description(api: &ApiConfig, op: &OperationConfig) -> String {
     d
 }
 
-/// `{name}` and `{*rest}` of a template, as required string parameters.
-fn path_params(template: &str) -> Vec<Value> {
+/// The content of an upstream answer documented in `responses:`.
+fn upstream_content(response: &DocumentedResponse) -> Map<String, Value> {
+    let mut content = Map::new();
+    if let Some(schema) = &response.schema {
+        content.insert("application/json".into(), json!({ "schema": schema }));
+    }
+    content
+}
+
+/// `x-tollgate-cors`: what a browser page is allowed by a `cors` policy.
+fn cors_extension(name: &str, c: &CorsConfig) -> Value {
+    let mut out = Map::new();
+    out.insert("policy".into(), json!(name));
+    out.insert("origins".into(), json!(c.origins));
+    out.insert("methods".into(), json!(c.methods));
+    out.insert("headers".into(), json!(c.headers));
+    out.insert("expose".into(), json!(c.expose));
+    out.insert("credentials".into(), json!(c.credentials));
+    if let Some(max_age) = c.max_age {
+        out.insert("max_age_seconds".into(), json!(max_age.0.as_secs()));
+    }
+    Value::Object(out)
+}
+
+/// The properties of a `query_schema`, as query parameters.
+fn query_params(schema: Option<&Value>) -> Vec<Value> {
+    let Some(schema) = schema else {
+        return Vec::new();
+    };
+    let required: Vec<&str> = schema
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let Some(props) = schema.get("properties").and_then(Value::as_object) else {
+        return Vec::new();
+    };
+    props
+        .iter()
+        .map(|(name, prop)| {
+            let mut p = Map::new();
+            p.insert("name".into(), json!(name));
+            p.insert("in".into(), json!("query"));
+            p.insert("required".into(), json!(required.contains(&name.as_str())));
+            if let Some(d) = prop.get("description") {
+                p.insert("description".into(), d.clone());
+            }
+            p.insert("schema".into(), prop.clone());
+            Value::Object(p)
+        })
+        .collect()
+}
+
+/// `{name}` and `{*rest}` of a template, as required parameters: strings,
+/// unless `path_schema` gives one a schema.
+fn path_params(template: &str, path_schema: Option<&Value>) -> Vec<Value> {
     let mut out = Vec::new();
     let mut rest = template;
     while let Some(open) = rest.find('{') {
@@ -613,19 +732,53 @@ fn path_params(template: &str) -> Vec<Value> {
                 json!("The rest of the path; may contain `/`."),
             );
         }
-        p.insert("schema".into(), json!({ "type": "string" }));
+        let declared = path_schema
+            .and_then(|s| s.get("properties"))
+            .and_then(|props| props.get(name));
+        p.insert("schema".into(), path_param_schema(declared));
         out.push(Value::Object(p));
         rest = &rest[open + close + 1..];
     }
     out
 }
 
+/// What the gateway accepts in a path segment, for string parameters: not
+/// empty, and no `/`, `\` or NUL, which it refuses encoded (DESIGN §5).
+const PATH_SEGMENT_PATTERN: &str = r"^[^/\\\u0000]+$";
+
+/// A path parameter's schema: the declared one (a string by default),
+/// with the gateway's own limit on a segment when it is a string.
+fn path_param_schema(declared: Option<&Value>) -> Value {
+    let mut schema = declared
+        .cloned()
+        .unwrap_or_else(|| json!({ "type": "string" }));
+    let stringly = match schema.get("type") {
+        None => true,
+        Some(Value::String(t)) => t == "string",
+        Some(Value::Array(ts)) => ts.iter().any(|t| t == "string"),
+        Some(_) => false,
+    };
+    if !stringly {
+        return schema;
+    }
+    match schema.as_object_mut() {
+        Some(map) if !map.contains_key("pattern") => {
+            map.insert("pattern".into(), json!(PATH_SEGMENT_PATTERN));
+            schema
+        }
+        _ => json!({ "allOf": [schema, { "pattern": PATH_SEGMENT_PATTERN }] }),
+    }
+}
+
 fn request_body(op: &OperationConfig) -> Option<Value> {
     if let Some(schema) = &op.request_schema {
-        return Some(json!({
-            "required": true,
-            "content": { "application/json": { "schema": schema } }
-        }));
+        let media = op
+            .request_content_type
+            .as_deref()
+            .unwrap_or("application/json");
+        let mut content = Map::new();
+        content.insert(media.into(), json!({ "schema": schema }));
+        return Some(json!({ "required": true, "content": content }));
     }
     op.graphql.as_ref().map(|g| {
         json!({

@@ -4,9 +4,13 @@
 //! operation. Adding `version: 1` and `listen:` makes it a config.
 //!
 //! What carries over: operationId (or a generated id), method, the path
-//! template, summary/description/tags, the JSON request body schema and
-//! the JSON schema of the 200 (else first 2xx) response, with every local
-//! `$ref` inlined (a recursive one is cut where it recurs, as `{}`), and
+//! template, summary/description/tags; path parameters with their types
+//! and formats as `path_schema` (checked at the gateway), query parameters
+//! as `query_schema`; the request body schema (JSON, else a form or
+//! multipart body with its `request_content_type`); the success status
+//! (the lowest 2xx, `success_status` unless 200) with its JSON schema, and
+//! every other documented answer (`404`, `default`, ...) as `responses`;
+//! with every local `$ref` inlined (a recursive one is cut where it recurs, as `{}`), and
 //! 3.0 schema quirks (`nullable`, boolean `exclusiveMinimum`) rewritten to
 //! JSON Schema 2020-12. Security: HTTP bearer (with `bearerFormat: JWT` or
 //! not) becomes an API key accepted as a
@@ -20,6 +24,10 @@
 //! taken from an `x-tollgate-graphql` extension, else from the example
 //! query of the request body, else guessed from the name (`get*`, `list*`,
 //! ... are queries); every operation at such a path becomes a GraphQL one.
+//!
+//! What cannot be carried (header and cookie parameters, a second body
+//! type, non-JSON response schemas, non-`form` query serialisation) is
+//! named in a `# Note:` comment at the top of the output.
 
 use serde_json::{json, Map, Value};
 use std::collections::HashSet;
@@ -166,12 +174,15 @@ impl Importer<'_> {
                         _ => {}
                     }
                 }
-                if let Some(schema) = self.request_schema(op) {
+                let mut note = |what: String| notes.push(format!("operation `{id}`: {what}"));
+                self.parameters(&item, op, &mut out, &mut note);
+                if let Some((media, schema)) = self.request_body(op, &mut note) {
+                    if media != "application/json" {
+                        out.insert("request_content_type".into(), json!(media));
+                    }
                     out.insert("request_schema".into(), schema);
                 }
-                if let Some(schema) = self.response_schema(op) {
-                    out.insert("response_schema".into(), schema);
-                }
+                self.responses(op, &mut out, &mut note);
                 operations.push(Value::Object(out));
             }
         }
@@ -351,21 +362,185 @@ impl Importer<'_> {
         out
     }
 
-    fn request_schema(&self, op: &Value) -> Option<Value> {
-        let body = self.deref(op.get("requestBody")?);
-        json_schema_of(&body).map(|s| self.inline(&s, &mut Vec::new()))
+    /// The path item's and the operation's parameters (the operation's
+    /// win by name and place): path ones into `path_schema` (when they say
+    /// more than "a string"), query ones into `query_schema`; headers and
+    /// cookies are noted.
+    fn parameters(
+        &self,
+        item: &Value,
+        op: &Value,
+        out: &mut Map<String, Value>,
+        note: &mut dyn FnMut(String),
+    ) {
+        let mut params: Vec<Value> = Vec::new();
+        for list in [item.get("parameters"), op.get("parameters")] {
+            for p in list.and_then(Value::as_array).into_iter().flatten() {
+                let p = self.deref(p);
+                let key = |v: &Value| (v.get("name").cloned(), v.get("in").cloned());
+                params.retain(|q| key(q) != key(&p));
+                params.push(p);
+            }
+        }
+        let mut path = Map::new();
+        let mut query = Map::new();
+        let mut query_required = Vec::new();
+        let mut path_says_more = false;
+        for p in &params {
+            let name = p.get("name").and_then(Value::as_str).unwrap_or("");
+            let place = p.get("in").and_then(Value::as_str).unwrap_or("");
+            let Some(schema) = p.get("schema") else {
+                note(format!(
+                    "{place} parameter `{name}` has no `schema` (a `content` form is not carried)"
+                ));
+                continue;
+            };
+            let mut schema = self.inline(schema, &mut Vec::new());
+            if let (Some(d), Value::Object(map)) = (p.get("description"), &mut schema) {
+                map.entry("description")
+                    .or_insert(json!(d.as_str().unwrap_or("").trim()));
+            }
+            match place {
+                "path" => {
+                    let plain = schema
+                        .as_object()
+                        .is_some_and(|m| m.keys().all(|k| k == "type" || k == "description"))
+                        && schema.get("type").map_or(true, |t| t == "string");
+                    path_says_more |= !plain;
+                    path.insert(name.to_string(), schema);
+                }
+                "query" => {
+                    let style = p.get("style").and_then(Value::as_str).unwrap_or("form");
+                    if style != "form" || p.get("explode") == Some(&json!(false)) {
+                        note(format!(
+                            "query parameter `{name}` is serialised as `{style}`; the gateway forwards the query as sent"
+                        ));
+                    }
+                    if p.get("required") == Some(&json!(true)) {
+                        query_required.push(json!(name));
+                    }
+                    query.insert(name.to_string(), schema);
+                }
+                other => note(format!(
+                    "{other} parameter `{name}` is not carried (add a `headers` policy to require it)"
+                )),
+            }
+        }
+        if path_says_more {
+            out.insert(
+                "path_schema".into(),
+                json!({ "type": "object", "properties": path }),
+            );
+        }
+        if !query.is_empty() {
+            let mut schema = Map::new();
+            schema.insert("type".into(), json!("object"));
+            schema.insert("properties".into(), Value::Object(query));
+            if !query_required.is_empty() {
+                schema.insert("required".into(), Value::Array(query_required));
+            }
+            out.insert("query_schema".into(), Value::Object(schema));
+        }
     }
 
-    fn response_schema(&self, op: &Value) -> Option<Value> {
-        let responses = op.get("responses")?.as_object()?;
-        let ok = responses.get("200").or_else(|| {
-            responses
-                .iter()
-                .find(|(code, _)| code.starts_with('2'))
-                .map(|(_, r)| r)
-        })?;
-        let ok = self.deref(ok);
-        json_schema_of(&ok).map(|s| self.inline(&s, &mut Vec::new()))
+    /// The request body's media type and schema: JSON first, else a form
+    /// or multipart body (documented, not validated by the gateway).
+    fn request_body(&self, op: &Value, note: &mut dyn FnMut(String)) -> Option<(String, Value)> {
+        let body = self.deref(op.get("requestBody")?);
+        let content = body.get("content")?.as_object()?;
+        let essence = |media: &str| {
+            media
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        };
+        let rank = |media: &str| {
+            let m = essence(media);
+            if m == "application/json" || m.ends_with("+json") {
+                Some(0)
+            } else if m == "application/x-www-form-urlencoded" || m == "multipart/form-data" {
+                Some(1)
+            } else {
+                None
+            }
+        };
+        let chosen = content
+            .iter()
+            .filter_map(|(media, m)| rank(media).map(|r| (r, media, m)))
+            .min_by_key(|(r, ..)| *r);
+        for media in content.keys() {
+            if chosen.map_or(true, |(_, c, _)| c != media) {
+                note(format!(
+                    "request body `{media}` is not carried (one body type per operation)"
+                ));
+            }
+        }
+        let (rank, media, m) = chosen?;
+        let schema = self.inline(m.get("schema").unwrap_or(&json!({})), &mut Vec::new());
+        let media = if rank == 0 {
+            "application/json".to_string()
+        } else {
+            essence(media)
+        };
+        Some((media, schema))
+    }
+
+    /// The success status (the lowest 2xx) and its JSON schema, and every
+    /// other documented answer (`404`, `default`, ...) into `responses`.
+    fn responses(&self, op: &Value, out: &mut Map<String, Value>, note: &mut dyn FnMut(String)) {
+        let Some(responses) = op.get("responses").and_then(Value::as_object) else {
+            return;
+        };
+        let success = responses
+            .keys()
+            .filter(|code| code.len() == 3 && code.starts_with('2') && code.parse::<u16>().is_ok())
+            .min()
+            .cloned();
+        let mut documented = Map::new();
+        for (code, response) in responses {
+            let response = self.deref(response);
+            let schema = json_schema_of(&response).map(|s| self.inline(&s, &mut Vec::new()));
+            if let Some(content) = response.get("content").and_then(Value::as_object) {
+                if schema.is_none() && !content.is_empty() {
+                    let media: Vec<&str> = content.keys().map(String::as_str).collect();
+                    note(format!(
+                        "response `{code}` ({}) is documented without its schema (JSON only)",
+                        media.join(", ")
+                    ));
+                }
+            }
+            if Some(code) == success.as_ref() {
+                if code != "200" {
+                    out.insert(
+                        "success_status".into(),
+                        json!(code.parse::<u16>().unwrap_or(200)),
+                    );
+                }
+                if let Some(schema) = schema {
+                    out.insert("response_schema".into(), schema);
+                }
+                continue;
+            }
+            let description = response
+                .get("description")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .trim();
+            let mut r = Map::new();
+            r.insert("description".into(), json!(description));
+            if let Some(schema) = schema {
+                r.insert("schema".into(), schema);
+            }
+            documented.insert(code.to_uppercase(), Value::Object(r));
+        }
+        if let Some(default) = documented.remove("DEFAULT") {
+            documented.insert("default".into(), default);
+        }
+        if !documented.is_empty() {
+            out.insert("responses".into(), Value::Object(documented));
+        }
     }
 
     /// Follows a `$ref` at the top of `value` (for objects that are not

@@ -18,6 +18,7 @@
 pub mod abuse;
 pub mod auth;
 pub mod cache;
+pub mod cors;
 pub mod credentials;
 pub mod headers;
 pub mod ip;
@@ -53,6 +54,9 @@ pub type OperationService =
 /// (DESIGN §1). Within one phase, the config order holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Phase {
+    /// `cors`: a preflight is answered here, before any other work (and
+    /// never forwarded); other calls get their CORS headers on the way out.
+    Preflight,
     /// `ip`, `abuse`: cheap, before any other work.
     Screen,
     /// `auth`.
@@ -212,6 +216,7 @@ pub fn compile(def: &PolicyDef, name: &str, cx: &mut CompileCx<'_>) -> Option<Co
         PolicyKind::Quota(c) => quota::compile(c, &meta, cx),
         PolicyKind::Abuse(c) => abuse::compile(c, &meta, cx),
         PolicyKind::Cache(c) => cache::compile(c, &meta, cx),
+        PolicyKind::Cors(c) => cors::compile(c, &meta, cx),
     };
     match stages {
         Some(stages) if cx.errors.len() == before => Some(CompiledPolicy { meta, stages }),
@@ -259,6 +264,8 @@ pub enum Step {
     Schema(Arc<schema::SchemaValidation>),
     /// Header rewrites, request and response (`headers`).
     Rewrite(Arc<headers::Rewrites>),
+    /// Answers preflights; CORS headers on the way out (`cors`).
+    Cors(Arc<cors::Cors>),
 }
 
 /// One step of a compiled policy, the phase it runs in, and the policy it
@@ -318,6 +325,9 @@ pub enum Saved {
     CheckResponse,
     /// The response headers are rewritten.
     RewriteResponse,
+    /// The CORS headers of the answer (`None`: the call had no `Origin`,
+    /// only `Vary` is written).
+    Cors(Option<Box<HeaderMap>>),
 }
 
 // === impl Step ===
@@ -354,6 +364,7 @@ impl Step {
                 }
                 Ok(())
             }
+            Step::Cors(cors) => cors.before(parts, saved).await,
         }
     }
 
@@ -376,6 +387,7 @@ impl Step {
             (Step::Rewrite(rewrites), Saved::RewriteResponse) => {
                 rewrites.response.apply(response.headers_mut(), Some(cx))
             }
+            (Step::Cors(_), Saved::Cors(headers)) => cors::Cors::after(response, headers),
             _ => {}
         }
     }

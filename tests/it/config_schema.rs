@@ -131,11 +131,12 @@ policies:
   daily: { type: quota, limit: 100, period: day, key: global }
   trap: { type: abuse, watch: [401, 404], threshold: 5, window: 1m, ban: 15m }
   cached: { type: cache, ttl: 30s, vary: [Accept], max_size: 1MiB, max_entry_size: 64KiB, shared: true }
+  browser: { type: cors, origins: [https://app.example.com, "https://*.example.com"], methods: [GET], headers: [X-API-Key], expose: [RateLimit], credentials: true, max_age: 10m }
 apply: [key, { type: rate_limit, limit: 10, window: 1s }]
 apis:
   - name: dir
     upstream: http://127.0.0.1:9
-    apply: [readers, lan, hdr, rate, daily, trap, cached]
+    apply: [browser, readers, lan, hdr, rate, daily, trap, cached]
     operations:
       - { id: get, method: GET, path: "/{id}", skip: [daily], response_schema: { type: object } }
 "#;
@@ -161,6 +162,10 @@ fn what_the_loader_refuses_the_schema_refuses() {
         ("window: 1m, key", "window: 1 minute, key"),
         ("max_body: 2MiB", "max_body: 2 parsecs"),
         ("type: cache, ttl: 30s", "type: cach, ttl: 30s"),
+        (
+            "credentials: true, max_age",
+            "credentials: yes please, max_age",
+        ),
         (
             "type: quota, limit: 100",
             "type: quota, window: 1m, limit: 100",

@@ -12,6 +12,7 @@ mod cache;
 mod cli;
 mod config_errors;
 mod config_schema;
+mod cors;
 mod fairness;
 mod graphql;
 mod jwks;
