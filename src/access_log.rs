@@ -495,59 +495,8 @@ pub fn write_json(r: &AccessRecord<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(b"{\"time\":\"");
     write_time(r.time, out);
     out.extend_from_slice(b"\",\"level\":\"INFO\",\"target\":\"tollgate::access\"");
-    let mut json = JsonFields(out);
-    json.str("request_id", r.request_id);
-    json.key("client_ip");
-    json.0.push(b'"');
-    write_ip(r.client_ip, json.0);
-    json.0.push(b'"');
-    json.str("client", r.client);
-    json.opt_str("key_id", r.key_id);
-    json.str("api", r.api);
-    json.str("operation", r.operation);
-    json.str("method", r.method);
-    json.str("path", r.path);
-    json.key("status");
-    write_u64(u64::from(r.status), json.0);
-    json.key("duration_ms");
-    write_ms(r.duration, json.0);
-    if let Some(upstream) = r.upstream {
-        json.key("upstream_ms");
-        write_ms(upstream, json.0);
-    }
-    json.opt_u64("bytes_in", r.bytes_in);
-    json.opt_u64("bytes_out", r.bytes_out);
-    json.opt_str("code", r.code);
-    json.opt_str("would_reject", r.would_reject);
-    json.opt_str("would_reject_policy", r.would_reject_policy);
-    json.opt_str("trace_id", r.trace_id);
+    write_fields(r, &mut JsonFields(out));
     out.extend_from_slice(b"}\n");
-}
-
-struct JsonFields<'o>(&'o mut Vec<u8>);
-
-impl JsonFields<'_> {
-    /// `,"name":` (names are plain ASCII, written as they are).
-    fn key(&mut self, name: &str) {
-        self.0.extend_from_slice(b",\"");
-        self.0.extend_from_slice(name.as_bytes());
-        self.0.extend_from_slice(b"\":");
-    }
-    fn str(&mut self, name: &str, value: &str) {
-        self.key(name);
-        json_string(value, self.0);
-    }
-    fn opt_str(&mut self, name: &str, value: Option<&str>) {
-        if let Some(value) = value {
-            self.str(name, value);
-        }
-    }
-    fn opt_u64(&mut self, name: &str, value: Option<u64>) {
-        if let Some(value) = value {
-            self.key(name);
-            write_u64(value, self.0);
-        }
-    }
 }
 
 /// `value` as a JSON string: quotes, backslashes and control characters
@@ -586,55 +535,109 @@ fn json_string(value: &str, out: &mut Vec<u8>) {
 pub fn write_text(r: &AccessRecord<'_>, out: &mut Vec<u8>) {
     write_time(r.time, out);
     out.extend_from_slice(b"  INFO tollgate::access:");
-    let mut text = TextFields(out);
-    text.str("request_id", r.request_id);
-    text.key("client_ip");
-    write_ip(r.client_ip, text.0);
-    text.str("client", r.client);
-    text.opt_str("key_id", r.key_id);
-    text.str("api", r.api);
-    text.str("operation", r.operation);
-    text.str("method", r.method);
-    text.str("path", r.path);
-    text.key("status");
-    write_u64(u64::from(r.status), text.0);
-    text.key("duration_ms");
-    write_ms(r.duration, text.0);
-    if let Some(upstream) = r.upstream {
-        text.key("upstream_ms");
-        write_ms(upstream, text.0);
-    }
-    text.opt_u64("bytes_in", r.bytes_in);
-    text.opt_u64("bytes_out", r.bytes_out);
-    text.opt_str("code", r.code);
-    text.opt_str("would_reject", r.would_reject);
-    text.opt_str("would_reject_policy", r.would_reject_policy);
-    text.opt_str("trace_id", r.trace_id);
+    write_fields(r, &mut TextFields(out));
     out.push(b'\n');
 }
 
-struct TextFields<'o>(&'o mut Vec<u8>);
+/// How a format writes one field. The record's fields are listed once, in
+/// [`write_fields`], for every format.
+trait Fields {
+    fn out(&mut self) -> &mut Vec<u8>;
+    /// What comes before a value: the separator and the name.
+    fn key(&mut self, name: &str);
+    /// A string value, quoted and escaped as the format needs.
+    fn string(&mut self, value: &str);
+    /// An address value.
+    fn ip(&mut self, ip: IpAddr);
 
-impl TextFields<'_> {
-    fn key(&mut self, name: &str) {
-        self.0.push(b' ');
-        self.0.extend_from_slice(name.as_bytes());
-        self.0.push(b'=');
-    }
     fn str(&mut self, name: &str, value: &str) {
         self.key(name);
-        text_value(value, self.0);
+        self.string(value);
     }
     fn opt_str(&mut self, name: &str, value: Option<&str>) {
         if let Some(value) = value {
             self.str(name, value);
         }
     }
+    fn u64(&mut self, name: &str, value: u64) {
+        self.key(name);
+        write_u64(value, self.out());
+    }
     fn opt_u64(&mut self, name: &str, value: Option<u64>) {
         if let Some(value) = value {
-            self.key(name);
-            write_u64(value, self.0);
+            self.u64(name, value);
         }
+    }
+    fn ms(&mut self, name: &str, value: Duration) {
+        self.key(name);
+        write_ms(value, self.out());
+    }
+}
+
+/// The record's fields after the line's head, in DESIGN §2's order;
+/// fields with no value are left out.
+fn write_fields(r: &AccessRecord<'_>, f: &mut impl Fields) {
+    f.str("request_id", r.request_id);
+    f.key("client_ip");
+    f.ip(r.client_ip);
+    f.str("client", r.client);
+    f.opt_str("key_id", r.key_id);
+    f.str("api", r.api);
+    f.str("operation", r.operation);
+    f.str("method", r.method);
+    f.str("path", r.path);
+    f.u64("status", u64::from(r.status));
+    f.ms("duration_ms", r.duration);
+    if let Some(upstream) = r.upstream {
+        f.ms("upstream_ms", upstream);
+    }
+    f.opt_u64("bytes_in", r.bytes_in);
+    f.opt_u64("bytes_out", r.bytes_out);
+    f.opt_str("code", r.code);
+    f.opt_str("would_reject", r.would_reject);
+    f.opt_str("would_reject_policy", r.would_reject_policy);
+    f.opt_str("trace_id", r.trace_id);
+}
+
+struct JsonFields<'o>(&'o mut Vec<u8>);
+
+impl Fields for JsonFields<'_> {
+    fn out(&mut self) -> &mut Vec<u8> {
+        self.0
+    }
+    /// `,"name":` (names are plain ASCII, written as they are).
+    fn key(&mut self, name: &str) {
+        self.0.extend_from_slice(b",\"");
+        self.0.extend_from_slice(name.as_bytes());
+        self.0.extend_from_slice(b"\":");
+    }
+    fn string(&mut self, value: &str) {
+        json_string(value, self.0);
+    }
+    fn ip(&mut self, ip: IpAddr) {
+        self.0.push(b'"');
+        write_ip(ip, self.0);
+        self.0.push(b'"');
+    }
+}
+
+struct TextFields<'o>(&'o mut Vec<u8>);
+
+impl Fields for TextFields<'_> {
+    fn out(&mut self) -> &mut Vec<u8> {
+        self.0
+    }
+    /// ` name=`.
+    fn key(&mut self, name: &str) {
+        self.0.push(b' ');
+        self.0.extend_from_slice(name.as_bytes());
+        self.0.push(b'=');
+    }
+    fn string(&mut self, value: &str) {
+        text_value(value, self.0);
+    }
+    fn ip(&mut self, ip: IpAddr) {
+        write_ip(ip, self.0);
     }
 }
 
