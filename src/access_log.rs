@@ -246,14 +246,22 @@ impl AccessLog {
             }
         };
         let capacity = usize::try_from(config.buffer.0).unwrap_or(usize::MAX);
+        // `RUST_LOG` is read once, here (after the destination, so a bad
+        // path is reported whatever the filter): the process's subscriber
+        // is set before any config is loaded and does not change. Asked
+        // per request, tracing's per-callsite cache could answer for
+        // another thread's scoped subscriber.
+        if !tracing::enabled!(target: "tollgate::access", tracing::Level::INFO) {
+            return Ok(AccessLog::disabled());
+        }
         Ok(AccessLog::new(destination, format, capacity, dropped))
     }
 
-    /// Whether a line would be written: the sink is on and `RUST_LOG`
-    /// enables `tollgate::access` at `info` (checked on the caller's
-    /// thread, so a test's scoped subscriber decides for its gateways).
+    /// Whether a line would be written: the sink is on (`access_log.enabled`
+    /// and `RUST_LOG` enabling `tollgate::access` at `info`, when it was
+    /// built).
     pub fn enabled(&self) -> bool {
-        self.handle.shared.on && tracing::enabled!(target: "tollgate::access", tracing::Level::INFO)
+        self.handle.shared.on
     }
 
     /// Formats `record` and queues the line; drops (and counts) it if the
