@@ -32,7 +32,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -310,7 +310,7 @@ async fn serve_connection(
     draining: watch::Receiver<bool>,
 ) {
     let conn = Connection::new(peer, tls.is_some());
-    let activity = Arc::new(Activity::default());
+    let activity = Arc::new(Activity::new());
     let seen = activity.clone();
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         seen.first_request.store(true, Ordering::Release);
@@ -444,23 +444,42 @@ pub(crate) async fn first_head_within<O>(
 // === connection activity ===
 
 /// What the connection's guard knows of its requests.
-#[derive(Default)]
 struct Activity {
     first_request: AtomicBool,
     /// Requests whose answer has not been fully handed to hyper yet.
     in_flight: AtomicUsize,
-    /// Notified on every change of `in_flight`.
-    changed: Notify,
+    /// When the connection was accepted: `idle_since` counts from here.
+    born: tokio::time::Instant,
+    /// When `in_flight` last fell to zero, in nanoseconds since `born`
+    /// (0: never, so a connection idles from its start). Written, never
+    /// notified: the idle timer reads it when it fires, so a request costs
+    /// the timer nothing.
+    idle_since: AtomicU64,
     /// HTTP/2 streams whose last body frame hyper took and has not asked
     /// for the next one since (it waits for the client's flow-control
     /// window), by stream, with when it took it.
     handed: parking_lot::Mutex<HashMap<u64, tokio::time::Instant>>,
-    next_stream: std::sync::atomic::AtomicU64,
+    next_stream: AtomicU64,
     /// Notified when a frame is handed out, and when a graceful shutdown
     /// starts.
     stall_watch: Notify,
     /// Set once the connection was asked to shut down gracefully.
     closing: AtomicBool,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            first_request: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            born: tokio::time::Instant::now(),
+            idle_since: AtomicU64::new(0),
+            handed: Default::default(),
+            next_stream: AtomicU64::new(0),
+            stall_watch: Notify::new(),
+            closing: AtomicBool::new(false),
+        }
+    }
 }
 
 /// Marks an HTTP/2 response body's frames as handed out until hyper asks
@@ -542,15 +561,16 @@ struct InFlight(Arc<Activity>);
 impl InFlight {
     fn begin(activity: &Arc<Activity>) -> InFlight {
         activity.in_flight.fetch_add(1, Ordering::AcqRel);
-        activity.changed.notify_one();
         InFlight(activity.clone())
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
-        self.0.changed.notify_one();
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let since = self.0.born.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
+            self.0.idle_since.store(since.max(1), Ordering::Release);
+        }
     }
 }
 
@@ -603,17 +623,24 @@ async fn idle_or_draining(
     idle: Duration,
     mut draining: watch::Receiver<bool>,
 ) -> watch::Receiver<bool> {
+    // One timer, re-armed only when it fires: busy, it checks again an
+    // `idle` later; quiet, it sleeps until `idle` after the last request
+    // ended, and returns once that has passed.
     let idle_for = async {
+        let mut wake_at = activity.born + idle;
         loop {
-            let changed = activity.changed.notified();
-            if activity.in_flight.load(Ordering::Acquire) == 0 {
-                tokio::select! {
-                    _ = tokio::time::sleep(idle) => return,
-                    _ = changed => {}
-                }
-            } else {
-                changed.await;
+            tokio::time::sleep_until(wake_at).await;
+            let now = tokio::time::Instant::now();
+            if activity.in_flight.load(Ordering::Acquire) > 0 {
+                wake_at = now + idle;
+                continue;
             }
+            let since = Duration::from_nanos(activity.idle_since.load(Ordering::Acquire));
+            let quiet_until = activity.born + since + idle;
+            if quiet_until <= now {
+                return;
+            }
+            wake_at = quiet_until;
         }
     };
     tokio::select! {
