@@ -22,8 +22,9 @@
 //! - JSON that parsers read differently, so the upstream could act on a
 //!   value the schema never saw: a member name twice in one object, or a
 //!   number written with more precision than the checked value holds
-//!   (`100.00000000000000001`, integers past 64 bits): 400
-//!   `invalid_request_body`, pointing at it;
+//!   (`100.00000000000000001`, integers past 64 bits) where the schema
+//!   compares numbers (`maximum`, `minimum`, `multipleOf`, `const`,
+//!   `enum`...): 400 `invalid_request_body`, pointing at it;
 //! - a body the check cannot read as written: `Content-Encoding` other
 //!   than `identity`, a `charset` other than UTF-8, two `Content-Type`s:
 //!   415 `unsupported_media_type` (never forwarded unvalidated).
@@ -56,7 +57,30 @@ const MAX_ERRORS: usize = 20;
 
 /// A compiled JSON Schema (2020-12).
 #[derive(Clone)]
-pub struct JsonSchema(Arc<jsonschema::Validator>);
+pub struct JsonSchema(Arc<jsonschema::Validator>, bool);
+
+/// Keywords under which a schema compares numbers: only then can a number
+/// written more precisely than a float holds be judged as another number.
+const NUMERIC_KEYWORDS: [&str; 7] = [
+    "maximum",
+    "minimum",
+    "exclusiveMaximum",
+    "exclusiveMinimum",
+    "multipleOf",
+    "const",
+    "enum",
+];
+
+/// Whether any part of `schema` compares numbers (see [`NUMERIC_KEYWORDS`]).
+fn compares_numbers(schema: &serde_json::Value) -> bool {
+    match schema {
+        serde_json::Value::Object(members) => members
+            .iter()
+            .any(|(k, v)| NUMERIC_KEYWORDS.contains(&k.as_str()) || compares_numbers(v)),
+        serde_json::Value::Array(items) => items.iter().any(compares_numbers),
+        _ => false,
+    }
+}
 
 /// An operation's compiled body schemas.
 #[derive(Clone)]
@@ -121,7 +145,7 @@ impl JsonSchema {
             .with_draft(jsonschema::Draft::Draft202012)
             .should_validate_formats(true)
             .build(schema)
-            .map(|v| JsonSchema(Arc::new(v)))
+            .map(|v| JsonSchema(Arc::new(v), compares_numbers(schema)))
             .map_err(|e| {
                 let at = e.instance_path.to_string();
                 if at.is_empty() {
@@ -130,6 +154,15 @@ impl JsonSchema {
                     format!("not a valid JSON Schema (at `{at}`): {e}")
                 }
             })
+    }
+
+    /// Whether the schema compares numbers anywhere (`maximum`, `enum`...):
+    /// then a number no float holds as written is refused, since the check
+    /// would judge another number than the upstream reads. Elsewhere such
+    /// a number is the upstream's business, as any other value the schema
+    /// leaves free.
+    pub fn compares_numbers(&self) -> bool {
+        self.1
     }
 
     /// The violations of `instance`, each at the JSON pointer of the
@@ -381,7 +414,7 @@ async fn check_request(
         };
         return Err((Reject::new(code, detail), parts.extensions));
     }
-    let value = match parse_strict(&bytes) {
+    let value = match parse_strict_judging(&bytes, schema.compares_numbers()) {
         Ok(v) => v,
         Err(Unjudgeable::Syntax(e)) => {
             let reject = Reject::new(
@@ -435,12 +468,22 @@ enum Unjudgeable {
 /// only when the value checked is the number written: integers within
 /// 64 bits, and decimals whose digits a float holds exactly as written
 /// (`0.1` yes — it reads back as `0.1` — but not 20 significant digits).
+#[cfg(test)]
 fn parse_strict(bytes: &[u8]) -> Result<serde_json::Value, Unjudgeable> {
+    parse_strict_judging(bytes, true)
+}
+
+/// [`parse_strict`], with inexact numbers refused only when `numbers`.
+fn parse_strict_judging(bytes: &[u8], numbers: bool) -> Result<serde_json::Value, Unjudgeable> {
     use serde::de::DeserializeSeed as _;
     let state = std::cell::RefCell::new(StrictState {
         path: Vec::new(),
         numbers: 0,
-        inexact: inexact_numbers(bytes),
+        inexact: if numbers {
+            inexact_numbers(bytes)
+        } else {
+            Vec::new()
+        },
         failure: None,
     });
     let mut de = serde_json::Deserializer::from_slice(bytes);
@@ -834,6 +877,25 @@ mod tests {
             parse_strict(br#"{"a": 0.5, "b": "x\"1e999"}"#).ok(),
             Some(json!({"a": 0.5, "b": "x\"1e999"}))
         );
+    }
+
+    #[test]
+    fn an_inexact_number_is_refused_only_where_the_schema_compares_numbers() {
+        let free = JsonSchema::compile(&json!({"type": "object"})).expect("schema");
+        let bounded = JsonSchema::compile(
+            &json!({"type": "object", "properties": {"a": {"$ref": "#/$defs/n"}}, "$defs": {"n": {"maximum": 100}}}),
+        )
+        .expect("schema");
+        assert!(!free.compares_numbers());
+        assert!(bounded.compares_numbers());
+        let body = br#"{"a": 100.00000000000000001}"#;
+        assert!(parse_strict_judging(body, free.compares_numbers()).is_ok());
+        assert!(matches!(
+            parse_strict_judging(body, bounded.compares_numbers()),
+            Err(Unjudgeable::Ambiguous(_))
+        ));
+        // Duplicate member names are refused whatever the schema.
+        assert!(parse_strict_judging(br#"{"a": 1, "a": 2}"#, false).is_err());
     }
 
     #[test]
