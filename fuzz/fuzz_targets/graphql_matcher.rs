@@ -1,11 +1,13 @@
 //! The GraphQL operation matcher on arbitrary documents: never a panic or a
-//! stack overflow, bounded work, and what it selects is well formed.
+//! stack overflow, and what it selects is well formed.
 //!
 //! First byte, bit 0: an `operationName` follows up to the first NUL.
-//! Bit 1: the next two bytes are a count N, and the document is a chain of
-//! N fragments each spreading the next (the attack of issue #16: 12,000 of
-//! them overflowed a worker's stack), the last one's body the rest of the
-//! input. Chains that long would otherwise need inputs of hundreds of KiB.
+//! Bit 1: the next two bytes are a count N (at most 16,384: a longer chain
+//! is over the default `max_body` and never reaches the matcher), and the
+//! document is a chain of N fragments each spreading the next (the attack
+//! of issue #16: 12,000 of them overflowed a worker's stack), the last
+//! one's body the rest of the input. Chains that long would otherwise need
+//! inputs of hundreds of KiB. Runaway work shows as libFuzzer's `-timeout`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -28,7 +30,7 @@ fuzz_target!(|data: &[u8]| {
         let [hi, lo, tail @ ..] = rest else {
             return;
         };
-        chained = Some(usize::from(u16::from_be_bytes([*hi, *lo])));
+        chained = Some(usize::from(u16::from_be_bytes([*hi, *lo])) % 16_385);
         rest = tail;
     }
     let Ok(rest) = std::str::from_utf8(rest) else {
@@ -42,16 +44,7 @@ fuzz_target!(|data: &[u8]| {
         Some(n) => chain(n, document),
         None => document.to_string(),
     };
-    let started = std::time::Instant::now();
-    let outcome = tollgate::graphql::select(&document, name);
-    // 10,000 selections at most, whatever the shape: well under a second
-    // even unoptimised.
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(2),
-        "routing one document took {:?}",
-        started.elapsed()
-    );
-    if let Ok(selected) = outcome {
+    if let Ok(selected) = tollgate::graphql::select(&document, name) {
         assert_eq!(selected.fields.len(), selected.children.len());
         for (i, field) in selected.fields.iter().enumerate() {
             assert!(!field.is_empty() && field != "__typename", "{selected:?}");
