@@ -532,7 +532,12 @@ impl<'a> Compiler<'a> {
             workers: config
                 .workers
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
-            allow_override_headers,
+            removed_override_headers: super::entry::OVERRIDE_HEADERS
+                .iter()
+                .filter(|name| !allow_override_headers.contains(&name.to_string()))
+                .map(|name| http::HeaderName::from_static(name))
+                .collect(),
+            remove_method_param: !allow_override_headers.iter().any(|a| a == "_method"),
         }
     }
 }

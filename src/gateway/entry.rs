@@ -122,7 +122,7 @@ impl Gateway {
 
         // 2-4. The head within the limits, cleaned on arrival, routed.
         let target = self
-            .check_head(&req)
+            .check_head(&req, bytes_in)
             .and_then(|()| self.clean_on_arrival(&mut req))
             .and_then(|()| self.route(&mut req, &mut cx));
 
@@ -210,7 +210,7 @@ impl Gateway {
 
     /// Step 2: the head within `max_header_bytes`, framed plainly, and its
     /// declared body within `max_body`.
-    fn check_head(&self, req: &Request<Body>) -> Result<(), Reject> {
+    fn check_head(&self, req: &Request<Body>, declared: Option<u64>) -> Result<(), Reject> {
         if header_bytes(req) > self.settings.max_header_bytes {
             // Closed after the answer: a caller sending heads this size is
             // not one to keep a connection open for.
@@ -230,7 +230,7 @@ impl Gateway {
             )
             .with_header(header::CONNECTION, HeaderValue::from_static("close")));
         }
-        if content_length(req.headers()).is_some_and(|len| len > self.settings.max_body) {
+        if declared.is_some_and(|len| len > self.settings.max_body) {
             return Err(Reject::new(
                 Code::BodyTooLarge,
                 "the request body is larger than the gateway accepts",
@@ -246,13 +246,10 @@ impl Gateway {
     /// path the policies judge are the ones the upstream acts on.
     fn clean_on_arrival(&self, req: &mut Request<Body>) -> Result<(), Reject> {
         crate::proxy::strip_hop_by_hop(req.headers_mut());
-        let allowed = &self.settings.allow_override_headers;
-        for name in OVERRIDE_HEADERS {
-            if !allowed.iter().any(|a| a.as_str() == name) {
-                req.headers_mut().remove(name);
-            }
+        for name in &self.settings.removed_override_headers {
+            req.headers_mut().remove(name);
         }
-        if !allowed.iter().any(|a| a.as_str() == METHOD_OVERRIDE_PARAM) {
+        if self.settings.remove_method_param {
             remove_query_param(req, METHOD_OVERRIDE_PARAM)?;
         }
         Ok(())

@@ -123,8 +123,11 @@ pub struct Settings {
     pub drain_timeout: Duration,
     /// Serving threads (≥ 1).
     pub workers: usize,
-    /// Override headers (and `_method`) the config lets reach the upstream.
-    pub allow_override_headers: Vec<String>,
+    /// The override headers removed on arrival: every one the config does
+    /// not let reach the upstream (`allow_override_headers`), made once.
+    pub removed_override_headers: Vec<http::HeaderName>,
+    /// Whether the `_method` query parameter is removed on arrival.
+    pub remove_method_param: bool,
 }
 
 #[derive(Debug, Clone)]
