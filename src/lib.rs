@@ -17,6 +17,7 @@ pub mod graphql;
 pub mod headers;
 pub mod metrics;
 pub mod openapi;
+pub mod path_template;
 pub mod policy;
 pub mod problem;
 pub mod proxy;

@@ -15,176 +15,89 @@ use std::sync::Arc;
 use crate::body::{self, Body};
 use crate::context::RequestContext;
 
-/// The stable error codes of DESIGN §5. The enum is the contract: a code is
-/// never renamed, only added.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Code {
-    InvalidPath,
-    HeaderRequired,
-    HeaderInvalid,
-    HeaderForbidden,
-    InvalidRequestBody,
-    UnsupportedMediaType,
-    Unauthenticated,
-    InvalidCredentials,
-    ForbiddenRole,
-    IpDenied,
-    Banned,
-    RouteNotFound,
-    MethodNotAllowed,
-    BodyTooLarge,
-    RateLimited,
-    QuotaExceeded,
-    HeadersTooLarge,
-    UpstreamUnavailable,
-    InvalidUpstreamResponse,
-    StateStoreUnavailable,
-    ShuttingDown,
-    UpstreamTimeout,
-    /// A GraphQL document selects a root field no operation publishes
-    /// (with `graphql_unmatched: reject`).
-    GraphqlOperationNotAllowed,
-    Internal,
-    /// Admin listener only: no or a wrong bearer token.
-    AdminUnauthorized,
-    /// Admin listener only: a reload found errors in the config.
-    ConfigInvalid,
-    /// Admin listener only: no active ban on that key.
-    BanNotFound,
+/// Defines [`Code`] from one table: a line per code with its `code`
+/// string, its status, its `title` and who answers with it (`api`: the
+/// public listener; `admin`: the admin listener only). Adding a code is one
+/// line here.
+macro_rules! codes {
+    ($( $(#[$doc:meta])* $variant:ident = ($code:literal, $status:ident, $title:literal, $scope:ident), )*) => {
+        /// The stable error codes of DESIGN §5. The enum is the contract: a
+        /// code is never renamed, only added.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Code {
+            $( $(#[$doc])* $variant, )*
+        }
+
+        impl Code {
+            /// Every code, for documentation and exhaustive tests.
+            pub const ALL: &'static [Code] = &[$(Code::$variant),*];
+
+            /// The snake_case string that appears as `code` in the body.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(Code::$variant => $code,)*
+                }
+            }
+
+            pub const fn status(self) -> StatusCode {
+                match self {
+                    $(Code::$variant => StatusCode::$status,)*
+                }
+            }
+
+            /// The short, human `title` member; fixed per code as RFC 9457 asks.
+            pub const fn title(self) -> &'static str {
+                match self {
+                    $(Code::$variant => $title,)*
+                }
+            }
+
+            /// Codes only the admin listener answers with: the public API (and
+            /// so its OpenAPI export) never shows them.
+            pub const fn is_admin(self) -> bool {
+                match self {
+                    $(Code::$variant => codes!(@admin $scope),)*
+                }
+            }
+        }
+    };
+    (@admin admin) => { true };
+    (@admin api) => { false };
 }
 
-impl Code {
-    /// Every code, for documentation and exhaustive tests.
-    pub const ALL: &'static [Code] = &[
-        Code::InvalidPath,
-        Code::HeaderRequired,
-        Code::HeaderInvalid,
-        Code::HeaderForbidden,
-        Code::InvalidRequestBody,
-        Code::UnsupportedMediaType,
-        Code::Unauthenticated,
-        Code::InvalidCredentials,
-        Code::ForbiddenRole,
-        Code::IpDenied,
-        Code::Banned,
-        Code::RouteNotFound,
-        Code::MethodNotAllowed,
-        Code::BodyTooLarge,
-        Code::RateLimited,
-        Code::QuotaExceeded,
-        Code::HeadersTooLarge,
-        Code::UpstreamUnavailable,
-        Code::InvalidUpstreamResponse,
-        Code::StateStoreUnavailable,
-        Code::ShuttingDown,
-        Code::UpstreamTimeout,
-        Code::GraphqlOperationNotAllowed,
-        Code::Internal,
-        Code::AdminUnauthorized,
-        Code::ConfigInvalid,
-        Code::BanNotFound,
-    ];
-
-    /// Codes only the admin listener answers with: the public API (and so
-    /// its OpenAPI export) never shows them.
-    pub const fn is_admin(self) -> bool {
-        matches!(
-            self,
-            Code::AdminUnauthorized | Code::ConfigInvalid | Code::BanNotFound
-        )
-    }
-
-    /// The snake_case string that appears as `code` in the body.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Code::InvalidPath => "invalid_path",
-            Code::HeaderRequired => "header_required",
-            Code::HeaderInvalid => "header_invalid",
-            Code::HeaderForbidden => "header_forbidden",
-            Code::InvalidRequestBody => "invalid_request_body",
-            Code::UnsupportedMediaType => "unsupported_media_type",
-            Code::Unauthenticated => "unauthenticated",
-            Code::InvalidCredentials => "invalid_credentials",
-            Code::ForbiddenRole => "forbidden_role",
-            Code::IpDenied => "ip_denied",
-            Code::Banned => "banned",
-            Code::RouteNotFound => "route_not_found",
-            Code::MethodNotAllowed => "method_not_allowed",
-            Code::BodyTooLarge => "body_too_large",
-            Code::RateLimited => "rate_limited",
-            Code::QuotaExceeded => "quota_exceeded",
-            Code::HeadersTooLarge => "headers_too_large",
-            Code::UpstreamUnavailable => "upstream_unavailable",
-            Code::InvalidUpstreamResponse => "invalid_upstream_response",
-            Code::StateStoreUnavailable => "state_store_unavailable",
-            Code::ShuttingDown => "shutting_down",
-            Code::UpstreamTimeout => "upstream_timeout",
-            Code::GraphqlOperationNotAllowed => "graphql_operation_not_allowed",
-            Code::Internal => "internal_error",
-            Code::AdminUnauthorized => "admin_unauthorized",
-            Code::ConfigInvalid => "config_invalid",
-            Code::BanNotFound => "ban_not_found",
-        }
-    }
-
-    pub const fn status(self) -> StatusCode {
-        match self {
-            Code::InvalidPath
-            | Code::HeaderRequired
-            | Code::HeaderInvalid
-            | Code::HeaderForbidden
-            | Code::InvalidRequestBody
-            | Code::GraphqlOperationNotAllowed
-            | Code::ConfigInvalid => StatusCode::BAD_REQUEST,
-            Code::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Code::Unauthenticated | Code::InvalidCredentials | Code::AdminUnauthorized => {
-                StatusCode::UNAUTHORIZED
-            }
-            Code::ForbiddenRole | Code::IpDenied | Code::Banned => StatusCode::FORBIDDEN,
-            Code::RouteNotFound | Code::BanNotFound => StatusCode::NOT_FOUND,
-            Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Code::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Code::RateLimited | Code::QuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
-            Code::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            Code::UpstreamUnavailable | Code::InvalidUpstreamResponse => StatusCode::BAD_GATEWAY,
-            Code::StateStoreUnavailable | Code::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-            Code::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
-    /// The short, human `title` member; fixed per code as RFC 9457 asks.
-    pub const fn title(self) -> &'static str {
-        match self {
-            Code::InvalidPath => "Invalid path",
-            Code::HeaderRequired => "Required header missing",
-            Code::HeaderInvalid => "Header value not allowed",
-            Code::HeaderForbidden => "Header not allowed",
-            Code::InvalidRequestBody => "Request body does not match the schema",
-            Code::UnsupportedMediaType => "Unsupported media type",
-            Code::Unauthenticated => "Authentication required",
-            Code::InvalidCredentials => "Invalid credentials",
-            Code::ForbiddenRole => "Role not allowed",
-            Code::IpDenied => "Client address not allowed",
-            Code::Banned => "Client banned",
-            Code::RouteNotFound => "No such route",
-            Code::MethodNotAllowed => "Method not allowed",
-            Code::BodyTooLarge => "Request body too large",
-            Code::RateLimited => "Rate limit exceeded",
-            Code::QuotaExceeded => "Quota exceeded",
-            Code::HeadersTooLarge => "Request headers too large",
-            Code::UpstreamUnavailable => "Upstream unavailable",
-            Code::InvalidUpstreamResponse => "Invalid upstream response",
-            Code::StateStoreUnavailable => "State store unavailable",
-            Code::ShuttingDown => "Shutting down",
-            Code::UpstreamTimeout => "Upstream timeout",
-            Code::GraphqlOperationNotAllowed => "GraphQL operation not allowed",
-            Code::Internal => "Internal error",
-            Code::AdminUnauthorized => "Admin token required",
-            Code::ConfigInvalid => "Config has errors",
-            Code::BanNotFound => "No such ban",
-        }
-    }
+codes! {
+    InvalidPath = ("invalid_path", BAD_REQUEST, "Invalid path", api),
+    HeaderRequired = ("header_required", BAD_REQUEST, "Required header missing", api),
+    HeaderInvalid = ("header_invalid", BAD_REQUEST, "Header value not allowed", api),
+    HeaderForbidden = ("header_forbidden", BAD_REQUEST, "Header not allowed", api),
+    InvalidRequestBody = ("invalid_request_body", BAD_REQUEST, "Request body does not match the schema", api),
+    UnsupportedMediaType = ("unsupported_media_type", UNSUPPORTED_MEDIA_TYPE, "Unsupported media type", api),
+    Unauthenticated = ("unauthenticated", UNAUTHORIZED, "Authentication required", api),
+    InvalidCredentials = ("invalid_credentials", UNAUTHORIZED, "Invalid credentials", api),
+    ForbiddenRole = ("forbidden_role", FORBIDDEN, "Role not allowed", api),
+    IpDenied = ("ip_denied", FORBIDDEN, "Client address not allowed", api),
+    Banned = ("banned", FORBIDDEN, "Client banned", api),
+    RouteNotFound = ("route_not_found", NOT_FOUND, "No such route", api),
+    MethodNotAllowed = ("method_not_allowed", METHOD_NOT_ALLOWED, "Method not allowed", api),
+    BodyTooLarge = ("body_too_large", PAYLOAD_TOO_LARGE, "Request body too large", api),
+    RateLimited = ("rate_limited", TOO_MANY_REQUESTS, "Rate limit exceeded", api),
+    QuotaExceeded = ("quota_exceeded", TOO_MANY_REQUESTS, "Quota exceeded", api),
+    HeadersTooLarge = ("headers_too_large", REQUEST_HEADER_FIELDS_TOO_LARGE, "Request headers too large", api),
+    UpstreamUnavailable = ("upstream_unavailable", BAD_GATEWAY, "Upstream unavailable", api),
+    InvalidUpstreamResponse = ("invalid_upstream_response", BAD_GATEWAY, "Invalid upstream response", api),
+    StateStoreUnavailable = ("state_store_unavailable", SERVICE_UNAVAILABLE, "State store unavailable", api),
+    ShuttingDown = ("shutting_down", SERVICE_UNAVAILABLE, "Shutting down", api),
+    UpstreamTimeout = ("upstream_timeout", GATEWAY_TIMEOUT, "Upstream timeout", api),
+    /// A GraphQL document selects a root field no operation publishes
+    /// (with `graphql_unmatched: reject`).
+    GraphqlOperationNotAllowed = ("graphql_operation_not_allowed", BAD_REQUEST, "GraphQL operation not allowed", api),
+    Internal = ("internal_error", INTERNAL_SERVER_ERROR, "Internal error", api),
+    /// Admin listener only: no or a wrong bearer token.
+    AdminUnauthorized = ("admin_unauthorized", UNAUTHORIZED, "Admin token required", admin),
+    /// Admin listener only: a reload found errors in the config.
+    ConfigInvalid = ("config_invalid", BAD_REQUEST, "Config has errors", admin),
+    /// Admin listener only: no active ban on that key.
+    BanNotFound = ("ban_not_found", NOT_FOUND, "No such ban", admin),
 }
 
 /// One JSON-schema violation, for `invalid_request_body`.

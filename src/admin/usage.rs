@@ -10,7 +10,7 @@ use super::Admin;
 use crate::body::Body;
 use crate::calendar::format_rfc3339;
 use crate::clock::Nanos;
-use crate::config::schema::{PolicyDef, PolicyKind, PolicyRef};
+use crate::config::schema::{PolicyDef, PolicyRef};
 use crate::gateway::Gateway;
 use crate::metrics;
 use crate::policy::quota::{self, QuotaConfig, QuotaPeriod};
@@ -182,7 +182,7 @@ fn quota_policies(gateway: &Gateway) -> Vec<QuotaPolicy> {
     let config = &gateway.loaded.config;
     let mut out = Vec::new();
     let mut push = |name: String, def: &PolicyDef| {
-        if let PolicyKind::Quota(q) = &def.kind {
+        if let Some(q) = def.config_of::<QuotaConfig>() {
             out.push(QuotaPolicy {
                 name,
                 config: q.clone(),

@@ -5,8 +5,9 @@
 //! (yaml-language-server) read.
 //!
 //! Hand-written here: [`PolicyDef`], parsed by hand (`type:` picks the
-//! kind, `report_only` is shared by all), as a `oneOf` with one branch per
-//! kind keyed by a `type` constant; [`PolicyRef`] (a name or a
+//! kind from the registry, `crate::policy::KINDS`; `report_only` is shared
+//! by all), as a `oneOf` with one branch per registered kind keyed by a
+//! `type` constant; [`PolicyRef`] (a name or a
 //! definition). Durations and sizes describe themselves in `units.rs`.
 //!
 //! The committed copies in `schema/` are kept equal to this output by a
@@ -18,8 +19,8 @@ use serde_json::Value;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use super::schema::{Config, PolicyDef, PolicyRef, POLICY_TYPES};
-use crate::policy::{abuse, auth, cache, cors, headers, ip, quota, rate_limit, roles};
+use super::schema::{Config, PolicyDef, PolicyRef};
+use crate::policy::{registry, KINDS};
 
 /// Where the committed schemas live, relative to the repository root.
 pub const CONFIG_SCHEMA_FILE: &str = "schema/tollgate.schema.json";
@@ -74,29 +75,6 @@ fn generator() -> SchemaGenerator {
 
 // === PolicyDef and PolicyRef ===
 
-/// Each policy kind: its `type:` and its config's schema.
-type KindSchema = fn(&mut SchemaGenerator) -> Schema;
-
-const KINDS: &[(&str, &str, KindSchema)] = &[
-    ("auth", "AuthPolicy", auth::AuthConfig::json_schema),
-    ("roles", "RolesPolicy", roles::RolesConfig::json_schema),
-    ("ip", "IpPolicy", ip::IpConfig::json_schema),
-    (
-        "headers",
-        "HeadersPolicy",
-        headers::HeadersConfig::json_schema,
-    ),
-    (
-        "rate_limit",
-        "RateLimitPolicy",
-        rate_limit::RateLimitConfig::json_schema,
-    ),
-    ("quota", "QuotaPolicy", quota::QuotaConfig::json_schema),
-    ("abuse", "AbusePolicy", abuse::AbuseConfig::json_schema),
-    ("cache", "CachePolicy", cache::CacheConfig::json_schema),
-    ("cors", "CorsPolicy", cors::CorsConfig::json_schema),
-];
-
 impl JsonSchema for PolicyDef {
     fn schema_name() -> Cow<'static, str> {
         "PolicyDef".into()
@@ -105,22 +83,23 @@ impl JsonSchema for PolicyDef {
     fn json_schema(generator: &mut SchemaGenerator) -> Schema {
         let branches: Vec<Value> = KINDS
             .iter()
-            .map(|(type_name, def_name, schema)| {
-                let mut branch = schema(generator);
-                with_shared_keys(&mut branch, type_name);
+            .map(|kind| {
+                let mut branch = (kind.json_schema)(generator);
+                with_shared_keys(&mut branch, kind.type_name);
                 generator
                     .definitions_mut()
-                    .insert(def_name.to_string(), branch.to_value());
+                    .insert(kind.schema_name.to_string(), branch.to_value());
                 let path = &generator.settings().definitions_path;
-                json_schema!({ "$ref": format!("#{path}/{def_name}") }).to_value()
+                json_schema!({ "$ref": format!("#{path}/{}", kind.schema_name) }).to_value()
             })
             .collect();
+        let type_names: Vec<&str> = registry::type_names().collect();
         json_schema!({
             "description": "A policy: `type` picks the kind, the other keys are that kind's.",
             "type": "object",
             "required": ["type"],
             "properties": {
-                "type": { "enum": POLICY_TYPES },
+                "type": { "enum": type_names },
             },
             "oneOf": branches,
         })
@@ -179,16 +158,19 @@ mod tests {
 
     #[test]
     fn every_policy_kind_is_one_branch_of_the_policy_schema() {
-        let listed: Vec<&str> = KINDS.iter().map(|(t, ..)| *t).collect();
-        assert_eq!(listed, POLICY_TYPES);
         let schema = config_schema();
         let branches = schema["definitions"]["PolicyDef"]["oneOf"]
             .as_array()
             .map(Vec::len);
-        assert_eq!(branches, Some(POLICY_TYPES.len()));
-        for (type_name, def_name, _) in KINDS {
+        assert_eq!(branches, Some(KINDS.len()));
+        assert_eq!(
+            schema["definitions"]["PolicyDef"]["properties"]["type"]["enum"],
+            serde_json::json!(registry::type_names().collect::<Vec<_>>())
+        );
+        for kind in KINDS {
+            let def_name = kind.schema_name;
             let def = &schema["definitions"][def_name];
-            assert_eq!(def["properties"]["type"]["const"], *type_name);
+            assert_eq!(def["properties"]["type"]["const"], kind.type_name);
             assert_eq!(def["properties"]["report_only"]["type"], "boolean");
             assert_eq!(def["required"][0], "type");
             assert_eq!(def["additionalProperties"], false, "{def_name}");

@@ -6,13 +6,10 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::units::{ByteSize, ConfigDuration};
-use crate::policy::{
-    abuse::AbuseConfig, auth::AuthConfig, cache::CacheConfig, cors::CorsConfig,
-    headers::HeadersConfig, ip::IpConfig, quota::QuotaConfig, rate_limit::RateLimitConfig,
-    roles::RolesConfig,
-};
+use crate::policy::registry::{self, AnyPolicyConfig, PolicyKind};
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -530,40 +527,14 @@ pub enum PolicyRef {
     Inline(PolicyDef),
 }
 
-/// A policy definition: its kind (the `type:` key) and the options every
-/// kind shares.
+/// A policy definition: its kind's config (picked by the `type:` key from
+/// the registry, `crate::policy::KINDS`) and the options every kind shares.
 #[derive(Debug, Clone)]
 pub struct PolicyDef {
     /// Evaluate and count, never reject (DESIGN §3, shadow mode).
     pub report_only: bool,
-    pub kind: PolicyKind,
+    pub config: Arc<dyn AnyPolicyConfig>,
 }
-
-#[derive(Debug, Clone)]
-pub enum PolicyKind {
-    Auth(AuthConfig),
-    Roles(RolesConfig),
-    Ip(IpConfig),
-    Headers(HeadersConfig),
-    RateLimit(RateLimitConfig),
-    Quota(QuotaConfig),
-    Abuse(AbuseConfig),
-    Cache(CacheConfig),
-    Cors(CorsConfig),
-}
-
-/// The `type:` names, in the order they are listed in errors.
-pub const POLICY_TYPES: &[&str] = &[
-    "auth",
-    "roles",
-    "ip",
-    "headers",
-    "rate_limit",
-    "quota",
-    "abuse",
-    "cache",
-    "cors",
-];
 
 /// Why a policy definition did not parse: the path inside the definition
 /// (e.g. `["allow", "0"]`) and the message.
@@ -584,13 +555,14 @@ impl PolicyDef {
                 "a policy is a mapping with a `type:` key (or, in `apply`, a policy name)".into(),
             ));
         };
+        let known = || registry::type_names().collect::<Vec<_>>().join(", ");
         let type_name = match map.remove("type") {
             Some(serde_yaml::Value::String(s)) => s,
             Some(_) => return Err(err(vec!["type".into()], "`type` must be a string".into())),
             None => {
                 return Err(err(
                     vec![],
-                    format!("missing field `type` (one of {})", POLICY_TYPES.join(", ")),
+                    format!("missing field `type` (one of {})", known()),
                 ))
             }
         };
@@ -604,50 +576,31 @@ impl PolicyDef {
                 ))
             }
         };
-        let rest = serde_yaml::Value::Mapping(map);
-        fn parse<T: serde::de::DeserializeOwned>(
-            v: serde_yaml::Value,
-        ) -> Result<T, PolicyDefError> {
-            serde_path_to_error::deserialize(v).map_err(|e| PolicyDefError {
-                path: super::path_segments(e.path()),
-                message: e.into_inner().to_string(),
-            })
-        }
-        let kind = match type_name.as_str() {
-            "auth" => PolicyKind::Auth(parse(rest)?),
-            "roles" => PolicyKind::Roles(parse(rest)?),
-            "ip" => PolicyKind::Ip(parse(rest)?),
-            "headers" => PolicyKind::Headers(parse(rest)?),
-            "rate_limit" => PolicyKind::RateLimit(parse(rest)?),
-            "quota" => PolicyKind::Quota(parse(rest)?),
-            "abuse" => PolicyKind::Abuse(parse(rest)?),
-            "cache" => PolicyKind::Cache(parse(rest)?),
-            "cors" => PolicyKind::Cors(parse(rest)?),
-            other => {
-                return Err(err(
-                    vec!["type".into()],
-                    format!(
-                        "unknown policy type `{other}`, expected one of {}",
-                        POLICY_TYPES.join(", ")
-                    ),
-                ))
-            }
+        let Some(kind) = registry::find(&type_name) else {
+            return Err(err(
+                vec!["type".into()],
+                format!(
+                    "unknown policy type `{type_name}`, expected one of {}",
+                    known()
+                ),
+            ));
         };
-        Ok(PolicyDef { report_only, kind })
+        let config = (kind.parse)(serde_yaml::Value::Mapping(map))
+            .map_err(|(path, message)| err(path, message))?;
+        Ok(PolicyDef {
+            report_only,
+            config,
+        })
     }
 
+    /// The kind's `type:` name.
     pub fn type_name(&self) -> &'static str {
-        match self.kind {
-            PolicyKind::Auth(_) => "auth",
-            PolicyKind::Roles(_) => "roles",
-            PolicyKind::Ip(_) => "ip",
-            PolicyKind::Headers(_) => "headers",
-            PolicyKind::RateLimit(_) => "rate_limit",
-            PolicyKind::Quota(_) => "quota",
-            PolicyKind::Abuse(_) => "abuse",
-            PolicyKind::Cache(_) => "cache",
-            PolicyKind::Cors(_) => "cors",
-        }
+        self.config.type_name()
+    }
+
+    /// The config, if the definition is of kind `K`.
+    pub fn config_of<K: PolicyKind>(&self) -> Option<&K> {
+        self.config.as_any().downcast_ref::<K>()
     }
 }
 

@@ -10,7 +10,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use super::load::{ConfigError, LoadedConfig};
-use super::schema::{ApiKeyConfig, PolicyDef, PolicyKind, PolicyRef, StoreKind};
+use super::schema::{ApiKeyConfig, PolicyRef, StoreKind};
 use crate::policy::RoleTable;
 
 /// Every mistake found, in no particular order (the loader sorts them).
@@ -321,9 +321,9 @@ impl Validator<'_> {
     /// Roles named inside the named policies (wherever they were written).
     fn named_policies(&mut self) {
         for (name, def) in &self.loaded.config.policies {
-            for (sub, role) in roles_used(def) {
-                if !self.is_declared(&role) {
-                    let message = undeclared(&role);
+            for (sub, role) in def.config.roles_used() {
+                if !self.is_declared(role) {
+                    let message = undeclared(role);
                     self.errors
                         .push(self.loaded.policy_error(name, &sub, message));
                 }
@@ -410,11 +410,11 @@ impl Validator<'_> {
                     }
                 }
                 PolicyRef::Inline(def) => {
-                    for (sub, role) in roles_used(def) {
-                        if !self.is_declared(&role) {
+                    for (sub, role) in def.config.roles_used() {
+                        if !self.is_declared(role) {
                             let mut full = entry.clone();
                             full.extend(sub);
-                            self.error(&full, undeclared(&role));
+                            self.error(&full, undeclared(role));
                         }
                     }
                 }
@@ -470,27 +470,7 @@ impl Validator<'_> {
 }
 
 fn undeclared(role: &str) -> String {
-    format!("role `{role}` is not declared in `roles`")
-}
-
-/// The roles a definition names, each with its path inside the definition.
-fn roles_used(def: &PolicyDef) -> Vec<(Vec<String>, String)> {
-    let listed = |field: &str, roles: &[String]| -> Vec<(Vec<String>, String)> {
-        roles
-            .iter()
-            .enumerate()
-            .map(|(i, role)| (path(&[field, &i.to_string()]), role.clone()))
-            .collect()
-    };
-    match &def.kind {
-        PolicyKind::Roles(c) => {
-            let mut out = listed("allow", &c.allow);
-            out.extend(listed("deny", &c.deny));
-            out
-        }
-        PolicyKind::RateLimit(c) => listed("for_roles", &c.for_roles),
-        _ => Vec::new(),
-    }
+    RoleTable::undeclared(role)
 }
 
 /// The policy names an `apply` list uses (inline definitions have none).

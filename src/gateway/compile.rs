@@ -53,16 +53,7 @@ pub(crate) fn inline_name(scope: &str, def: &PolicyDef, index: usize) -> String 
 
 /// `{name}` and `{*name}` parameters of a path template.
 fn template_params(template: &str) -> Vec<&str> {
-    let mut out = Vec::new();
-    let mut rest = template;
-    while let Some(open) = rest.find('{') {
-        let Some(close) = rest[open..].find('}') else {
-            break;
-        };
-        out.push(rest[open + 1..open + close].trim_start_matches('*'));
-        rest = &rest[open + close + 1..];
-    }
-    out
+    crate::path_template::params(template).collect()
 }
 
 /// Turns a loaded config into the parts of a `Gateway`, collecting errors.

@@ -11,10 +11,12 @@ use serde_json::{json, Map, Value};
 
 use crate::config::schema::{
     ApiConfig, Config, DocumentedResponse, GraphqlOperationType, OperationConfig, PolicyDef,
-    PolicyKind, PolicyRef,
+    PolicyRef,
 };
+use crate::path_template::{self, Part};
 use crate::policy::auth::{AuthConfig, AuthMethod};
 use crate::policy::cors::CorsConfig;
+use crate::policy::rate_limit::RateLimitConfig;
 use crate::problem::Code;
 
 /// The JSON form of the export.
@@ -304,14 +306,14 @@ impl<'c> Exporter<'c> {
         );
         let limits: Vec<Value> = policies
             .iter()
-            .filter_map(|(name, def)| match &def.kind {
-                PolicyKind::RateLimit(r) => Some(json!({
+            .filter_map(|(name, def)| {
+                let r = def.config_of::<RateLimitConfig>()?;
+                Some(json!({
                     "policy": name,
                     "limit": r.limit,
                     "window_seconds": r.window.0.as_secs(),
                     "burst": r.burst.unwrap_or(r.limit),
-                })),
-                _ => None,
+                }))
             })
             .collect();
         if !limits.is_empty() {
@@ -319,10 +321,7 @@ impl<'c> Exporter<'c> {
         }
         let cors: Vec<Value> = policies
             .iter()
-            .filter_map(|(name, def)| match &def.kind {
-                PolicyKind::Cors(c) => Some(cors_extension(name, c)),
-                _ => None,
-            })
+            .filter_map(|(name, def)| Some(cors_extension(name, def.config_of::<CorsConfig>()?)))
             .collect();
         if !cors.is_empty() {
             o.insert("x-tollgate-cors".into(), Value::Array(cors));
@@ -361,27 +360,27 @@ impl<'c> Exporter<'c> {
         }
         responses.insert(status.to_string(), Value::Object(ok));
 
-        let has = |f: fn(&PolicyKind) -> bool| policies.iter().any(|(_, d)| f(&d.kind));
-        let headers_check = has(
-            |k| matches!(k, PolicyKind::Headers(h) if !h.require.is_empty() || !h.match_.is_empty() || !h.forbid.is_empty()),
-        );
-        let applies = [
-            op.request_schema.is_some() || op.graphql.is_some() || headers_check || has_path_params,
-            has(|k| matches!(k, PolicyKind::Auth(_) | PolicyKind::Roles(_))),
-            has(|k| {
-                matches!(
-                    k,
-                    PolicyKind::Roles(_) | PolicyKind::Ip(_) | PolicyKind::Abuse(_)
-                )
-            }),
-            true,
-            op.request_schema.is_some(),
-            has(|k| matches!(k, PolicyKind::RateLimit(_) | PolicyKind::Quota(_))),
-            true,
-            true,
+        // What can refuse this call: the gateway's own checks of the
+        // operation, then each policy's refusals as its kind declares them.
+        let mut refusals = vec![
+            Code::BodyTooLarge,
+            Code::UpstreamUnavailable,
+            Code::UpstreamTimeout,
         ];
-        for (i, (name, status, _)) in ERRORS.iter().enumerate() {
-            if applies[i] {
+        if has_path_params {
+            refusals.push(Code::InvalidPath);
+        }
+        if op.request_schema.is_some() {
+            refusals.extend([Code::InvalidRequestBody, Code::UnsupportedMediaType]);
+        }
+        if op.graphql.is_some() {
+            refusals.extend([Code::InvalidRequestBody, Code::GraphqlOperationNotAllowed]);
+        }
+        for (_, def) in policies {
+            refusals.extend_from_slice(def.config.refusals());
+        }
+        for (i, (name, status, codes)) in ERRORS.iter().enumerate() {
+            if codes.iter().any(|c| refusals.contains(c)) {
                 let key = status.to_string();
                 let response = match op.responses.get(&key) {
                     // The upstream documents this status too: either body.
@@ -440,7 +439,7 @@ impl<'c> Exporter<'c> {
         let mut alternatives: Vec<Map<String, Value>> = vec![Map::new()];
         let mut any = false;
         for (_, def) in policies {
-            let PolicyKind::Auth(auth) = &def.kind else {
+            let Some(auth) = def.config_of::<AuthConfig>() else {
                 continue;
             };
             any = true;
@@ -715,18 +714,17 @@ fn query_params(schema: Option<&Value>) -> Vec<Value> {
 /// unless `path_schema` gives one a schema.
 fn path_params(template: &str, path_schema: Option<&Value>) -> Vec<Value> {
     let mut out = Vec::new();
-    let mut rest = template;
-    while let Some(open) = rest.find('{') {
-        let Some(close) = rest[open..].find('}') else {
-            break;
+    for part in path_template::parts(template) {
+        let (name, rest) = match part {
+            Part::Param(name) => (name, false),
+            Part::Rest(name) => (name, true),
+            Part::Literal(_) => continue,
         };
-        let raw = &rest[open + 1..open + close];
-        let name = raw.trim_start_matches('*');
         let mut p = Map::new();
         p.insert("name".into(), json!(name));
         p.insert("in".into(), json!("path"));
         p.insert("required".into(), json!(true));
-        if raw.starts_with('*') {
+        if rest {
             p.insert(
                 "description".into(),
                 json!("The rest of the path; may contain `/`."),
@@ -737,7 +735,6 @@ fn path_params(template: &str, path_schema: Option<&Value>) -> Vec<Value> {
             .and_then(|props| props.get(name));
         p.insert("schema".into(), path_param_schema(declared));
         out.push(Value::Object(p));
-        rest = &rest[open + close + 1..];
     }
     out
 }

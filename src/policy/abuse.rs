@@ -49,6 +49,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use std::sync::Arc;
 
+use super::registry::PolicyKind;
 use super::{CompileCx, IpGroup, PolicyMeta, Saved, Stage, Step};
 use crate::body::Body;
 use crate::clock::{Nanos, SharedClock};
@@ -116,7 +117,20 @@ pub struct Abuse {
     on_error: StoreErrorMode,
 }
 
-pub fn compile(
+impl PolicyKind for AbuseConfig {
+    const TYPE: &'static str = "abuse";
+    const SCHEMA_NAME: &'static str = "AbusePolicy";
+
+    fn compile(&self, meta: &Arc<PolicyMeta>, cx: &mut CompileCx<'_>) -> Option<Vec<Stage>> {
+        compile(self, meta, cx)
+    }
+
+    fn refusals(&self) -> &'static [Code] {
+        &[Code::Banned]
+    }
+}
+
+fn compile(
     config: &AbuseConfig,
     meta: &Arc<PolicyMeta>,
     cx: &mut CompileCx<'_>,

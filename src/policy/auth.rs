@@ -27,6 +27,7 @@ use std::sync::Arc;
 
 use super::credentials::{looks_like_jwt, Credentials};
 use super::jwks::JwksSource;
+use super::registry::PolicyKind;
 use super::{CompileCx, Phase, PolicyMeta, Stage, Step};
 use crate::clock::SharedClock;
 use crate::context::{Client, RequestContext};
@@ -89,7 +90,20 @@ pub struct Auth {
     challenges: Vec<HeaderValue>,
 }
 
-pub fn compile(
+impl PolicyKind for AuthConfig {
+    const TYPE: &'static str = "auth";
+    const SCHEMA_NAME: &'static str = "AuthPolicy";
+
+    fn compile(&self, meta: &Arc<PolicyMeta>, cx: &mut CompileCx<'_>) -> Option<Vec<Stage>> {
+        compile(self, meta, cx)
+    }
+
+    fn refusals(&self) -> &'static [Code] {
+        &[Code::Unauthenticated, Code::InvalidCredentials]
+    }
+}
+
+fn compile(
     config: &AuthConfig,
     meta: &Arc<PolicyMeta>,
     cx: &mut CompileCx<'_>,

@@ -46,6 +46,7 @@ use std::sync::Arc;
 use tower::ServiceExt;
 use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer, ExposeHeaders, MaxAge};
 
+use super::registry::PolicyKind;
 use super::{CompileCx, Phase, PolicyMeta, Saved, Stage, Step, Stop};
 use crate::body::{self, Body};
 use crate::config::units::ConfigDuration;
@@ -135,7 +136,16 @@ const CORS_REQUEST_HEADERS: [HeaderName; 3] = [
     header::ACCESS_CONTROL_REQUEST_HEADERS,
 ];
 
-pub fn compile(
+impl PolicyKind for CorsConfig {
+    const TYPE: &'static str = "cors";
+    const SCHEMA_NAME: &'static str = "CorsPolicy";
+
+    fn compile(&self, meta: &Arc<PolicyMeta>, cx: &mut CompileCx<'_>) -> Option<Vec<Stage>> {
+        compile(self, meta, cx)
+    }
+}
+
+fn compile(
     config: &CorsConfig,
     meta: &Arc<PolicyMeta>,
     cx: &mut CompileCx<'_>,

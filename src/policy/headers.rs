@@ -31,6 +31,7 @@ use serde::Deserialize;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
+use super::registry::PolicyKind;
 use super::{Check, CompileCx, Phase, PolicyMeta, RequestHead, Stage, Step};
 use crate::context::RequestContext;
 use crate::problem::{Code, Reject};
@@ -104,7 +105,28 @@ pub(crate) enum Part {
     ClientIp,
 }
 
-pub fn compile(
+impl PolicyKind for HeadersConfig {
+    const TYPE: &'static str = "headers";
+    const SCHEMA_NAME: &'static str = "HeadersPolicy";
+
+    fn compile(&self, meta: &Arc<PolicyMeta>, cx: &mut CompileCx<'_>) -> Option<Vec<Stage>> {
+        compile(self, meta, cx)
+    }
+
+    fn refusals(&self) -> &'static [Code] {
+        if self.require.is_empty() && self.match_.is_empty() && self.forbid.is_empty() {
+            &[]
+        } else {
+            &[
+                Code::HeaderRequired,
+                Code::HeaderInvalid,
+                Code::HeaderForbidden,
+            ]
+        }
+    }
+}
+
+fn compile(
     config: &HeadersConfig,
     meta: &Arc<PolicyMeta>,
     cx: &mut CompileCx<'_>,

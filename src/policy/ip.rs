@@ -17,6 +17,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use std::sync::Arc;
 
+use super::registry::PolicyKind;
 use super::{Check, CompileCx, Phase, PolicyMeta, RequestHead, Stage};
 use crate::context::RequestContext;
 use crate::gateway::parse_cidr;
@@ -39,7 +40,20 @@ pub struct Ip {
     deny: Vec<IpNet>,
 }
 
-pub fn compile(
+impl PolicyKind for IpConfig {
+    const TYPE: &'static str = "ip";
+    const SCHEMA_NAME: &'static str = "IpPolicy";
+
+    fn compile(&self, meta: &Arc<PolicyMeta>, cx: &mut CompileCx<'_>) -> Option<Vec<Stage>> {
+        compile(self, meta, cx)
+    }
+
+    fn refusals(&self) -> &'static [Code] {
+        &[Code::IpDenied]
+    }
+}
+
+fn compile(
     config: &IpConfig,
     meta: &Arc<PolicyMeta>,
     cx: &mut CompileCx<'_>,

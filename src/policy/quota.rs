@@ -28,6 +28,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use std::sync::Arc;
 
+use super::registry::PolicyKind;
 use super::{CompileCx, LimitKey, PolicyMeta, Saved, Stage, Step};
 use crate::body::Body;
 use crate::calendar;
@@ -76,7 +77,20 @@ pub struct Quota {
     on_error: StoreErrorMode,
 }
 
-pub fn compile(
+impl PolicyKind for QuotaConfig {
+    const TYPE: &'static str = "quota";
+    const SCHEMA_NAME: &'static str = "QuotaPolicy";
+
+    fn compile(&self, meta: &Arc<PolicyMeta>, cx: &mut CompileCx<'_>) -> Option<Vec<Stage>> {
+        compile(self, meta, cx)
+    }
+
+    fn refusals(&self) -> &'static [Code] {
+        &[Code::QuotaExceeded]
+    }
+}
+
+fn compile(
     config: &QuotaConfig,
     meta: &Arc<PolicyMeta>,
     cx: &mut CompileCx<'_>,

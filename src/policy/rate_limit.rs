@@ -54,6 +54,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use std::sync::Arc;
 
+use super::registry::PolicyKind;
 use super::{CompileCx, LimitKey, PolicyMeta, Saved, Stage, Step};
 use crate::body::Body;
 use crate::clock::{Nanos, SharedClock};
@@ -110,7 +111,24 @@ pub struct RateLimit {
     on_error: StoreErrorMode,
 }
 
-pub fn compile(
+impl PolicyKind for RateLimitConfig {
+    const TYPE: &'static str = "rate_limit";
+    const SCHEMA_NAME: &'static str = "RateLimitPolicy";
+
+    fn compile(&self, meta: &Arc<PolicyMeta>, cx: &mut CompileCx<'_>) -> Option<Vec<Stage>> {
+        compile(self, meta, cx)
+    }
+
+    fn roles_used(&self) -> Vec<(Vec<String>, &str)> {
+        super::registry::listed_roles("for_roles", &self.for_roles).collect()
+    }
+
+    fn refusals(&self) -> &'static [Code] {
+        &[Code::RateLimited]
+    }
+}
+
+fn compile(
     config: &RateLimitConfig,
     meta: &Arc<PolicyMeta>,
     cx: &mut CompileCx<'_>,
@@ -129,19 +147,9 @@ pub fn compile(
         cx.error(&["burst"], "a burst of 0 would refuse every call");
         ok = false;
     }
-    let mut for_roles = RoleSet::EMPTY;
-    for (i, role) in config.for_roles.iter().enumerate() {
-        match cx.roles.bit(role) {
-            Some(bit) => for_roles = for_roles.with(bit),
-            None => {
-                cx.error(
-                    &["for_roles", &i.to_string()],
-                    format!("no role is named `{role}` (declare it under `roles:`)"),
-                );
-                ok = false;
-            }
-        }
-    }
+    let errors_before = cx.errors.len();
+    let for_roles = cx.role_set("for_roles", &config.for_roles);
+    ok &= cx.errors.len() == errors_before;
     ok &= super::check_ipv6_prefix(config.ipv6_prefix, cx);
     ok &= check_anonymous_per_ip(&config.key, config.anonymous_per_ip, cx);
     if !ok {
@@ -492,7 +500,9 @@ mod tests {
         .err()
         .expect("errors");
         assert_eq!(errors.len(), 4, "{errors:?}");
-        assert!(errors.iter().any(|e| e.starts_with("for_roles.0: no role")));
+        assert!(errors
+            .iter()
+            .any(|e| e.starts_with("for_roles.0: role `nobody` is not declared")));
     }
 
     #[test]

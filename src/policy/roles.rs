@@ -16,6 +16,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use std::sync::Arc;
 
+use super::registry::PolicyKind;
 use super::{Check, CompileCx, Phase, PolicyMeta, RequestHead, Stage};
 use crate::context::{RequestContext, RoleSet};
 use crate::problem::{Code, Reject};
@@ -37,7 +38,26 @@ pub struct Roles {
     deny: RoleSet,
 }
 
-pub fn compile(
+impl PolicyKind for RolesConfig {
+    const TYPE: &'static str = "roles";
+    const SCHEMA_NAME: &'static str = "RolesPolicy";
+
+    fn compile(&self, meta: &Arc<PolicyMeta>, cx: &mut CompileCx<'_>) -> Option<Vec<Stage>> {
+        compile(self, meta, cx)
+    }
+
+    fn roles_used(&self) -> Vec<(Vec<String>, &str)> {
+        super::registry::listed_roles("allow", &self.allow)
+            .chain(super::registry::listed_roles("deny", &self.deny))
+            .collect()
+    }
+
+    fn refusals(&self) -> &'static [Code] {
+        &[Code::Unauthenticated, Code::ForbiddenRole]
+    }
+}
+
+fn compile(
     config: &RolesConfig,
     meta: &Arc<PolicyMeta>,
     cx: &mut CompileCx<'_>,
@@ -46,22 +66,9 @@ pub fn compile(
         cx.error(&[], "give `allow`, `deny` or both");
         return None;
     }
-    let mut mask = |field: &str, names: &[String]| {
-        let mut set = RoleSet::EMPTY;
-        for (i, name) in names.iter().enumerate() {
-            match cx.roles.bit(name) {
-                Some(bit) => set = set.with(bit),
-                None => cx.error(
-                    &[field, &i.to_string()],
-                    format!("role `{name}` is not declared in `roles:`"),
-                ),
-            }
-        }
-        set
-    };
     let roles = Roles {
-        allow: mask("allow", &config.allow),
-        deny: mask("deny", &config.deny),
+        allow: cx.role_set("allow", &config.allow),
+        deny: cx.role_set("deny", &config.deny),
     };
     Some(vec![Stage::check(Phase::Authorize, meta, roles)])
 }

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use crate::body::{self, Body, IdleTimeout};
 use crate::context::RequestContext;
 use crate::headers::*;
+use crate::path_template::{self, Part};
 use crate::problem::{Code, Reject};
 
 // === UpstreamTarget ===
@@ -96,28 +97,28 @@ impl UpstreamTarget {
         // `{` and `}` are not URI characters: take them out before parsing.
         let mut skeleton = String::with_capacity(url.len());
         let mut parts = Vec::new();
-        let mut rest = url;
         let mut literal = String::new();
-        while let Some(open) = rest.find('{') {
-            let close = rest[open..]
-                .find('}')
-                .map(|c| open + c)
-                .ok_or_else(|| format!("`{url}`: unclosed `{{`"))?;
-            literal.push_str(&rest[..open]);
-            skeleton.push_str(&rest[..open]);
-            skeleton.push('x');
-            let name = rest[open + 1..close].trim_start_matches('*');
-            if !path_params.contains(&name) {
-                return Err(format!(
-                    "`{url}` uses `{{{name}}}`, which the operation path does not define"
-                ));
+        for part in path_template::parts(url) {
+            match part {
+                Part::Literal(text) if text.contains('{') => {
+                    return Err(format!("`{url}`: unclosed `{{`"))
+                }
+                Part::Literal(text) => {
+                    literal.push_str(text);
+                    skeleton.push_str(text);
+                }
+                Part::Param(name) | Part::Rest(name) => {
+                    if !path_params.contains(&name) {
+                        return Err(format!(
+                            "`{url}` uses `{{{name}}}`, which the operation path does not define"
+                        ));
+                    }
+                    skeleton.push('x');
+                    parts.push(TemplatePart::Literal(std::mem::take(&mut literal)));
+                    parts.push(TemplatePart::Param(name.to_string()));
+                }
             }
-            parts.push(TemplatePart::Literal(std::mem::take(&mut literal)));
-            parts.push(TemplatePart::Param(name.to_string()));
-            rest = &rest[close + 1..];
         }
-        literal.push_str(rest);
-        skeleton.push_str(rest);
         let (scheme, authority, _, query) = parse_upstream_url(&skeleton)?;
         // Keep only the path-and-query of the literal pieces.
         let origin_len = scheme.as_str().len() + 3 + authority.as_str().len();

@@ -86,32 +86,36 @@
 //! ratio, measured on live traffic.
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Response, StatusCode};
-use http_body::{Body as HttpBody, Frame, SizeHint};
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, Response};
+use http_body::Body as HttpBody;
 use http_body_util::BodyExt;
-use parking_lot::Mutex;
+
 use schemars::JsonSchema;
 use serde::Deserialize;
-use std::collections::HashMap;
-use std::net::IpAddr;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
-use std::task::{Context, Poll};
-use std::time::Duration;
+use std::sync::Arc;
 
+use super::registry::PolicyKind;
 use super::{CompileCx, PolicyMeta, Saved, Stage, Step, Stop};
-use crate::body::{self, Body, BodyError};
+use crate::body::{self, Body};
 use crate::clock::{Nanos, SharedClock};
 use crate::config::schema::Config;
 use crate::config::units::{ByteSize, ConfigDuration};
 use crate::context::RequestContext;
 use crate::headers::{X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID};
-use crate::metrics::{CacheMetrics, Metrics};
 use crate::problem::RejectedWith;
 use crate::proxy::UpstreamUri;
 use crate::state::SECOND;
+
+mod cache_control;
+mod key;
+mod recording;
+mod store;
+
+use cache_control::{allowed, asked};
+use key::{forwarding_values, overrides_method_or_url, Audience, CacheKey, Entry, ForwardedProto};
+use recording::{Capture, Recording};
+pub use store::{CacheRegistry, CacheStore};
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -166,7 +170,16 @@ pub struct Cache {
     clock: SharedClock,
 }
 
-pub fn compile(
+impl PolicyKind for CacheConfig {
+    const TYPE: &'static str = "cache";
+    const SCHEMA_NAME: &'static str = "CachePolicy";
+
+    fn compile(&self, meta: &Arc<PolicyMeta>, cx: &mut CompileCx<'_>) -> Option<Vec<Stage>> {
+        compile(self, meta, cx)
+    }
+}
+
+fn compile(
     config: &CacheConfig,
     meta: &Arc<PolicyMeta>,
     cx: &mut CompileCx<'_>,
@@ -252,418 +265,6 @@ fn fingerprint(config: &Config) -> u64 {
     let mut w = HashWriter(Default::default());
     let _ = write!(w, "{config:?}");
     w.0.finish()
-}
-
-// === CacheRegistry: stores that outlive a reload ===
-
-/// Every `cache` policy's store, by policy name. Lives in `Deps`, so a
-/// reload that leaves the config as it was finds its entries again. Holds
-/// weak references only: a store lives as long as a gateway using it.
-pub struct CacheRegistry {
-    metrics: Arc<Metrics>,
-    stores: Mutex<HashMap<Arc<str>, Registered>>,
-}
-
-/// A store and the fingerprint of the config it was made for.
-type Registered = (u64, Weak<CacheStore>);
-
-impl CacheRegistry {
-    pub fn new(metrics: Arc<Metrics>) -> CacheRegistry {
-        CacheRegistry {
-            metrics,
-            stores: Mutex::default(),
-        }
-    }
-
-    /// The store of policy `name` compiled from a config with this
-    /// `fingerprint`: the existing one if both match, else a new one.
-    fn store(&self, name: &Arc<str>, fingerprint: u64, max_size: u64) -> Arc<CacheStore> {
-        let mut stores = self.stores.lock();
-        stores.retain(|_, (_, store)| store.strong_count() > 0);
-        if let Some((seen, store)) = stores.get(name) {
-            if *seen == fingerprint {
-                if let Some(store) = store.upgrade() {
-                    return store;
-                }
-            }
-        }
-        let store = Arc::new(CacheStore::new(max_size, self.metrics.cache(name)));
-        stores.insert(name.clone(), (fingerprint, Arc::downgrade(&store)));
-        store
-    }
-}
-
-impl Default for CacheRegistry {
-    fn default() -> Self {
-        CacheRegistry::new(Arc::default())
-    }
-}
-
-// === CacheStore: the bounded entries of one policy ===
-
-/// One policy's entries and its budget for copies in progress.
-pub struct CacheStore {
-    entries: moka::sync::Cache<Arc<CacheKey>, Arc<Entry>>,
-    /// Bytes being copied by misses in flight; at most `budget`.
-    recording: AtomicU64,
-    budget: u64,
-    metrics: CacheMetrics,
-    /// What this store last added to the shared `cache_bytes` gauge.
-    reported: AtomicI64,
-}
-
-/// Removes an entry once its freshness lifetime has passed (real time),
-/// so stale entries free their memory; freshness itself is decided with
-/// the injected clock at lookup.
-struct ExpireWhenStale;
-
-impl moka::Expiry<Arc<CacheKey>, Arc<Entry>> for ExpireWhenStale {
-    fn expire_after_create(
-        &self,
-        _key: &Arc<CacheKey>,
-        entry: &Arc<Entry>,
-        _created_at: std::time::Instant,
-    ) -> Option<Duration> {
-        Some(entry.fresh_for())
-    }
-
-    fn expire_after_update(
-        &self,
-        _key: &Arc<CacheKey>,
-        entry: &Arc<Entry>,
-        _updated_at: std::time::Instant,
-        _until_expiry: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(entry.fresh_for())
-    }
-}
-
-impl CacheStore {
-    fn new(max_size: u64, metrics: CacheMetrics) -> CacheStore {
-        let entries = moka::sync::Cache::builder()
-            .max_capacity(max_size)
-            .weigher(|_key: &Arc<CacheKey>, entry: &Arc<Entry>| entry.weight)
-            .expire_after(ExpireWhenStale)
-            .build();
-        CacheStore {
-            entries,
-            recording: AtomicU64::new(0),
-            budget: max_size,
-            metrics,
-            reported: AtomicI64::new(0),
-        }
-    }
-
-    fn insert(&self, key: Arc<CacheKey>, entry: Entry) {
-        self.entries.insert(key, Arc::new(entry));
-        // Evict now rather than at moka's next housekeeping, so the bound
-        // holds after every store, not eventually. Only misses pay this.
-        self.entries.run_pending_tasks();
-        self.report_size();
-    }
-
-    fn remove(&self, key: &CacheKey) {
-        self.entries.invalidate(key);
-        self.entries.run_pending_tasks();
-        self.report_size();
-    }
-
-    /// Brings the `cache_bytes` gauge up to date with this store's share.
-    fn report_size(&self) {
-        let now = i64::try_from(self.entries.weighted_size()).unwrap_or(i64::MAX);
-        let before = self.reported.swap(now, Ordering::Relaxed);
-        self.metrics.bytes.inc_by(now - before);
-    }
-
-    /// Reserves `n` bytes for a copy in progress; false if the budget is spent.
-    fn reserve(&self, n: u64) -> bool {
-        let mut current = self.recording.load(Ordering::Relaxed);
-        loop {
-            let Some(next) = current.checked_add(n).filter(|&t| t <= self.budget) else {
-                return false;
-            };
-            match self.recording.compare_exchange_weak(
-                current,
-                next,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return true,
-                Err(seen) => current = seen,
-            }
-        }
-    }
-
-    fn release(&self, n: u64) {
-        self.recording.fetch_sub(n, Ordering::Relaxed);
-    }
-}
-
-impl Drop for CacheStore {
-    fn drop(&mut self) {
-        // Another store of the same name may report into the same gauge.
-        self.metrics
-            .bytes
-            .dec_by(self.reported.load(Ordering::Relaxed));
-    }
-}
-
-// === Keys and entries ===
-
-/// Whom an entry is served to.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum Audience {
-    Everyone,
-    Client(Arc<str>),
-    Address(IpAddr),
-}
-
-#[derive(Debug, PartialEq, Eq, Hash)]
-pub struct CacheKey {
-    audience: Audience,
-    api: Arc<str>,
-    operation: Arc<str>,
-    /// The normalised public path and the query as sent.
-    target: String,
-    upstream: String,
-    /// What the upstream is told of the address the caller used: the
-    /// `X-Forwarded-Host` it will receive (a trusted proxy's, else the
-    /// request's `Host` or authority) and `X-Forwarded-Proto`. An upstream
-    /// that builds links from them answers each host differently.
-    forwarded_host: Option<HeaderValue>,
-    forwarded_proto: ForwardedProto,
-    /// The other [`FORWARDING`] headers present (usually none).
-    forwarding: Vec<(u8, HeaderValue)>,
-    /// Each `vary` header's values, in config order (empty: absent).
-    vary: Vec<Vec<HeaderValue>>,
-}
-
-impl CacheKey {
-    fn bytes(&self) -> u64 {
-        let audience = match &self.audience {
-            Audience::Everyone => 0,
-            Audience::Client(id) => id.len(),
-            Audience::Address(_) => 16,
-        };
-        let vary: usize = self.vary.iter().flatten().map(HeaderValue::len).sum();
-        let proto = match &self.forwarded_proto {
-            ForwardedProto::Told(v) => v.len(),
-            _ => 0,
-        };
-        (audience
-            + self.api.len()
-            + self.operation.len()
-            + self.target.len()
-            + self.upstream.len()
-            + self.forwarded_host.as_ref().map_or(0, HeaderValue::len)
-            + self
-                .forwarding
-                .iter()
-                .map(|(_, v)| v.len() + 1)
-                .sum::<usize>()
-            + proto
-            + vary) as u64
-    }
-}
-
-/// The scheme the upstream is told the caller used.
-#[derive(Debug, PartialEq, Eq, Hash)]
-enum ForwardedProto {
-    Http,
-    Https,
-    /// A trusted proxy's `X-Forwarded-Proto`, as it sent it.
-    Told(HeaderValue),
-}
-
-/// Request headers that make many upstream frameworks answer as another
-/// method or URL than the ones the key holds. The gateway removes them on
-/// arrival unless the config allows them; when it does, a request carrying
-/// one is neither answered from the cache nor stored, so it can never
-/// leave an entry other callers are served.
-const OVERRIDES: [&str; 6] = [
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
-    "x-original-method",
-    "x-original-url",
-    "x-rewrite-url",
-];
-
-/// Forwarding headers beyond `X-Forwarded-Host`/`-Proto` that frameworks
-/// build links and redirects from (a trusted proxy's, or a caller's where
-/// the config allows them): their values are part of the key, so each
-/// variant is its own entry.
-const FORWARDING: [&str; 10] = [
-    "forwarded",
-    "x-forwarded-port",
-    "x-forwarded-prefix",
-    "x-forwarded-scheme",
-    "x-forwarded-server",
-    "x-forwarded-ssl",
-    "x-original-host",
-    "x-host",
-    "x-url-scheme",
-    "front-end-https",
-];
-
-/// Whether a request asks the upstream, by header or by a `_method` query
-/// parameter, to answer as another method or URL.
-fn overrides_method_or_url(headers: &HeaderMap, uri: &http::Uri) -> bool {
-    OVERRIDES.iter().any(|name| headers.contains_key(*name))
-        || uri.query().is_some_and(|q| {
-            q.split('&').any(|pair| {
-                let name = pair.split('=').next().unwrap_or("");
-                name.eq_ignore_ascii_case("_method") || name.eq_ignore_ascii_case("%5Fmethod")
-            })
-        })
-}
-
-/// The [`FORWARDING`] headers a request carries: (index, value), in order.
-fn forwarding_values(headers: &HeaderMap) -> Vec<(u8, HeaderValue)> {
-    let mut out = Vec::new();
-    for (i, name) in FORWARDING.iter().enumerate() {
-        for value in headers.get_all(*name) {
-            out.push((i as u8, value.clone()));
-        }
-    }
-    out
-}
-
-/// A stored answer.
-pub struct Entry {
-    status: StatusCode,
-    /// The answer's headers, less those that belong to one delivery
-    /// (`X-Request-Id`, `Age`, `X-Cache`, `Content-Length`).
-    headers: HeaderMap,
-    body: Bytes,
-    /// When it was stored (injected clock).
-    stored_at: Nanos,
-    /// Its age when stored: the upstream's `Age` plus the time it took to answer.
-    initial_age: Nanos,
-    /// How long it is fresh from age zero.
-    lifetime: Nanos,
-    weight: u32,
-}
-
-impl Entry {
-    fn age_at(&self, now: Nanos) -> Nanos {
-        self.initial_age
-            .saturating_add(now.saturating_sub(self.stored_at))
-    }
-
-    fn is_fresh_at(&self, now: Nanos) -> bool {
-        self.age_at(now) < self.lifetime
-    }
-
-    fn fresh_for(&self) -> Duration {
-        Duration::from_nanos(self.lifetime.saturating_sub(self.initial_age))
-    }
-
-    /// The answer to one caller: the stored head and body (none for
-    /// `HEAD`), `Age` and `X-Cache: HIT`.
-    fn respond(&self, head_only: bool, now: Nanos) -> Response<Body> {
-        let body = if head_only {
-            body::empty()
-        } else {
-            body::full(self.body.clone())
-        };
-        let mut response = Response::new(body);
-        *response.status_mut() = self.status;
-        *response.headers_mut() = self.headers.clone();
-        let headers = response.headers_mut();
-        if self.status != StatusCode::NO_CONTENT {
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(self.body.len()));
-        }
-        headers.insert(header::AGE, HeaderValue::from(self.age_at(now) / SECOND));
-        headers.insert(X_CACHE, HeaderValue::from_static("HIT"));
-        response.extensions_mut().insert(CacheHit);
-        response
-    }
-}
-
-// === Cache-Control ===
-
-/// `(directive, value)` pairs of every `Cache-Control` field: names
-/// lowercased, quotes removed.
-fn directives(headers: &HeaderMap) -> impl Iterator<Item = (String, Option<String>)> + '_ {
-    headers
-        .get_all(header::CACHE_CONTROL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter(|d| !d.trim().is_empty())
-        .map(|d| match d.split_once('=') {
-            Some((name, value)) => (
-                name.trim().to_ascii_lowercase(),
-                Some(value.trim().trim_matches('"').to_string()),
-            ),
-            None => (d.trim().to_ascii_lowercase(), None),
-        })
-}
-
-/// What the caller asked of the cache.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct Asked {
-    /// Skip the lookup (`no-cache`, `max-age=0`, `Pragma: no-cache`).
-    revalidate: bool,
-    /// Do not store the answer (`no-store`).
-    no_store: bool,
-}
-
-fn asked(headers: &HeaderMap) -> Asked {
-    let mut asked = Asked::default();
-    let mut any = false;
-    for (name, value) in directives(headers) {
-        any = true;
-        match name.as_str() {
-            "no-cache" => asked.revalidate = true,
-            "max-age" if value.as_deref() == Some("0") => asked.revalidate = true,
-            "no-store" => asked.no_store = true,
-            _ => {}
-        }
-    }
-    // RFC 9111 §5.4: `Pragma` counts only without `Cache-Control`.
-    if !any {
-        asked.revalidate = headers
-            .get_all(header::PRAGMA)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| {
-                v.split(',')
-                    .any(|d| d.trim().eq_ignore_ascii_case("no-cache"))
-            });
-    }
-    asked
-}
-
-/// What the upstream allowed.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct Allowed {
-    no_store: bool,
-    no_cache: bool,
-    private: bool,
-    /// Seconds of `s-maxage`, else of `max-age`; `Some(0)` for a value
-    /// that does not parse (RFC 9111 §4.2.1: treat as stale).
-    max_age: Option<u64>,
-}
-
-fn allowed(headers: &HeaderMap) -> Allowed {
-    let mut allowed = Allowed::default();
-    let mut max_age = None;
-    let mut s_maxage = None;
-    let seconds = |v: Option<String>| v.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    for (name, value) in directives(headers) {
-        match name.as_str() {
-            "no-store" => allowed.no_store = true,
-            "no-cache" => allowed.no_cache = true,
-            "private" => allowed.private = true,
-            "max-age" => max_age = Some(seconds(value)),
-            "s-maxage" => s_maxage = Some(seconds(value)),
-            _ => {}
-        }
-    }
-    allowed.max_age = s_maxage.or(max_age);
-    allowed
 }
 
 // === impl Cache ===
@@ -907,157 +508,24 @@ impl Cache {
     }
 }
 
-// === Recording: the body that copies itself aside ===
-
-/// A miss's body on its way to the caller: frames pass through unchanged
-/// and are copied into `capture` until the body ends (then the entry is
-/// stored) or grows past what may be stored (then the copy is dropped).
-struct Recording {
-    inner: Body,
-    capture: Option<Capture>,
-}
-
-struct Capture {
-    store: Arc<CacheStore>,
-    key: Arc<CacheKey>,
-    entry: Entry,
-    buf: Vec<u8>,
-    /// The declared length, to allocate once on the first frame.
-    expected: usize,
-    /// Body bytes that still fit `max_entry_size`.
-    room: u64,
-    /// Bytes of the store's copy budget this copy holds (what `buf` allocated).
-    reserved: u64,
-}
-
-impl Capture {
-    /// Adds a frame's bytes; false when the copy must be abandoned. What
-    /// the buffer allocates is taken from the store's budget first.
-    fn push(&mut self, data: &[u8]) -> bool {
-        let n = data.len() as u64;
-        if n > self.room {
-            return false;
-        }
-        let needed = self.buf.len() + data.len();
-        let capacity = self.buf.capacity();
-        if needed > capacity {
-            // The declared length at once, else doubling up to the limit.
-            let limit = self.buf.len() + self.room as usize;
-            let target = needed.max(self.expected).max((capacity * 2).min(limit));
-            if !self.store.reserve((target - capacity) as u64) {
-                return false;
-            }
-            self.reserved += (target - capacity) as u64;
-            self.buf.reserve_exact(target - self.buf.len());
-        }
-        self.room -= n;
-        self.buf.extend_from_slice(data);
-        true
-    }
-
-    fn finish(mut self) {
-        let mut entry = std::mem::replace(&mut self.entry, empty_entry());
-        let mut buf = std::mem::take(&mut self.buf);
-        // The entry is weighed by its length: hold no more than that.
-        buf.shrink_to_fit();
-        entry.body = Bytes::from(buf);
-        entry.weight = entry.weight.saturating_add(entry.body.len() as u32);
-        self.store.insert(self.key.clone(), entry);
-    }
-}
-
-/// What `Capture::finish` leaves behind in the copy it consumes.
-fn empty_entry() -> Entry {
-    Entry {
-        status: StatusCode::OK,
-        headers: HeaderMap::new(),
-        body: Bytes::new(),
-        stored_at: 0,
-        initial_age: 0,
-        lifetime: 0,
-        weight: 0,
-    }
-}
-
-impl Drop for Capture {
-    fn drop(&mut self) {
-        self.store.release(self.reserved);
-    }
-}
-
-impl Recording {
-    /// Stores the copy if the inner body has ended.
-    fn finish_if_ended(&mut self) {
-        if self.inner.is_end_stream() {
-            if let Some(capture) = self.capture.take() {
-                capture.finish();
-            }
-        }
-    }
-}
-
-impl HttpBody for Recording {
-    type Data = Bytes;
-    type Error = BodyError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                let keep = match (frame.data_ref(), &mut this.capture) {
-                    (Some(data), Some(capture)) => capture.push(data),
-                    // Trailers cannot be stored with the entry.
-                    (None, Some(_)) => false,
-                    (_, None) => true,
-                };
-                if !keep {
-                    this.capture = None;
-                }
-                this.finish_if_ended();
-            }
-            Poll::Ready(None) => {
-                if let Some(capture) = this.capture.take() {
-                    capture.finish();
-                }
-            }
-            // A body that fails is not the answer: nothing is stored.
-            Poll::Ready(Some(Err(_))) => this.capture = None,
-            Poll::Pending => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for Recording {
-    fn drop(&mut self) {
-        // An empty body may never be polled; one the caller left early
-        // has not ended, and is not stored.
-        self.finish_if_ended();
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::cache_control::Allowed;
+    use super::recording::empty_entry;
     use super::*;
+    use crate::body::BodyError;
     use crate::clock::ManualClock;
     use crate::context::OperationInfo;
+    use crate::metrics::CacheMetrics;
     use crate::policy::testing::{compile_policies, request};
     use crate::policy::OperationService;
     use crate::state::AnyStore;
+    use http::HeaderMap;
     use http::Request;
+    use http_body::Frame;
     use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
     use tower::ServiceExt;
 
     /// An operation stack with one `cache` policy (`options` are its YAML
