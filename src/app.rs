@@ -31,9 +31,18 @@ pub fn default_config_path() -> PathBuf {
 
 /// Loads and compiles a config file with fresh dependencies.
 pub fn load(path: &Path) -> Result<(Gateway, Deps), Vec<ConfigError>> {
-    let loaded = config::load_file(path)?;
-    let deps = Deps::for_config(&loaded, SystemClock::shared())?;
-    let gateway = Gateway::compile(loaded, &deps)?;
+    let mut reading = config::read_file(path);
+    let Some(loaded) = &reading.loaded else {
+        return Err(reading.errors);
+    };
+    let deps = match Deps::for_config(loaded, SystemClock::shared()) {
+        Ok(deps) => deps,
+        Err(errors) => {
+            reading.add_later(errors);
+            return Err(reading.errors);
+        }
+    };
+    let gateway = Gateway::compile_all(reading, &deps)?;
     Ok((gateway, deps))
 }
 

@@ -39,8 +39,7 @@ impl Reloaded {
 /// Compiles the config at `path` with `deps` and swaps it in; on errors
 /// the serving gateway stays.
 fn swap_in(path: &Path, deps: &Deps, shared: &SharedGateway) -> Result<Reloaded, Vec<ConfigError>> {
-    let loaded = config::load_file(path)?;
-    let gateway = Gateway::compile(loaded, deps)?;
+    let gateway = Gateway::compile_all(config::read_file(path), deps)?;
     let old = shared.load();
     let (new_s, old_s) = (&gateway.settings, &old.settings);
     let mut restart_needed = Vec::new();

@@ -14,6 +14,13 @@
 //! 3. Read `include:` files of named policies, each with its own index.
 //! 4. Check what serde cannot (`validate`): references, uniqueness, ...
 //!
+//! A piece that failed is left out (a key that failed takes its default)
+//! and the rest is read on, so the checks of step 4 — and the gateway
+//! compiler after them ([`Reading::add_later`]) — still run on what could
+//! be read: one run reports every mistake of a file. A later finding at or
+//! around a place already reported is dropped, since it may only echo the
+//! first mistake.
+//!
 //! Errors come out sorted by file, line and column.
 
 use serde::de::DeserializeOwned;
@@ -83,6 +90,9 @@ struct Sources {
     /// `[0]` is the main file, then included files in load order.
     files: Vec<Source>,
     policies: HashMap<String, PolicyOrigin>,
+    /// Policies of included files whose definition did not read: defined,
+    /// so naming them in `apply` is not a second mistake.
+    unreadable: std::collections::BTreeSet<String>,
 }
 
 #[derive(Debug)]
@@ -106,6 +116,14 @@ impl LoadedConfig {
     /// included ones (what `reload: watch` polls).
     pub fn files(&self) -> impl Iterator<Item = &Path> {
         self.sources.files.iter().map(|s| s.file.as_path())
+    }
+
+    /// Whether a policy of that name is defined, even if its definition
+    /// did not read (it was reported then).
+    pub fn defines_policy(&self, name: &str) -> bool {
+        self.config.policies.contains_key(name)
+            || self.sources.policies.contains_key(name)
+            || self.sources.unreadable.contains(name)
     }
 
     /// An error at `path` (segments, e.g. `["apis", "0", "operations", "2",
@@ -140,47 +158,123 @@ impl LoadedConfig {
     }
 }
 
+/// A config as far as it could be read, and every mistake found in it so
+/// far. `loaded` is there whenever enough was read to check further (the
+/// compiler then adds its own findings); it is only valid to serve when
+/// `errors` is empty.
+#[derive(Debug)]
+pub struct Reading {
+    pub loaded: Option<LoadedConfig>,
+    pub errors: Vec<ConfigError>,
+}
+
+impl Reading {
+    fn failed(errors: Vec<ConfigError>) -> Reading {
+        Reading {
+            loaded: None,
+            errors: sorted(errors),
+        }
+    }
+
+    /// The config, or every mistake.
+    pub fn into_result(self) -> Result<LoadedConfig, Vec<ConfigError>> {
+        match self.loaded {
+            Some(loaded) if self.errors.is_empty() => Ok(loaded),
+            _ => Err(self.errors),
+        }
+    }
+
+    /// Adds the findings of a later pass, leaving out those at, inside or
+    /// around a place an earlier pass reported: a piece that failed to
+    /// read was left out or defaulted, and what a later pass says of it
+    /// would only echo the first mistake.
+    pub fn add_later(&mut self, later: Vec<ConfigError>) {
+        let earlier = std::mem::take(&mut self.errors);
+        let echoes = |e: &ConfigError| {
+            earlier
+                .iter()
+                .any(|first| first.file == e.file && nested(place(&first.path), &e.path))
+        };
+        let mut all: Vec<ConfigError> = later.into_iter().filter(|e| !echoes(e)).collect();
+        all.extend(earlier);
+        self.errors = sorted(all);
+    }
+}
+
+/// What a mistake at `path` leaves unreliable: the mapping holding a key
+/// that failed (its other keys may be judged by it), or the list item
+/// itself.
+fn place(path: &str) -> &str {
+    match path.rfind(['.', '[']) {
+        Some(i) if !path.ends_with(']') => &path[..i],
+        _ => path,
+    }
+}
+
+/// Whether one key path lies inside the other (or they are the same):
+/// `apis[0]` and `apis[0].operations[1]`, but not `apis[0]` and `apis[01]`.
+fn nested(a: &str, b: &str) -> bool {
+    let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    short.is_empty()
+        || (long.starts_with(short)
+            && matches!(long.as_bytes().get(short.len()), None | Some(b'.' | b'[')))
+}
+
 pub fn load_file(path: &Path) -> Result<LoadedConfig, Vec<ConfigError>> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        vec![ConfigError::new::<&str>(
-            path,
-            Pos::START,
-            &[],
-            format!("cannot read the config: {e}"),
-        )]
-    })?;
-    load_str(path, &text)
+    read_file(path).into_result()
 }
 
 /// Loads a config from `text`. `file` names it in errors, and its parent
 /// directory is where `include:` globs are resolved.
 pub fn load_str(file: &Path, text: &str) -> Result<LoadedConfig, Vec<ConfigError>> {
+    read_str(file, text).into_result()
+}
+
+/// Reads and checks the config file at `path` as far as it goes.
+pub fn read_file(path: &Path) -> Reading {
+    match std::fs::read_to_string(path) {
+        Ok(text) => read_str(path, &text),
+        Err(e) => Reading::failed(vec![ConfigError::new::<&str>(
+            path,
+            Pos::START,
+            &[],
+            format!("cannot read the config: {e}"),
+        )]),
+    }
+}
+
+/// Reads and checks a config from `text` as far as it goes.
+pub fn read_str(file: &Path, text: &str) -> Reading {
     let base_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
-    let (root, spans) = parse_document(file, text)?;
+    let (root, spans) = match parse_document(file, text) {
+        Ok(parsed) => parsed,
+        Err(errors) => return Reading::failed(errors),
+    };
     let mut sources = Sources {
         files: vec![Source {
             file: file.to_path_buf(),
             spans,
         }],
         policies: HashMap::new(),
+        unreadable: Default::default(),
     };
     let mut errors = Vec::new();
-    let config = read_config(root, &mut sources, &base_dir, &mut errors);
-    let loaded = match config {
-        Some(config) if errors.is_empty() => LoadedConfig {
-            config,
-            file: file.to_path_buf(),
-            base_dir,
-            sources: Arc::new(sources),
-        },
-        _ => return Err(sorted(errors)),
+    let Some(config) = read_config(root, &mut sources, &base_dir, &mut errors) else {
+        return Reading::failed(errors);
     };
-    let errors = super::validate::validate(&loaded);
-    if errors.is_empty() {
-        Ok(loaded)
-    } else {
-        Err(sorted(errors))
-    }
+    let loaded = LoadedConfig {
+        config,
+        file: file.to_path_buf(),
+        base_dir,
+        sources: Arc::new(sources),
+    };
+    let checked = super::validate::validate(&loaded);
+    let mut reading = Reading {
+        loaded: Some(loaded),
+        errors: sorted(errors),
+    };
+    reading.add_later(checked);
+    reading
 }
 
 fn sorted(mut errors: Vec<ConfigError>) -> Vec<ConfigError> {
@@ -288,30 +382,28 @@ fn read_config(
     let apis: Option<Vec<ApiConfig>> = reader.items(&["apis"], apis, |r, path, v| r.api(path, v));
 
     let mut all_policies: BTreeMap<String, PolicyDef> = policies.into_iter().flatten().collect();
-    let include_ok = match &include {
-        Some(globs) => read_includes(globs, sources, base_dir, &mut all_policies, errors),
-        None => false,
-    };
+    if let Some(globs) = &include {
+        read_includes(globs, sources, base_dir, &mut all_policies, errors);
+    }
 
     let mut config = config?;
-    config.clients = clients?;
-    config.include = include?;
-    config.apply = apply?;
-    config.apis = apis?;
+    config.clients = clients.unwrap_or_default();
+    config.include = include.unwrap_or_default();
+    config.apply = apply.unwrap_or_default();
+    config.apis = apis.unwrap_or_default();
     config.policies = all_policies;
-    include_ok.then_some(config)
+    Some(config)
 }
 
 /// Reads the policy files `include:` names into `policies`, registering
-/// each file in `sources`. `false` when anything failed.
+/// each file in `sources`.
 fn read_includes(
     globs: &[String],
     sources: &mut Sources,
     base_dir: &Path,
     policies: &mut BTreeMap<String, PolicyDef>,
     errors: &mut Vec<ConfigError>,
-) -> bool {
-    let before = errors.len();
+) {
     // `sources` grows below, so where each `include` entry was written is
     // looked up first.
     let main_file = sources.files[0].file.clone();
@@ -379,7 +471,6 @@ fn read_includes(
             read_policy_file(&path, &text, sources, policies, errors);
         }
     }
-    errors.len() == before
 }
 
 /// Reads one included file: a mapping of policy name -> definition.
@@ -405,7 +496,17 @@ fn read_policy_file(
             errors,
         };
         match value {
-            Value::Mapping(map) => reader.policy_map(&[], map),
+            Value::Mapping(map) => {
+                let names: Vec<String> = map.keys().filter_map(scalar_string).collect();
+                let defs = reader.policy_map(&[], map);
+                let read: Vec<&String> = defs.iter().flatten().map(|(n, _)| n).collect();
+                for name in names {
+                    if !read.contains(&&name) {
+                        sources.unreadable.insert(name);
+                    }
+                }
+                defs
+            }
             // An empty file defines nothing; that is not a mistake.
             Value::Null => Some(Vec::new()),
             _ => {
@@ -463,13 +564,15 @@ impl Reader<'_> {
     /// Deserializes `value` (written at `base`) as a `T`, reporting every
     /// independent mistake in it. serde stops at the first error, so the
     /// key that failed is deleted and the rest read again, until it reads
-    /// or nothing more can be deleted. `None` if anything failed.
+    /// or nothing more can be deleted. `None` if nothing could be read.
     fn peel<T: DeserializeOwned>(&mut self, base: &[String], mut value: Value) -> Option<T> {
         // Keys deleted so far, relative to `value`.
         let mut deleted: Vec<Vec<String>> = Vec::new();
         loop {
             let err = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
-                Ok(t) => return deleted.is_empty().then_some(t),
+                // What is left reads: kept, with the failed keys at their
+                // defaults, so later checks see the rest.
+                Ok(t) => return Some(t),
                 Err(err) => err,
             };
             let segments: Vec<Segment> = err.path().iter().cloned().collect();
@@ -502,7 +605,7 @@ impl Reader<'_> {
     }
 
     /// Reads an optional sequence item by item (an absent or empty `key:`
-    /// is an empty list). `None` if any item failed.
+    /// is an empty list); the items that failed are left out.
     fn items<T>(
         &mut self,
         path: &[&str],
@@ -519,16 +622,12 @@ impl Reader<'_> {
             }
         };
         let mut out = Vec::with_capacity(items.len());
-        let mut ok = true;
         for (i, item) in items.into_iter().enumerate() {
             let mut item_path = base.clone();
             item_path.push(i.to_string());
-            match read(self, &item_path, item) {
-                Some(t) => out.push(t),
-                None => ok = false,
-            }
+            out.extend(read(self, &item_path, item));
         }
-        ok.then_some(out)
+        Some(out)
     }
 
     /// The `policies:` mapping of the main file.
@@ -553,21 +652,18 @@ impl Reader<'_> {
     /// A mapping of policy name -> definition, written at `base`.
     fn policy_map(&mut self, base: &[String], map: Mapping) -> Option<Vec<(String, PolicyDef)>> {
         let mut out = Vec::with_capacity(map.len());
-        let mut ok = true;
         for (key, def) in map {
             let Some(name) = scalar_string(&key) else {
                 self.error(base, "a policy name must be a string");
-                ok = false;
                 continue;
             };
             let mut path = base.to_vec();
             path.push(name.clone());
-            match self.policy_def(&path, def) {
-                Some(def) => out.push((name, def)),
-                None => ok = false,
+            if let Some(def) = self.policy_def(&path, def) {
+                out.push((name, def));
             }
         }
-        ok.then_some(out)
+        Some(out)
     }
 
     fn policy_def(&mut self, path: &[String], value: Value) -> Option<PolicyDef> {
@@ -612,7 +708,7 @@ impl Reader<'_> {
             Some(ops) => self.items(&ops_path, Some(ops), |r, path, v| r.operation(path, v)),
         };
         let mut api = api?;
-        api.apply = apply?;
+        api.apply = apply.unwrap_or_default();
         api.operations = operations?;
         Some(api)
     }
@@ -629,7 +725,7 @@ impl Reader<'_> {
         let op = self.peel::<OperationConfig>(path, Value::Mapping(map));
         let apply = self.policy_refs(&child(path, "apply"), apply);
         let mut op = op?;
-        op.apply = apply?;
+        op.apply = apply.unwrap_or_default();
         Some(op)
     }
 }
@@ -900,6 +996,44 @@ apis:
         assert!(errors[0]
             .to_string()
             .starts_with("/nonexistent/tollgate.yaml:1:1: cannot read the config:"));
+    }
+
+    #[test]
+    fn a_later_finding_around_a_reported_place_is_an_echo() {
+        assert!(nested("apis[0]", "apis[0].operations[1]"));
+        assert!(nested("apis[0].operations[1].method", "apis[0]"));
+        assert!(nested("state.url", "state.url"));
+        assert!(nested("", "listen"));
+        assert!(!nested("apis[0]", "apis[01]"));
+        assert!(!nested("apis[1]", "apis[0].operations[1]"));
+        assert!(!nested("state", "state_ttl"));
+        assert_eq!(place("state.redis_url"), "state");
+        assert_eq!(
+            place("apis[0].operations[1].method"),
+            "apis[0].operations[1]"
+        );
+        assert_eq!(place("apply[2]"), "apply[2]");
+        assert_eq!(place("listen"), "listen");
+    }
+
+    #[test]
+    fn mistakes_of_every_pass_are_reported_together_and_echoes_dropped() {
+        // A bad field of the state settings (read, then defaulted) and an
+        // unknown policy (validation) are both reported; validation's
+        // findings about the defaulted `state` would echo the first and
+        // are not.
+        let errors = errors_of(
+            "version: 1\nlisten: 127.0.0.1:1\nstate: {store: redis, redis_url: [5]}\napply: [nope]\napis: []\n",
+        );
+        assert_eq!(errors.len(), 2, "{errors:#?}");
+        assert!(
+            errors[0].starts_with("t.yaml:3:23: state.redis_url: invalid type"),
+            "{errors:#?}"
+        );
+        assert!(
+            errors[1].starts_with("t.yaml:4:9: apply[0]: no policy is named `nope`"),
+            "{errors:#?}"
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ pub mod spans;
 pub mod units;
 pub mod validate;
 
-pub use load::{load_file, load_str, ConfigError, LoadedConfig};
+pub use load::{load_file, load_str, read_file, read_str, ConfigError, LoadedConfig, Reading};
 
 /// Turns a serde_path_to_error path into segments (`apis`, `0`, `path`).
 pub(crate) fn path_segments(path: &serde_path_to_error::Path) -> Vec<String> {

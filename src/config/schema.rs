@@ -71,6 +71,11 @@ pub struct Config {
     /// the ones listed here reach the upstream.
     #[serde(default)]
     pub allow_override_headers: Vec<String>,
+    /// Methods other than GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS and
+    /// TRACE that operations may use (`PURGE`, `PROPFIND`). Any other
+    /// `method:` is refused as a typo.
+    #[serde(default)]
+    pub extension_methods: Vec<String>,
     /// The access log: one line per answered request. Read at start (a
     /// reload keeps the running destination).
     #[serde(default)]

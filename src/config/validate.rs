@@ -404,7 +404,7 @@ impl Validator<'_> {
             let entry = child(at, &i.to_string());
             match r {
                 PolicyRef::Name(name) => {
-                    if !self.loaded.config.policies.contains_key(name) {
+                    if !self.loaded.defines_policy(name) {
                         let message = self.unknown_policy(name);
                         self.error(&entry, message);
                     }
@@ -428,7 +428,7 @@ impl Validator<'_> {
     fn skips(&mut self, skip: &[String], at: &[String], outer: &BTreeSet<&str>, whose: &str) {
         for (i, name) in skip.iter().enumerate() {
             let entry = child(at, &i.to_string());
-            if !self.loaded.config.policies.contains_key(name) {
+            if !self.loaded.defines_policy(name) {
                 let message = self.unknown_policy(name);
                 self.error(&entry, message);
             } else if !outer.contains(name.as_str()) {

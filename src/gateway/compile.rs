@@ -56,6 +56,27 @@ fn template_params(template: &str) -> Vec<&str> {
     crate::path_template::params(template).collect()
 }
 
+/// The methods an operation may use without declaring them (RFC 9110 §9
+/// and PATCH; CONNECT is not an operation's).
+const STANDARD_METHODS: &[Method] = &[
+    Method::GET,
+    Method::HEAD,
+    Method::POST,
+    Method::PUT,
+    Method::PATCH,
+    Method::DELETE,
+    Method::OPTIONS,
+    Method::TRACE,
+];
+
+fn method_names(methods: &[Method]) -> String {
+    methods
+        .iter()
+        .map(Method::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Turns a loaded config into the parts of a `Gateway`, collecting errors.
 pub(super) struct Compiler<'a> {
     loaded: &'a LoadedConfig,
@@ -129,6 +150,7 @@ impl<'a> Compiler<'a> {
         }
 
         let gateway_policies = self.resolve(&config.apply, &["apply"], "gateway", &named, &mut cx);
+        let extensions = self.extension_methods();
         let mut routes = RouteTable::new();
         let mut operations = Vec::new();
         // Where each compiled operation was written (API and operation index).
@@ -156,7 +178,18 @@ impl<'a> Compiler<'a> {
                 let at =
                     |field: &'static str| ["apis", a_s.as_str(), "operations", o_s.as_str(), field];
                 let method = match Method::from_bytes(op.method.to_ascii_uppercase().as_bytes()) {
-                    Ok(m) => m,
+                    Ok(m) if STANDARD_METHODS.contains(&m) || extensions.contains(&m) => m,
+                    Ok(_) => {
+                        self.error(
+                            &at("method"),
+                            format!(
+                                "`{}` is not a standard method ({}); declare an extension method in `extension_methods`",
+                                op.method,
+                                method_names(STANDARD_METHODS)
+                            ),
+                        );
+                        continue;
+                    }
                     Err(_) => {
                         self.error(
                             &at("method"),
@@ -435,6 +468,24 @@ impl<'a> Compiler<'a> {
                     }
                     out.extend(compiled);
                 }
+            }
+        }
+        out
+    }
+
+    /// `extension_methods`: tokens, and none a standard method.
+    fn extension_methods(&mut self) -> Vec<Method> {
+        let mut out = Vec::new();
+        for (i, name) in self.loaded.config.extension_methods.iter().enumerate() {
+            let at = ["extension_methods", &i.to_string()];
+            match Method::from_bytes(name.as_bytes()) {
+                Ok(m) if STANDARD_METHODS.contains(&m) => self.error(
+                    &at,
+                    format!("`{name}` is a standard method: list only others"),
+                ),
+                Ok(m) if name.bytes().all(|b| !b.is_ascii_lowercase()) => out.push(m),
+                Ok(_) => self.error(&at, format!("write `{name}` in capitals")),
+                Err(_) => self.error(&at, format!("`{name}` is not an HTTP method")),
             }
         }
         out

@@ -19,7 +19,7 @@ use crate::access_log::AccessLog;
 use crate::agents::Agents;
 use crate::clock::SharedClock;
 use crate::config::schema::{GraphqlSelector, StoreKind};
-use crate::config::{ConfigError, LoadedConfig};
+use crate::config::{ConfigError, LoadedConfig, Reading};
 use crate::context::OperationInfo;
 use crate::metrics::{Metrics, OperationMetrics};
 use crate::policy::cache::CacheRegistry;
@@ -195,6 +195,22 @@ impl Gateway {
                 access_log: deps.access_log.clone(),
             },
         )
+    }
+
+    /// Compiles what `reading` could read, adding the compiler's findings
+    /// to the reader's: one run reports every mistake of a file.
+    pub fn compile_all(mut reading: Reading, deps: &Deps) -> Result<Gateway, Vec<ConfigError>> {
+        let Some(loaded) = reading.loaded.take() else {
+            return Err(reading.errors);
+        };
+        match Gateway::compile(loaded, deps) {
+            Ok(gateway) if reading.errors.is_empty() => Ok(gateway),
+            Ok(_) => Err(reading.errors),
+            Err(errors) => {
+                reading.add_later(errors);
+                Err(reading.errors)
+            }
+        }
     }
 
     /// One line: how many APIs, operations and named policies it serves.

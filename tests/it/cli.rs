@@ -41,6 +41,104 @@ fn check_reports_every_compile_mistake_as_file_line_col_and_exits_1() {
 }
 
 #[test]
+fn check_reports_mistakes_of_reading_referencing_and_compiling_in_one_run() {
+    // One mistake serde finds (a bad duration), one validation finds (an
+    // unknown policy), two the compiler finds (a CIDR, a misspelt method):
+    // all in one run, and nothing said twice about the bad duration.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("three.yaml");
+    std::fs::write(
+        &file,
+        "\
+version: 1
+listen: 127.0.0.1:0
+policies:
+  slow: { type: rate_limit, limit: 5, window: soon }
+  office: { type: ip, allow: [10.0.0.0/99] }
+apply: [slow, office, missing]
+apis:
+  - name: dir
+    upstream: http://127.0.0.1:9
+    operations:
+      - { id: get, method: GETT, path: /a }
+      - { id: purge, method: PURGE, path: /b }
+",
+    )
+    .expect("write");
+    let path = file.display().to_string();
+    let (code, _, stderr) = tollgate(&["check", "-c", &path]);
+    assert_eq!(code, 1, "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 6, "{stderr}");
+    assert!(
+        lines[0].starts_with(&format!(
+            "{path}:4:39: policies.slow.window: `soon` is not a duration"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(
+        lines[1],
+        format!("{path}:5:31: policies.office.allow[0]: `10.0.0.0/99` is not a CIDR (like 10.0.0.0/8) or an IP address")
+    );
+    assert!(
+        lines[2].starts_with(&format!(
+            "{path}:6:23: apply[2]: no policy is named `missing`"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(
+        lines[3],
+        format!("{path}:11:20: apis[0].operations[0].method: `GETT` is not a standard method (GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE); declare an extension method in `extension_methods`")
+    );
+    assert!(
+        lines[4].starts_with(&format!(
+            "{path}:12:22: apis[0].operations[1].method: `PURGE` is not a standard method"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(lines[5], "5 errors");
+
+    // Declared, the extension method is accepted.
+    let declared = std::fs::read_to_string(&file)
+        .expect("read")
+        .replace("window: soon", "window: 1m")
+        .replace("10.0.0.0/99", "10.0.0.0/8")
+        .replace(", missing]", "]")
+        .replace("GETT", "GET")
+        .replace("apis:", "extension_methods: [PURGE]\napis:");
+    std::fs::write(&file, declared).expect("write");
+    let (code, _, stderr) = tollgate(&["check", "-c", &path]);
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[test]
+fn extension_methods_must_be_capitalised_tokens_and_not_standard_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("ext.yaml");
+    std::fs::write(
+        &file,
+        "version: 1\nlisten: 127.0.0.1:0\nextension_methods: [GET, purge, \"P Q\"]\napis: []\n",
+    )
+    .expect("write");
+    let path = file.display().to_string();
+    let (code, _, stderr) = tollgate(&["check", "-c", &path]);
+    assert_eq!(code, 1, "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            format!(
+                "{path}:3:21: extension_methods[0]: `GET` is a standard method: list only others"
+            )
+            .as_str(),
+            format!("{path}:3:26: extension_methods[1]: write `purge` in capitals").as_str(),
+            format!("{path}:3:33: extension_methods[2]: `P Q` is not an HTTP method").as_str(),
+            "3 errors",
+        ]
+    );
+}
+
+#[test]
 fn check_accepts_a_good_config_and_summarises_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("good.yaml");
