@@ -51,6 +51,10 @@ pub enum Code {
     ConfigInvalid,
     /// Admin listener only: no active ban on that key.
     BanNotFound,
+    /// Admin listener only: the call log holds no call with that request id.
+    CallNotFound,
+    /// Admin listener only: a query parameter the admin API cannot read.
+    InvalidQuery,
 }
 
 impl Code {
@@ -83,6 +87,8 @@ impl Code {
         Code::AdminUnauthorized,
         Code::ConfigInvalid,
         Code::BanNotFound,
+        Code::CallNotFound,
+        Code::InvalidQuery,
     ];
 
     /// Codes only the admin listener answers with: the public API (and so
@@ -90,7 +96,11 @@ impl Code {
     pub const fn is_admin(self) -> bool {
         matches!(
             self,
-            Code::AdminUnauthorized | Code::ConfigInvalid | Code::BanNotFound
+            Code::AdminUnauthorized
+                | Code::ConfigInvalid
+                | Code::BanNotFound
+                | Code::CallNotFound
+                | Code::InvalidQuery
         )
     }
 
@@ -124,6 +134,8 @@ impl Code {
             Code::AdminUnauthorized => "admin_unauthorized",
             Code::ConfigInvalid => "config_invalid",
             Code::BanNotFound => "ban_not_found",
+            Code::CallNotFound => "call_not_found",
+            Code::InvalidQuery => "invalid_query",
         }
     }
 
@@ -135,13 +147,14 @@ impl Code {
             | Code::HeaderForbidden
             | Code::InvalidRequestBody
             | Code::GraphqlOperationNotAllowed
-            | Code::ConfigInvalid => StatusCode::BAD_REQUEST,
+            | Code::ConfigInvalid
+            | Code::InvalidQuery => StatusCode::BAD_REQUEST,
             Code::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Code::Unauthenticated | Code::InvalidCredentials | Code::AdminUnauthorized => {
                 StatusCode::UNAUTHORIZED
             }
             Code::ForbiddenRole | Code::IpDenied | Code::Banned => StatusCode::FORBIDDEN,
-            Code::RouteNotFound | Code::BanNotFound => StatusCode::NOT_FOUND,
+            Code::RouteNotFound | Code::BanNotFound | Code::CallNotFound => StatusCode::NOT_FOUND,
             Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Code::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Code::RateLimited | Code::QuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
@@ -183,6 +196,8 @@ impl Code {
             Code::AdminUnauthorized => "Admin token required",
             Code::ConfigInvalid => "Config has errors",
             Code::BanNotFound => "No such ban",
+            Code::CallNotFound => "No such call",
+            Code::InvalidQuery => "Invalid query parameter",
         }
     }
 }
