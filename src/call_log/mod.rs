@@ -413,8 +413,8 @@ fn check_bounds(loaded: &LoadedConfig, errors: &mut Vec<ConfigError>) {
     if c.max_entries == 0 {
         errors.push(loaded.error_at(&["call_log", "max_entries"], "at least 1"));
     }
-    if c.max_bytes.0 < 4 * MAX_BODY_BYTES.min(64 << 10) {
-        errors.push(loaded.error_at(&["call_log", "max_bytes"], "at least 256KiB"));
+    if c.max_bytes.0 < 1024 {
+        errors.push(loaded.error_at(&["call_log", "max_bytes"], "at least 1KiB"));
     }
     if c.ttl.0 < Duration::from_secs(1) {
         errors.push(loaded.error_at(&["call_log", "ttl"], "at least 1s"));
@@ -664,7 +664,8 @@ impl CallState {
     /// A captured body as the entry shows it (`None`: no body).
     fn body_json(&self, captured: &Captured) -> Option<Value> {
         let ended = captured.ended.unwrap_or(TeeEnd::Abandoned);
-        if captured.size == 0 && ended == TeeEnd::Complete {
+        // No bytes passed: no body (or one nobody read yet).
+        if captured.size == 0 && ended != TeeEnd::Failed {
             return None;
         }
         let truncated = captured.size > captured.buf.len() as u64;
