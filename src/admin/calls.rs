@@ -154,9 +154,10 @@ fn parse_filter(query: &str) -> Result<CallFilter, String> {
                     .ok_or_else(|| format!("`limit` is 1 to {MAX_LIMIT}, not `{value}`"))?
             }
             "cursor" => {
-                filter.before = Some(value.parse().map_err(|_| {
-                    format!("`cursor` is a page's `next_cursor`, not `{value}`")
-                })?)
+                filter.before =
+                    Some(value.parse().map_err(|_| {
+                        format!("`cursor` is a page's `next_cursor`, not `{value}`")
+                    })?)
             }
             other => {
                 return Err(format!(

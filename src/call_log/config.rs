@@ -45,7 +45,7 @@ pub struct RecordConfig {
 pub struct CallLogConfig {
     /// Entries' bytes in all; past it the oldest are evicted.
     pub max_bytes: ByteSize,
-    /// Entries in all; past it the oldest are evicted.
+    /// Entries in all (at most 100000); past it the oldest are evicted.
     pub max_entries: u64,
     /// How long an entry is kept.
     pub ttl: ConfigDuration,

@@ -66,6 +66,10 @@ use tee::{Tee, TeeEnd, TeeSink};
 /// The largest `max_body_bytes`.
 const MAX_BODY_BYTES: u64 = 1 << 20;
 
+/// The most `call_log.max_entries` may be: a page reads the summaries of
+/// them all.
+const MAX_ENTRIES: u64 = 100_000;
+
 /// Entries the writer appends in one store call at most.
 const BATCH: usize = 64;
 
@@ -391,9 +395,8 @@ impl Rule {
         headers.dedup();
         let mut pointers = Vec::with_capacity(record.redact_json.len());
         for (i, pointer) in record.redact_json.iter().enumerate() {
-            pointers.push(
-                redact::parse_pointer(pointer).map_err(|m| (at("redact_json", Some(i)), m))?,
-            );
+            pointers
+                .push(redact::parse_pointer(pointer).map_err(|m| (at("redact_json", Some(i)), m))?);
         }
         Ok(Rule {
             bodies: record.bodies,
@@ -410,8 +413,8 @@ impl Rule {
 /// `call_log:` within sense.
 fn check_bounds(loaded: &LoadedConfig, errors: &mut Vec<ConfigError>) {
     let c = &loaded.config.call_log;
-    if c.max_entries == 0 {
-        errors.push(loaded.error_at(&["call_log", "max_entries"], "at least 1"));
+    if !(1..=MAX_ENTRIES).contains(&c.max_entries) {
+        errors.push(loaded.error_at(&["call_log", "max_entries"], "1 to 100000"));
     }
     if c.max_bytes.0 < 1024 {
         errors.push(loaded.error_at(&["call_log", "max_bytes"], "at least 1KiB"));
@@ -423,7 +426,9 @@ fn check_bounds(loaded: &LoadedConfig, errors: &mut Vec<ConfigError>) {
 
 /// Every header and query parameter any `auth` policy reads a key from
 /// (named, included or inline), beside the always-redacted headers.
-fn credential_slots(config: &crate::config::schema::Config) -> (Vec<http::HeaderName>, Vec<String>) {
+fn credential_slots(
+    config: &crate::config::schema::Config,
+) -> (Vec<http::HeaderName>, Vec<String>) {
     let mut headers = redact::credential_headers();
     let mut query = Vec::new();
     let mut take = |kind: &PolicyKind| {
@@ -500,7 +505,12 @@ impl Captured {
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(|v| {
-                let media = v.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+                let media = v
+                    .split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase();
                 media == "application/json" || media.ends_with("+json")
             })
             .unwrap_or(false);
@@ -584,7 +594,12 @@ impl Recording {
                 .into(),
         );
         let millis = now.saturating_sub(state.started) as f64 / 1e6;
-        entry.insert("duration_ms".into(), json!((millis * 1000.0).round() / 1000.0));
+        entry.insert(
+            "duration_ms".into(),
+            json!((millis * 1000.0).round() / 1000.0),
+        );
+        // Filled in when the entry is complete; here for the key order.
+        entry.insert("request".into(), Value::Null);
         let mut head = Map::new();
         head.insert(
             "headers".into(),

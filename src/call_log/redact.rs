@@ -220,8 +220,14 @@ mod tests {
             "items": [{"secret": 1}, {"secret": 2, "keep": true}],
             "a/b": "slash",
         });
-        redaction(&["/password", "/card/number", "/items/*/secret", "/a~1b", "/missing/x"])
-            .json(&mut v);
+        redaction(&[
+            "/password",
+            "/card/number",
+            "/items/*/secret",
+            "/a~1b",
+            "/missing/x",
+        ])
+        .json(&mut v);
         assert_eq!(
             v,
             json!({
@@ -259,7 +265,12 @@ mod tests {
         let secrets = r.presented_secrets(&h, Some("api_key=qkey-99999"));
         assert_eq!(
             secrets,
-            ["Bearer tok-123456", "key-abcdef", "qkey-99999", "tok-123456"]
+            [
+                "Bearer tok-123456",
+                "key-abcdef",
+                "qkey-99999",
+                "tok-123456"
+            ]
         );
         assert_eq!(
             scrub_str("echo tok-123456!", &secrets),

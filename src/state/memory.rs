@@ -707,6 +707,8 @@ impl Store for MemoryStore {
 #[derive(Debug, Default)]
 struct CallTable {
     entries: std::collections::VecDeque<StoredCall>,
+    /// The request ids held, so a push checks for one at once.
+    ids: std::collections::HashSet<String>,
     bytes: u64,
     /// The last sequence number given out.
     seq: u64,
@@ -723,7 +725,7 @@ struct StoredCall {
 impl CallTable {
     fn push(&mut self, calls: &[CallRecord], bounds: CallLogBounds, now: Nanos) {
         for call in calls {
-            if self.entries.iter().any(|c| c.summary.id == call.summary.id) {
+            if !self.ids.insert(call.summary.id.clone()) {
                 continue;
             }
             self.seq += 1;
@@ -737,11 +739,13 @@ impl CallTable {
             });
         }
         while let Some(oldest) = self.entries.front() {
-            let over = self.entries.len() as u64 > bounds.max_entries || self.bytes > bounds.max_bytes;
+            let over =
+                self.entries.len() as u64 > bounds.max_entries || self.bytes > bounds.max_bytes;
             if !over && now < oldest.summary.expires {
                 break;
             }
             self.bytes -= oldest.weight;
+            self.ids.remove(&oldest.summary.id);
             self.entries.pop_front();
         }
     }

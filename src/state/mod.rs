@@ -304,7 +304,10 @@ impl CallFilter {
             && self.before.map_or(true, |cursor| seq < cursor)
             && self.since.map_or(true, |since| summary.time >= since)
             && self.client.as_ref().map_or(true, |c| *c == summary.client)
-            && self.operation.as_ref().map_or(true, |o| *o == summary.operation)
+            && self
+                .operation
+                .as_ref()
+                .map_or(true, |o| *o == summary.operation)
             && self.status.map_or(true, |s| match s {
                 StatusFilter::Exact(code) => summary.status == code,
                 StatusFilter::Class(class) => summary.status / 100 == class,

@@ -1462,7 +1462,11 @@ impl RedisStore {
     /// one slot (and one script) on a cluster.
     fn call_log_keys(&self) -> (String, String, String) {
         let list = self.key("calls", "log");
-        (list.clone(), format!("{list}:entries"), format!("{list}:meta"))
+        (
+            list.clone(),
+            format!("{list}:entries"),
+            format!("{list}:meta"),
+        )
     }
 }
 

@@ -208,19 +208,27 @@ pub async fn expired_calls_are_hidden_and_a_request_id_is_kept_once(store: impl 
     let mut again = call("c4-a", t + SECOND, "beta", "createEmployee", 500);
     again.entry = "{\"request_id\":\"c4-a\",\"second\":true}".into();
     store
-        .calls_push(&[first.clone()], bounds(10, 1 << 20), t)
+        .calls_push(std::slice::from_ref(&first), bounds(10, 1 << 20), t)
         .await
         .expect("store");
     store
         .calls_push(&[again], bounds(10, 1 << 20), t + SECOND)
         .await
         .expect("store");
-    let page = store.calls_page(&filter(10), t + 2 * SECOND).await.expect("store");
+    let page = store
+        .calls_page(&filter(10), t + 2 * SECOND)
+        .await
+        .expect("store");
     assert_eq!(page.entries.len(), 1);
     assert_eq!(page.entries[0].1, first.entry);
     // Past its expiry it is neither listed nor found, before any eviction.
     let later = t + CALL_TTL;
-    assert!(store.calls_page(&filter(10), later).await.expect("store").entries.is_empty());
+    assert!(store
+        .calls_page(&filter(10), later)
+        .await
+        .expect("store")
+        .entries
+        .is_empty());
     assert_eq!(store.calls_get("c4-a", later).await.expect("store"), None);
 }
 

@@ -88,7 +88,11 @@ type EchoBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
 async fn echo(req: Request<Incoming>, log: Arc<Mutex<Vec<Received>>>) -> Response<EchoBody> {
     let (parts, body) = req.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let path = parts.uri.path().to_string();
     log.lock().expect("lock").push(Received {
         uri: parts.uri.to_string(),
@@ -212,12 +216,18 @@ async fn post(app: &App, path: &str, headers: &[(&str, &str)], body: impl Into<B
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    exchange(&client(), req.body(Full::new(body.into())).expect("request")).await
+    exchange(
+        &client(),
+        req.body(Full::new(body.into())).expect("request"),
+    )
+    .await
 }
 
 /// The `X-Request-Id` the client got.
 fn request_id(got: &Got) -> String {
-    got.header("x-request-id").expect("x-request-id").to_string()
+    got.header("x-request-id")
+        .expect("x-request-id")
+        .to_string()
 }
 
 /// `GET /admin/calls?{query}`, as JSON.
@@ -249,9 +259,14 @@ async fn recording_is_off_by_default() {
     let up = Echo::start().await;
     let (_, clock) = manual_clock();
     let app = App::start(&config(&up.url(), "", ""), clock).await;
-    let got = app.get_with("/echo/one", &[("x-partner-key", HR_KEY)]).await;
+    let got = app
+        .get_with("/echo/one", &[("x-partner-key", HR_KEY)])
+        .await;
     assert_eq!(got.status, 200);
-    assert_eq!(calls(&app, "").await, json!({ "calls": [], "next_cursor": null }));
+    assert_eq!(
+        calls(&app, "").await,
+        json!({ "calls": [], "next_cursor": null })
+    );
     app.admin_get(&format!("/admin/calls/{}", request_id(&got)))
         .await
         .assert_problem(404, "call_not_found");
@@ -268,7 +283,13 @@ async fn bodies_are_recorded_and_truncated_at_the_bound_while_all_of_them_pass()
 
     // A small JSON body: recorded whole, as JSON, both ways.
     let small = json!({ "name": "Ada", "team": "eng" }).to_string();
-    let got = post(&app, "/echo/", &[key, ("content-type", "application/json")], small.clone()).await;
+    let got = post(
+        &app,
+        "/echo/",
+        &[key, ("content-type", "application/json")],
+        small.clone(),
+    )
+    .await;
     assert_eq!(got.status, 200);
     assert_eq!(got.body, small);
     let entry = call(&app, &request_id(&got)).await;
@@ -283,7 +304,13 @@ async fn bodies_are_recorded_and_truncated_at_the_bound_while_all_of_them_pass()
 
     // 1000 bytes of text: the first 64 are recorded, all 1000 pass.
     let long = "z".repeat(1000);
-    let got = post(&app, "/echo/", &[key, ("content-type", "text/plain")], long.clone()).await;
+    let got = post(
+        &app,
+        "/echo/",
+        &[key, ("content-type", "text/plain")],
+        long.clone(),
+    )
+    .await;
     assert_eq!(got.body, long);
     assert_eq!(up.last().body, long);
     let entry = call(&app, &request_id(&got)).await;
@@ -302,7 +329,11 @@ async fn bodies_are_recorded_and_truncated_at_the_bound_while_all_of_them_pass()
         json!({ "size": 300000, "truncated": true, "text": "y".repeat(64) }),
         "{entry}"
     );
-    assert_eq!(entry["request"].get("body"), None, "no request body: {entry}");
+    assert_eq!(
+        entry["request"].get("body"),
+        None,
+        "no request body: {entry}"
+    );
     app.shutdown().await;
 }
 
@@ -331,7 +362,10 @@ async fn named_headers_and_json_pointers_are_redacted_in_requests_and_responses(
     let upstream: Value = serde_json::from_slice(&up.last().body).expect("json");
     assert_eq!(upstream, sent);
     assert_eq!(up.last().headers["x-customer-token"], "customer-token-abc");
-    assert_eq!(serde_json::from_slice::<Value>(&got.body).expect("json"), sent);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&got.body).expect("json"),
+        sent
+    );
 
     let entry = call(&app, &request_id(&got)).await;
     let redacted = json!({
@@ -342,22 +376,42 @@ async fn named_headers_and_json_pointers_are_redacted_in_requests_and_responses(
     });
     assert_eq!(entry["request"]["body"]["json"], redacted, "{entry}");
     assert_eq!(entry["response"]["body"]["json"], redacted, "{entry}");
-    assert_eq!(entry["request"]["headers"]["x-customer-token"], "[redacted]");
+    assert_eq!(
+        entry["request"]["headers"]["x-customer-token"],
+        "[redacted]"
+    );
     assert_eq!(entry["request"]["headers"]["x-trace-note"], "kept");
     // The upstream's cookie is a credential too.
     assert_eq!(entry["response"]["headers"]["set-cookie"], "[redacted]");
     let text = entry.to_string();
-    for secret in ["hunter2-hunter2", "4111111111111111", "DE8937040044", "customer-token-abc", "upstream-session-secret"] {
+    for secret in [
+        "hunter2-hunter2",
+        "4111111111111111",
+        "DE8937040044",
+        "customer-token-abc",
+        "upstream-session-secret",
+    ] {
         assert!(!text.contains(secret), "{secret} in {text}");
     }
 
     // With pointers set, a body that is not JSON is left out.
-    let got = post(&app, "/echo/", &[("x-partner-key", HR_KEY)], "password=hunter2-hunter2").await;
+    let got = post(
+        &app,
+        "/echo/",
+        &[("x-partner-key", HR_KEY)],
+        "password=hunter2-hunter2",
+    )
+    .await;
     assert_eq!(got.body, "password=hunter2-hunter2");
     let entry = call(&app, &request_id(&got)).await;
     let omitted = &entry["request"]["body"];
     assert_eq!(omitted["size"], 24, "{entry}");
-    assert!(omitted["omitted"].as_str().is_some_and(|s| s.contains("redact_json")), "{entry}");
+    assert!(
+        omitted["omitted"]
+            .as_str()
+            .is_some_and(|s| s.contains("redact_json")),
+        "{entry}"
+    );
     assert!(!entry.to_string().contains("hunter2"), "{entry}");
     app.shutdown().await;
 }
@@ -369,17 +423,24 @@ async fn api_keys_and_bearer_tokens_are_never_in_the_log() {
     // The config asks to redact nothing: credentials go all the same.
     let record = "{ bodies: true, redact_headers: [] }";
     let app = App::start(&config(&up.url(), record, ""), clock).await;
-    let by_header = app.get_with("/echo/headers", &[("x-partner-key", HR_KEY)]).await;
+    let by_header = app
+        .get_with("/echo/headers", &[("x-partner-key", HR_KEY)])
+        .await;
     let bearer = format!("Bearer {OPS_KEY}");
     let by_bearer = app
         .get_with("/echo/headers", &[("authorization", bearer.as_str())])
         .await;
-    let by_query = app.get_with(&format!("/echo/headers?key={HR_KEY}&x=1"), &[]).await;
+    let by_query = app
+        .get_with(&format!("/echo/headers?key={HR_KEY}&x=1"), &[])
+        .await;
     assert_eq!(up.last().uri, format!("/headers?key={HR_KEY}&x=1"));
     let with_cookie = post(
         &app,
         "/echo/",
-        &[("x-partner-key", HR_KEY), ("cookie", "sid=browser-cookie-secret")],
+        &[
+            ("x-partner-key", HR_KEY),
+            ("cookie", "sid=browser-cookie-secret"),
+        ],
         format!("my key is {HR_KEY}"),
     )
     .await;
@@ -434,7 +495,9 @@ async fn calls_are_filtered_and_paged_newest_first() {
     let quiet = app.get_with("/echo/quiet/x", &[hr]).await;
     assert_eq!(quiet.status, 200);
     // A refused call is a call like any other: recorded, anonymous.
-    let refused = app.get_with("/echo/d", &[("x-partner-key", "wrong-key-000000")]).await;
+    let refused = app
+        .get_with("/echo/d", &[("x-partner-key", "wrong-key-000000")])
+        .await;
     assert_eq!(refused.status, 401);
 
     let id = |i: usize| made[i].0.clone();
@@ -449,13 +512,19 @@ async fn calls_are_filtered_and_paged_newest_first() {
     assert_eq!(ids(&calls(&app, "client=ops&status=5xx").await), [id(4)]);
     assert_eq!(ids(&calls(&app, "status=404").await), [id(2)]);
     assert_eq!(ids(&calls(&app, "client=").await), [request_id(&refused)]);
-    assert_eq!(ids(&calls(&app, "operation=echoPost").await), Vec::<String>::new());
+    assert_eq!(
+        ids(&calls(&app, "operation=echoPost").await),
+        Vec::<String>::new()
+    );
     // `since`: the calls answered at T0+3s and later.
     let since = calls(&app, "since=2026-01-01T00:00:03Z").await;
     assert_eq!(ids(&since), [request_id(&refused), id(4), id(3)]);
     let since = calls(&app, "since=2026-01-01T00:00:03Z&operation=echoGet").await;
     assert_eq!(ids(&since), [request_id(&refused), id(3)]);
-    assert_eq!(ids(&calls(&app, "operation=echoStatus").await), [id(4), id(2)]);
+    assert_eq!(
+        ids(&calls(&app, "operation=echoStatus").await),
+        [id(4), id(2)]
+    );
 
     // Pages of two, by cursor, until none is left.
     let mut seen = Vec::new();
@@ -487,11 +556,18 @@ async fn the_request_id_of_the_access_log_finds_the_entry_and_the_status_page_sh
     let up = Echo::start().await;
     let (_, clock) = manual_clock();
     let app = App::start(&config(&up.url(), "{}", ""), clock).await;
-    let got = app.get_with("/echo/found", &[("x-partner-key", HR_KEY)]).await;
+    let got = app
+        .get_with("/echo/found", &[("x-partner-key", HR_KEY)])
+        .await;
     assert_eq!(got.status, 200);
     let id = request_id(&got);
     assert_eq!(up.last().headers["x-request-id"], id.as_str());
-    assert!(app.running.reloader.deps().access_log.flush(Duration::from_secs(10)));
+    assert!(app
+        .running
+        .reloader
+        .deps()
+        .access_log
+        .flush(Duration::from_secs(10)));
     let line = logs
         .access()
         .into_iter()
@@ -559,7 +635,11 @@ async fn a_full_queue_drops_and_counts_entries_and_never_holds_a_call() {
     }
     assert_eq!(ids(&calls(&app, "").await), Vec::<String>::new());
     let metrics = app.metrics().await;
-    assert_eq!(sample(&metrics, "tollgate_call_log_dropped_total"), Some(3.0), "{metrics}");
+    assert_eq!(
+        sample(&metrics, "tollgate_call_log_dropped_total"),
+        Some(3.0),
+        "{metrics}"
+    );
     app.shutdown().await;
 }
 
@@ -568,14 +648,19 @@ async fn two_gateways_on_one_redis_server_show_one_log() {
     let redis = RedisServer::start().await;
     let up = Echo::start().await;
     let (_, clock) = manual_clock();
-    let top = format!("state: {{ store: redis, redis_url: \"{}\", timeout: 2s }}", redis.url());
+    let top = format!(
+        "state: {{ store: redis, redis_url: \"{}\", timeout: 2s }}",
+        redis.url()
+    );
     let yaml = config(&up.url(), "{ bodies: true }", &top);
     let a = App::start(&yaml, clock.clone()).await;
     let b = App::start(&yaml, clock).await;
     // Each instance writes its own queue out before it reads.
     let from_a = a.get_with("/echo/on-a", &[("x-partner-key", HR_KEY)]).await;
     assert_eq!(ids(&calls(&a, "").await), [request_id(&from_a)]);
-    let from_b = b.get_with("/echo/on-b", &[("x-partner-key", OPS_KEY)]).await;
+    let from_b = b
+        .get_with("/echo/on-b", &[("x-partner-key", OPS_KEY)])
+        .await;
     assert_eq!((from_a.status.as_u16(), from_b.status.as_u16()), (200, 200));
     let both = [request_id(&from_b), request_id(&from_a)];
     assert_eq!(ids(&calls(&b, "").await), both);
@@ -583,7 +668,10 @@ async fn two_gateways_on_one_redis_server_show_one_log() {
     let seen_by_b = call(&b, &request_id(&from_a)).await;
     assert_eq!(seen_by_b["request"]["path"], "/echo/on-a");
     assert_eq!(seen_by_b["client"], "hr");
-    assert_eq!(seen_by_b["response"]["body"]["json"], json!({ "path": "/on-a" }));
+    assert_eq!(
+        seen_by_b["response"]["body"]["json"],
+        json!({ "path": "/on-a" })
+    );
     a.shutdown().await;
     b.shutdown().await;
 }
@@ -597,7 +685,12 @@ fn record_mistakes_are_reported_at_their_line_and_key() {
             .position(|l| l.trim_start().starts_with("record: {"))
             .expect("the record line")
             + 1;
-        let column = yaml.lines().nth(line - 1).and_then(|l| l.find(key)).expect("key") + 1;
+        let column = yaml
+            .lines()
+            .nth(line - 1)
+            .and_then(|l| l.find(key))
+            .expect("key")
+            + 1;
         let errors = compile(
             std::path::Path::new("tollgate-test.yaml"),
             &yaml,
@@ -605,7 +698,10 @@ fn record_mistakes_are_reported_at_their_line_and_key() {
         )
         .err()
         .expect("refused");
-        (errors.join("\n"), format!("tollgate-test.yaml:{line}:{column}: "))
+        (
+            errors.join("\n"),
+            format!("tollgate-test.yaml:{line}:{column}: "),
+        )
     };
     let (text, at) = refused("{ bodies: true, max_body_bytes: 2MiB }", "max_body_bytes");
     assert!(
