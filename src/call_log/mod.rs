@@ -647,10 +647,14 @@ impl CallState {
         pending.done = true;
         let mut request = std::mem::take(&mut pending.request);
         if self.rule.bodies {
-            if let Some(body) = self.body_json(&pending.request_body) {
+            if let Some(body) =
+                body_json(&pending.request_body, &self.rule.redaction, &self.secrets)
+            {
                 request["body"] = body;
             }
-            if let Some(body) = self.body_json(&pending.response_body) {
+            if let Some(body) =
+                body_json(&pending.response_body, &self.rule.redaction, &self.secrets)
+            {
                 if let Some(response) = entry.get_mut("response") {
                     response["body"] = body;
                 }
@@ -675,68 +679,151 @@ impl CallState {
             })
             .collect()
     }
+}
 
-    /// A captured body as the entry shows it (`None`: no body).
-    fn body_json(&self, captured: &Captured) -> Option<Value> {
-        let ended = captured.ended.unwrap_or(TeeEnd::Abandoned);
-        // No bytes passed: no body (or one nobody read yet).
-        if captured.size == 0 && ended != TeeEnd::Failed {
-            return None;
+/// A captured body as the entry shows it (`None`: no body).
+fn body_json(captured: &Captured, redaction: &Redaction, secrets: &[String]) -> Option<Value> {
+    let ended = captured.ended.unwrap_or(TeeEnd::Abandoned);
+    // No bytes passed: no body (or one nobody read yet).
+    if captured.size == 0 && ended != TeeEnd::Failed {
+        return None;
+    }
+    let truncated = captured.size > captured.buf.len() as u64;
+    let bytes = redact::scrub_bytes(&captured.buf, secrets);
+    let mut out = Map::new();
+    out.insert("size".into(), captured.size.into());
+    out.insert("truncated".into(), truncated.into());
+    match ended {
+        TeeEnd::Complete => {}
+        TeeEnd::Failed => {
+            out.insert("ended".into(), "failed".into());
         }
-        let truncated = captured.size > captured.buf.len() as u64;
-        let bytes = redact::scrub_bytes(&captured.buf, &self.secrets);
-        let mut out = Map::new();
-        out.insert("size".into(), captured.size.into());
-        out.insert("truncated".into(), truncated.into());
-        match ended {
-            TeeEnd::Complete => {}
-            TeeEnd::Failed => {
-                out.insert("ended".into(), "failed".into());
+        TeeEnd::Abandoned => {
+            out.insert("ended".into(), "unread".into());
+        }
+    }
+    let parsed = || {
+        (!truncated && ended == TeeEnd::Complete)
+            .then(|| serde_json::from_slice::<Value>(&bytes).ok())
+            .flatten()
+    };
+    if !redaction.pointers.is_empty() {
+        match parsed() {
+            Some(mut value) => {
+                redaction.json(&mut value);
+                out.insert("json".into(), value);
             }
-            TeeEnd::Abandoned => {
-                out.insert("ended".into(), "unread".into());
+            None => {
+                out.insert(
+                    "omitted".into(),
+                    "not complete JSON within max_body_bytes, and redact_json is set".into(),
+                );
             }
         }
-        let parsed = || {
-            (!truncated && ended == TeeEnd::Complete)
-                .then(|| serde_json::from_slice::<Value>(&bytes).ok())
-                .flatten()
+        return Some(Value::Object(out));
+    }
+    if let Some(value) = captured.json_type.then(parsed).flatten() {
+        out.insert("json".into(), value);
+        return Some(Value::Object(out));
+    }
+    match std::str::from_utf8(&bytes) {
+        Ok(text) => {
+            out.insert("text".into(), text.into());
+        }
+        // Cut inside a character at the bound: the whole ones are text.
+        Err(e) if truncated && e.error_len().is_none() => {
+            let text = String::from_utf8_lossy(&bytes[..e.valid_up_to()]);
+            out.insert("text".into(), text.into_owned().into());
+        }
+        Err(_) => {
+            use base64::Engine as _;
+            let encoded = base64::engine::general_purpose::STANDARD.encode(&bytes);
+            out.insert("base64".into(), encoded.into());
+        }
+    }
+    Some(Value::Object(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn captured(max: usize, chunks: &[&[u8]], json: bool) -> Captured {
+        let mut c = Captured {
+            max,
+            json_type: json,
+            ..Captured::default()
         };
-        let redaction = &self.rule.redaction;
-        if !redaction.pointers.is_empty() {
-            match parsed() {
-                Some(mut value) => {
-                    redaction.json(&mut value);
-                    out.insert("json".into(), value);
-                }
-                None => {
-                    out.insert(
-                        "omitted".into(),
-                        "not complete JSON within max_body_bytes, and redact_json is set".into(),
-                    );
-                }
-            }
-            return Some(Value::Object(out));
+        for chunk in chunks {
+            c.push(chunk);
         }
-        if let Some(value) = captured.json_type.then(parsed).flatten() {
-            out.insert("json".into(), value);
-            return Some(Value::Object(out));
-        }
-        match std::str::from_utf8(&bytes) {
-            Ok(text) => {
-                out.insert("text".into(), text.into());
-            }
-            // Cut inside a character at the bound: the whole ones are text.
-            Err(e) if truncated && e.error_len().is_none() => {
-                let text = String::from_utf8_lossy(&bytes[..e.valid_up_to()]);
-                out.insert("text".into(), text.into_owned().into());
-            }
-            Err(_) => {
-                use base64::Engine as _;
-                let encoded = base64::engine::general_purpose::STANDARD.encode(&bytes);
-                out.insert("base64".into(), encoded.into());
-            }
-        }
-        Some(Value::Object(out))
+        c.ended = Some(TeeEnd::Complete);
+        c
+    }
+
+    #[test]
+    fn a_capture_never_holds_more_than_its_bound() {
+        let big = vec![b'a'; 10_000];
+        let c = captured(16, &[&big, &big, b"tail"], false);
+        assert_eq!((c.buf.len(), c.size), (16, 20_004));
+        assert!(c.buf.capacity() < 10_000, "{}", c.buf.capacity());
+    }
+
+    #[test]
+    fn bodies_are_shown_as_json_text_or_base64_and_cut_at_a_character() {
+        let plain = Redaction::default();
+        let json = body_json(&captured(64, &[br#"{"a":1}"#], true), &plain, &[]);
+        assert_eq!(
+            json,
+            Some(json!({"size": 7, "truncated": false, "json": {"a": 1}}))
+        );
+        // "é" is two bytes: a bound of 3 keeps "aé"'s whole characters.
+        let cut = body_json(&captured(4, &["aéé".as_bytes()], false), &plain, &[]);
+        assert_eq!(
+            cut,
+            Some(json!({"size": 5, "truncated": true, "text": "aé"}))
+        );
+        let binary = body_json(&captured(8, &[&[0xff, 0x00, 0x01]], false), &plain, &[]);
+        assert_eq!(
+            binary,
+            Some(json!({"size": 3, "truncated": false, "base64": "/wAB"}))
+        );
+        assert_eq!(body_json(&captured(8, &[], false), &plain, &[]), None);
+    }
+
+    #[test]
+    fn with_pointers_only_complete_json_is_shown() {
+        let pointers = Redaction {
+            pointers: vec![redact::parse_pointer("/pw").expect("pointer")],
+            ..Redaction::default()
+        };
+        let whole = body_json(
+            &captured(64, &[br#"{"pw":"x","u":1}"#], false),
+            &pointers,
+            &[],
+        );
+        assert_eq!(
+            whole.map(|v| v["json"].clone()),
+            Some(json!({"pw": "[redacted]", "u": 1}))
+        );
+        let truncated = body_json(&captured(4, &[br#"{"pw":"x"}"#], true), &pointers, &[]);
+        let truncated = truncated.expect("a body");
+        assert_eq!(truncated["json"], Value::Null);
+        assert_eq!(truncated["text"], Value::Null);
+        assert!(truncated["omitted"].is_string(), "{truncated}");
+    }
+
+    #[test]
+    fn presented_secrets_are_scrubbed_from_bodies_before_they_are_read() {
+        let secrets = vec!["k-123456".to_string()];
+        let body = body_json(
+            &captured(64, &[br#"{"echo":"k-123456"}"#], true),
+            &Redaction::default(),
+            &secrets,
+        );
+        assert_eq!(
+            body.map(|v| v["json"].clone()),
+            Some(json!({"echo": "[redacted]"}))
+        );
     }
 }

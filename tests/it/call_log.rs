@@ -312,7 +312,9 @@ async fn bodies_are_recorded_and_truncated_at_the_bound_while_all_of_them_pass()
     )
     .await;
     assert_eq!(got.body, long);
+    assert_eq!(got.header("content-length"), Some("1000"));
     assert_eq!(up.last().body, long);
+    assert_eq!(up.last().headers["content-length"], "1000");
     let entry = call(&app, &request_id(&got)).await;
     let cut = json!({ "size": 1000, "truncated": true, "text": "z".repeat(64) });
     assert_eq!(entry["request"]["body"], cut, "{entry}");
