@@ -8,6 +8,7 @@ pub mod agents;
 pub mod app;
 pub mod body;
 pub mod calendar;
+pub mod call_log;
 pub mod clock;
 pub mod config;
 pub mod context;

@@ -99,6 +99,7 @@ pub struct Metrics {
     cache_lookups: Family<CacheLabels, Counter>,
     cache_bytes: Family<PolicyLabels, Gauge>,
     access_log_dropped: Counter,
+    call_log_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -124,6 +125,7 @@ impl Metrics {
         let cache_lookups = Family::<CacheLabels, Counter>::default();
         let cache_bytes = Family::<PolicyLabels, Gauge>::default();
         let access_log_dropped = Counter::default();
+        let call_log_dropped = Counter::default();
         // Counters get `_total` from the registry.
         registry.register(
             "requests",
@@ -185,6 +187,11 @@ impl Metrics {
             "Access-log lines dropped: the writer was behind (its buffer full) or could not write",
             access_log_dropped.clone(),
         );
+        registry.register(
+            "call_log_dropped",
+            "Call-log entries dropped: the queue to the store was full, or the store failed",
+            call_log_dropped.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -199,12 +206,18 @@ impl Metrics {
             cache_lookups,
             cache_bytes,
             access_log_dropped,
+            call_log_dropped,
         }
     }
 
     /// The counter the access log's sink counts dropped lines in.
     pub fn access_log_dropped(&self) -> Counter {
         self.access_log_dropped.clone()
+    }
+
+    /// The counter the call log counts dropped entries in.
+    pub fn call_log_dropped(&self) -> Counter {
+        self.call_log_dropped.clone()
     }
 
     /// The handles of one `cache` policy.

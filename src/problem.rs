@@ -98,6 +98,10 @@ codes! {
     ConfigInvalid = ("config_invalid", BAD_REQUEST, "Config has errors", admin),
     /// Admin listener only: no active ban on that key.
     BanNotFound = ("ban_not_found", NOT_FOUND, "No such ban", admin),
+    /// Admin listener only: the call log holds no call with that request id.
+    CallNotFound = ("call_not_found", NOT_FOUND, "No such call", admin),
+    /// Admin listener only: a query parameter the admin API cannot read.
+    InvalidQuery = ("invalid_query", BAD_REQUEST, "Invalid query parameter", admin),
 }
 
 /// One JSON-schema violation, for `invalid_request_body`.

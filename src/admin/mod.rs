@@ -1,5 +1,5 @@
 //! The admin listener (`admin.listen`, DESIGN §6): health and readiness,
-//! Prometheus metrics, the loaded APIs, usage, bans, reload, the OpenAPI
+//! Prometheus metrics, the loaded APIs, usage, bans, the call log, reload, the OpenAPI
 //! export and a read-only HTML status page. It owns the admin token check
 //! and the rendering of every admin answer; the data comes from the
 //! serving `Gateway`, the `Deps` store and metrics, and reloads go through
@@ -50,6 +50,7 @@ use crate::context::new_request_id;
 use crate::gateway::Gateway;
 use crate::metrics;
 
+mod calls;
 mod status_page;
 mod usage;
 use crate::problem::{Code, Reject};
@@ -202,6 +203,12 @@ impl Admin {
             );
             return response;
         }
+        if let Some(id) = path.strip_prefix("/admin/calls/") {
+            return match method {
+                Method::GET => self.call(id).await,
+                _ => method_not_allowed("GET"),
+            };
+        }
         if let Some(key) = path.strip_prefix("/admin/bans/") {
             return match method {
                 Method::DELETE => self.lift_ban(key).await,
@@ -209,8 +216,8 @@ impl Admin {
             };
         }
         let allowed = match path.as_str() {
-            "/" | "/metrics" | "/admin/apis" | "/admin/usage" | "/admin/bans" | "/openapi.json"
-            | "/openapi.yaml" => "GET",
+            "/" | "/metrics" | "/admin/apis" | "/admin/usage" | "/admin/bans" | "/admin/calls"
+            | "/openapi.json" | "/openapi.yaml" => "GET",
             "/admin/reload" => "POST",
             _ => {
                 return problem(
@@ -241,6 +248,7 @@ impl Admin {
                 Ok(bans) => json_response(StatusCode::OK, &json!({ "bans": bans })),
                 Err(response) => response,
             },
+            "/admin/calls" => self.calls(req.uri().query()).await,
             "/admin/reload" => self.reload().await,
             "/openapi.json" => text(
                 StatusCode::OK,

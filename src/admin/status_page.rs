@@ -15,7 +15,11 @@ impl Admin {
     pub(super) async fn status_page(&self, gateway: &Gateway) -> Response<Body> {
         let usage = self.usage(gateway).await.ok();
         let bans = self.bans().await.ok();
-        let html = status_html(gateway, usage.as_ref(), bans.as_deref());
+        let mut html = status_html(gateway, usage.as_ref(), bans.as_deref());
+        // The call log's own section (admin/calls.rs), before the end.
+        if let Some(end) = html.rfind("</body>") {
+            html.insert_str(end, &self.calls_section().await);
+        }
         let mut response = text(StatusCode::OK, "text/html; charset=utf-8", html);
         // Read-only and self-contained: nothing to load, and never framed
         // (no clickjacking of the admin API through it).
@@ -154,7 +158,7 @@ fn status_html(gateway: &Gateway, usage: Option<&Value>, bans: Option<&[Value]>)
 }
 
 /// Escapes text for HTML element content and quoted attributes.
-fn esc(s: &str) -> String {
+pub(super) fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

@@ -80,6 +80,9 @@ pub struct Config {
     /// reload keeps the running destination).
     #[serde(default)]
     pub access_log: AccessLogConfig,
+    /// The call log's bounds (`record:` of an API or operation writes to it).
+    #[serde(default)]
+    pub call_log: crate::call_log::config::CallLogConfig,
 }
 
 /// Where the access log goes and how its lines look.
@@ -425,6 +428,9 @@ pub struct ApiConfig {
     /// `expose`: every operation is an agent tool unless it says `agent: false`.
     #[serde(default)]
     pub agents: ApiAgents,
+    /// Record this API's calls in the call log (`GET /admin/calls`).
+    #[serde(default)]
+    pub record: Option<crate::call_log::config::RecordConfig>,
     pub operations: Vec<OperationConfig>,
 }
 
@@ -486,6 +492,10 @@ pub struct OperationConfig {
     /// (`"404"`, `"4XX"`, `default`): `{ description, schema }`.
     #[serde(default)]
     pub responses: BTreeMap<String, DocumentedResponse>,
+    /// Record this operation's calls in the call log; replaces the API's
+    /// `record:` whole.
+    #[serde(default)]
+    pub record: Option<crate::call_log::config::RecordConfig>,
 }
 
 /// An upstream answer documented in the export (`responses:` of an operation).

@@ -12,7 +12,7 @@
 //!  5 pipeline        the operation's stages and the proxy (crate::stack),
 //!                    a GraphQL endpoint's matched operations, MCP, or the
 //!                    unrouted screen
-//!  6 after           X-Request-Id, access log, metrics, usage
+//!  6 after           X-Request-Id, access log, call log, metrics, usage
 //! ```
 
 use http::header::{self, HeaderName, HeaderValue};
@@ -126,6 +126,12 @@ impl Gateway {
             .and_then(|()| self.clean_on_arrival(&mut req))
             .and_then(|()| self.route(&mut req, &mut cx));
 
+        // The call log copies what `record:` asks of a routed call.
+        let recording = match &target {
+            Ok(Target::Operation(index)) => self.calls.start(*index, &mut req, &cx),
+            _ => None,
+        };
+
         // 5. The pipeline. Usage is metered per governed call: an MCP
         //    request is not one (each tool call it makes is, and is
         //    metered as its operation).
@@ -167,6 +173,7 @@ impl Gateway {
             bytes_in,
             &self.access_log,
         );
+        let response = crate::call_log::finish(recording, response);
         let (subject, mut counts) = self.meter(&response, op_metrics, started, bytes_in);
         let key_field = key_usage_field(&response);
         if let Some(field) = &key_field {

@@ -59,6 +59,8 @@ pub struct Deps {
     /// The access log's sink (its destination is read at start; a reload
     /// keeps it).
     pub access_log: AccessLog,
+    /// The call log's queue and writer (its bounds are read at start).
+    pub call_log: crate::call_log::CallLog,
 }
 
 impl Deps {
@@ -86,8 +88,15 @@ impl Deps {
         };
         let metrics = Arc::<Metrics>::default();
         let access_log = AccessLog::for_config(loaded, metrics.access_log_dropped())?;
+        let call_log = crate::call_log::CallLog::new(
+            &loaded.config.call_log,
+            store.clone(),
+            clock.clone(),
+            metrics.call_log_dropped(),
+        );
         Ok(Deps {
             access_log,
+            call_log,
             jwks: JwksRegistry::new(client.clone(), clock.clone()),
             clock,
             client,
@@ -174,27 +183,41 @@ pub struct Gateway {
     store: AnyStore,
     /// Where each answered request is logged (the `Deps` sink).
     access_log: AccessLog,
+    /// The operations' `record:` rules and the call log (`Deps`).
+    calls: crate::call_log::Recorder,
 }
 
 impl Gateway {
     /// Compiles a loaded config. Every mistake found is returned, each with
     /// its file, line and column.
     pub fn compile(loaded: LoadedConfig, deps: &Deps) -> Result<Gateway, Vec<ConfigError>> {
-        Compiler::new(&loaded, deps).run().map(
-            |(settings, tls_key, operations, routes, unrouted, agents)| Gateway {
-                settings,
-                loaded,
-                operations,
-                tls_key,
-                agents,
-                routes,
-                unrouted,
-                unrouted_metrics: deps.metrics.unrouted(),
-                metrics: deps.metrics.clone(),
-                store: deps.store.clone(),
-                access_log: deps.access_log.clone(),
-            },
-        )
+        let compiled = Compiler::new(&loaded, deps).run();
+        let ops = compiled.iter().flat_map(|c| c.2.iter());
+        let ops = ops.map(|op| (&*op.info.api, &*op.info.id));
+        let calls = crate::call_log::Recorder::compile(&loaded, ops, &deps.call_log);
+        let ((settings, tls_key, operations, routes, unrouted, agents), calls) =
+            match (compiled, calls) {
+                (Ok(compiled), Ok(calls)) => (compiled, calls),
+                (Err(mut errors), Err(more)) => {
+                    errors.extend(more);
+                    return Err(errors);
+                }
+                (Err(errors), _) | (_, Err(errors)) => return Err(errors),
+            };
+        Ok(Gateway {
+            settings,
+            loaded,
+            operations,
+            tls_key,
+            agents,
+            routes,
+            unrouted,
+            unrouted_metrics: deps.metrics.unrouted(),
+            metrics: deps.metrics.clone(),
+            store: deps.store.clone(),
+            access_log: deps.access_log.clone(),
+            calls,
+        })
     }
 
     /// Compiles what `reading` could read, adding the compiler's findings

@@ -40,7 +40,10 @@ use std::collections::HashMap;
 use std::future::{ready, Future};
 use std::hash::BuildHasher;
 
-use super::{Ban, GcraRule, QuotaDecision, RateDecision, Store, StoreError, UsageEntry};
+use super::{
+    Ban, CallFilter, CallLogBounds, CallPage, CallRecord, CallSummary, GcraRule, QuotaDecision,
+    RateDecision, Store, StoreError, UsageEntry,
+};
 use crate::clock::Nanos;
 
 /// Shards: a power of two, enough that 64 cores rarely meet on one lock.
@@ -70,6 +73,8 @@ pub struct MemoryStore {
     hasher: FastHash,
     /// Where new keys are judged while their shard's table is full.
     overflow: Mutex<Overflow>,
+    /// The call log: one table, bounded by the `CallLogBounds` of each push.
+    calls: Mutex<CallTable>,
 }
 
 /// The shared cells of keys that found no room (see the module doc), one
@@ -225,6 +230,7 @@ impl MemoryStore {
             shards: (0..SHARDS).map(|_| Mutex::new(shard())).collect(),
             hasher: Default::default(),
             overflow: Mutex::default(),
+            calls: Mutex::default(),
         }
     }
 
@@ -662,6 +668,112 @@ impl Store for MemoryStore {
 
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
         ready(Ok(()))
+    }
+
+    fn calls_push(
+        &self,
+        calls: &[CallRecord],
+        bounds: CallLogBounds,
+        now: Nanos,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.calls.lock().push(calls, bounds, now);
+        ready(Ok(()))
+    }
+
+    fn calls_page(
+        &self,
+        filter: &CallFilter,
+        now: Nanos,
+    ) -> impl Future<Output = Result<CallPage, StoreError>> + Send {
+        ready(Ok(self.calls.lock().page(filter, now)))
+    }
+
+    fn calls_get(
+        &self,
+        request_id: &str,
+        now: Nanos,
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send {
+        ready(Ok(self.calls.lock().get(request_id, now)))
+    }
+}
+
+// === the call log ===
+
+/// The call log in memory: entries oldest first, and the bytes they weigh.
+/// Every push evicts from the front what is expired or past the bounds, so
+/// the table never holds more than `max_bytes` (plus the one entry being
+/// added) whatever the traffic. Lookups scan it: it holds at most
+/// `max_entries`, and only the admin API reads it.
+#[derive(Debug, Default)]
+struct CallTable {
+    entries: std::collections::VecDeque<StoredCall>,
+    /// The request ids held, so a push checks for one at once.
+    ids: std::collections::HashSet<String>,
+    bytes: u64,
+    /// The last sequence number given out.
+    seq: u64,
+}
+
+#[derive(Debug)]
+struct StoredCall {
+    seq: u64,
+    summary: CallSummary,
+    entry: String,
+    weight: u64,
+}
+
+impl CallTable {
+    fn push(&mut self, calls: &[CallRecord], bounds: CallLogBounds, now: Nanos) {
+        for call in calls {
+            if !self.ids.insert(call.summary.id.clone()) {
+                continue;
+            }
+            self.seq += 1;
+            let weight = call.summary.weight(&call.entry);
+            self.bytes += weight;
+            self.entries.push_back(StoredCall {
+                seq: self.seq,
+                summary: call.summary.clone(),
+                entry: call.entry.clone(),
+                weight,
+            });
+        }
+        while let Some(oldest) = self.entries.front() {
+            let over =
+                self.entries.len() as u64 > bounds.max_entries || self.bytes > bounds.max_bytes;
+            if !over && now < oldest.summary.expires {
+                break;
+            }
+            self.bytes -= oldest.weight;
+            self.ids.remove(&oldest.summary.id);
+            self.entries.pop_front();
+        }
+    }
+
+    fn page(&self, filter: &CallFilter, now: Nanos) -> CallPage {
+        let limit = filter.limit.max(1);
+        let mut matching = self
+            .entries
+            .iter()
+            .rev()
+            .filter(|c| filter.matches(c.seq, &c.summary, now));
+        let entries: Vec<(u64, String)> = matching
+            .by_ref()
+            .take(limit)
+            .map(|c| (c.seq, c.entry.clone()))
+            .collect();
+        let more = matching.next().is_some();
+        CallPage {
+            next: more.then(|| entries.last().map(|(seq, _)| *seq)).flatten(),
+            entries,
+        }
+    }
+
+    fn get(&self, request_id: &str, now: Nanos) -> Option<String> {
+        self.entries
+            .iter()
+            .find(|c| c.summary.id == request_id && now < c.summary.expires)
+            .map(|c| c.entry.clone())
     }
 }
 

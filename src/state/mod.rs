@@ -1,5 +1,5 @@
 //! The state store: counters that outlive a reload (rate-limit buckets,
-//! quotas, abuse hits, bans), behind one [`Store`] trait of atomic
+//! quotas, abuse hits, bans, usage, the call log), behind one [`Store`] trait of atomic
 //! decisions.
 //!
 //! ```yaml
@@ -203,6 +203,125 @@ pub trait Store: Send + Sync + 'static {
 
     /// Whether the store answers (for `/readyz`).
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Appends call-log entries (newest last in `calls`), then evicts,
+    /// oldest first, every entry past its `expires` and as many as it
+    /// takes to be within `bounds`. Atomic per call: the appends and the
+    /// eviction are one step, so concurrent writers never leave the log
+    /// over its bounds. An entry whose request id is already in the log
+    /// is not added (the first one stays). The log's keys expire
+    /// `bounds.ttl` after the last append.
+    fn calls_push(
+        &self,
+        calls: &[CallRecord],
+        bounds: CallLogBounds,
+        now: Nanos,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The live entries matching `filter`, newest first, at most
+    /// `filter.limit`, and the cursor of the next page. A read.
+    fn calls_page(
+        &self,
+        filter: &CallFilter,
+        now: Nanos,
+    ) -> impl Future<Output = Result<CallPage, StoreError>> + Send;
+
+    /// The live entry of `request_id`, if the log holds one. A read.
+    fn calls_get(
+        &self,
+        request_id: &str,
+        now: Nanos,
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+}
+
+/// One call-log entry on its way to the store: the fields the log is
+/// filtered by, and the entry itself as JSON (written by `crate::call_log`;
+/// the store never looks inside).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallRecord {
+    pub summary: CallSummary,
+    pub entry: String,
+}
+
+/// What the call log is filtered and evicted by.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CallSummary {
+    /// The request id (as the access log and `X-Request-Id` show it).
+    pub id: String,
+    /// When the call was answered.
+    pub time: Nanos,
+    /// When the entry stops being shown (and may be evicted).
+    pub expires: Nanos,
+    /// The client id; empty when anonymous.
+    pub client: String,
+    pub operation: String,
+    pub status: u16,
+}
+
+impl CallSummary {
+    /// Bytes the entry is counted as against `CallLogBounds::max_bytes`.
+    pub fn weight(&self, entry: &str) -> u64 {
+        (entry.len() + self.id.len() + self.client.len() + self.operation.len() + 64) as u64
+    }
+}
+
+/// How much the call log holds at most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallLogBounds {
+    pub max_entries: u64,
+    /// Entries' bytes (`CallSummary::weight`) in all.
+    pub max_bytes: u64,
+    /// How long the whole log is kept after its last append.
+    pub ttl: Nanos,
+}
+
+/// Which entries a call-log page shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallFilter {
+    pub client: Option<String>,
+    pub operation: Option<String>,
+    pub status: Option<StatusFilter>,
+    /// Only calls answered at or after this time.
+    pub since: Option<Nanos>,
+    /// Only entries older than this cursor (a page's `next`).
+    pub before: Option<u64>,
+    /// At most this many entries (at least 1).
+    pub limit: usize,
+}
+
+/// `status=404` or `status=4xx`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusFilter {
+    Exact(u16),
+    /// The hundreds digit: `4` for `4xx`.
+    Class(u16),
+}
+
+impl CallFilter {
+    /// Whether `summary` is live at `now` and shown by this filter.
+    pub fn matches(&self, seq: u64, summary: &CallSummary, now: Nanos) -> bool {
+        now < summary.expires
+            && self.before.map_or(true, |cursor| seq < cursor)
+            && self.since.map_or(true, |since| summary.time >= since)
+            && self.client.as_ref().map_or(true, |c| *c == summary.client)
+            && self
+                .operation
+                .as_ref()
+                .map_or(true, |o| *o == summary.operation)
+            && self.status.map_or(true, |s| match s {
+                StatusFilter::Exact(code) => summary.status == code,
+                StatusFilter::Class(class) => summary.status / 100 == class,
+            })
+    }
+}
+
+/// One page of the call log, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallPage {
+    /// `(seq, entry JSON)`: `seq` orders the log (higher is newer).
+    pub entries: Vec<(u64, String)>,
+    /// The cursor of the next (older) page, when there is one.
+    pub next: Option<u64>,
 }
 
 /// One subject's usage counters, as `usage_list` reports them.
@@ -366,6 +485,32 @@ impl Store for AnyStore {
         match self {
             AnyStore::Memory(m) => m.ping().await,
             AnyStore::Redis(r) => r.ping().await,
+        }
+    }
+
+    async fn calls_push(
+        &self,
+        calls: &[CallRecord],
+        bounds: CallLogBounds,
+        now: Nanos,
+    ) -> Result<(), StoreError> {
+        match self {
+            AnyStore::Memory(m) => m.calls_push(calls, bounds, now).await,
+            AnyStore::Redis(r) => r.calls_push(calls, bounds, now).await,
+        }
+    }
+
+    async fn calls_page(&self, filter: &CallFilter, now: Nanos) -> Result<CallPage, StoreError> {
+        match self {
+            AnyStore::Memory(m) => m.calls_page(filter, now).await,
+            AnyStore::Redis(r) => r.calls_page(filter, now).await,
+        }
+    }
+
+    async fn calls_get(&self, request_id: &str, now: Nanos) -> Result<Option<String>, StoreError> {
+        match self {
+            AnyStore::Memory(m) => m.calls_get(request_id, now).await,
+            AnyStore::Redis(r) => r.calls_get(request_id, now).await,
         }
     }
 }

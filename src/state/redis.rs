@@ -27,6 +27,9 @@
 //! | `tollgate:hit:{KEY}`                  | hash   | `n` (count), `end` (ns)       | at the window end  |
 //! | `tollgate:ban:{KEY}`                  | string | `{until_ns}:{reason}`         | when the ban lifts |
 //! | `tollgate:usage:{SUBJECT}`            | hash   | field → count                 | 90 days after the last add |
+//! | `tollgate:calls:{log}`                | list   | call-log summaries, newest first | `call_log.ttl` after the last push |
+//! | `tollgate:calls:{log}:entries`        | hash   | request id → `{expires} {entry JSON}` | same |
+//! | `tollgate:calls:{log}:meta`           | hash   | `seq` (last given), `bytes` (held) | same |
 //!
 //! `KEY` is the trait's key, which already starts with the policy name.
 //! The braces are literal: they are a Redis Cluster hash tag, so a key's
@@ -104,7 +107,10 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, OnceCell};
 
-use super::{Ban, GcraRule, QuotaDecision, RateDecision, Store, StoreError, UsageEntry};
+use super::{
+    Ban, CallFilter, CallLogBounds, CallPage, CallRecord, CallSummary, GcraRule, QuotaDecision,
+    RateDecision, Store, StoreError, UsageEntry,
+};
 use crate::clock::Nanos;
 use crate::config::schema::StateConfig;
 
@@ -1309,6 +1315,173 @@ impl Store for RedisStore {
             .call(|mut c| async move { redis::cmd("PING").query_async::<()>(&mut c).await })
             .await
     }
+
+    async fn calls_push(
+        &self,
+        calls: &[CallRecord],
+        bounds: CallLogBounds,
+        now: Nanos,
+    ) -> Result<(), StoreError> {
+        if calls.is_empty() {
+            return Ok(());
+        }
+        let (list, entries, meta) = self.call_log_keys();
+        let mut invocation = calls_push_script().key(list);
+        invocation
+            .key(entries)
+            .key(meta)
+            .arg(now.to_string())
+            .arg(bounds.max_entries)
+            .arg(bounds.max_bytes)
+            .arg((bounds.ttl / 1_000_000).max(1));
+        for call in calls {
+            let summary = serde_json::to_string(&call.summary)
+                .map_err(|e| StoreError(format!("call summary: {e}")))?;
+            invocation
+                .arg(&call.summary.id)
+                .arg(call.summary.expires.to_string())
+                .arg(call.summary.weight(&call.entry))
+                .arg(summary)
+                .arg(format!("{} {}", call.summary.expires, call.entry));
+        }
+        self.link
+            .call(|mut c| async move { invocation.invoke_async::<()>(&mut c).await })
+            .await
+    }
+
+    async fn calls_page(&self, filter: &CallFilter, now: Nanos) -> Result<CallPage, StoreError> {
+        let (list, entries, _) = self.call_log_keys();
+        let items: Vec<String> = self
+            .link
+            .call(|mut c| async move {
+                redis::cmd("LRANGE")
+                    .arg(list)
+                    .arg(0)
+                    .arg(-1)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        let limit = filter.limit.max(1);
+        let mut matching = items
+            .iter()
+            .filter_map(|item| parse_call_item(item))
+            .filter(|(seq, summary)| filter.matches(*seq, summary, now));
+        let page: Vec<(u64, CallSummary)> = matching.by_ref().take(limit).collect();
+        let more = matching.next().is_some();
+        if page.is_empty() {
+            return Ok(CallPage::default());
+        }
+        let ids: Vec<&str> = page.iter().map(|(_, s)| s.id.as_str()).collect();
+        let mut cmd = redis::cmd("HMGET");
+        cmd.arg(entries).arg(&ids);
+        let values: Vec<Option<String>> = self
+            .link
+            .call(|mut c| async move { cmd.query_async(&mut c).await })
+            .await?;
+        let next = more.then(|| page.last().map(|(seq, _)| *seq)).flatten();
+        let entries = page
+            .iter()
+            .zip(values)
+            .filter_map(|((seq, _), value)| Some((*seq, live_call_entry(value?, now)?)))
+            .collect();
+        Ok(CallPage { entries, next })
+    }
+
+    async fn calls_get(&self, request_id: &str, now: Nanos) -> Result<Option<String>, StoreError> {
+        let (_, entries, _) = self.call_log_keys();
+        let id = request_id.to_string();
+        let value: Option<String> = self
+            .link
+            .call(|mut c| async move {
+                redis::cmd("HGET")
+                    .arg(entries)
+                    .arg(id)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(value.and_then(|v| live_call_entry(v, now)))
+    }
+}
+
+// === the call log ===
+
+/// Call-log push. Atomic: the appends and the eviction are one script, so
+/// concurrent gateways never leave the log over its bounds. Each call is
+/// added unless its request id is already there (HSETNX); then, oldest
+/// first (the list's tail), entries are evicted while the log holds more
+/// than `max_entries` or `max_bytes`, or the oldest has expired. Every key
+/// then expires `ttl` after this push. KEYS[1] list, KEYS[2] entries,
+/// KEYS[3] meta; ARGV now, max_entries, max_bytes, ttl_ms, then per call
+/// id, expires, weight, summary JSON, entry value. A list item is
+/// `{seq} {expires} {weight} {id} {summary JSON}`.
+const CALLS_PUSH: &str = r#"
+local now = ARGV[1]
+local max_n = tonumber(ARGV[2])
+local max_bytes = tonumber(ARGV[3])
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('DEL', KEYS[2])
+  redis.call('HDEL', KEYS[3], 'bytes')
+end
+for i = 5, #ARGV, 5 do
+  local id = ARGV[i]
+  if redis.call('HSETNX', KEYS[2], id, ARGV[i + 4]) == 1 then
+    local seq = redis.call('HINCRBY', KEYS[3], 'seq', 1)
+    redis.call('LPUSH', KEYS[1], seq .. ' ' .. ARGV[i + 1] .. ' ' .. ARGV[i + 2] .. ' ' .. id .. ' ' .. ARGV[i + 3])
+    redis.call('HINCRBY', KEYS[3], 'bytes', ARGV[i + 2])
+  end
+end
+local n = redis.call('LLEN', KEYS[1])
+local bytes = tonumber(redis.call('HGET', KEYS[3], 'bytes') or '0')
+while n > 0 do
+  local last = redis.call('LINDEX', KEYS[1], -1)
+  local exp, w, id = string.match(last, '^%d+ (%d+) (%d+) (%S+) ')
+  if exp and n <= max_n and bytes <= max_bytes and before(now, exp) then break end
+  redis.call('RPOP', KEYS[1])
+  if id then redis.call('HDEL', KEYS[2], id) end
+  bytes = bytes - (tonumber(w) or 0)
+  n = n - 1
+end
+if bytes < 0 then bytes = 0 end
+redis.call('HSET', KEYS[3], 'bytes', string.format('%d', bytes))
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+redis.call('PEXPIRE', KEYS[3], ARGV[4])
+return n
+"#;
+
+/// The push script, hashed once per process.
+fn calls_push_script() -> &'static Script {
+    static SCRIPT: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
+    SCRIPT.get_or_init(|| script(CALLS_PUSH))
+}
+
+impl RedisStore {
+    /// The call log's list, entries hash and meta hash: one hash tag, so
+    /// one slot (and one script) on a cluster.
+    fn call_log_keys(&self) -> (String, String, String) {
+        let list = self.key("calls", "log");
+        (
+            list.clone(),
+            format!("{list}:entries"),
+            format!("{list}:meta"),
+        )
+    }
+}
+
+/// `{seq} {expires} {weight} {id} {summary JSON}` as `(seq, summary)`.
+fn parse_call_item(item: &str) -> Option<(u64, CallSummary)> {
+    let mut parts = item.splitn(5, ' ');
+    let seq = parts.next()?.parse().ok()?;
+    let summary = serde_json::from_str(parts.nth(3)?).ok()?;
+    Some((seq, summary))
+}
+
+/// The entry of a `{expires} {entry}` value, unless it has expired.
+fn live_call_entry(value: String, now: Nanos) -> Option<String> {
+    let (expires, entry) = value.split_once(' ')?;
+    (now < expires.parse::<Nanos>().ok()?).then(|| entry.to_string())
 }
 
 #[cfg(test)]

@@ -24,6 +24,212 @@ pub async fn run_all<S: Store>(make: impl Fn() -> S) {
     quota_peek_reads_without_taking(make()).await;
     usage_counters_add_up_per_subject_and_field(make()).await;
     a_working_store_answers_ping(make()).await;
+    calls_are_paged_newest_first_and_found_by_request_id(make()).await;
+    calls_are_filtered_by_client_operation_status_and_time(make()).await;
+    the_call_log_evicts_the_oldest_past_its_bounds(make()).await;
+    expired_calls_are_hidden_and_a_request_id_is_kept_once(make()).await;
+}
+
+// === the call log ===
+//
+// The log is one per store (not per key), so each case starts an hour past
+// the previous one's entries: they have expired, and its first push evicts
+// them.
+
+const CALL_TTL: Nanos = 600 * SECOND;
+
+fn call(id: &str, at: Nanos, client: &str, operation: &str, status: u16) -> CallRecord {
+    CallRecord {
+        summary: CallSummary {
+            id: id.into(),
+            time: at,
+            expires: at + CALL_TTL,
+            client: client.into(),
+            operation: operation.into(),
+            status,
+        },
+        entry: format!("{{\"request_id\":\"{id}\"}}"),
+    }
+}
+
+fn bounds(max_entries: u64, max_bytes: u64) -> CallLogBounds {
+    CallLogBounds {
+        max_entries,
+        max_bytes,
+        ttl: CALL_TTL,
+    }
+}
+
+fn ids(page: &CallPage) -> Vec<String> {
+    page.entries
+        .iter()
+        .map(|(_, e)| {
+            let v: serde_json::Value = serde_json::from_str(e).expect("entry JSON");
+            v["request_id"].as_str().unwrap_or("").to_string()
+        })
+        .collect()
+}
+
+fn filter(limit: usize) -> CallFilter {
+    CallFilter {
+        limit,
+        ..CallFilter::default()
+    }
+}
+
+pub async fn calls_are_paged_newest_first_and_found_by_request_id(store: impl Store) {
+    let t = T0 + 3600 * SECOND;
+    let calls: Vec<CallRecord> = (0..5)
+        .map(|i| call(&format!("c1-{i}"), t + i, "alpha", "getEmployee", 200))
+        .collect();
+    store
+        .calls_push(&calls[..2], bounds(100, 1 << 20), t)
+        .await
+        .expect("store");
+    store
+        .calls_push(&calls[2..], bounds(100, 1 << 20), t + 5)
+        .await
+        .expect("store");
+    let first = store.calls_page(&filter(2), t + 10).await.expect("store");
+    assert_eq!(ids(&first), ["c1-4", "c1-3"]);
+    let cursor = first.next.expect("a next page");
+    let second = store
+        .calls_page(
+            &CallFilter {
+                before: Some(cursor),
+                ..filter(2)
+            },
+            t + 10,
+        )
+        .await
+        .expect("store");
+    assert_eq!(ids(&second), ["c1-2", "c1-1"]);
+    let last = store
+        .calls_page(
+            &CallFilter {
+                before: second.next,
+                ..filter(2)
+            },
+            t + 10,
+        )
+        .await
+        .expect("store");
+    assert_eq!(ids(&last), ["c1-0"]);
+    assert_eq!(last.next, None);
+    let found = store.calls_get("c1-3", t + 10).await.expect("store");
+    assert_eq!(found.as_deref(), Some(calls[3].entry.as_str()));
+    assert_eq!(store.calls_get("c1-9", t + 10).await.expect("store"), None);
+}
+
+pub async fn calls_are_filtered_by_client_operation_status_and_time(store: impl Store) {
+    let t = T0 + 2 * 3600 * SECOND;
+    let calls = [
+        call("c2-a", t, "alpha", "getEmployee", 200),
+        call("c2-b", t + SECOND, "beta", "getEmployee", 404),
+        call("c2-c", t + 2 * SECOND, "alpha", "createEmployee", 429),
+        call("c2-d", t + 3 * SECOND, "", "getEmployee", 401),
+    ];
+    store
+        .calls_push(&calls, bounds(100, 1 << 20), t + 3 * SECOND)
+        .await
+        .expect("store");
+    let now = t + 4 * SECOND;
+    let page = |f: CallFilter| {
+        let store = &store;
+        async move { ids(&store.calls_page(&f, now).await.expect("store")) }
+    };
+    let alpha = CallFilter {
+        client: Some("alpha".into()),
+        ..filter(10)
+    };
+    assert_eq!(page(alpha).await, ["c2-c", "c2-a"]);
+    let gets = CallFilter {
+        operation: Some("getEmployee".into()),
+        ..filter(10)
+    };
+    assert_eq!(page(gets).await, ["c2-d", "c2-b", "c2-a"]);
+    let client_errors = CallFilter {
+        status: Some(StatusFilter::Class(4)),
+        ..filter(10)
+    };
+    assert_eq!(page(client_errors).await, ["c2-d", "c2-c", "c2-b"]);
+    let not_found = CallFilter {
+        status: Some(StatusFilter::Exact(404)),
+        ..filter(10)
+    };
+    assert_eq!(page(not_found).await, ["c2-b"]);
+    let recent = CallFilter {
+        since: Some(t + 2 * SECOND),
+        ..filter(10)
+    };
+    assert_eq!(page(recent).await, ["c2-d", "c2-c"]);
+    let anonymous = CallFilter {
+        client: Some(String::new()),
+        ..filter(10)
+    };
+    assert_eq!(page(anonymous).await, ["c2-d"]);
+}
+
+pub async fn the_call_log_evicts_the_oldest_past_its_bounds(store: impl Store) {
+    let t = T0 + 3 * 3600 * SECOND;
+    let calls: Vec<CallRecord> = (0..6)
+        .map(|i| call(&format!("c3-{i}"), t + i, "alpha", "getEmployee", 200))
+        .collect();
+    let weight = calls[0].summary.weight(&calls[0].entry);
+    // Room for three entries' bytes (and ten entries): the oldest go.
+    for c in &calls {
+        store
+            .calls_push(std::slice::from_ref(c), bounds(10, 3 * weight), t + 6)
+            .await
+            .expect("store");
+    }
+    let all = store.calls_page(&filter(10), t + 7).await.expect("store");
+    assert_eq!(ids(&all), ["c3-5", "c3-4", "c3-3"]);
+    assert_eq!(store.calls_get("c3-0", t + 7).await.expect("store"), None);
+    // Room for two entries by count: one push of two evicts down to them.
+    store
+        .calls_push(
+            &[
+                call("c3-6", t + 6, "alpha", "getEmployee", 200),
+                call("c3-7", t + 7, "alpha", "getEmployee", 200),
+            ],
+            bounds(2, 1 << 20),
+            t + 7,
+        )
+        .await
+        .expect("store");
+    let two = store.calls_page(&filter(10), t + 8).await.expect("store");
+    assert_eq!(ids(&two), ["c3-7", "c3-6"]);
+}
+
+pub async fn expired_calls_are_hidden_and_a_request_id_is_kept_once(store: impl Store) {
+    let t = T0 + 4 * 3600 * SECOND;
+    let first = call("c4-a", t, "alpha", "getEmployee", 200);
+    let mut again = call("c4-a", t + SECOND, "beta", "createEmployee", 500);
+    again.entry = "{\"request_id\":\"c4-a\",\"second\":true}".into();
+    store
+        .calls_push(std::slice::from_ref(&first), bounds(10, 1 << 20), t)
+        .await
+        .expect("store");
+    store
+        .calls_push(&[again], bounds(10, 1 << 20), t + SECOND)
+        .await
+        .expect("store");
+    let page = store
+        .calls_page(&filter(10), t + 2 * SECOND)
+        .await
+        .expect("store");
+    assert_eq!(page.entries.len(), 1);
+    assert_eq!(page.entries[0].1, first.entry);
+    // Past its expiry it is neither listed nor found, before any eviction.
+    let later = t + CALL_TTL;
+    assert!(store
+        .calls_page(&filter(10), later)
+        .await
+        .expect("store")
+        .entries
+        .is_empty());
+    assert_eq!(store.calls_get("c4-a", later).await.expect("store"), None);
 }
 
 pub async fn quota_peek_reads_without_taking(store: impl Store) {

@@ -9,6 +9,7 @@ mod common;
 mod access;
 mod admin;
 mod cache;
+mod call_log;
 mod cli;
 mod config_errors;
 mod config_schema;
