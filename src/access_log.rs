@@ -24,7 +24,7 @@ use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Once};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use crate::config::schema::AccessLogFormat;
 use crate::config::{ConfigError, LoadedConfig};
@@ -316,7 +316,7 @@ impl AccessLog {
             return true;
         }
         shared.start.call_once(|| shared.spawn_writer());
-        let deadline = Instant::now() + within;
+        let deadline = crate::clock::monotonic() + within;
         let mut queue = shared.queue.lock();
         if queue.no_writer {
             return queue.pending.is_empty();
@@ -410,7 +410,7 @@ impl Shared {
                 if !queue.urgent(self.capacity) {
                     // Let the batch grow a little; a flush, a reopen or a
                     // half-full queue cuts the wait short.
-                    let until = Instant::now() + LINGER;
+                    let until = crate::clock::monotonic() + LINGER;
                     while !queue.urgent(self.capacity) {
                         if self.wake.wait_until(&mut queue, until).timed_out() {
                             break;

@@ -3,6 +3,10 @@
 //! runs in a fresh process of this binary, so the RSS it reads is its own
 //! (memory a previous test freed would hide a new test's growth).
 
+// Black-box tests and benches measure real elapsed time; the library
+// reads time through `tollgate::clock` only (clippy.toml).
+#![allow(clippy::disallowed_methods)]
+
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use std::net::SocketAddr;

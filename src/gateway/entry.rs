@@ -106,7 +106,7 @@ impl Gateway {
         tls: bool,
         peer_ip_header: HeaderValue,
     ) -> Response<Body> {
-        let started = Instant::now();
+        let started = crate::clock::monotonic();
         let _in_flight = self.metrics.in_flight();
 
         // 1. Who calls: the request id and address a trusted proxy vouches
@@ -387,7 +387,7 @@ fn finish(
         let would_reject_policy =
             (!shadow.is_empty()).then(|| join(shadow.iter().map(|(p, _)| &**p)));
         access_log.record(&AccessRecord {
-            time: std::time::SystemTime::now(),
+            time: crate::clock::wall(),
             request_id: cx
                 .as_ref()
                 .and_then(|c| c.request_id.to_str().ok())

@@ -15,7 +15,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::body::{self, Body, IdleTimeout};
 use crate::context::RequestContext;
@@ -367,7 +367,7 @@ async fn forward(
     // the caller spoke.
     parts.version = http::Version::HTTP_11;
 
-    let started = Instant::now();
+    let started = crate::clock::monotonic();
     let outcome = tokio::time::timeout(
         timeout,
         UpstreamClients::send(clients, Request::from_parts(parts, body)),

@@ -706,7 +706,7 @@ mod tests {
         get_ok(&clients, up.addr).await;
         // Taken before the connection goes idle again, so the bound below
         // holds however long the call takes.
-        let idle_from = std::time::Instant::now();
+        let idle_from = crate::clock::monotonic();
         get_ok(&clients, up.addr).await;
         assert_eq!(up.accepted(), 1, "the second call reused the connection");
         up.closed(1).await;

@@ -1059,7 +1059,7 @@ impl Breaker {
             failures: AtomicU32::new(0),
             open_until: AtomicU64::new(0),
             probing: AtomicBool::new(false),
-            born: Instant::now(),
+            born: crate::clock::monotonic(),
         }
     }
 

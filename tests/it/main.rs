@@ -3,6 +3,10 @@
 //! clean `cargo test` spends on integration tests. (`store_memory` stays a
 //! binary of its own: it measures this process's memory.)
 
+// Black-box tests and benches measure real elapsed time; the library
+// reads time through `tollgate::clock` only (clippy.toml).
+#![allow(clippy::disallowed_methods)]
+
 #[path = "../common/mod.rs"]
 mod common;
 
