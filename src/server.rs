@@ -40,6 +40,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio_rustls::TlsAcceptor;
+use tokio_util::either::Either;
 
 use crate::body::{self, Body, BodyDeadline, IdleTimeout, LimitedBody};
 use crate::context::{new_request_id, Connection};
@@ -354,22 +355,12 @@ async fn serve_connection(
         }
     });
     let stream = WriteTimeout::new(stream, timeouts.send);
-    let result = match tls {
+    // Plain and TLS connections share everything after the handshake.
+    let io = match tls {
+        None => Either::Left(stream),
         Some(acceptor) => {
             match tokio::time::timeout(timeouts.head, acceptor.accept(stream)).await {
-                Ok(Ok(tls_stream)) => {
-                    let conn = builder.serve_connection(TokioIo::new(tls_stream), service);
-                    let conn = Box::pin(ShutDownWhen::new(
-                        conn,
-                        idle_or_draining(activity.clone(), timeouts.idle, draining),
-                        |c| c.graceful_shutdown(),
-                    ));
-                    let run = first_head_within(conn, &activity.first_request, timeouts.head);
-                    match unless_stalled(run, &activity, timeouts.send, peer).await {
-                        Some(result) => result,
-                        None => return,
-                    }
-                }
+                Ok(Ok(tls_stream)) => Either::Right(tls_stream),
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
                     return;
@@ -380,19 +371,16 @@ async fn serve_connection(
                 }
             }
         }
-        None => {
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            let conn = Box::pin(ShutDownWhen::new(
-                conn,
-                idle_or_draining(activity.clone(), timeouts.idle, draining),
-                |c| c.graceful_shutdown(),
-            ));
-            let run = first_head_within(conn, &activity.first_request, timeouts.head);
-            match unless_stalled(run, &activity, timeouts.send, peer).await {
-                Some(result) => result,
-                None => return,
-            }
-        }
+    };
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    let conn = Box::pin(ShutDownWhen::new(
+        conn,
+        idle_or_draining(activity.clone(), timeouts.idle, draining),
+        |c| c.graceful_shutdown(),
+    ));
+    let run = first_head_within(conn, &activity.first_request, timeouts.head);
+    let Some(result) = unless_stalled(run, &activity, timeouts.send, peer).await else {
+        return;
     };
     match result {
         Some(Err(e)) => tracing::debug!(%peer, error = %e, "connection ended with an error"),
