@@ -11,6 +11,7 @@ pub mod calendar;
 pub mod clock;
 pub mod config;
 pub mod context;
+pub mod cost;
 pub mod demo;
 pub mod gateway;
 pub mod graphql;

@@ -41,6 +41,13 @@ struct RequestLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UnitLabels {
+    api: Arc<str>,
+    operation: Arc<str>,
+    client: Arc<str>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OperationLabels {
     api: Arc<str>,
     operation: Arc<str>,
@@ -99,6 +106,8 @@ pub struct Metrics {
     cache_lookups: Family<CacheLabels, Counter>,
     cache_bytes: Family<PolicyLabels, Gauge>,
     access_log_dropped: Counter,
+    task_units: Family<UnitLabels, Counter>,
+    cost_header_invalid: Family<OperationLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -124,6 +133,8 @@ impl Metrics {
         let cache_lookups = Family::<CacheLabels, Counter>::default();
         let cache_bytes = Family::<PolicyLabels, Gauge>::default();
         let access_log_dropped = Counter::default();
+        let task_units = Family::<UnitLabels, Counter>::default();
+        let cost_header_invalid = Family::<OperationLabels, Counter>::default();
         // Counters get `_total` from the registry.
         registry.register(
             "requests",
@@ -185,6 +196,16 @@ impl Metrics {
             "Access-log lines dropped: the writer was behind (its buffer full) or could not write",
             access_log_dropped.clone(),
         );
+        registry.register(
+            "task_units",
+            "Task units charged for forwarded calls (declared cost, or the upstream's cost header), by API, operation and client",
+            task_units.clone(),
+        );
+        registry.register(
+            "cost_header_invalid",
+            "Upstream answers whose cost header was not a whole number of units (the declared cost was charged)",
+            cost_header_invalid.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -199,7 +220,18 @@ impl Metrics {
             cache_lookups,
             cache_bytes,
             access_log_dropped,
+            task_units,
+            cost_header_invalid,
         }
+    }
+
+    /// The `tollgate_cost_header_invalid_total` counter of one operation.
+    pub fn cost_header_invalid(&self, api: &str, operation: &str) -> Counter {
+        self.cost_header_invalid
+            .get_or_create_owned(&OperationLabels {
+                api: api.into(),
+                operation: operation.into(),
+            })
     }
 
     /// The counter the access log's sink counts dropped lines in.
@@ -255,6 +287,15 @@ impl Metrics {
     pub fn observe(&self, op: &OperationMetrics, outcome: &Outcome<'_>) {
         op.count(&self.requests, outcome.client, outcome.status);
         op.request_duration.observe(outcome.duration.as_secs_f64());
+        if outcome.units > 0 {
+            self.task_units
+                .get_or_create(&UnitLabels {
+                    api: op.api.clone(),
+                    operation: op.operation.clone(),
+                    client: outcome.client.cloned().unwrap_or_else(|| ANONYMOUS.into()),
+                })
+                .inc_by(outcome.units);
+        }
         if let Some(upstream) = outcome.upstream {
             op.upstream_duration.observe(upstream.as_secs_f64());
         }
@@ -412,6 +453,8 @@ pub struct Outcome<'a> {
     pub bytes_out: u64,
     /// Answered by a `cache` policy: no workflow ran.
     pub cache_hit: bool,
+    /// Task units the call cost (0 when the gateway answered it).
+    pub units: u64,
 }
 
 /// One operation's handles.
@@ -467,6 +510,12 @@ impl OperationMetrics {
             out.push((&u.bytes_in, outcome.bytes_in));
             out.push((&u.bytes_out, outcome.bytes_out));
         }
+        if outcome.units > 0 {
+            out.push(("units", outcome.units));
+            if self.operation.as_ref() != UNROUTED {
+                out.push((&u.units, outcome.units));
+            }
+        }
         if outcome.cache_hit {
             out.push(("cache_hits", 1));
             out.push((&u.cache_hits, 1));
@@ -492,6 +541,7 @@ struct UsageFields {
     bytes_in: String,
     bytes_out: String,
     cache_hits: String,
+    units: String,
     /// `op:{id}:rejected:{code}`, indexed like `Code::ALL`.
     rejected: Vec<String>,
 }
@@ -503,6 +553,7 @@ impl UsageFields {
             bytes_in: format!("op:{operation}:bytes_in"),
             bytes_out: format!("op:{operation}:bytes_out"),
             cache_hits: format!("op:{operation}:cache_hits"),
+            units: format!("op:{operation}:units"),
             rejected: Code::ALL
                 .iter()
                 .map(|c| format!("op:{operation}:rejected:{}", c.as_str()))
@@ -564,6 +615,7 @@ mod tests {
             bytes_in: 0,
             bytes_out: 10,
             cache_hit: false,
+            units: 0,
         };
         metrics.observe(&op, &outcome(Some(&client), 200));
         metrics.observe(&op, &outcome(Some(&client), 200));
@@ -599,6 +651,7 @@ mod tests {
             bytes_in: 5,
             bytes_out: 7,
             cache_hit: false,
+            units: 0,
         };
         let mut counts = Vec::new();
         op.usage_counts(&outcome, &mut counts);

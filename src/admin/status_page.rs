@@ -87,7 +87,7 @@ fn status_html(gateway: &Gateway, usage: Option<&Value>, bans: Option<&[Value]>)
     if clients.is_empty() {
         h.push_str("<p class=\"muted\">No calls yet.</p>");
     } else {
-        h.push_str("<table><tr><th>Client</th><th>Calls</th><th>Rejected</th><th>Bytes in</th><th>Bytes out</th></tr>");
+        h.push_str("<table><tr><th>Client</th><th>Calls</th><th>Task units</th><th>Rejected</th><th>Bytes in</th><th>Bytes out</th></tr>");
         for c in clients.iter().take(20) {
             let rejected: u64 = c["rejections"]
                 .as_object()
@@ -95,9 +95,10 @@ fn status_html(gateway: &Gateway, usage: Option<&Value>, bans: Option<&[Value]>)
                 .unwrap_or(0);
             let _ = write!(
                 h,
-                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 esc(c["client"].as_str().unwrap_or("")),
                 c["calls"].as_u64().unwrap_or(0),
+                c["units"].as_u64().unwrap_or(0),
                 rejected,
                 c["bytes_in"].as_u64().unwrap_or(0),
                 c["bytes_out"].as_u64().unwrap_or(0)

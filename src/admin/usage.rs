@@ -1,6 +1,7 @@
-//! `GET /admin/usage`: per client, calls, bytes, refusals by code, each
-//! operation's share, keys in use, and what is used and left of every
-//! quota — read back from the store's usage counters and quota cells.
+//! `GET /admin/usage`: per client, calls and task units side by side,
+//! bytes, refusals by code, each operation's share, keys in use, and what
+//! is used and left of every quota (in its unit: calls or tasks) — read
+//! back from the store's usage counters and quota cells.
 
 use http::Response;
 use serde_json::{json, Value};
@@ -51,6 +52,7 @@ impl Admin {
                     "key": if q.config.key == LimitKey::Ip { "ip".to_string() } else { "header".to_string() },
                     "limit": q.config.limit,
                     "period": period_name(q.config.period),
+                    "unit": q.config.unit.as_str(),
                     "note": "counted per address or header value; not listed",
                 })),
             }
@@ -67,6 +69,7 @@ impl Admin {
             out.push(json!({
                 "client": client,
                 "calls": usage.calls,
+                "units": usage.units,
                 "bytes_in": usage.bytes_in,
                 "bytes_out": usage.bytes_out,
                 "cache_hits": usage.cache_hits,
@@ -74,6 +77,7 @@ impl Admin {
                 "keys": usage.keys,
                 "operations": usage.operations.iter().map(|(op, u)| (op.clone(), json!({
                     "calls": u.calls,
+                    "units": u.units,
                     "bytes_in": u.bytes_in,
                     "bytes_out": u.bytes_out,
                     "cache_hits": u.cache_hits,
@@ -100,6 +104,7 @@ impl Admin {
         Ok(json!({
             "policy": q.name,
             "period": period_name(q.config.period),
+            "unit": q.config.unit.as_str(),
             "limit": q.config.limit,
             "used": used,
             "remaining": q.config.limit.saturating_sub(used),
@@ -113,6 +118,8 @@ impl Admin {
 #[derive(Default)]
 struct ClientUsage {
     calls: u64,
+    /// Task units charged (refused and cached calls cost none).
+    units: u64,
     bytes_in: u64,
     bytes_out: u64,
     /// Calls a `cache` policy answered (counted in `calls` too).
@@ -127,6 +134,7 @@ struct ClientUsage {
 #[derive(Default)]
 struct OperationUsage {
     calls: u64,
+    units: u64,
     bytes_in: u64,
     bytes_out: u64,
     cache_hits: u64,
@@ -144,6 +152,7 @@ impl ClientUsage {
                     let op = self.operations.entry(op.to_string()).or_default();
                     match what {
                         "calls" => op.calls += n,
+                        "units" => op.units += n,
                         "bytes_in" => op.bytes_in += n,
                         "bytes_out" => op.bytes_out += n,
                         "cache_hits" => op.cache_hits += n,
@@ -160,6 +169,7 @@ impl ClientUsage {
             } else {
                 match field.as_str() {
                     "calls" => self.calls += n,
+                    "units" => self.units += n,
                     "bytes_in" => self.bytes_in += n,
                     "bytes_out" => self.bytes_out += n,
                     "cache_hits" => self.cache_hits += n,
@@ -232,7 +242,11 @@ mod tests {
             ("key:hr:2027:calls".into(), 2),
             ("cache_hits".into(), 2),
             ("op:get:emp:cache_hits".into(), 2),
+            ("units".into(), 40),
+            ("op:get:emp:units".into(), 40),
         ]);
+        assert_eq!(usage.units, 40);
+        assert_eq!(usage.operations["get:emp"].units, 40);
         assert_eq!(usage.calls, 3);
         assert_eq!(usage.keys["hr:2027"], 2);
         assert_eq!(usage.cache_hits, 2);

@@ -327,6 +327,7 @@ impl Gateway {
                 .exact()
                 .unwrap_or(0),
             cache_hit: response.extensions().get::<CacheHit>().is_some(),
+            units: crate::cost::units_of(response),
         };
         self.metrics.observe(op, &outcome);
         let mut counts = Vec::with_capacity(8);

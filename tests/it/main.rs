@@ -28,3 +28,4 @@ mod security;
 mod server;
 mod shadow;
 mod traffic;
+mod units;
