@@ -25,6 +25,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
+use crate::clock::Nanos;
 use crate::problem::{Code, RejectedWith};
 
 /// The label value for calls no credential identified.
@@ -108,6 +109,8 @@ pub struct Metrics {
     access_log_dropped: Counter,
     task_units: Family<UnitLabels, Counter>,
     cost_header_invalid: Family<OperationLabels, Counter>,
+    /// Usage over time, for the status page's charts.
+    series: crate::usage_series::UsageSeries,
 }
 
 impl Default for Metrics {
@@ -222,6 +225,7 @@ impl Metrics {
             access_log_dropped,
             task_units,
             cost_header_invalid,
+            series: Default::default(),
         }
     }
 
@@ -281,6 +285,26 @@ impl Metrics {
     pub fn in_flight(&self) -> InFlight {
         self.in_flight.inc();
         InFlight(self.in_flight.clone())
+    }
+
+    /// Usage over time (this process's calls).
+    pub fn series(&self) -> &crate::usage_series::UsageSeries {
+        &self.series
+    }
+
+    /// Counts one metered call in the usage series, at `now`.
+    pub fn record_series(&self, op: &OperationMetrics, outcome: &Outcome<'_>, now: Nanos) {
+        let client = outcome.client.map_or(ANONYMOUS, |c| &**c);
+        self.series.record(
+            client,
+            &op.operation,
+            now,
+            crate::usage_series::Sample {
+                duration: outcome.duration,
+                refused: outcome.rejected.map(|r| r.code),
+                units: outcome.units,
+            },
+        );
     }
 
     /// Counts one answered request.

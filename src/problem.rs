@@ -51,6 +51,9 @@ pub enum Code {
     ConfigInvalid,
     /// Admin listener only: no active ban on that key.
     BanNotFound,
+    /// Admin listener only: a query parameter the endpoint does not read,
+    /// or a value it does not know.
+    InvalidQuery,
 }
 
 impl Code {
@@ -83,6 +86,7 @@ impl Code {
         Code::AdminUnauthorized,
         Code::ConfigInvalid,
         Code::BanNotFound,
+        Code::InvalidQuery,
     ];
 
     /// Codes only the admin listener answers with: the public API (and so
@@ -90,7 +94,7 @@ impl Code {
     pub const fn is_admin(self) -> bool {
         matches!(
             self,
-            Code::AdminUnauthorized | Code::ConfigInvalid | Code::BanNotFound
+            Code::AdminUnauthorized | Code::ConfigInvalid | Code::BanNotFound | Code::InvalidQuery
         )
     }
 
@@ -124,6 +128,7 @@ impl Code {
             Code::AdminUnauthorized => "admin_unauthorized",
             Code::ConfigInvalid => "config_invalid",
             Code::BanNotFound => "ban_not_found",
+            Code::InvalidQuery => "invalid_query",
         }
     }
 
@@ -135,7 +140,8 @@ impl Code {
             | Code::HeaderForbidden
             | Code::InvalidRequestBody
             | Code::GraphqlOperationNotAllowed
-            | Code::ConfigInvalid => StatusCode::BAD_REQUEST,
+            | Code::ConfigInvalid
+            | Code::InvalidQuery => StatusCode::BAD_REQUEST,
             Code::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Code::Unauthenticated | Code::InvalidCredentials | Code::AdminUnauthorized => {
                 StatusCode::UNAUTHORIZED
@@ -183,6 +189,7 @@ impl Code {
             Code::AdminUnauthorized => "Admin token required",
             Code::ConfigInvalid => "Config has errors",
             Code::BanNotFound => "No such ban",
+            Code::InvalidQuery => "Invalid query",
         }
     }
 }

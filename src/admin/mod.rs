@@ -209,7 +209,13 @@ impl Admin {
             };
         }
         let allowed = match path.as_str() {
-            "/" | "/metrics" | "/admin/apis" | "/admin/usage" | "/admin/bans" | "/openapi.json"
+            "/"
+            | "/metrics"
+            | "/admin/apis"
+            | "/admin/usage"
+            | "/admin/usage/series"
+            | "/admin/bans"
+            | "/openapi.json"
             | "/openapi.yaml" => "GET",
             "/admin/reload" => "POST",
             _ => {
@@ -235,6 +241,10 @@ impl Admin {
             "/admin/apis" => json_response(StatusCode::OK, &apis(&gateway)),
             "/admin/usage" => match self.usage(&gateway).await {
                 Ok(usage) => json_response(StatusCode::OK, &usage),
+                Err(response) => response,
+            },
+            "/admin/usage/series" => match self.usage_series(req.uri().query()) {
+                Ok(series) => json_response(StatusCode::OK, &series),
                 Err(response) => response,
             },
             "/admin/bans" => match self.bans().await {
@@ -524,7 +534,10 @@ pub(super) fn json_response(status: StatusCode, value: &Value) -> Response<Body>
     text(status, "application/json", body)
 }
 
-fn problem(code: Code, detail: impl Into<std::borrow::Cow<'static, str>>) -> Response<Body> {
+pub(super) fn problem(
+    code: Code,
+    detail: impl Into<std::borrow::Cow<'static, str>>,
+) -> Response<Body> {
     let mut response = Reject::new(code, detail).into_response(&new_request_id());
     nosniff(&mut response);
     response

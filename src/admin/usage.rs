@@ -2,6 +2,10 @@
 //! bytes, refusals by code, each operation's share, keys in use, and what
 //! is used and left of every quota (in its unit: calls or tasks) — read
 //! back from the store's usage counters and quota cells.
+//!
+//! `GET /admin/usage/series`: usage over time (`crate::usage_series`) —
+//! `range=hour|day`, `by=total|client|operation`, and `client=` /
+//! `operation=` filters — as JSON buckets, oldest first.
 
 use http::Response;
 use serde_json::{json, Value};
@@ -16,7 +20,9 @@ use crate::gateway::Gateway;
 use crate::metrics;
 use crate::policy::quota::{self, QuotaConfig, QuotaPeriod};
 use crate::policy::LimitKey;
+use crate::problem::Code;
 use crate::state::{self, Store, UsageEntry};
+use crate::usage_series::{Counts, GroupBy, Range, SeriesView};
 
 // === impl Admin ===
 
@@ -111,6 +117,102 @@ impl Admin {
             "resets_at": format_rfc3339(end),
         }))
     }
+}
+
+/// What `/admin/usage/series` was asked for.
+pub(super) struct SeriesQuery {
+    pub range: Range,
+    pub by: GroupBy,
+    pub client: Option<String>,
+    pub operation: Option<String>,
+}
+
+impl SeriesQuery {
+    /// Reads the query string; an unknown parameter or value is refused
+    /// with 400 `invalid_query`.
+    pub(super) fn parse(query: Option<&str>) -> Result<SeriesQuery, Response<Body>> {
+        let mut out = SeriesQuery {
+            range: Range::Hour,
+            by: GroupBy::Total,
+            client: None,
+            operation: None,
+        };
+        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let value = percent_encoding::percent_decode_str(&value.replace('+', " "))
+                .decode_utf8_lossy()
+                .into_owned();
+            let bad = |what: &str| {
+                super::problem(Code::InvalidQuery, format!("`{name}={value}`: {what}"))
+            };
+            match name {
+                "range" => {
+                    out.range = Range::parse(&value).ok_or_else(|| bad("use hour or day"))?
+                }
+                "by" => {
+                    out.by = GroupBy::parse(&value)
+                        .ok_or_else(|| bad("use total, client or operation"))?
+                }
+                "client" => out.client = Some(value),
+                "operation" => out.operation = Some(value),
+                _ => return Err(bad("the parameters are range, by, client and operation")),
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Admin {
+    /// Usage over time of this instance, as JSON.
+    pub(super) fn usage_series(&self, query: Option<&str>) -> Result<Value, Response<Body>> {
+        let q = SeriesQuery::parse(query)?;
+        Ok(series_json(&q, &self.series_view(&q), self.now()))
+    }
+
+    pub(super) fn series_view(&self, q: &SeriesQuery) -> Vec<SeriesView> {
+        self.reloader.deps().metrics.series().view(
+            q.range,
+            self.now(),
+            q.client.as_deref(),
+            q.operation.as_deref(),
+            q.by,
+        )
+    }
+}
+
+fn counts_json(c: &Counts) -> Value {
+    json!({
+        "calls": c.calls,
+        "units": c.units,
+        "refused": c.refused(),
+        "refusals": c.refusals(),
+        "p95_ms": c.p95_ms(),
+    })
+}
+
+/// The JSON of a series view: one object per series, its buckets oldest
+/// first (empty ones included, so every series has the same length).
+fn series_json(q: &SeriesQuery, views: &[SeriesView], now: Nanos) -> Value {
+    let step = q.range.step();
+    let from = (now / step * step + step).saturating_sub(step * q.range.buckets() as u64);
+    json!({
+        "range": q.range.as_str(),
+        "step_seconds": step / state::SECOND,
+        "from": format_rfc3339(from),
+        "to": format_rfc3339(now / step * step + step),
+        "scope": "instance",
+        "series": views.iter().map(|v| {
+            let mut total = counts_json(&v.total);
+            total["client"] = json!(v.client);
+            total["operation"] = json!(v.operation);
+            total["buckets"] = v.buckets.iter().map(|(start, c)| {
+                let mut b = counts_json(c);
+                b["start"] = json!(format_rfc3339(*start));
+                b
+            }).collect();
+            total
+        }).collect::<Vec<_>>(),
+    })
 }
 
 /// A client's usage, parsed back from the store's fields (written by

@@ -167,7 +167,7 @@ impl Gateway {
             bytes_in,
             &self.access_log,
         );
-        let (subject, mut counts) = self.meter(&response, op_metrics, started, bytes_in);
+        let (subject, mut counts) = self.meter(&response, op_metrics, started, bytes_in, metered);
         let key_field = key_usage_field(&response);
         if let Some(field) = &key_field {
             counts.push((field, 1));
@@ -313,6 +313,7 @@ impl Gateway {
         op: &'o OperationMetrics,
         started: Instant,
         bytes_in: Option<u64>,
+        metered: bool,
     ) -> (Option<Arc<str>>, Vec<(&'o str, u64)>) {
         let cx = response.extensions().get::<RequestContext>();
         let outcome = Outcome {
@@ -330,6 +331,9 @@ impl Gateway {
             units: crate::cost::units_of(response),
         };
         self.metrics.observe(op, &outcome);
+        if metered {
+            self.metrics.record_series(op, &outcome, self.clock.now());
+        }
         let mut counts = Vec::with_capacity(8);
         op.usage_counts(&outcome, &mut counts);
         (outcome.client.cloned(), counts)

@@ -174,6 +174,8 @@ pub struct Gateway {
     store: AnyStore,
     /// Where each answered request is logged (the `Deps` sink).
     access_log: AccessLog,
+    /// The `Deps` clock: when a call is counted in the usage series.
+    clock: crate::clock::SharedClock,
 }
 
 impl Gateway {
@@ -193,6 +195,7 @@ impl Gateway {
                 metrics: deps.metrics.clone(),
                 store: deps.store.clone(),
                 access_log: deps.access_log.clone(),
+                clock: deps.clock.clone(),
             },
         )
     }

@@ -29,3 +29,4 @@ mod server;
 mod shadow;
 mod traffic;
 mod units;
+mod usage_charts;
