@@ -459,7 +459,7 @@ impl UsageSeries {
             })
             .filter(|s| by == GroupBy::Total || s.total.calls > 0)
             .collect();
-        out.sort_by(|a, b| b.total.calls.cmp(&a.total.calls));
+        out.sort_by_key(|s| std::cmp::Reverse(s.total.calls));
         out
     }
 

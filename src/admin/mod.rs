@@ -243,10 +243,7 @@ impl Admin {
                 Ok(usage) => json_response(StatusCode::OK, &usage),
                 Err(response) => response,
             },
-            "/admin/usage/series" => match self.usage_series(req.uri().query()) {
-                Ok(series) => json_response(StatusCode::OK, &series),
-                Err(response) => response,
-            },
+            "/admin/usage/series" => self.usage_series(req.uri().query()),
             "/admin/bans" => match self.bans().await {
                 Ok(bans) => json_response(StatusCode::OK, &json!({ "bans": bans })),
                 Err(response) => response,

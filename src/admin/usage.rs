@@ -128,9 +128,9 @@ pub(super) struct SeriesQuery {
 }
 
 impl SeriesQuery {
-    /// Reads the query string; an unknown parameter or value is refused
-    /// with 400 `invalid_query`.
-    pub(super) fn parse(query: Option<&str>) -> Result<SeriesQuery, Response<Body>> {
+    /// Reads the query string; an unknown parameter or value is an error
+    /// saying which (answered as 400 `invalid_query`).
+    pub(super) fn parse(query: Option<&str>) -> Result<SeriesQuery, String> {
         let mut out = SeriesQuery {
             range: Range::Hour,
             by: GroupBy::Total,
@@ -142,9 +142,7 @@ impl SeriesQuery {
             let value = percent_encoding::percent_decode_str(&value.replace('+', " "))
                 .decode_utf8_lossy()
                 .into_owned();
-            let bad = |what: &str| {
-                super::problem(Code::InvalidQuery, format!("`{name}={value}`: {what}"))
-            };
+            let bad = |what: &str| format!("`{name}={value}`: {what}");
             match name {
                 "range" => {
                     out.range = Range::parse(&value).ok_or_else(|| bad("use hour or day"))?
@@ -164,9 +162,14 @@ impl SeriesQuery {
 
 impl Admin {
     /// Usage over time of this instance, as JSON.
-    pub(super) fn usage_series(&self, query: Option<&str>) -> Result<Value, Response<Body>> {
-        let q = SeriesQuery::parse(query)?;
-        Ok(series_json(&q, &self.series_view(&q), self.now()))
+    pub(super) fn usage_series(&self, query: Option<&str>) -> Response<Body> {
+        match SeriesQuery::parse(query) {
+            Ok(q) => super::json_response(
+                http::StatusCode::OK,
+                &series_json(&q, &self.series_view(&q), self.now()),
+            ),
+            Err(detail) => super::problem(Code::InvalidQuery, detail),
+        }
     }
 
     pub(super) fn series_view(&self, q: &SeriesQuery) -> Vec<SeriesView> {
