@@ -136,6 +136,8 @@ fn status_html(
         h.push_str("</table>");
     }
 
+    quotas_table(&mut h, usage);
+
     h.push_str("<h2>Rejections by code</h2>");
     let mut by_code: BTreeMap<String, u64> = BTreeMap::new();
     for c in usage
@@ -181,6 +183,51 @@ fn status_html(
     }
     h.push_str("</body></html>\n");
     h
+}
+
+/// Every quota counted per client or globally: used of limit, in its unit
+/// (calls or tasks), and when it resets.
+fn quotas_table(h: &mut String, usage: Option<&Value>) {
+    let per_client = usage
+        .and_then(|u| u["clients"].as_array())
+        .into_iter()
+        .flatten()
+        .flat_map(|c| {
+            let client = c["client"].as_str().unwrap_or("");
+            c["quotas"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(move |q| (format!("client {client}"), q))
+        });
+    let global = usage
+        .and_then(|u| u["quotas"].as_array())
+        .into_iter()
+        .flatten()
+        .filter(|q| q.get("used").is_some())
+        .map(|q| ("global".to_string(), q));
+    let rows: Vec<(String, &Value)> = global.chain(per_client).collect();
+    if rows.is_empty() {
+        return;
+    }
+    h.push_str(
+        "<h2>Quotas</h2><table><tr><th>Policy</th><th>Counted for</th><th>Used</th>\
+         <th>Limit</th><th>Unit</th><th>Resets</th></tr>",
+    );
+    for (whom, q) in rows {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{} a {}</td><td>{}</td><td>{}</td></tr>",
+            esc(q["policy"].as_str().unwrap_or("")),
+            esc(&whom),
+            q["used"].as_u64().unwrap_or(0),
+            q["limit"].as_u64().unwrap_or(0),
+            esc(q["period"].as_str().unwrap_or("")),
+            esc(q["unit"].as_str().unwrap_or("")),
+            esc(q["resets_at"].as_str().unwrap_or(""))
+        );
+    }
+    h.push_str("</table>");
 }
 
 /// The series of one range the page draws: all traffic, each client, each

@@ -192,6 +192,13 @@ async fn a_month_of_tasks(state: &str) {
         page.contains("<td><code>hr</code></td><td>9</td><td>28</td>"),
         "{page}"
     );
+    // And the quota, in its unit, past its limit.
+    assert!(
+        page.contains(
+            "<tr><td>monthly-tasks</td><td><code>client hr</code></td><td>28</td><td>20 a month</td><td>tasks</td>"
+        ),
+        "{page}"
+    );
     app.shutdown().await;
 }
 
