@@ -272,6 +272,7 @@ impl Metrics {
             api: api.clone(),
             operation: operation.clone(),
             counters: RwLock::default(),
+            unit_counters: RwLock::default(),
             usage: UsageFields::new(operation),
         })
     }
@@ -312,13 +313,7 @@ impl Metrics {
         op.count(&self.requests, outcome.client, outcome.status);
         op.request_duration.observe(outcome.duration.as_secs_f64());
         if outcome.units > 0 {
-            self.task_units
-                .get_or_create(&UnitLabels {
-                    api: op.api.clone(),
-                    operation: op.operation.clone(),
-                    client: outcome.client.cloned().unwrap_or_else(|| ANONYMOUS.into()),
-                })
-                .inc_by(outcome.units);
+            op.count_units(&self.task_units, outcome.client, outcome.units);
         }
         if let Some(upstream) = outcome.upstream {
             op.upstream_duration.observe(upstream.as_secs_f64());
@@ -491,10 +486,37 @@ pub struct OperationMetrics {
     /// `status -> [(client, counter)]`: clients are few per status, so a
     /// scan compares a handful of `&str` and allocates nothing.
     counters: RwLock<HashMap<u16, Vec<ClientCounter>>>,
+    /// `tollgate_task_units_total` per client, cached like `counters`.
+    unit_counters: RwLock<Vec<ClientCounter>>,
     usage: UsageFields,
 }
 
 impl OperationMetrics {
+    /// Adds `units` to the client's `tollgate_task_units_total`: a read
+    /// lock and an atomic add, once the client's counter is cached.
+    fn count_units(
+        &self,
+        family: &Family<UnitLabels, Counter>,
+        client: Option<&Arc<str>>,
+        units: u64,
+    ) {
+        let same = |c: &Option<Arc<str>>| c.as_deref() == client.map(|a| &**a);
+        if let Some((_, counter)) = self.unit_counters.read().iter().find(|(c, _)| same(c)) {
+            counter.inc_by(units);
+            return;
+        }
+        let counter = family.get_or_create_owned(&UnitLabels {
+            api: self.api.clone(),
+            operation: self.operation.clone(),
+            client: client.cloned().unwrap_or_else(|| ANONYMOUS.into()),
+        });
+        counter.inc_by(units);
+        let mut cache = self.unit_counters.write();
+        if !cache.iter().any(|(c, _)| same(c)) {
+            cache.push((client.cloned(), counter));
+        }
+    }
+
     fn count(
         &self,
         family: &Family<RequestLabels, Counter>,
@@ -655,6 +677,46 @@ mod tests {
         assert!(text.contains(
             r#"tollgate_request_duration_seconds_count{api="dir",operation="getEmployee"} 3"#
         ));
+    }
+
+    #[test]
+    fn task_units_are_counted_per_client_and_in_usage() {
+        let metrics = Metrics::new();
+        let op = metrics.operation(&"reports".into(), &"run".into());
+        let hr: Arc<str> = "hr".into();
+        let outcome = |client, units| Outcome {
+            client,
+            status: 200,
+            duration: Duration::ZERO,
+            upstream: None,
+            rejected: None,
+            would_reject: &[],
+            bytes_in: 0,
+            bytes_out: 0,
+            cache_hit: false,
+            units,
+        };
+        metrics.observe(&op, &outcome(Some(&hr), 7));
+        metrics.observe(&op, &outcome(Some(&hr), 5));
+        metrics.observe(&op, &outcome(None, 2));
+        metrics.observe(&op, &outcome(None, 0));
+        let text = metrics.render(None);
+        assert!(
+            text.contains(
+                r#"tollgate_task_units_total{api="reports",operation="run",client="hr"} 12"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains(
+            r#"tollgate_task_units_total{api="reports",operation="run",client="anonymous"} 2"#
+        ));
+        let mut counts = Vec::new();
+        op.usage_counts(&outcome(Some(&hr), 7), &mut counts);
+        assert!(counts.contains(&("units", 7)));
+        assert!(counts.contains(&("op:run:units", 7)));
+        let mut free = Vec::new();
+        op.usage_counts(&outcome(Some(&hr), 0), &mut free);
+        assert!(!free.iter().any(|(f, _)| f.ends_with("units")));
     }
 
     #[test]
