@@ -10,7 +10,8 @@
 //!
 //! Bounded: at most [`MAX_SERIES`] (client, operation) pairs — a pair
 //! first seen beyond that is counted under `(other)`, `(other)` — each
-//! holding at most 60 + 96 buckets, and only buckets that saw a call.
+//! holding at most 60 + 96 buckets (under 200 bytes each), and only
+//! buckets that saw a call: about 15 MB at the very most.
 //! Latency is a histogram per bucket (32 classes, each √2 wider than the
 //! last, from 0.5 ms to 23 s and beyond), so p95 is the upper bound of the
 //! class the 95th percentile falls in: within a factor of √2.
@@ -140,8 +141,9 @@ struct Bucket {
 pub struct Counts {
     pub calls: u64,
     pub units: u64,
-    /// Refusals, indexed like `Code::ALL`; empty until the first.
-    refusals: Vec<u64>,
+    /// Refusals as `(code, count)`, only the codes seen (usually none or
+    /// one, so a bucket stays small).
+    refusals: Vec<(Code, u64)>,
     latency: [u32; LATENCY_CLASSES],
 }
 
@@ -166,12 +168,7 @@ impl Counts {
         self.calls += 1;
         self.units = self.units.saturating_add(sample.units);
         if let Some(code) = sample.refused {
-            if let Some(i) = Code::ALL.iter().position(|c| *c == code) {
-                if self.refusals.is_empty() {
-                    self.refusals = vec![0; Code::ALL.len()];
-                }
-                self.refusals[i] += 1;
-            }
+            self.add_refusals(code, 1);
         }
         let class = latency_class(sample.duration);
         self.latency[class] = self.latency[class].saturating_add(1);
@@ -180,16 +177,18 @@ impl Counts {
     fn merge(&mut self, other: &Counts) {
         self.calls += other.calls;
         self.units = self.units.saturating_add(other.units);
-        if !other.refusals.is_empty() {
-            if self.refusals.is_empty() {
-                self.refusals = vec![0; Code::ALL.len()];
-            }
-            for (mine, theirs) in self.refusals.iter_mut().zip(&other.refusals) {
-                *mine += theirs;
-            }
+        for &(code, n) in &other.refusals {
+            self.add_refusals(code, n);
         }
         for (mine, theirs) in self.latency.iter_mut().zip(&other.latency) {
             *mine = mine.saturating_add(*theirs);
+        }
+    }
+
+    fn add_refusals(&mut self, code: Code, n: u64) {
+        match self.refusals.iter_mut().find(|(c, _)| *c == code) {
+            Some((_, count)) => *count += n,
+            None => self.refusals.push((code, n)),
         }
     }
 
@@ -197,15 +196,13 @@ impl Counts {
     pub fn refusals(&self) -> BTreeMap<&'static str, u64> {
         self.refusals
             .iter()
-            .zip(Code::ALL)
-            .filter(|(n, _)| **n > 0)
-            .map(|(n, code)| (code.as_str(), *n))
+            .map(|(code, n)| (code.as_str(), *n))
             .collect()
     }
 
     /// Every refusal, whatever its code.
     pub fn refused(&self) -> u64 {
-        self.refusals.iter().sum()
+        self.refusals.iter().map(|(_, n)| n).sum()
     }
 
     /// The 95th percentile latency in milliseconds (the upper bound of its
@@ -581,6 +578,13 @@ mod tests {
         let v = s.view(Range::Hour, T0, None, None, GroupBy::Total);
         let p95 = v[0].total.p95_ms().expect("calls");
         assert!((724.0..=1024.0).contains(&p95), "{p95}");
+    }
+
+    #[test]
+    fn a_bucket_stays_small_so_the_cap_bounds_memory() {
+        // 512 pairs × (60 + 96) buckets × 192 bytes ≈ 15 MB at the most
+        // (README: usage over time), plus a few bytes per refusal code.
+        assert!(std::mem::size_of::<Bucket>() <= 192);
     }
 
     #[test]
