@@ -47,6 +47,8 @@ pub struct OperationInfo {
     pub id: Arc<str>,
     /// The operation id as a header value, for `X-Tollgate-Operation`.
     pub header_value: HeaderValue,
+    /// What a call costs in task units (`cost`, `cost_header`).
+    pub cost: crate::cost::TaskCost,
 }
 
 /// What a rate limit decided, kept so the response can carry the

@@ -244,6 +244,13 @@ fn combined_info(matched: &[&Member]) -> Arc<OperationInfo> {
             .unwrap_or_default(),
         header_value: HeaderValue::from_str(&ids).unwrap_or(HeaderValue::from_static("invalid")),
         id: ids.into(),
+        // One upstream call answers every matched field: it costs what they
+        // declare together, and the first one's header reports it.
+        cost: matched.first().map_or_else(Default::default, |m| {
+            let mut cost = m.info.cost.clone();
+            cost.declared = matched.iter().map(|m| m.info.cost.declared).sum();
+            cost
+        }),
     })
 }
 

@@ -12,6 +12,7 @@ pub mod call_log;
 pub mod clock;
 pub mod config;
 pub mod context;
+pub mod cost;
 pub mod demo;
 pub mod gateway;
 pub mod graphql;
@@ -28,6 +29,7 @@ pub mod server;
 pub mod stack;
 pub mod state;
 pub mod telemetry;
+pub mod usage_series;
 
 /// What the fuzz targets (fuzz/) drive that is not public otherwise. Not an
 /// API: it may change in any release.

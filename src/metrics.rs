@@ -25,6 +25,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
+use crate::clock::Nanos;
 use crate::problem::{Code, RejectedWith};
 
 /// The label value for calls no credential identified.
@@ -38,6 +39,13 @@ struct RequestLabels {
     operation: Arc<str>,
     client: Arc<str>,
     status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UnitLabels {
+    api: Arc<str>,
+    operation: Arc<str>,
+    client: Arc<str>,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -100,6 +108,10 @@ pub struct Metrics {
     cache_bytes: Family<PolicyLabels, Gauge>,
     access_log_dropped: Counter,
     call_log_dropped: Counter,
+    task_units: Family<UnitLabels, Counter>,
+    cost_header_invalid: Family<OperationLabels, Counter>,
+    /// Usage over time, for the status page's charts.
+    series: crate::usage_series::UsageSeries,
 }
 
 impl Default for Metrics {
@@ -126,6 +138,8 @@ impl Metrics {
         let cache_bytes = Family::<PolicyLabels, Gauge>::default();
         let access_log_dropped = Counter::default();
         let call_log_dropped = Counter::default();
+        let task_units = Family::<UnitLabels, Counter>::default();
+        let cost_header_invalid = Family::<OperationLabels, Counter>::default();
         // Counters get `_total` from the registry.
         registry.register(
             "requests",
@@ -192,6 +206,16 @@ impl Metrics {
             "Call-log entries dropped: the queue to the store was full, or the store failed",
             call_log_dropped.clone(),
         );
+        registry.register(
+            "task_units",
+            "Task units charged for forwarded calls (declared cost, or the upstream's cost header), by API, operation and client",
+            task_units.clone(),
+        );
+        registry.register(
+            "cost_header_invalid",
+            "Upstream answers whose cost header was not a whole number of units (the declared cost was charged)",
+            cost_header_invalid.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -207,7 +231,19 @@ impl Metrics {
             cache_bytes,
             access_log_dropped,
             call_log_dropped,
+            task_units,
+            cost_header_invalid,
+            series: Default::default(),
         }
+    }
+
+    /// The `tollgate_cost_header_invalid_total` counter of one operation.
+    pub fn cost_header_invalid(&self, api: &str, operation: &str) -> Counter {
+        self.cost_header_invalid
+            .get_or_create_owned(&OperationLabels {
+                api: api.into(),
+                operation: operation.into(),
+            })
     }
 
     /// The counter the access log's sink counts dropped lines in.
@@ -249,6 +285,7 @@ impl Metrics {
             api: api.clone(),
             operation: operation.clone(),
             counters: RwLock::default(),
+            unit_counters: RwLock::default(),
             usage: UsageFields::new(operation),
         })
     }
@@ -264,10 +301,33 @@ impl Metrics {
         InFlight(self.in_flight.clone())
     }
 
+    /// Usage over time (this process's calls).
+    pub fn series(&self) -> &crate::usage_series::UsageSeries {
+        &self.series
+    }
+
+    /// Counts one metered call in the usage series, at `now`.
+    pub fn record_series(&self, op: &OperationMetrics, outcome: &Outcome<'_>, now: Nanos) {
+        let client = outcome.client.map_or(ANONYMOUS, |c| &**c);
+        self.series.record(
+            client,
+            &op.operation,
+            now,
+            crate::usage_series::Sample {
+                duration: outcome.duration,
+                refused: outcome.rejected.map(|r| r.code),
+                units: outcome.units,
+            },
+        );
+    }
+
     /// Counts one answered request.
     pub fn observe(&self, op: &OperationMetrics, outcome: &Outcome<'_>) {
         op.count(&self.requests, outcome.client, outcome.status);
         op.request_duration.observe(outcome.duration.as_secs_f64());
+        if outcome.units > 0 {
+            op.count_units(&self.task_units, outcome.client, outcome.units);
+        }
         if let Some(upstream) = outcome.upstream {
             op.upstream_duration.observe(upstream.as_secs_f64());
         }
@@ -425,6 +485,8 @@ pub struct Outcome<'a> {
     pub bytes_out: u64,
     /// Answered by a `cache` policy: no workflow ran.
     pub cache_hit: bool,
+    /// Task units the call cost (0 when the gateway answered it).
+    pub units: u64,
 }
 
 /// One operation's handles.
@@ -437,10 +499,37 @@ pub struct OperationMetrics {
     /// `status -> [(client, counter)]`: clients are few per status, so a
     /// scan compares a handful of `&str` and allocates nothing.
     counters: RwLock<HashMap<u16, Vec<ClientCounter>>>,
+    /// `tollgate_task_units_total` per client, cached like `counters`.
+    unit_counters: RwLock<Vec<ClientCounter>>,
     usage: UsageFields,
 }
 
 impl OperationMetrics {
+    /// Adds `units` to the client's `tollgate_task_units_total`: a read
+    /// lock and an atomic add, once the client's counter is cached.
+    fn count_units(
+        &self,
+        family: &Family<UnitLabels, Counter>,
+        client: Option<&Arc<str>>,
+        units: u64,
+    ) {
+        let same = |c: &Option<Arc<str>>| c.as_deref() == client.map(|a| &**a);
+        if let Some((_, counter)) = self.unit_counters.read().iter().find(|(c, _)| same(c)) {
+            counter.inc_by(units);
+            return;
+        }
+        let counter = family.get_or_create_owned(&UnitLabels {
+            api: self.api.clone(),
+            operation: self.operation.clone(),
+            client: client.cloned().unwrap_or_else(|| ANONYMOUS.into()),
+        });
+        counter.inc_by(units);
+        let mut cache = self.unit_counters.write();
+        if !cache.iter().any(|(c, _)| same(c)) {
+            cache.push((client.cloned(), counter));
+        }
+    }
+
     fn count(
         &self,
         family: &Family<RequestLabels, Counter>,
@@ -480,6 +569,12 @@ impl OperationMetrics {
             out.push((&u.bytes_in, outcome.bytes_in));
             out.push((&u.bytes_out, outcome.bytes_out));
         }
+        if outcome.units > 0 {
+            out.push(("units", outcome.units));
+            if self.operation.as_ref() != UNROUTED {
+                out.push((&u.units, outcome.units));
+            }
+        }
         if outcome.cache_hit {
             out.push(("cache_hits", 1));
             out.push((&u.cache_hits, 1));
@@ -505,6 +600,7 @@ struct UsageFields {
     bytes_in: String,
     bytes_out: String,
     cache_hits: String,
+    units: String,
     /// `op:{id}:rejected:{code}`, indexed like `Code::ALL`.
     rejected: Vec<String>,
 }
@@ -516,6 +612,7 @@ impl UsageFields {
             bytes_in: format!("op:{operation}:bytes_in"),
             bytes_out: format!("op:{operation}:bytes_out"),
             cache_hits: format!("op:{operation}:cache_hits"),
+            units: format!("op:{operation}:units"),
             rejected: Code::ALL
                 .iter()
                 .map(|c| format!("op:{operation}:rejected:{}", c.as_str()))
@@ -577,6 +674,7 @@ mod tests {
             bytes_in: 0,
             bytes_out: 10,
             cache_hit: false,
+            units: 0,
         };
         metrics.observe(&op, &outcome(Some(&client), 200));
         metrics.observe(&op, &outcome(Some(&client), 200));
@@ -592,6 +690,46 @@ mod tests {
         assert!(text.contains(
             r#"tollgate_request_duration_seconds_count{api="dir",operation="getEmployee"} 3"#
         ));
+    }
+
+    #[test]
+    fn task_units_are_counted_per_client_and_in_usage() {
+        let metrics = Metrics::new();
+        let op = metrics.operation(&"reports".into(), &"run".into());
+        let hr: Arc<str> = "hr".into();
+        let outcome = |client, units| Outcome {
+            client,
+            status: 200,
+            duration: Duration::ZERO,
+            upstream: None,
+            rejected: None,
+            would_reject: &[],
+            bytes_in: 0,
+            bytes_out: 0,
+            cache_hit: false,
+            units,
+        };
+        metrics.observe(&op, &outcome(Some(&hr), 7));
+        metrics.observe(&op, &outcome(Some(&hr), 5));
+        metrics.observe(&op, &outcome(None, 2));
+        metrics.observe(&op, &outcome(None, 0));
+        let text = metrics.render(None);
+        assert!(
+            text.contains(
+                r#"tollgate_task_units_total{api="reports",operation="run",client="hr"} 12"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains(
+            r#"tollgate_task_units_total{api="reports",operation="run",client="anonymous"} 2"#
+        ));
+        let mut counts = Vec::new();
+        op.usage_counts(&outcome(Some(&hr), 7), &mut counts);
+        assert!(counts.contains(&("units", 7)));
+        assert!(counts.contains(&("op:run:units", 7)));
+        let mut free = Vec::new();
+        op.usage_counts(&outcome(Some(&hr), 0), &mut free);
+        assert!(!free.iter().any(|(f, _)| f.ends_with("units")));
     }
 
     #[test]
@@ -612,6 +750,7 @@ mod tests {
             bytes_in: 5,
             bytes_out: 7,
             cache_hit: false,
+            units: 0,
         };
         let mut counts = Vec::new();
         op.usage_counts(&outcome, &mut counts);

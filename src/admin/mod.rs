@@ -216,8 +216,15 @@ impl Admin {
             };
         }
         let allowed = match path.as_str() {
-            "/" | "/metrics" | "/admin/apis" | "/admin/usage" | "/admin/bans" | "/admin/calls"
-            | "/openapi.json" | "/openapi.yaml" => "GET",
+            "/"
+            | "/metrics"
+            | "/admin/apis"
+            | "/admin/usage"
+            | "/admin/usage/series"
+            | "/admin/bans"
+            | "/admin/calls"
+            | "/openapi.json"
+            | "/openapi.yaml" => "GET",
             "/admin/reload" => "POST",
             _ => {
                 return problem(
@@ -244,6 +251,7 @@ impl Admin {
                 Ok(usage) => json_response(StatusCode::OK, &usage),
                 Err(response) => response,
             },
+            "/admin/usage/series" => self.usage_series(req.uri().query()),
             "/admin/bans" => match self.bans().await {
                 Ok(bans) => json_response(StatusCode::OK, &json!({ "bans": bans })),
                 Err(response) => response,
@@ -532,7 +540,10 @@ pub(super) fn json_response(status: StatusCode, value: &Value) -> Response<Body>
     text(status, "application/json", body)
 }
 
-fn problem(code: Code, detail: impl Into<std::borrow::Cow<'static, str>>) -> Response<Body> {
+pub(super) fn problem(
+    code: Code,
+    detail: impl Into<std::borrow::Cow<'static, str>>,
+) -> Response<Body> {
     let mut response = Reject::new(code, detail).into_response(&new_request_id());
     nosniff(&mut response);
     response

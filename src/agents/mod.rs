@@ -162,6 +162,7 @@ impl Agents {
                     api: "".into(),
                     id: ENDPOINT_OPERATION.into(),
                     header_value: HeaderValue::from_static(ENDPOINT_OPERATION),
+                    cost: Default::default(),
                 });
                 Some(Endpoint {
                     path: path.to_string(),

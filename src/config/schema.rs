@@ -421,6 +421,10 @@ pub struct ApiConfig {
     pub upstream: Option<String>,
     #[serde(default)]
     pub upstream_timeout: Option<ConfigDuration>,
+    /// The response header in which this API's upstream reports the task
+    /// units a call used (removed before the caller sees the answer).
+    #[serde(default)]
+    pub cost_header: Option<String>,
     #[serde(default)]
     pub apply: Vec<PolicyRef>,
     #[serde(default)]
@@ -445,6 +449,14 @@ pub struct OperationConfig {
     pub upstream: Option<String>,
     #[serde(default)]
     pub upstream_timeout: Option<ConfigDuration>,
+    /// Task units a call costs (default 1): what usage and quotas counted
+    /// in units charge, unless the upstream reports otherwise in
+    /// `cost_header`.
+    #[serde(default)]
+    pub cost: Option<u64>,
+    /// Overrides the API's `cost_header` for this operation.
+    #[serde(default)]
+    pub cost_header: Option<String>,
     #[serde(default)]
     pub summary: Option<String>,
     #[serde(default)]

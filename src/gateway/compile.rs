@@ -290,11 +290,13 @@ impl<'a> Compiler<'a> {
                         }
                     }
                 }
+                let cost = self.task_cost(api, op, &a_s, &o_s);
                 let info = Arc::new(OperationInfo {
                     api: api.name.as_str().into(),
                     id: op.id.as_str().into(),
                     header_value: HeaderValue::from_str(&op.id)
                         .unwrap_or(HeaderValue::from_static("invalid")),
+                    cost,
                 });
                 let metrics = self.deps.metrics.operation(&info.api, &info.id);
                 if crate::agents::is_tool(api, op) {
@@ -348,6 +350,32 @@ impl<'a> Compiler<'a> {
             self.errors.dedup();
             Err(self.errors)
         }
+    }
+
+    /// An operation's task cost: its `cost` (default 1) and the header its
+    /// upstream reports units in (the operation's `cost_header`, else the
+    /// API's).
+    fn task_cost(
+        &mut self,
+        api: &ApiConfig,
+        op: &OperationConfig,
+        a_s: &str,
+        o_s: &str,
+    ) -> crate::cost::TaskCost {
+        let header = match (&op.cost_header, &api.cost_header) {
+            (Some(name), _) => Some((name, vec!["apis", a_s, "operations", o_s, "cost_header"])),
+            (None, Some(name)) => Some((name, vec!["apis", a_s, "cost_header"])),
+            (None, None) => None,
+        };
+        let header = header.and_then(|(name, path)| match crate::cost::parse_header_name(name) {
+            Ok(name) => Some(name),
+            Err(message) => {
+                self.error(&path, message);
+                None
+            }
+        });
+        let invalid = self.deps.metrics.cost_header_invalid(&api.name, &op.id);
+        crate::cost::TaskCost::new(op.cost.unwrap_or(1), header, invalid)
     }
 
     /// Joins GraphQL operations that share a method and path into one

@@ -174,7 +174,7 @@ impl Gateway {
             &self.access_log,
         );
         let response = crate::call_log::finish(recording, response);
-        let (subject, mut counts) = self.meter(&response, op_metrics, started, bytes_in);
+        let (subject, mut counts) = self.meter(&response, op_metrics, started, bytes_in, metered);
         let key_field = key_usage_field(&response);
         if let Some(field) = &key_field {
             counts.push((field, 1));
@@ -320,6 +320,7 @@ impl Gateway {
         op: &'o OperationMetrics,
         started: Instant,
         bytes_in: Option<u64>,
+        metered: bool,
     ) -> (Option<Arc<str>>, Vec<(&'o str, u64)>) {
         let cx = response.extensions().get::<RequestContext>();
         let outcome = Outcome {
@@ -334,8 +335,12 @@ impl Gateway {
                 .exact()
                 .unwrap_or(0),
             cache_hit: response.extensions().get::<CacheHit>().is_some(),
+            units: crate::cost::units_of(response),
         };
         self.metrics.observe(op, &outcome);
+        if metered {
+            self.metrics.record_series(op, &outcome, self.clock.now());
+        }
         let mut counts = Vec::with_capacity(8);
         op.usage_counts(&outcome, &mut counts);
         (outcome.client.cloned(), counts)

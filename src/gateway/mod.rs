@@ -185,6 +185,8 @@ pub struct Gateway {
     access_log: AccessLog,
     /// The operations' `record:` rules and the call log (`Deps`).
     calls: crate::call_log::Recorder,
+    /// The `Deps` clock: when a call is counted in the usage series.
+    clock: crate::clock::SharedClock,
 }
 
 impl Gateway {
@@ -217,6 +219,7 @@ impl Gateway {
             store: deps.store.clone(),
             access_log: deps.access_log.clone(),
             calls,
+            clock: deps.clock.clone(),
         })
     }
 

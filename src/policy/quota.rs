@@ -18,6 +18,28 @@
 //! period ends; that refusal consumes nothing. (A caller that hangs up
 //! before the answer keeps its unit used: the upstream may have run.)
 //!
+//! **Task units.** With `unit: tasks` the quota counts the task units calls
+//! cost (an operation's `cost`, or what its upstream reports in
+//! `cost_header`; see `crate::cost`) instead of calls — "10,000 tasks a
+//! month":
+//!
+//! ```yaml
+//! monthly-tasks:
+//!   type: quota
+//!   limit: 10000
+//!   period: month
+//!   unit: tasks       # calls (default) | tasks
+//! ```
+//!
+//! Before the call only its declared cost is known: the call is admitted
+//! while the period's remaining units are at least its declared cost (and
+//! at least one), and that cost is taken at once, atomically. After the
+//! answer the quota is settled with what the call actually cost: the
+//! difference (reported − declared) is added or given back. A call may
+//! therefore take the count past the limit (the work was done and is
+//! charged); every later call is then refused until the period ends. A
+//! call the gateway answered itself gives back all it took, as above.
+//!
 //! With `key: header:NAME`, an anonymous caller's calls also take from a
 //! count per address shared by every value it sends, `anonymous_per_ip`
 //! per period (default 10 × `limit`), as with `rate_limit`: inventing a
@@ -28,14 +50,18 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use std::sync::Arc;
 
+use super::rate_limit::{
+    RATELIMIT, RATELIMIT_POLICY, X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING, X_RATELIMIT_RESET,
+};
 use super::registry::PolicyKind;
 use super::{CompileCx, LimitKey, PolicyMeta, Saved, Stage, Step};
 use crate::body::Body;
 use crate::calendar;
 use crate::clock::{Nanos, SharedClock};
-use crate::context::RequestContext;
+use crate::context::{RateLimitDecision, RequestContext};
 use crate::problem::{Code, Reject, RejectedWith};
 use crate::state::{self, AnyStore, Store, StoreErrorMode, SECOND};
+use http::HeaderValue;
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -51,6 +77,30 @@ pub struct QuotaConfig {
     /// may make whatever values it sends (default 10 × `limit`).
     #[serde(default)]
     pub anonymous_per_ip: Option<u64>,
+    /// What the quota counts: `calls` (default), or the `tasks` units calls
+    /// cost (`cost` / `cost_header` of the operation).
+    #[serde(default)]
+    pub unit: QuotaUnit,
+}
+
+/// What a quota counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum QuotaUnit {
+    /// One per forwarded call.
+    #[default]
+    Calls,
+    /// The task units forwarded calls cost.
+    Tasks,
+}
+
+impl QuotaUnit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QuotaUnit::Calls => "calls",
+            QuotaUnit::Tasks => "tasks",
+        }
+    }
 }
 
 /// UTC calendar periods.
@@ -72,6 +122,9 @@ pub struct Quota {
     ipv6_prefix: u8,
     /// `key: header:NAME`: the per-address count of anonymous callers.
     anonymous_per_ip: Option<u64>,
+    unit: QuotaUnit,
+    /// The name as a structured-field string, for the `RateLimit` headers.
+    quoted_name: Arc<str>,
     store: AnyStore,
     clock: SharedClock,
     on_error: StoreErrorMode,
@@ -119,6 +172,8 @@ fn compile(
         key: config.key.clone(),
         ipv6_prefix: config.ipv6_prefix,
         anonymous_per_ip,
+        unit: config.unit,
+        quoted_name: super::rate_limit::sf_string(&meta.name).into(),
         store: cx.store.clone(),
         clock: cx.clock.clone(),
         on_error: StoreErrorMode::new(cx.config.state.on_store_error),
@@ -136,6 +191,8 @@ pub struct Taken {
     key: String,
     address: Option<String>,
     period_end: Nanos,
+    /// What was taken: 1 call, or the call's declared task units.
+    units: u64,
 }
 
 // === impl Quota ===
@@ -153,6 +210,10 @@ impl Quota {
             .store_key(&self.meta.name, self.ipv6_prefix, headers, cx);
         let now = self.clock.now();
         let period_end = period_end(self.period, now);
+        let units = match self.unit {
+            QuotaUnit::Calls => 1,
+            QuotaUnit::Tasks => cx.operation.as_ref().map_or(1, |op| op.cost.declared),
+        };
         let fail = |error| {
             self.on_error
                 .handle(&self.meta.name, &error, now)
@@ -173,14 +234,13 @@ impl Quota {
         let mut allowed = true;
         if let Some((address, limit)) = &address {
             match self.store.quota_peek(address, period_end, now).await {
-                Ok(used) => allowed = used < *limit,
+                Ok(used) => allowed = used < *limit && units <= *limit - used,
                 Err(error) => return fail(error),
             }
         }
         if allowed {
             let d = match self
-                .store
-                .quota_take(&key, self.limit, period_end, now)
+                .take_units(&key, self.limit, units, period_end, now)
                 .await
             {
                 Ok(d) => d,
@@ -194,11 +254,11 @@ impl Quota {
                     key,
                     address: None,
                     period_end,
+                    units,
                 }));
             };
             let d = match self
-                .store
-                .quota_take(&address, limit, period_end, now)
+                .take_units(&address, limit, units, period_end, now)
                 .await
             {
                 Ok(d) => d,
@@ -209,6 +269,7 @@ impl Quota {
                     key,
                     address: Some(address),
                     period_end,
+                    units,
                 }));
             }
             // Another call took the address's last unit meanwhile.
@@ -216,6 +277,7 @@ impl Quota {
                 key: key.clone(),
                 address: None,
                 period_end,
+                units,
             };
             self.refund(value).await;
         }
@@ -229,14 +291,82 @@ impl Quota {
                 .push((self.meta.name.clone(), Code::QuotaExceeded));
             return Ok(None);
         }
+        let reset_secs = state::ceil_secs(period_end - now);
+        let window_secs = (period_end - period_start(self.period, now)) / SECOND;
+        let policy_header = format!("{};q={};w={window_secs}", self.quoted_name, self.limit);
+        // The refusal describes this quota, whatever limit governed before:
+        // an outer rate limit writes the decision closest to exhaustion.
+        cx.record_rate_limit(RateLimitDecision {
+            policy: self.meta.name.clone(),
+            quoted_name: self.quoted_name.clone(),
+            policy_header: HeaderValue::try_from(policy_header.as_str())
+                .unwrap_or_else(|_| HeaderValue::from_static("\"?\"")),
+            limit: self.limit,
+            remaining: 0,
+            reset_secs,
+            window_secs,
+        });
         Err(Reject::new(
             Code::QuotaExceeded,
             "the quota for this period is used up; retry after the time in Retry-After",
         )
-        .with_retry_after(state::ceil_secs(period_end - now)))
+        .with_retry_after(reset_secs)
+        .with_header(RATELIMIT_POLICY, policy_header)
+        .with_header(
+            RATELIMIT,
+            format!("{};r=0;t={reset_secs}", self.quoted_name),
+        )
+        .with_header(X_RATELIMIT_LIMIT, self.limit)
+        .with_header(X_RATELIMIT_REMAINING, 0u64)
+        .with_header(X_RATELIMIT_RESET, reset_secs))
+    }
+
+    /// One call (the store's own `quota_take`), or `units` task units.
+    async fn take_units(
+        &self,
+        key: &str,
+        limit: u64,
+        units: u64,
+        period_end: Nanos,
+        now: Nanos,
+    ) -> Result<state::QuotaDecision, state::StoreError> {
+        match self.unit {
+            QuotaUnit::Calls => self.store.quota_take(key, limit, period_end, now).await,
+            QuotaUnit::Tasks => {
+                self.store
+                    .quota_take_units(key, limit, units, period_end, now)
+                    .await
+            }
+        }
+    }
+
+    /// Settles a task-unit take with what the call cost: adds (or gives
+    /// back) the difference from what was taken.
+    async fn settle(&self, taken: &Taken, cost: u64) {
+        let delta = cost as i128 - taken.units as i128;
+        let Ok(delta) = i64::try_from(delta) else {
+            return;
+        };
+        if delta == 0 {
+            return;
+        }
+        let now = self.clock.now();
+        for key in std::iter::once(&taken.key).chain(taken.address.as_ref()) {
+            if let Err(error) = self
+                .store
+                .quota_settle(key, delta, taken.period_end, now)
+                .await
+            {
+                tracing::warn!(policy = &*self.meta.name, %error, "quota settle failed");
+            }
+        }
     }
 
     async fn refund(&self, taken: Taken) {
+        if self.unit == QuotaUnit::Tasks {
+            // Everything taken goes back: the call cost nothing.
+            return self.settle(&taken, 0).await;
+        }
         let now = self.clock.now();
         for key in std::iter::once(&taken.key).chain(taken.address.as_ref()) {
             if let Err(error) = self.store.quota_refund(key, taken.period_end, now).await {
@@ -246,6 +376,22 @@ impl Quota {
             }
         }
     }
+}
+
+/// When the UTC calendar period holding `now` began (nanos since the epoch).
+pub fn period_start(period: QuotaPeriod, now: Nanos) -> Nanos {
+    const HOUR: u64 = 3600;
+    const DAY: u64 = 86_400;
+    let secs = now / SECOND;
+    let start_secs = match period {
+        QuotaPeriod::Hour => secs / HOUR * HOUR,
+        QuotaPeriod::Day => secs / DAY * DAY,
+        QuotaPeriod::Month => {
+            let (year, month, _) = calendar::civil_from_days((secs / DAY) as i64);
+            calendar::days_from_civil(year, month, 1) as u64 * DAY
+        }
+    };
+    start_secs.saturating_mul(SECOND)
 }
 
 /// When the UTC calendar period holding `now` ends (nanos since the epoch).
@@ -287,10 +433,17 @@ impl Quota {
     }
 
     /// The response half: a call the upstream never answered (a refusal
-    /// after this stage, an upstream failure) costs no quota.
+    /// after this stage, an upstream failure) costs no quota; a quota of
+    /// task units is settled with what the call cost.
     pub(crate) async fn after(&self, response: &mut Response<Body>, taken: Taken) {
         if response.extensions().get::<RejectedWith>().is_some() {
             self.refund(taken).await;
+        } else if self.unit == QuotaUnit::Tasks {
+            let cost = response
+                .extensions()
+                .get::<crate::cost::TaskUnits>()
+                .map_or(taken.units, |u| u.0);
+            self.settle(&taken, cost).await;
         }
     }
 }
@@ -324,6 +477,17 @@ mod tests {
     }
 
     #[test]
+    fn periods_start_on_the_utc_boundary() {
+        let t = at(2024, 2, 29, 13, 30, 5);
+        assert_eq!(
+            period_start(QuotaPeriod::Hour, t),
+            at(2024, 2, 29, 13, 0, 0)
+        );
+        assert_eq!(period_start(QuotaPeriod::Day, t), at(2024, 2, 29, 0, 0, 0));
+        assert_eq!(period_start(QuotaPeriod::Month, t), at(2024, 2, 1, 0, 0, 0));
+    }
+
+    #[test]
     fn hours_and_days_end_on_the_utc_boundary() {
         let t = at(2024, 12, 31, 23, 30, 0) + 1;
         assert_eq!(period_end(QuotaPeriod::Hour, t), at(2025, 1, 1, 0, 0, 0));
@@ -340,6 +504,143 @@ mod tests {
             .await
             .expect("infallible");
         r.status().as_u16()
+    }
+
+    /// A request of an operation declaring `cost` units, whose stub
+    /// upstream reports `reported` (or nothing).
+    fn costly_request(cost: u64, reported: Option<u64>) -> Request<Body> {
+        let mut req = request(None);
+        if let Some(cx) = req.extensions_mut().get_mut::<RequestContext>() {
+            cx.operation = Some(Arc::new(crate::context::OperationInfo {
+                api: "a".into(),
+                id: "run".into(),
+                header_value: http::HeaderValue::from_static("run"),
+                cost: crate::cost::TaskCost::new(cost, None, Default::default()),
+            }));
+        }
+        if let Some(units) = reported {
+            req.headers_mut().insert("x-report", units.into());
+        }
+        req
+    }
+
+    /// A terminal answering 200 with the units the request asks it to
+    /// report, else the declared cost, as the proxy would.
+    fn reporting_terminal() -> OperationService {
+        OperationService::new(tower::service_fn(|req: Request<Body>| async move {
+            let (parts, _) = req.into_parts();
+            let cx = parts.extensions.get::<RequestContext>().cloned();
+            let declared = cx
+                .as_ref()
+                .and_then(|c| c.operation.as_ref())
+                .map_or(1, |o| o.cost.declared);
+            let units = parts
+                .headers
+                .get("x-report")
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+                .unwrap_or(declared);
+            let mut response = Response::new(crate::body::empty());
+            response
+                .extensions_mut()
+                .insert(crate::cost::TaskUnits(units));
+            if let Some(cx) = cx {
+                response.extensions_mut().insert(cx);
+            }
+            Ok(response)
+        }))
+    }
+
+    #[tokio::test]
+    async fn a_task_quota_admits_by_declared_cost_and_settles_by_the_report() {
+        let t0 = at(2024, 1, 1, 10, 0, 0);
+        let clock = ManualClock::new(t0);
+        let shared: SharedClock = clock.clone();
+        let store = AnyStore::memory();
+        let policies = compile_policies(
+            "version: 1\nlisten: 127.0.0.1:0\n",
+            "q: {type: quota, limit: 10, period: hour, key: global, unit: tasks}",
+            &store,
+            &shared,
+        )
+        .expect("compiles");
+        let svc = crate::stack::build(&policies, reporting_terminal());
+        let end = at(2024, 1, 1, 11, 0, 0);
+        let used = || store.quota_peek("q:global", end, t0);
+        let call = |cost, reported| {
+            let svc = svc.clone();
+            async move {
+                let r = svc
+                    .oneshot(costly_request(cost, reported))
+                    .await
+                    .expect("infallible");
+                (r.status().as_u16(), r.headers().get("retry-after").cloned())
+            }
+        };
+        // Declared 4, reported 2: 2 charged.
+        assert_eq!(call(4, Some(2)).await.0, 200);
+        assert_eq!(used().await.expect("store"), 2);
+        // Declared 4 (fits in 8 left), reported 7: 9 charged in all.
+        assert_eq!(call(4, Some(7)).await.0, 200);
+        assert_eq!(used().await.expect("store"), 9);
+        // 1 left is less than the 4 declared: refused, nothing taken,
+        // Retry-After to the end of the hour.
+        let (status, retry) = call(4, None).await;
+        assert_eq!(status, 429);
+        assert_eq!(retry, Some(http::HeaderValue::from(3600u64)));
+        assert_eq!(used().await.expect("store"), 9);
+        // A declared cost of 1 still fits; with no report it costs 1.
+        assert_eq!(call(1, None).await.0, 200);
+        assert_eq!(used().await.expect("store"), 10);
+        assert_eq!(call(0, None).await.0, 429);
+        // The next hour starts from nothing.
+        clock.set(end);
+        assert_eq!(call(4, Some(12)).await.0, 200);
+        let next = at(2024, 1, 1, 12, 0, 0);
+        assert_eq!(
+            store
+                .quota_peek("q:global", next, end)
+                .await
+                .expect("store"),
+            12
+        );
+        // Past the limit by the report: every later call is refused.
+        assert_eq!(call(1, None).await.0, 429);
+    }
+
+    #[tokio::test]
+    async fn a_task_quota_gives_back_everything_a_failed_call_took() {
+        let clock = ManualClock::new(at(2024, 1, 1, 0, 0, 0));
+        let shared: SharedClock = clock.clone();
+        let store = AnyStore::memory();
+        let policies = compile_policies(
+            "version: 1\nlisten: 127.0.0.1:0\n",
+            "q: {type: quota, limit: 5, period: day, key: ip, unit: tasks}",
+            &store,
+            &shared,
+        )
+        .expect("compiles");
+        let failing = OperationService::new(tower::service_fn(|req: Request<Body>| async move {
+            let (parts, _) = req.into_parts();
+            Ok(Reject::new(Code::UpstreamTimeout, "slow").respond(parts.extensions))
+        }));
+        let down = crate::stack::build(&policies, failing);
+        for _ in 0..4 {
+            let r = down
+                .clone()
+                .oneshot(costly_request(5, None))
+                .await
+                .expect("infallible");
+            assert_eq!(r.status().as_u16(), 504);
+        }
+        let end = at(2024, 1, 2, 0, 0, 0);
+        let key = "q:ip:192.0.2.1";
+        assert_eq!(
+            store
+                .quota_peek(key, end, shared.now())
+                .await
+                .expect("store"),
+            0
+        );
     }
 
     #[tokio::test]

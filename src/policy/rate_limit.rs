@@ -364,7 +364,7 @@ pub(crate) fn write_headers(response: &mut Response<Body>, cx: &mut RequestConte
 
 /// A structured-field String (RFC 8941 §3.3.3): quoted, `"` and `\`
 /// escaped; characters it cannot carry become `?`.
-fn sf_string(s: &str) -> String {
+pub(crate) fn sf_string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {

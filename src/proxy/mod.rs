@@ -380,6 +380,10 @@ async fn forward(
             strip_hop_by_hop(&mut head.headers);
             head.headers.insert(X_REQUEST_ID, cx.request_id.clone());
             head.extensions = http::Extensions::new();
+            // The call's task units; the upstream's cost header goes here.
+            if let Some(op) = &cx.operation {
+                head.extensions.insert(op.cost.settle(&mut head.headers));
+            }
             head.extensions.insert(cx);
             // An upstream that stops sending mid-body would hold the caller
             // for ever: after `timeout` of silence the body fails, and the

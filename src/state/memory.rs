@@ -407,6 +407,84 @@ impl MemoryStore {
         }
     }
 
+    /// [`Store::quota_take_units`] under the key's shard lock.
+    fn quota_take_units_now(
+        &self,
+        key: &str,
+        limit: u64,
+        units: u64,
+        period_end: Nanos,
+        now: Nanos,
+    ) -> QuotaDecision {
+        let mut shard = self.shard(key).lock();
+        let table = &mut shard.quotas;
+        if !table.map.contains_key(key) && !table.has_room(now) {
+            drop(shard);
+            return self
+                .overflow
+                .lock()
+                .quota_take_units(limit, units, period_end, now);
+        }
+        let used = table
+            .map
+            .get(key)
+            .filter(|c| c.period_end == period_end)
+            .map_or(0, |c| c.count);
+        let decision = units_decision(used, limit, units);
+        if decision.allowed && units > 0 {
+            let cell = QuotaCell {
+                count: decision.used,
+                period_end,
+            };
+            match table.map.get_mut(key) {
+                Some(old) => *old = cell,
+                None => {
+                    table.insert(key, cell, now);
+                }
+            }
+        }
+        decision
+    }
+
+    /// [`Store::quota_settle`] under the key's shard lock.
+    fn quota_settle_now(&self, key: &str, delta: i64, period_end: Nanos, now: Nanos) -> u64 {
+        let mut shard = self.shard(key).lock();
+        let table = &mut shard.quotas;
+        if !table.map.contains_key(key) && delta > 0 && period_end > now && table.has_room(now) {
+            let count = settled(0, delta);
+            table.insert(key, QuotaCell { count, period_end }, now);
+            return count;
+        }
+        match table.map.get_mut(key) {
+            Some(cell) if cell.period_end == period_end => {
+                cell.count = settled(cell.count, delta);
+                cell.count
+            }
+            // Settled after the period rolled over: the new period's count
+            // is not this call's.
+            Some(_) if period_end <= now => 0,
+            Some(cell) => {
+                *cell = QuotaCell {
+                    count: settled(0, delta),
+                    period_end,
+                };
+                cell.count
+            }
+            // The take went to the overflow count (no room for its key).
+            None => {
+                drop(shard);
+                let mut overflow = self.overflow.lock();
+                match overflow.quotas.get_mut(&period_end) {
+                    Some(count) => {
+                        *count = settled(*count, delta);
+                        *count
+                    }
+                    None => 0,
+                }
+            }
+        }
+    }
+
     fn hit_now(&self, key: &str, window: Nanos, now: Nanos) -> u64 {
         let mut shard = self.shard(key).lock();
         let table = &mut shard.hits;
@@ -529,6 +607,21 @@ impl Overflow {
         }
     }
 
+    /// Units of the period's shared count, if they fit under `limit`.
+    fn quota_take_units(
+        &mut self,
+        limit: u64,
+        units: u64,
+        period_end: Nanos,
+        now: Nanos,
+    ) -> QuotaDecision {
+        self.quotas.retain(|end, _| *end > now);
+        let used = self.quotas.entry(period_end).or_insert(0);
+        let decision = units_decision(*used, limit, units);
+        *used = decision.used;
+        decision
+    }
+
     /// A hit on the window's shared counter: the count within the window.
     fn hit(&mut self, window: Nanos, now: Nanos) -> u64 {
         let cell = self.hits.entry(window).or_insert(HitCell {
@@ -571,6 +664,33 @@ fn gcra_decide(tat: Nanos, rule: GcraRule, now: Nanos) -> (RateDecision, Nanos) 
     }
 }
 
+/// The rule of [`Store::quota_take_units`], shared with the Redis script:
+/// admitted while the count is below `limit` and the units fit.
+fn units_decision(used: u64, limit: u64, units: u64) -> QuotaDecision {
+    let fits = used < limit && units <= limit - used;
+    if !fits {
+        return QuotaDecision {
+            allowed: false,
+            used,
+            remaining: limit.saturating_sub(used),
+        };
+    }
+    QuotaDecision {
+        allowed: true,
+        used: used + units,
+        remaining: limit - used - units,
+    }
+}
+
+/// A count after adding `delta`, never below 0.
+fn settled(count: u64, delta: i64) -> u64 {
+    if delta >= 0 {
+        count.saturating_add(delta as u64)
+    } else {
+        count.saturating_sub(delta.unsigned_abs())
+    }
+}
+
 impl Store for MemoryStore {
     fn gcra(
         &self,
@@ -600,6 +720,29 @@ impl Store for MemoryStore {
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
         self.quota_refund_now(key, period_end);
         ready(Ok(()))
+    }
+
+    fn quota_take_units(
+        &self,
+        key: &str,
+        limit: u64,
+        units: u64,
+        period_end: Nanos,
+        now: Nanos,
+    ) -> impl Future<Output = Result<QuotaDecision, StoreError>> + Send {
+        ready(Ok(
+            self.quota_take_units_now(key, limit, units, period_end, now)
+        ))
+    }
+
+    fn quota_settle(
+        &self,
+        key: &str,
+        delta: i64,
+        period_end: Nanos,
+        now: Nanos,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        ready(Ok(self.quota_settle_now(key, delta, period_end, now)))
     }
 
     fn hit(

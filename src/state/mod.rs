@@ -137,6 +137,35 @@ pub trait Store: Send + Sync + 'static {
         now: Nanos,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Takes `units` from a quota of `limit` units for the period ending at
+    /// `period_end` (a quota counted in task units). Atomic: a counter from
+    /// an earlier period is reset, then `units` are added only if the count
+    /// is below `limit` and `used + units <= limit`; a refused take
+    /// consumes nothing. `units = 0` takes nothing but still needs the count
+    /// below `limit`. The key expires at `period_end`.
+    fn quota_take_units(
+        &self,
+        key: &str,
+        limit: u64,
+        units: u64,
+        period_end: Nanos,
+        now: Nanos,
+    ) -> impl Future<Output = Result<QuotaDecision, StoreError>> + Send;
+
+    /// Adds `delta` units (negative: gives them back) to the count of the
+    /// period ending at `period_end`, after the call: what the upstream
+    /// reported minus what was taken. Atomic; the count never goes below
+    /// 0 and may go above the limit (the work was done; later takes are
+    /// refused). Returns the new count. Creates the counter (expiring at
+    /// `period_end`) only for a positive `delta`.
+    fn quota_settle(
+        &self,
+        key: &str,
+        delta: i64,
+        period_end: Nanos,
+        now: Nanos,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
     /// Counts one event in a fixed window of `window` starting at the first
     /// event; returns the count including this one. Atomic increment; the
     /// window (and key) expires `window` after its first event.
@@ -417,6 +446,33 @@ impl Store for AnyStore {
         match self {
             AnyStore::Memory(m) => m.quota_refund(key, period_end, now).await,
             AnyStore::Redis(r) => r.quota_refund(key, period_end, now).await,
+        }
+    }
+
+    async fn quota_take_units(
+        &self,
+        key: &str,
+        limit: u64,
+        units: u64,
+        period_end: Nanos,
+        now: Nanos,
+    ) -> Result<QuotaDecision, StoreError> {
+        match self {
+            AnyStore::Memory(m) => m.quota_take_units(key, limit, units, period_end, now).await,
+            AnyStore::Redis(r) => r.quota_take_units(key, limit, units, period_end, now).await,
+        }
+    }
+
+    async fn quota_settle(
+        &self,
+        key: &str,
+        delta: i64,
+        period_end: Nanos,
+        now: Nanos,
+    ) -> Result<u64, StoreError> {
+        match self {
+            AnyStore::Memory(m) => m.quota_settle(key, delta, period_end, now).await,
+            AnyStore::Redis(r) => r.quota_settle(key, delta, period_end, now).await,
         }
     }
 

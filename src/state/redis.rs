@@ -228,6 +228,47 @@ redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
 return 1
 "#;
 
+/// Quota take of `units` (a quota counted in task units). Atomic like
+/// [`QUOTA_TAKE`]: admitted while the count is below the limit and the
+/// units fit; a refusal (or 0 units) writes nothing. KEYS[1] counter; ARGV
+/// limit, units, ttl_ms. Returns {allowed, used}.
+const QUOTA_TAKE_UNITS: &str = r#"
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+local limit = tonumber(ARGV[1])
+local units = tonumber(ARGV[2])
+if used >= limit or units > limit - used then return {0, used} end
+if units > 0 then
+  used = redis.call('INCRBY', KEYS[1], units)
+  if used == units then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+end
+return {1, used}
+"#;
+
+/// Quota settle: adds a signed delta after the call, never below 0, and
+/// creates the counter (with its TTL) only for a positive delta. Atomic.
+/// KEYS[1] counter; ARGV delta, ttl_ms. Returns the new count.
+const QUOTA_SETTLE: &str = r#"
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+local new = used + tonumber(ARGV[1])
+if new < 0 then new = 0 end
+if new == used then return used end
+new = redis.call('INCRBY', KEYS[1], new - used)
+if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return new
+"#;
+
+/// The task-unit scripts, hashed once per process (beside [`Scripts`], so
+/// the store's own set is unchanged).
+struct UnitScripts {
+    take: Script,
+    settle: Script,
+}
+
+static UNIT_SCRIPTS: std::sync::LazyLock<UnitScripts> = std::sync::LazyLock::new(|| UnitScripts {
+    take: script(QUOTA_TAKE_UNITS),
+    settle: script(QUOTA_SETTLE),
+});
+
 fn script(body: &str) -> Script {
     Script::new(&format!("{LUA_HELPERS}{body}"))
 }
@@ -1174,6 +1215,49 @@ impl Store for RedisStore {
             .key(self.quota_key(key, period_end));
         self.link
             .call(|mut c| async move { invocation.invoke_async::<()>(&mut c).await })
+            .await
+    }
+
+    async fn quota_take_units(
+        &self,
+        key: &str,
+        limit: u64,
+        units: u64,
+        period_end: Nanos,
+        now: Nanos,
+    ) -> Result<QuotaDecision, StoreError> {
+        let mut invocation = UNIT_SCRIPTS.take.key(self.quota_key(key, period_end));
+        invocation
+            .arg(limit)
+            .arg(units)
+            .arg(ttl_ms(period_end, now));
+        let (allowed, used): (u8, u64) = self
+            .link
+            .call(|mut c| async move { invocation.invoke_async(&mut c).await })
+            .await?;
+        Ok(QuotaDecision {
+            allowed: allowed == 1,
+            used,
+            remaining: limit.saturating_sub(used),
+        })
+    }
+
+    async fn quota_settle(
+        &self,
+        key: &str,
+        delta: i64,
+        period_end: Nanos,
+        now: Nanos,
+    ) -> Result<u64, StoreError> {
+        // The period is over: its counter is gone (or going), and the new
+        // period's is not this call's.
+        if period_end <= now {
+            return Ok(0);
+        }
+        let mut invocation = UNIT_SCRIPTS.settle.key(self.quota_key(key, period_end));
+        invocation.arg(delta).arg(ttl_ms(period_end, now));
+        self.link
+            .call(|mut c| async move { invocation.invoke_async(&mut c).await })
             .await
     }
 

@@ -28,6 +28,9 @@ pub async fn run_all<S: Store>(make: impl Fn() -> S) {
     calls_are_filtered_by_client_operation_status_and_time(make()).await;
     the_call_log_evicts_the_oldest_past_its_bounds(make()).await;
     expired_calls_are_hidden_and_a_request_id_is_kept_once(make()).await;
+    quota_units_are_taken_only_while_they_fit(make()).await;
+    quota_settles_add_and_give_back_units(make()).await;
+    quota_units_start_over_in_a_new_period(make()).await;
 }
 
 // === the call log ===
@@ -230,6 +233,113 @@ pub async fn expired_calls_are_hidden_and_a_request_id_is_kept_once(store: impl 
         .entries
         .is_empty());
     assert_eq!(store.calls_get("c4-a", later).await.expect("store"), None);
+}
+
+pub async fn quota_units_are_taken_only_while_they_fit(store: impl Store) {
+    let end = T0 + 3600 * SECOND;
+    let take = |units| store.quota_take_units("s16:q", 10, units, end, T0);
+    let d = take(6).await.expect("store");
+    assert_eq!((d.allowed, d.used, d.remaining), (true, 6, 4));
+    // 5 more do not fit in the 4 left: refused, nothing taken.
+    let d = take(5).await.expect("store");
+    assert_eq!((d.allowed, d.used, d.remaining), (false, 6, 4));
+    let d = take(4).await.expect("store");
+    assert_eq!((d.allowed, d.used, d.remaining), (true, 10, 0));
+    // Nothing left: even a free call is refused.
+    assert!(!take(0).await.expect("store").allowed);
+    assert_eq!(store.quota_peek("s16:q", end, T0).await.expect("store"), 10);
+    // A free call takes nothing while there is room, and creates nothing.
+    let d = store
+        .quota_take_units("s16:free", 10, 0, end, T0)
+        .await
+        .expect("store");
+    assert_eq!((d.allowed, d.used), (true, 0));
+    // More than the whole limit never fits.
+    let d = store
+        .quota_take_units("s16:big", 10, 11, end, T0)
+        .await
+        .expect("store");
+    assert!(!d.allowed);
+    assert_eq!(
+        store.quota_peek("s16:big", end, T0).await.expect("store"),
+        0
+    );
+}
+
+pub async fn quota_settles_add_and_give_back_units(store: impl Store) {
+    let end = T0 + 3600 * SECOND;
+    store
+        .quota_take_units("s17:q", 100, 10, end, T0)
+        .await
+        .expect("store");
+    // The upstream reported 3 units for a call that declared 10.
+    let used = store
+        .quota_settle("s17:q", -7, end, T0)
+        .await
+        .expect("store");
+    assert_eq!(used, 3);
+    // One that declared 10 and reported 150: past the limit, charged.
+    store
+        .quota_take_units("s17:q", 100, 10, end, T0)
+        .await
+        .expect("store");
+    let used = store
+        .quota_settle("s17:q", 140, end, T0)
+        .await
+        .expect("store");
+    assert_eq!(used, 153);
+    assert!(
+        !store
+            .quota_take_units("s17:q", 100, 1, end, T0)
+            .await
+            .expect("store")
+            .allowed
+    );
+    // Giving back more than was counted stops at zero.
+    let used = store
+        .quota_settle("s17:q", -1000, end, T0)
+        .await
+        .expect("store");
+    assert_eq!(used, 0);
+    assert_eq!(store.quota_peek("s17:q", end, T0).await.expect("store"), 0);
+    // A negative settle never creates a counter; a positive one does.
+    let none = store
+        .quota_settle("s17:new", -5, end, T0)
+        .await
+        .expect("store");
+    assert_eq!(none, 0);
+    let some = store
+        .quota_settle("s17:new", 5, end, T0)
+        .await
+        .expect("store");
+    assert_eq!(some, 5);
+    assert_eq!(
+        store.quota_peek("s17:new", end, T0).await.expect("store"),
+        5
+    );
+}
+
+pub async fn quota_units_start_over_in_a_new_period(store: impl Store) {
+    let end = T0 + 3600 * SECOND;
+    store
+        .quota_take_units("s18:q", 10, 10, end, T0)
+        .await
+        .expect("store");
+    let next = end + 3600 * SECOND;
+    let d = store
+        .quota_take_units("s18:q", 10, 4, next, end)
+        .await
+        .expect("store");
+    assert_eq!((d.allowed, d.used, d.remaining), (true, 4, 6));
+    // A settle of the old period, arriving after it ended, changes nothing.
+    store
+        .quota_settle("s18:q", 50, end, end + SECOND)
+        .await
+        .expect("store");
+    assert_eq!(
+        store.quota_peek("s18:q", next, end).await.expect("store"),
+        4
+    );
 }
 
 pub async fn quota_peek_reads_without_taking(store: impl Store) {

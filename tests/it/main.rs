@@ -33,3 +33,5 @@ mod security;
 mod server;
 mod shadow;
 mod traffic;
+mod units;
+mod usage_charts;

@@ -574,6 +574,7 @@ mod tests {
                 api: "a".into(),
                 id: "getThing".into(),
                 header_value: HeaderValue::from_static("getThing"),
+                cost: Default::default(),
             }));
         }
         req.extensions_mut()
