@@ -24,7 +24,8 @@
 //! problem+json like everywhere else. `tools/list` lists the tools whose
 //! operation's checks (ip, auth, roles, headers) let this caller through,
 //! evaluated by each tool's probe without spending any limit;
-//! `tools/call` sends the call through `Gateway::handle` (see `super`).
+//! `tools/call` sends the call to the tool's own operation through the
+//! gateway's handle (see `super`).
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -38,7 +39,7 @@ use super::tools::{self, Features, Tool, ToolAnswer};
 use super::{parse_origin, Endpoint};
 use crate::body::{self, Body};
 use crate::context::{new_request_id, RequestContext};
-use crate::gateway::Gateway;
+use crate::gateway::{DirectCall, GatewayHandle};
 use crate::headers::X_REQUEST_ID;
 use crate::policy::OperationService;
 use crate::problem::{Code, Reject};
@@ -65,18 +66,18 @@ const INTERNAL_ERROR: i64 = -32603;
 const HEADER_MISMATCH: i64 = -32020;
 const UNSUPPORTED_VERSION: i64 = -32022;
 
-/// What the gateway hands the endpoint with each request: itself (to
-/// dispatch tool calls through `handle`) and the request's headers as they
-/// arrived (the `auth` stage around the endpoint may remove the
-/// credential, which every tool call needs again).
+/// What the gateway hands the endpoint with each request: a handle (its
+/// agents, and tool calls dispatched to their operation) and the
+/// request's headers as they arrived (the `auth` stage around the endpoint
+/// may remove the credential, which every tool call needs again).
 #[derive(Clone)]
 pub struct Envelope {
-    pub gateway: Arc<Gateway>,
+    pub gateway: GatewayHandle,
     pub headers: HeaderMap,
 }
 
 impl Envelope {
-    pub fn new(gateway: Arc<Gateway>, req: &Request<Body>) -> Envelope {
+    pub fn new(gateway: GatewayHandle, req: &Request<Body>) -> Envelope {
         let mut headers = req.headers().clone();
         // HTTP/2 names the host in the request target, not in a header.
         if let (false, Some(authority)) =
@@ -114,7 +115,7 @@ async fn serve(req: Request<Body>) -> Response<Body> {
         return crate::policy::context_missing(parts.extensions);
     };
     let gateway = &envelope.gateway;
-    let Some(endpoint) = gateway.agents.endpoint() else {
+    let Some(endpoint) = gateway.agents().endpoint() else {
         return crate::policy::context_missing(parts.extensions);
     };
     let Some(cx) = parts.extensions.remove::<RequestContext>() else {
@@ -158,7 +159,7 @@ async fn serve(req: Request<Body>) -> Response<Body> {
 
 /// One request to the endpoint.
 struct Call<'a> {
-    gateway: &'a Arc<Gateway>,
+    gateway: &'a GatewayHandle,
     endpoint: &'a Endpoint,
     headers: &'a HeaderMap,
     cx: &'a RequestContext,
@@ -496,7 +497,7 @@ impl Call<'_> {
             ));
         }
         let mut listed = Vec::new();
-        for tool in &self.gateway.agents.tools {
+        for tool in &self.gateway.agents().tools {
             if self.may_call(tool).await {
                 listed.push(tool.definition(era.features()));
             }
@@ -513,16 +514,13 @@ impl Call<'_> {
     /// Runs the tool's probe for this caller: its ip, auth, roles and
     /// header checks, nothing that counts.
     async fn may_call(&self, tool: &Tool) -> bool {
-        let Some(operation) = self.gateway.operations.get(tool.operation) else {
-            return false;
-        };
         let mut req = Request::new(body::empty());
-        *req.method_mut() = operation.method.clone();
+        *req.method_mut() = tool.method().clone();
         *req.headers_mut() = call_headers(self.headers, tool.takes_body());
         let mut cx = RequestContext::new(new_request_id(), self.cx.peer, self.cx.client_ip);
         cx.peer_trusted = self.cx.peer_trusted;
         cx.tls = self.cx.tls;
-        cx.operation = Some(operation.info.clone());
+        cx.operation = Some(tool.info.clone());
         req.extensions_mut().insert(cx);
         match tool.probe.clone().oneshot(req).await {
             Ok(response) => response.status().is_success(),
@@ -541,7 +539,7 @@ impl Call<'_> {
         let Some(name) = params.get("name").and_then(Value::as_str) else {
             return Err(invalid("`tools/call` needs `params.name`".into()));
         };
-        let Some(tool) = self.gateway.agents.tool(name) else {
+        let Some(tool) = self.gateway.agents().tool(name) else {
             return Err(invalid(format!("Unknown tool: {name}")));
         };
         let arguments = match params.get("arguments") {
@@ -553,13 +551,14 @@ impl Call<'_> {
             Ok(request) => request,
             Err(message) => return Ok(Value::Object(tools::error_result(message, None))),
         };
-        let answer = self.dispatch(request).await;
+        let answer = self.dispatch(tool, request).await;
         Ok(Value::Object(tool.result(&answer, era.features())))
     }
 
-    /// Sends a tool's request through `Gateway::handle` with this caller's
-    /// headers and address, and reads the answer (up to `max_result`).
-    async fn dispatch(&self, request: tools::ToolRequest) -> ToolAnswer {
+    /// Sends a tool's request to its own operation, through the gateway's
+    /// handle, with this caller's headers and address, and reads the
+    /// answer (up to `max_result`).
+    async fn dispatch(&self, tool: &Tool, request: tools::ToolRequest) -> ToolAnswer {
         let mut req = Request::new(match &request.body {
             Some(bytes) => body::full(bytes.clone()),
             None => body::empty(),
@@ -587,7 +586,11 @@ impl Call<'_> {
             tls: self.cx.tls,
             peer_ip_header: self.cx.peer_ip_header(),
         };
-        let response = self.gateway.clone().handle(req, &conn).await;
+        let direct = DirectCall {
+            operation: tool.operation,
+            params: request.params,
+        };
+        let response = self.gateway.call(direct, req, &conn).await;
         let (parts, body) = response.into_parts();
         let text = |h: &HeaderName| {
             parts

@@ -9,9 +9,12 @@
 //! - [`sessions`]: the bounded session table of the handshake era.
 //!
 //! A tool call is not a side door: it is dispatched as an ordinary request
-//! for the operation, with the MCP caller's own headers and address, into
-//! `Gateway::handle`, so the operation's whole policy stack, the proxy, the
+//! for the operation, with the MCP caller's own headers and address,
+//! through the [`crate::gateway::GatewayHandle`] the gateway hands the
+//! endpoint, so the operation's whole policy stack, the proxy, the
 //! metrics, the usage meter and the access log see it like any other call.
+//! It reaches the tool's own operation only: never another one the path
+//! its arguments make would route to.
 //!
 //! `tollgate tools` prints the same definitions ([`Agents::document`]) for
 //! frameworks that take a static list.
@@ -114,6 +117,7 @@ impl Agents {
                 api,
                 op,
                 operation: index,
+                info: operation.info.clone(),
                 method: &operation.method,
                 template: &operation.template,
                 probe,

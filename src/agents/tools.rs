@@ -27,6 +27,7 @@ use serde_json::{json, Map, Value};
 use std::sync::Arc;
 
 use crate::config::schema::{ApiAgents, ApiConfig, OperationConfig};
+use crate::context::OperationInfo;
 use crate::policy::schema::JsonSchema;
 use crate::policy::OperationService;
 
@@ -53,6 +54,8 @@ pub struct Tool {
     pub name: Arc<str>,
     /// The operation's index in `Gateway::operations`.
     pub operation: usize,
+    /// The operation's api and id (for the probe's context).
+    pub info: Arc<OperationInfo>,
     pub title: Option<String>,
     pub description: String,
     pub input_schema: Value,
@@ -85,6 +88,9 @@ pub struct ToolRequest {
     pub path_and_query: String,
     /// The JSON body, when the call has one.
     pub body: Option<Bytes>,
+    /// The route parameters (`{name}` -> escaped value): the call goes to
+    /// the tool's own operation with these, never routed by its path.
+    pub params: Vec<(String, String)>,
 }
 
 /// What the gateway answered a tool call, as the result is built from it.
@@ -114,6 +120,7 @@ pub struct ToolSource<'a> {
     pub api: &'a ApiConfig,
     pub op: &'a OperationConfig,
     pub operation: usize,
+    pub info: Arc<OperationInfo>,
     pub method: &'a Method,
     /// The public path template (`base_path` + `path`).
     pub template: &'a str,
@@ -128,6 +135,7 @@ impl Tool {
             api,
             op,
             operation,
+            info,
             method,
             template,
             probe,
@@ -256,6 +264,7 @@ impl Tool {
         Ok(Tool {
             name: op.id.as_str().into(),
             operation,
+            info,
             title: op.summary.clone(),
             description,
             input_schema,
@@ -267,6 +276,11 @@ impl Tool {
             query,
             probe,
         })
+    }
+
+    /// The operation's method.
+    pub fn method(&self) -> &Method {
+        &self.method
     }
 
     /// Whether calls may carry a JSON body (the `body` argument).
@@ -324,23 +338,29 @@ impl Tool {
         }
         let arg = |name: &str| arguments.get(name).and_then(Value::as_str).unwrap_or("");
         let mut path = String::new();
+        let mut params = Vec::new();
         for part in &self.path {
             match part {
                 PathPart::Literal(text) => path.push_str(text),
                 PathPart::Param(name) => {
                     let value = arg(name);
                     check_segment(name, value)?;
-                    path.extend(utf8_percent_encode(value, ESCAPED));
+                    let escaped: String = utf8_percent_encode(value, ESCAPED).collect();
+                    path.push_str(&escaped);
+                    params.push((name.clone(), escaped));
                 }
                 PathPart::Rest(name) => {
                     let value = arg(name);
+                    let mut escaped = String::new();
                     for (i, segment) in value.split('/').enumerate() {
                         check_segment(name, segment)?;
                         if i > 0 {
-                            path.push('/');
+                            escaped.push('/');
                         }
-                        path.extend(utf8_percent_encode(segment, ESCAPED));
+                        escaped.extend(utf8_percent_encode(segment, ESCAPED));
                     }
+                    path.push_str(&escaped);
+                    params.push((name.clone(), escaped));
                 }
             }
         }
@@ -365,6 +385,7 @@ impl Tool {
             method: self.method.clone(),
             path_and_query: path,
             body,
+            params,
         })
     }
 
@@ -567,6 +588,11 @@ mod tests {
             api: &api(),
             op: &op,
             operation: 0,
+            info: Arc::new(OperationInfo {
+                api: "directory".into(),
+                id: op.id.as_str().into(),
+                header_value: http::HeaderValue::from_static("t"),
+            }),
             method: &method,
             template,
             probe,
@@ -625,6 +651,13 @@ mod tests {
             "/d/R%26D%20%C3%BC/files/a%20b/c.txt?q=x%3D1%26y&tag=p&tag=q&n=5"
         );
         assert_eq!(req.body.as_deref(), Some(&b"{\"k\":[1]}"[..]));
+        assert_eq!(
+            req.params,
+            [
+                ("dept".to_string(), "R%26D%20%C3%BC".to_string()),
+                ("rest".to_string(), "a%20b/c.txt".to_string()),
+            ]
+        );
     }
 
     #[test]

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use tower::ServiceExt;
 
-use super::Gateway;
+use super::{DirectCall, Gateway};
 use crate::access_log::{AccessLog, AccessRecord};
 use crate::body::Body;
 use crate::context::{new_request_id, Connection, RequestContext};
@@ -96,15 +96,18 @@ impl Gateway {
         conn: &Connection,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + Send>> {
         let (peer, tls, peer_ip_header) = (conn.peer, conn.tls, conn.peer_ip_header.clone());
-        Box::pin(async move { self.answer(req, peer, tls, peer_ip_header).await })
+        Box::pin(async move { self.answer(req, peer, tls, peer_ip_header, None).await })
     }
 
-    async fn answer(
+    /// The chain; `direct` names the operation of a tool call (the
+    /// [`super::GatewayHandle`]), which is then not routed by its path.
+    pub(super) async fn answer(
         self: &Arc<Self>,
         mut req: Request<Body>,
         peer: SocketAddr,
         tls: bool,
         peer_ip_header: HeaderValue,
+        direct: Option<DirectCall>,
     ) -> Response<Body> {
         let started = Instant::now();
         let _in_flight = self.metrics.in_flight();
@@ -124,7 +127,10 @@ impl Gateway {
         let target = self
             .check_head(&req, bytes_in)
             .and_then(|()| self.clean_on_arrival(&mut req))
-            .and_then(|()| self.route(&mut req, &mut cx));
+            .and_then(|()| match &direct {
+                None => self.route(&mut req, &mut cx),
+                Some(call) => self.route_direct(&mut req, &mut cx, call),
+            });
 
         // 5. The pipeline. Usage is metered per governed call: an MCP
         //    request is not one (each tool call it makes is, and is
@@ -145,7 +151,8 @@ impl Gateway {
             }
             Ok(Target::Agents(endpoint)) => {
                 cx.operation = Some(endpoint.info.clone());
-                let envelope = crate::agents::mcp::Envelope::new(self.clone(), &req);
+                let handle = super::GatewayHandle::new(self.clone());
+                let envelope = crate::agents::mcp::Envelope::new(handle, &req);
                 req.extensions_mut().insert(envelope);
                 req.extensions_mut().insert(cx);
                 (call(&endpoint.service, req).await, &endpoint.metrics, false)
@@ -289,6 +296,36 @@ impl Gateway {
         req.extensions_mut().insert(UpstreamUri(upstream));
         cx.operation = Some(operation.info.clone());
         Ok(Target::Operation(index))
+    }
+
+    /// Step 4, for a call that names its operation (a tool call): that
+    /// operation, with the parameters the call carries, whatever else the
+    /// path would route to.
+    fn route_direct(
+        &self,
+        req: &mut Request<Body>,
+        cx: &mut RequestContext,
+        call: &DirectCall,
+    ) -> Result<Target<'_>, Reject> {
+        let operation = self
+            .operations
+            .get(call.operation)
+            .filter(|op| op.graphql_endpoint.is_none() && op.method == req.method())
+            .ok_or_else(|| Reject::new(Code::Internal, "a direct call to no such operation"))?;
+        let params: Vec<(&str, &str)> = call
+            .params
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        if let Some(check) = &operation.path_check {
+            check.check(&params)?;
+        }
+        let upstream = operation
+            .target
+            .uri_for(req.uri().path(), req.uri().query(), &params)?;
+        req.extensions_mut().insert(UpstreamUri(upstream));
+        cx.operation = Some(operation.info.clone());
+        Ok(Target::Operation(call.operation))
     }
 
     /// Step 4, for a CORS preflight: the operation of the method it asks

@@ -4,7 +4,9 @@
 //! - `compile.rs`: a loaded config becomes a `Gateway` (every mistake
 //!   collected as FILE:LINE:COL), and the effective-policies rule;
 //! - `entry.rs`: `Gateway::handle`, the per-request chain (context, head
-//!   limits, arrival clean-up, route, pipeline, access log, metrics, usage).
+//!   limits, arrival clean-up, route, pipeline, access log, metrics, usage);
+//! - `handle.rs`: the [`GatewayHandle`] the MCP endpoint dispatches tool
+//!   calls through, to their own operation.
 //!
 //! A reload compiles a new `Gateway` and swaps it in whole.
 
@@ -33,11 +35,13 @@ use rustls::sign::CertifiedKey;
 
 mod compile;
 mod entry;
+mod handle;
 
 pub use crate::address::{canonical_ip, parse_cidr};
 pub use compile::effective;
 pub(crate) use compile::inline_name;
 use compile::Compiler;
+pub use handle::{DirectCall, GatewayHandle};
 
 /// Resources that outlive one compiled config (so a reload keeps them).
 #[derive(Clone)]

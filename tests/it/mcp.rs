@@ -504,6 +504,71 @@ async fn a_caller_without_the_role_gets_a_tool_error_with_the_code_not_the_data(
     gw.shutdown().await;
 }
 
+/// A tool whose path parameter could spell the path of another operation
+/// (`GET /employees/export`, not a tool, at its own upstream, for admins).
+fn shadowed_config(upstream: &str, export_upstream: &str) -> String {
+    format!(
+        r#"version: 1
+listen: 127.0.0.1:0
+roles: [reader, admin]
+clients:
+  - id: reader-bot
+    roles: [reader]
+    api_keys: [{{ sha256: {reader} }}]
+policies:
+  key-required: {{ type: auth, methods: [api_key] }}
+  admins: {{ type: roles, allow: [admin] }}
+apply: [key-required]
+agents: {{ mcp_path: /mcp }}
+apis:
+  - name: directory
+    base_path: /employees
+    upstream: {upstream}
+    operations:
+      - id: exportEmployees
+        method: GET
+        path: /export
+        agent: false
+        upstream: {export_upstream}/dump
+        apply: [admins]
+      - id: getEmployee
+        method: GET
+        path: /{{id}}
+        agent: true
+"#,
+        reader = sha256_hex(READER_KEY),
+    )
+}
+
+#[tokio::test]
+async fn a_tool_call_reaches_its_own_operation_never_the_one_its_path_spells() {
+    let up = Upstream::start().await;
+    let export = Upstream::start().await;
+    let gw = gateway(&shadowed_config(&up.url(), &export.url())).await;
+    let mut mcp = Mcp::new(&gw, READER_KEY);
+    mcp.initialize(HANDSHAKE).await;
+    let got = mcp.call("getEmployee", json!({"id": "export"})).await;
+    assert_eq!(got["isError"], false, "{got}");
+    // getEmployee's upstream got it, as getEmployee, with the argument.
+    let seen = up.last();
+    assert_eq!(seen.uri, "/export");
+    assert_eq!(seen.headers["x-tollgate-operation"], "getEmployee");
+    // The `agent: false` operation at that path was never reached, nor
+    // did its policies judge the call (a 403 `forbidden_role` otherwise).
+    assert_eq!(export.count(), 0);
+    // Sent over plain HTTP, the same path is the export operation.
+    let direct = gw
+        .get_with("/employees/export", &[("x-api-key", READER_KEY)])
+        .await;
+    direct.assert_problem(403, "forbidden_role");
+    assert_eq!(export.count(), 0);
+    let metrics = gw.server.gateway.load_full().metrics().render(None);
+    assert!(metrics.contains(
+        r#"tollgate_requests_total{api="directory",operation="getEmployee",client="reader-bot",status="200"} 1"#
+    ), "{metrics}");
+    gw.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_rate_limited_call_is_a_tool_error_and_every_call_is_metered() {
     let up = Upstream::start().await;
