@@ -15,9 +15,10 @@
 //!
 //! Every request is answered with one `application/json` object (the
 //! server never opens an SSE stream, so `GET` is 405). Batches (allowed
-//! only by 2025-03-26) are refused. An `Origin` header must be the
-//! endpoint's own origin or one of `agents.allowed_origins` (else 403),
-//! against DNS rebinding.
+//! only by 2025-03-26) are refused. Against DNS rebinding, the `Host`
+//! must be one of `agents.allowed_hosts` (by default, on a loopback
+//! listener, a loopback name), and an `Origin` one of
+//! `agents.allowed_origins` or the page's own vouched-for host (else 403).
 //!
 //! This module's own answers are JSON-RPC, as MCP clients expect; refusals
 //! of the policies around it (`ip`, `abuse`, `auth`, gateway-wide) are
@@ -132,7 +133,7 @@ async fn serve(req: Request<Body>) -> Response<Body> {
             StatusCode::FORBIDDEN,
             Value::Null,
             INVALID_REQUEST,
-            "this Origin may not call the MCP endpoint",
+            "this Host or Origin may not call the MCP endpoint",
             None,
         )
     } else {
@@ -239,8 +240,16 @@ impl RpcError {
 // === impl Call ===
 
 impl Call<'_> {
-    /// No `Origin` (not a browser), the endpoint's own, or an allowed one.
+    /// The `Host` is one the endpoint answers, and the `Origin` is none
+    /// (not a browser), an allowed one, or the page's own host when that
+    /// host is vouched for: a DNS-rebinding page sends an `Origin` equal
+    /// to the `Host`, but under a name the gateway was never given.
     fn origin_allowed(&self) -> bool {
+        let rule = &self.endpoint.hosts;
+        let host = self.headers.get(header::HOST).and_then(|h| h.to_str().ok());
+        if !host.is_some_and(|h| rule.allows(h)) {
+            return false;
+        }
         let Some(origin) = self.headers.get(header::ORIGIN) else {
             return true;
         };
@@ -250,13 +259,9 @@ impl Call<'_> {
         if self.endpoint.allowed_origins.contains(&origin) {
             return true;
         }
-        let host = self
-            .headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_ascii_lowercase);
+        let host = host.map(str::to_ascii_lowercase);
         let authority = origin.split_once("://").map(|(_, a)| a);
-        host.is_some() && host.as_deref() == authority
+        host.as_deref() == authority && host.is_some_and(|h| rule.vouches_for(&h))
     }
 
     async fn post(&self, body: Body) -> Response<Body> {

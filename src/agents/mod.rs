@@ -59,6 +59,8 @@ pub struct Endpoint {
     pub(crate) info: Arc<OperationInfo>,
     /// Lower-cased `scheme://host[:port]` of `allowed_origins`.
     allowed_origins: Vec<String>,
+    /// Which `Host` headers the endpoint answers.
+    hosts: HostRule,
     limits: SessionLimits,
     max_result: u64,
     instructions: String,
@@ -159,6 +161,26 @@ impl Agents {
                         )),
                     }
                 }
+                let hosts = match &agents.allowed_hosts {
+                    None if listens_on_loopback(&config.listen) => HostRule::Loopback,
+                    None => HostRule::Any,
+                    Some(listed) => {
+                        let mut hosts = Vec::new();
+                        for (i, host) in listed.iter().enumerate() {
+                            match parse_host(host) {
+                                Some(h) => hosts.push(h),
+                                None => errors.push((
+                                    vec!["agents".into(), "allowed_hosts".into(), i.to_string()],
+                                    format!(
+                                        "`{host}` is not a host name like mcp.example.com \
+                                         (or mcp.example.com:8443)"
+                                    ),
+                                )),
+                            }
+                        }
+                        HostRule::Listed(hosts)
+                    }
+                };
                 if agents.max_sessions == 0 {
                     errors.push((at("max_sessions"), "keep at least one session".into()));
                 }
@@ -173,6 +195,7 @@ impl Agents {
                     metrics: deps.metrics.operation(&info.api, &info.id),
                     info,
                     allowed_origins,
+                    hosts,
                     limits: SessionLimits {
                         max_sessions: agents.max_sessions,
                         idle: agents.session_idle.0,
@@ -249,6 +272,70 @@ fn routed(routes: &RouteTable, operations: &[Operation], path: &str) -> Option<S
     taken.then(|| "an operation".to_string())
 }
 
+/// Which `Host` headers the endpoint answers (DNS-rebinding defence).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum HostRule {
+    /// Unset, listening on loopback: loopback names only.
+    Loopback,
+    /// Unset, listening elsewhere: any host, but an `Origin` must be listed.
+    Any,
+    /// `allowed_hosts`: `(name, port)` lower-cased; no port means any.
+    Listed(Vec<(String, Option<u16>)>),
+}
+
+impl HostRule {
+    /// Whether a request whose `Host` is `host` (`name[:port]`) is served.
+    pub(crate) fn allows(&self, host: &str) -> bool {
+        let Some((name, port)) = parse_host(host) else {
+            return false;
+        };
+        match self {
+            HostRule::Any => true,
+            HostRule::Loopback => is_loopback_name(&name),
+            HostRule::Listed(listed) => listed
+                .iter()
+                .any(|(n, p)| *n == name && (p.is_none() || *p == port)),
+        }
+    }
+
+    /// Whether a page served from this `Host` may call the endpoint just
+    /// because its `Origin` names the same host: only when the host is one
+    /// vouched for (listed, or loopback by default).
+    pub(crate) fn vouches_for(&self, host: &str) -> bool {
+        !matches!(self, HostRule::Any) && self.allows(host)
+    }
+}
+
+/// Whether `listen` (an address, checked elsewhere) is a loopback one.
+fn listens_on_loopback(listen: &str) -> bool {
+    match listen.parse::<std::net::SocketAddr>() {
+        Ok(addr) => addr.ip().is_loopback(),
+        Err(_) => listen
+            .rsplit_once(':')
+            .is_some_and(|(h, _)| is_loopback_name(h)),
+    }
+}
+
+/// `localhost`, `127.0.0.0/8`, `[::1]`.
+fn is_loopback_name(name: &str) -> bool {
+    let bare = name.trim_start_matches('[').trim_end_matches(']');
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// `name[:port]` (a `[v6]` literal keeps its brackets), lower-cased.
+pub(crate) fn parse_host(host: &str) -> Option<(String, Option<u16>)> {
+    let authority: http::uri::Authority = host.parse().ok()?;
+    if authority.as_str().contains('@') {
+        return None;
+    }
+    let name = authority.host().to_ascii_lowercase();
+    (!name.is_empty()).then(|| (name, authority.port_u16()))
+}
+
 /// `scheme://host[:port]`, lower-cased, or `None` if `origin` is not one.
 pub(crate) fn parse_origin(origin: &str) -> Option<String> {
     let uri: http::Uri = origin.parse().ok()?;
@@ -302,5 +389,25 @@ mod tests {
         assert_eq!(parse_origin("https://a.example/path"), None);
         assert_eq!(parse_origin("app.example.com"), None);
         assert_eq!(parse_origin("ftp://a.example"), None);
+    }
+
+    #[test]
+    fn hosts_are_judged_by_name_and_optional_port() {
+        assert!(HostRule::Loopback.allows("127.0.0.1:8080"));
+        assert!(HostRule::Loopback.allows("LOCALHOST"));
+        assert!(HostRule::Loopback.allows("[::1]:9"));
+        assert!(!HostRule::Loopback.allows("evil.example:8080"));
+        assert!(!HostRule::Loopback.allows("user@127.0.0.1"));
+        let listed = HostRule::Listed(vec![
+            ("mcp.example.com".into(), None),
+            ("a.example".into(), Some(8443)),
+        ]);
+        assert!(listed.allows("MCP.example.com:1"));
+        assert!(listed.allows("a.example:8443"));
+        assert!(!listed.allows("a.example"));
+        assert!(!listed.allows("localhost"));
+        assert!(HostRule::Any.allows("anything.example"));
+        assert!(!HostRule::Any.vouches_for("anything.example"));
+        assert!(HostRule::Loopback.vouches_for("localhost:3000"));
     }
 }

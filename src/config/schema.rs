@@ -365,6 +365,13 @@ pub struct AgentsConfig {
     /// endpoint besides the endpoint's own; any other `Origin` gets 403.
     #[serde(default)]
     pub allowed_origins: Vec<String>,
+    /// The `Host` names (`mcp.example.com`, or `name:port`) the endpoint
+    /// answers to, against DNS rebinding. Unset: a gateway listening on a
+    /// loopback address answers only `localhost`, `127.0.0.1` and `[::1]`;
+    /// one listening elsewhere any host (and an `Origin` equal to the
+    /// `Host` is then not enough: list it in `allowed_origins`).
+    #[serde(default)]
+    pub allowed_hosts: Option<Vec<String>>,
     /// At most this many handshake sessions are kept; the least recently
     /// used one is dropped to make room.
     #[serde(default = "default_max_sessions")]

@@ -273,10 +273,16 @@ impl<'a> Compiler<'a> {
                         .unwrap_or(HeaderValue::from_static("invalid")),
                 });
                 let metrics = self.deps.metrics.operation(&info.api, &info.id);
+                let mut tool_pipeline = None;
                 if crate::agents::is_tool(api, op) {
                     let probe =
                         stack::build_probe(&effective, crate::agents::mcp::probe_terminal());
                     probes.push((operations.len(), probe));
+                    tool_pipeline = Some(stack::tool_call(
+                        &stack_policies,
+                        &gateway_policies,
+                        terminal.clone(),
+                    ));
                 }
                 operations.push(Operation {
                     metrics,
@@ -289,6 +295,7 @@ impl<'a> Compiler<'a> {
                     graphql_endpoint: None,
                     path_check,
                     pipeline: Pipeline::new(&stack_policies, terminal),
+                    tool_pipeline,
                 });
                 written_at.push((a, o));
             }

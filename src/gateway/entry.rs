@@ -43,6 +43,8 @@ struct RouteMiss(Reject);
 /// What a request's path and method lead to.
 enum Target<'g> {
     Operation(usize),
+    /// A tool call, dispatched to its operation by the MCP endpoint.
+    ToolCall(usize),
     /// A CORS preflight, to the `cors` stage of this operation's pipeline
     /// (it asks about a method, and is never forwarded).
     Preflight(usize),
@@ -143,6 +145,11 @@ impl Gateway {
                     None => op.pipeline.run(req, cx).await,
                 };
                 (response, &op.metrics, true)
+            }
+            Ok(Target::ToolCall(index)) => {
+                let op = &self.operations[index];
+                let pipeline = op.tool_pipeline.as_ref().unwrap_or(&op.pipeline);
+                (pipeline.run(req, cx).await, &op.metrics, true)
             }
             // Not a call to the workflow: counted in metrics, not in usage.
             Ok(Target::Preflight(index)) => {
@@ -310,7 +317,7 @@ impl Gateway {
         let operation = self
             .operations
             .get(call.operation)
-            .filter(|op| op.graphql_endpoint.is_none() && op.method == req.method())
+            .filter(|op| op.tool_pipeline.is_some() && op.method == req.method())
             .ok_or_else(|| Reject::new(Code::Internal, "a direct call to no such operation"))?;
         let params: Vec<(&str, &str)> = call
             .params
@@ -325,7 +332,7 @@ impl Gateway {
             .uri_for(req.uri().path(), req.uri().query(), &params)?;
         req.extensions_mut().insert(UpstreamUri(upstream));
         cx.operation = Some(operation.info.clone());
-        Ok(Target::Operation(call.operation))
+        Ok(Target::ToolCall(call.operation))
     }
 
     /// Step 4, for a CORS preflight: the operation of the method it asks

@@ -158,6 +158,9 @@ pub struct Operation {
     path_check: Option<crate::routing::PathParamCheck>,
     /// Its stages and the proxy.
     pipeline: Pipeline,
+    /// When it is an agent tool: the pipeline of its tool calls (all but
+    /// the gateway-wide limits, which the MCP request already counted).
+    tool_pipeline: Option<Pipeline>,
     metrics: Arc<OperationMetrics>,
 }
 

@@ -854,6 +854,96 @@ async fn a_browser_origin_must_be_the_endpoints_own_or_allowed() {
     gw.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_dns_rebinding_page_is_refused_though_its_origin_equals_the_host() {
+    let up = Upstream::start().await;
+    let (gw, _clock) = start(&up, "", "").await;
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+        "params": {"protocolVersion": HANDSHAKE}})
+    .to_string();
+    let mcp = Mcp::new(&gw, READER_KEY);
+    let port = gw.addr.port();
+    // The page at evil.example, its name rebound to 127.0.0.1: the browser
+    // sends its own name as the Host and its own origin.
+    let evil_host = format!("evil.example:{port}");
+    let evil_origin = format!("http://evil.example:{port}");
+    let got = mcp
+        .post(&init, &[("host", &evil_host), ("origin", &evil_origin)])
+        .await;
+    assert_eq!(got.status, 403, "{:?}", got.body);
+    assert_eq!(got.json()["error"]["code"], -32600);
+    // Even without an Origin, a loopback listener answers loopback names only.
+    assert_eq!(mcp.post(&init, &[("host", &evil_host)]).await.status, 403);
+    let local = format!("localhost:{port}");
+    let local_origin = format!("http://localhost:{port}");
+    let got = mcp
+        .post(&init, &[("host", &local), ("origin", &local_origin)])
+        .await;
+    assert_eq!(got.status, 200, "{:?}", got.body);
+    assert_eq!(up.count(), 0);
+    gw.shutdown().await;
+
+    // Hosts listed: those, and pages on them; nothing else, loopback neither.
+    let yaml = config(&up.url(), "", "").replace(
+        "agents: { mcp_path: /mcp }",
+        "agents: { mcp_path: /mcp, allowed_hosts: [mcp.example.com] }",
+    );
+    let gw = gateway_with_clock(&yaml, ManualClock::new(NOW)).await;
+    let mcp = Mcp::new(&gw, READER_KEY);
+    for (host, origin, status) in [
+        ("mcp.example.com", Some("https://mcp.example.com"), 200),
+        ("mcp.example.com", Some("https://other.example.com"), 403),
+        ("mcp.example.com", Some("http://mcp.example.com"), 200),
+        ("mcp.example.com", None, 200),
+        ("localhost", None, 403),
+        ("evil.example", Some("http://evil.example"), 403),
+    ] {
+        let mut extra = vec![("host", host)];
+        extra.extend(origin.map(|o| ("origin", o)));
+        let got = mcp.post(&init, &extra).await;
+        assert_eq!(got.status, status, "{host} {origin:?}: {:?}", got.body);
+    }
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn mcp_requests_are_counted_by_gateway_wide_rate_limits_once_per_call() {
+    let up = Upstream::start().await;
+    let yaml = config(&up.url(), "", "")
+        .replace(
+            "policies:\n",
+            "policies:\n  three-a-minute: { type: rate_limit, limit: 3, window: 1m, key: client }\n",
+        )
+        .replace("apply: [key-required]", "apply: [key-required, three-a-minute]");
+    let clock = ManualClock::new(NOW);
+    let gw = gateway_with_clock(&yaml, clock.clone()).await;
+    let mut mcp = Mcp::new(&gw, READER_KEY);
+    assert_eq!(mcp.initialize(HANDSHAKE).await.status, 200);
+    let listed = mcp.call("listEmployees", json!({})).await;
+    assert_eq!(
+        listed["isError"], false,
+        "one token per tool call: {listed}"
+    );
+    assert_eq!(mcp.tool_names().await.len(), 3);
+    // The fourth MCP request of the minute is refused before it runs.
+    let call = json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+        "params": {"name": "listEmployees", "arguments": {}}})
+    .to_string();
+    let got = mcp.post(&call, &[]).await;
+    got.assert_problem(429, "rate_limited");
+    assert!(got.header("retry-after").is_some());
+    assert_eq!(up.count(), 1);
+    // Plain HTTP shares the bucket.
+    gw.get_with("/employees/", &[("x-api-key", READER_KEY)])
+        .await
+        .assert_problem(429, "rate_limited");
+    clock.advance(Duration::from_secs(20));
+    let listed = mcp.call("listEmployees", json!({})).await;
+    assert_eq!(listed["isError"], false, "{listed}");
+    assert_eq!(up.count(), 2);
+    gw.shutdown().await;
+}
+
 // === config ===
 
 fn compile_errors(yaml: &str) -> String {
