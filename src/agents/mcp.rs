@@ -33,9 +33,9 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use serde_json::{json, Map, Value};
-use std::sync::Arc;
 use tower::ServiceExt;
 
+use super::sessions::Owner;
 use super::tools::{self, Features, Tool, ToolAnswer};
 use super::{parse_origin, Endpoint};
 use crate::body::{self, Body};
@@ -139,7 +139,7 @@ async fn serve(req: Request<Body>) -> Response<Body> {
     } else {
         match parts.method {
             Method::POST => call.post(body).await,
-            Method::DELETE => call.delete(),
+            Method::DELETE => call.delete().await,
             _ => {
                 let mut r = rpc_error(
                     StatusCode::METHOD_NOT_ALLOWED,
@@ -304,9 +304,9 @@ impl Call<'_> {
                     "`initialize` is a request: give it an id",
                 ));
             };
-            return self.initialize(id, &params);
+            return self.initialize(id, &params).await;
         }
-        let era = self.era(id.as_ref(), &method, &params)?;
+        let era = self.era(id.as_ref(), &method, &params).await?;
         let Some(id) = id else {
             // Notifications (`notifications/initialized`, cancellations):
             // nothing runs in the background, so there is nothing to do.
@@ -335,7 +335,7 @@ impl Call<'_> {
     /// what that revision requires of it (headers, session). `id` is
     /// `None` for a notification, whose headers the current revision
     /// leaves undefined.
-    fn era(
+    async fn era(
         &self,
         id: Option<&Value>,
         method: &str,
@@ -361,7 +361,7 @@ impl Call<'_> {
             }
             // Before 2025-06-18 clients sent no version header: the
             // session knows the revision.
-            return self.session(id).map(Era::Handshake);
+            return self.session(id).await.map(Era::Handshake);
         };
         if MODERN_VERSIONS.contains(&version) {
             if in_meta != Some(version) {
@@ -392,7 +392,7 @@ impl Call<'_> {
             return Ok(Era::Modern);
         }
         if HANDSHAKE_VERSIONS.contains(&version) {
-            return self.session(id).map(Era::Handshake);
+            return self.session(id).await.map(Era::Handshake);
         }
         Err(bad(
             UNSUPPORTED_VERSION,
@@ -402,7 +402,7 @@ impl Call<'_> {
     }
 
     /// The session this request names: its negotiated revision.
-    fn session(&self, id: &Value) -> Result<&'static str, RpcError> {
+    async fn session(&self, id: &Value) -> Result<&'static str, RpcError> {
         let Some(session) = self.headers.get(SESSION_ID).and_then(|v| v.to_str().ok()) else {
             return Err(RpcError::new(
                 StatusCode::BAD_REQUEST,
@@ -413,24 +413,29 @@ impl Call<'_> {
             ));
         };
         let e = self.endpoint;
-        e.sessions
-            .touch(session, e.clock.now(), e.limits.idle, self.client())
-            .ok_or_else(|| {
-                RpcError::new(
-                    StatusCode::NOT_FOUND,
-                    id,
-                    INVALID_REQUEST,
-                    "no such session (it ended or expired): send `initialize` again",
-                )
-            })
+        let found = e
+            .sessions
+            .touch(session, e.clock.now(), &self.owner(), HANDSHAKE_VERSIONS)
+            .await
+            .map_err(|error| store_failed(id, &error))?;
+        found.ok_or_else(|| {
+            RpcError::new(
+                StatusCode::NOT_FOUND,
+                id,
+                INVALID_REQUEST,
+                "no such session (it ended or expired): send `initialize` again",
+            )
+        })
     }
 
-    fn client(&self) -> Option<&Arc<str>> {
-        self.cx.client.as_ref().map(|c| &c.id)
+    /// Who the sessions of this request belong to.
+    fn owner(&self) -> Owner {
+        let client = self.cx.client.as_ref().map(|c| &*c.id);
+        Owner::of(client, self.cx.client_ip)
     }
 
     /// The handshake: the revision both sides speak, and a new session.
-    fn initialize(
+    async fn initialize(
         &self,
         id: Value,
         params: &Map<String, Value>,
@@ -452,14 +457,15 @@ impl Call<'_> {
         let e = self.endpoint;
         let session = e
             .sessions
-            .open(e.clock.now(), e.limits, version, self.client().cloned())
+            .open(e.clock.now(), version, &self.owner())
+            .await
             .map_err(|error| {
                 tracing::error!(%error, "no MCP session could be opened");
                 RpcError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
+                    StatusCode::SERVICE_UNAVAILABLE,
                     &id,
                     INTERNAL_ERROR,
-                    "no session could be opened",
+                    "no session could be opened: use protocol version 2026-07-28, which needs none",
                 )
             })?;
         let result = json!({
@@ -630,7 +636,7 @@ impl Call<'_> {
     }
 
     /// Ends a handshake session.
-    fn delete(&self) -> Response<Body> {
+    async fn delete(&self) -> Response<Body> {
         let Some(session) = self.headers.get(SESSION_ID).and_then(|v| v.to_str().ok()) else {
             return rpc_error(
                 StatusCode::BAD_REQUEST,
@@ -640,7 +646,15 @@ impl Call<'_> {
                 None,
             );
         };
-        if self.endpoint.sessions.close(session, self.client()) {
+        let e = self.endpoint;
+        let closed = e
+            .sessions
+            .close(session, e.clock.now(), &self.owner())
+            .await;
+        if let Err(error) = &closed {
+            return store_failed(&Value::Null, error).respond();
+        }
+        if closed.is_ok_and(|c| c) {
             let mut response = Response::new(body::empty());
             *response.status_mut() = StatusCode::NO_CONTENT;
             response
@@ -718,6 +732,18 @@ fn parse(bytes: &[u8]) -> Result<Incoming, RpcError> {
         Some(id) => Incoming::Request { id, method, params },
         None => Incoming::Notification { method, params },
     })
+}
+
+/// The store holding the sessions failed: 503, and a way on.
+fn store_failed(id: &Value, error: &crate::state::StoreError) -> RpcError {
+    tracing::warn!(%error, "the MCP session store failed");
+    RpcError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        id,
+        INTERNAL_ERROR,
+        "the session store is unavailable: retry, or use protocol version 2026-07-28, \
+         which needs no session",
+    )
 }
 
 /// `Mcp-Name` / `Mcp-Method` values, with the `=?base64?...?=` form decoded.

@@ -6,7 +6,7 @@
 //! - [`mcp`]: the Model Context Protocol endpoint at `agents.mcp_path` on
 //!   the public listener (Streamable HTTP, the current stateless revision
 //!   and the older `initialize` handshake with sessions).
-//! - [`sessions`]: the bounded session table of the handshake era.
+//! - [`sessions`]: the sessions of the handshake era, in the state store.
 //!
 //! A tool call is not a side door: it is dispatched as an ordinary request
 //! for the operation, with the MCP caller's own headers and address,
@@ -61,10 +61,9 @@ pub struct Endpoint {
     allowed_origins: Vec<String>,
     /// Which `Host` headers the endpoint answers.
     hosts: HostRule,
-    limits: SessionLimits,
     max_result: u64,
     instructions: String,
-    sessions: Arc<Sessions>,
+    sessions: Sessions,
     clock: SharedClock,
 }
 
@@ -196,13 +195,16 @@ impl Agents {
                     info,
                     allowed_origins,
                     hosts,
-                    limits: SessionLimits {
-                        max_sessions: agents.max_sessions,
-                        idle: agents.session_idle.0,
-                    },
+
                     max_result: agents.max_result.0,
                     instructions: instructions(config, &tools, written_at),
-                    sessions: deps.sessions.clone(),
+                    sessions: Sessions::new(
+                        deps.store.clone(),
+                        SessionLimits {
+                            max_sessions: agents.max_sessions,
+                            idle: agents.session_idle.0,
+                        },
+                    ),
                     clock: deps.clock.clone(),
                 })
             }

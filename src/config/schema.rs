@@ -372,8 +372,9 @@ pub struct AgentsConfig {
     /// `Host` is then not enough: list it in `allowed_origins`).
     #[serde(default)]
     pub allowed_hosts: Option<Vec<String>>,
-    /// At most this many handshake sessions are kept; the least recently
-    /// used one is dropped to make room.
+    /// At most this many handshake sessions per client (its client id, or
+    /// its address when anonymous); its least recently used one is dropped
+    /// to make room, never another client's.
     #[serde(default = "default_max_sessions")]
     pub max_sessions: usize,
     /// A session unused this long is forgotten (its client re-initializes).
@@ -385,7 +386,7 @@ pub struct AgentsConfig {
 }
 
 fn default_max_sessions() -> usize {
-    10_000
+    100
 }
 
 fn default_session_idle() -> ConfigDuration {

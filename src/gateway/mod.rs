@@ -58,8 +58,6 @@ pub struct Deps {
     pub jwks: Arc<JwksRegistry>,
     /// Response caches, kept by a reload that leaves the config unchanged.
     pub caches: Arc<CacheRegistry>,
-    /// MCP handshake sessions: a reload keeps them too.
-    pub sessions: Arc<crate::agents::Sessions>,
     /// The access log's sink (its destination is read at start; a reload
     /// keeps it).
     pub access_log: AccessLog,
@@ -98,7 +96,6 @@ impl Deps {
             store,
             caches: Arc::new(CacheRegistry::new(metrics.clone())),
             metrics,
-            sessions: Arc::default(),
         })
     }
 }

@@ -341,6 +341,82 @@ async fn sessions_idle_out_on_the_injected_clock_and_the_table_is_capped() {
 }
 
 #[tokio::test]
+async fn two_gateways_on_one_redis_serve_one_session_alternately() {
+    let redis = crate::common::redis_server::RedisServer::start().await;
+    let up = Upstream::start().await;
+    let top = format!("state: {{ store: redis, redis_url: \"{}\" }}", redis.url());
+    let yaml = config(&up.url(), "", &top);
+    let clock = ManualClock::new(NOW);
+    // Separate deps: as two processes would have, sharing only Redis.
+    let a = gateway_with_deps(&yaml, &deps_for(&yaml, clock.clone())).await;
+    let b = gateway_with_deps(&yaml, &deps_for(&yaml, clock.clone())).await;
+    let mut on_a = Mcp::new(&a, READER_KEY);
+    assert_eq!(on_a.initialize(HANDSHAKE).await.status, 200);
+    let mut on_b = Mcp::new(&b, READER_KEY);
+    on_b.session = on_a.session.clone();
+    for turn in 0..2 {
+        clock.advance(Duration::from_secs(60));
+        let got = on_b.call("listEmployees", json!({"limit": turn + 1})).await;
+        assert_eq!(got["isError"], false, "on b: {got}");
+        clock.advance(Duration::from_secs(60));
+        assert_eq!(on_a.tool_names().await.len(), 3, "on a");
+    }
+    assert_eq!(up.count(), 2);
+    // Ended on one, it is gone on the other; another client never saw it.
+    let mut thief = Mcp::new(&b, OUTSIDER_KEY);
+    thief.session = on_a.session.clone();
+    let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}).to_string();
+    assert_eq!(thief.post(&list, &[]).await.status, 404);
+    let session = on_a.session.clone().expect("session");
+    let delete = Request::delete(b.url("/mcp"))
+        .header("x-api-key", READER_KEY)
+        .header("mcp-session-id", &session)
+        .body(Full::default())
+        .expect("request");
+    assert_eq!(b.send(delete).await.status, 204);
+    assert_eq!(on_a.post(&list, &[]).await.status, 404);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_session_flood_from_one_client_leaves_another_clients_session_working() {
+    let up = Upstream::start().await;
+    let yaml = config(&up.url(), "", "").replace(
+        "agents: { mcp_path: /mcp }",
+        "agents: { mcp_path: /mcp, max_sessions: 3 }",
+    );
+    let clock = ManualClock::new(NOW);
+    let gw = gateway_with_clock(&yaml, clock.clone()).await;
+    let mut victim = Mcp::new(&gw, READER_KEY);
+    assert_eq!(victim.initialize(HANDSHAKE).await.status, 200);
+    let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}).to_string();
+    let mut first = Mcp::new(&gw, OUTSIDER_KEY);
+    first.initialize(HANDSHAKE).await;
+    let mut flood = Mcp::new(&gw, OUTSIDER_KEY);
+    for _ in 0..50 {
+        clock.advance(Duration::from_millis(10));
+        assert_eq!(flood.initialize(HANDSHAKE).await.status, 200);
+    }
+    assert_eq!(
+        victim.post(&list, &[]).await.status,
+        200,
+        "the victim's session"
+    );
+    assert_eq!(
+        flood.post(&list, &[]).await.status,
+        200,
+        "the flood's newest"
+    );
+    assert_eq!(
+        first.post(&list, &[]).await.status,
+        404,
+        "the flood's oldest"
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_session_answers_only_the_client_that_opened_it() {
     let up = Upstream::start().await;
     let (gw, _clock) = start(&up, "", "").await;
