@@ -28,6 +28,8 @@ pub enum Code {
     Unauthenticated,
     InvalidCredentials,
     ForbiddenRole,
+    /// The MCP endpoint's OAuth token lacks a scope the tool needs.
+    InsufficientScope,
     IpDenied,
     Banned,
     RouteNotFound,
@@ -65,6 +67,7 @@ impl Code {
         Code::Unauthenticated,
         Code::InvalidCredentials,
         Code::ForbiddenRole,
+        Code::InsufficientScope,
         Code::IpDenied,
         Code::Banned,
         Code::RouteNotFound,
@@ -106,6 +109,7 @@ impl Code {
             Code::Unauthenticated => "unauthenticated",
             Code::InvalidCredentials => "invalid_credentials",
             Code::ForbiddenRole => "forbidden_role",
+            Code::InsufficientScope => "insufficient_scope",
             Code::IpDenied => "ip_denied",
             Code::Banned => "banned",
             Code::RouteNotFound => "route_not_found",
@@ -140,7 +144,9 @@ impl Code {
             Code::Unauthenticated | Code::InvalidCredentials | Code::AdminUnauthorized => {
                 StatusCode::UNAUTHORIZED
             }
-            Code::ForbiddenRole | Code::IpDenied | Code::Banned => StatusCode::FORBIDDEN,
+            Code::ForbiddenRole | Code::InsufficientScope | Code::IpDenied | Code::Banned => {
+                StatusCode::FORBIDDEN
+            }
             Code::RouteNotFound | Code::BanNotFound => StatusCode::NOT_FOUND,
             Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Code::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -165,6 +171,7 @@ impl Code {
             Code::Unauthenticated => "Authentication required",
             Code::InvalidCredentials => "Invalid credentials",
             Code::ForbiddenRole => "Role not allowed",
+            Code::InsufficientScope => "Insufficient scope",
             Code::IpDenied => "Client address not allowed",
             Code::Banned => "Client banned",
             Code::RouteNotFound => "No such route",

@@ -225,17 +225,28 @@ pub fn unrouted(gateway_policies: &[CompiledPolicy], terminal: OperationService)
 }
 
 /// The stack of the MCP endpoint itself (`crate::agents`): the gateway-wide
-/// `Screen`, `Authenticate` and `RateLimit` stages (ip, abuse, auth,
-/// rate_limit), so every MCP request (`initialize`, `tools/list`,
+/// `Screen`, `Authenticate` and `RateLimit` stages (ip, abuse, auth — or
+/// `own_auth` in its place — then rate_limit), so every MCP request (`initialize`, `tools/list`,
 /// `tools/call`, ...) is counted by the limits that apply gateway-wide.
 /// Roles, header rules, quotas and the operation's own limits are judged
 /// on each tool call, which runs its operation's stack ([`tool_call`]).
 pub fn build_agents_endpoint(
     gateway_policies: &[CompiledPolicy],
     terminal: OperationService,
+    own_auth: Option<&dyn Fn(OperationService) -> OperationService>,
 ) -> OperationService {
-    Pipeline::keeping(gateway_policies, Terminal::Service(terminal), |_, stage| {
-        stage.phase <= Phase::Authenticate || stage.phase == Phase::RateLimit
+    let limits = Pipeline::keeping(gateway_policies, Terminal::Service(terminal), |_, stage| {
+        stage.phase == Phase::RateLimit
+    })
+    .into_service();
+    // With `agents.oauth` the endpoint authenticates by its own rule (an
+    // OAuth resource server) in place of the gateway-wide `auth`.
+    let (inner, last) = match own_auth {
+        Some(wrap) => (wrap(limits), Phase::Screen),
+        None => (limits, Phase::Authenticate),
+    };
+    Pipeline::keeping(gateway_policies, Terminal::Service(inner), |_, stage| {
+        stage.phase <= last
     })
     .into_service()
 }
@@ -363,10 +374,9 @@ mod tests {
         let unrouted_service =
             |p: &[CompiledPolicy], t: OperationService| unrouted(p, t).into_service();
         assert_eq!(kept(unrouted_service).await, ["ip", "abuse"]);
-        assert_eq!(
-            kept(build_agents_endpoint).await,
-            ["ip", "abuse", "auth", "rate"]
-        );
+        let endpoint =
+            |p: &[CompiledPolicy], t: OperationService| build_agents_endpoint(p, t, None);
+        assert_eq!(kept(endpoint).await, ["ip", "abuse", "auth", "rate"]);
         // A probe spends nothing: no abuse counting, no limits, no quota.
         assert_eq!(kept(build_probe).await, ["ip", "auth", "roles"]);
     }

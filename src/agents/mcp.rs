@@ -35,12 +35,13 @@ use http_body_util::{BodyExt, Limited};
 use serde_json::{json, Map, Value};
 use tower::ServiceExt;
 
+use super::oauth::Grant;
 use super::sessions::Owner;
 use super::tools::{self, Features, Tool, ToolAnswer};
 use super::{parse_origin, Endpoint};
 use crate::body::{self, Body};
 use crate::context::{new_request_id, RequestContext};
-use crate::gateway::{DirectCall, GatewayHandle};
+use crate::gateway::{AgentIdentity, DirectCall, GatewayHandle};
 use crate::headers::X_REQUEST_ID;
 use crate::policy::OperationService;
 use crate::problem::{Code, Reject};
@@ -112,9 +113,15 @@ pub fn probe_terminal() -> OperationService {
 async fn serve(req: Request<Body>) -> Response<Body> {
     let (mut parts, body) = req.into_parts();
     // `Gateway::answer` puts the envelope there; missing, it is a bug.
-    let Some(envelope) = parts.extensions.remove::<Envelope>() else {
+    let Some(mut envelope) = parts.extensions.remove::<Envelope>() else {
         return crate::policy::context_missing(parts.extensions);
     };
+    // Set by the OAuth guard: the token's scopes. The token itself is this
+    // resource's alone, so no tool call carries it on.
+    let grant = parts.extensions.remove::<Grant>();
+    if grant.is_some() {
+        envelope.headers.remove(header::AUTHORIZATION);
+    }
     let gateway = &envelope.gateway;
     let Some(endpoint) = gateway.agents().endpoint() else {
         return crate::policy::context_missing(parts.extensions);
@@ -127,6 +134,7 @@ async fn serve(req: Request<Body>) -> Response<Body> {
         endpoint,
         headers: &envelope.headers,
         cx: &cx,
+        grant: grant.as_ref(),
     };
     let mut response = if !call.origin_allowed() {
         rpc_error(
@@ -164,6 +172,8 @@ struct Call<'a> {
     endpoint: &'a Endpoint,
     headers: &'a HeaderMap,
     cx: &'a RequestContext,
+    /// The OAuth token's scopes, when the endpoint is a resource server.
+    grant: Option<&'a Grant>,
 }
 
 /// A JSON-RPC message from the client.
@@ -312,6 +322,18 @@ impl Call<'_> {
             // nothing runs in the background, so there is nothing to do.
             return Ok(accepted());
         };
+        if let (Some(rs), Some(grant), "tools/call") =
+            (&self.endpoint.oauth, self.grant, method.as_str())
+        {
+            let tool = params.get("name").and_then(Value::as_str).unwrap_or("");
+            if !rs.missing_scopes(tool, grant).is_empty() {
+                let mut extensions = http::Extensions::new();
+                extensions.insert(self.cx.clone());
+                return Ok(rs
+                    .insufficient_scope(tool, grant, self.headers, self.cx)
+                    .respond(extensions));
+            }
+        }
         let result = match (era, method.as_str()) {
             (Era::Modern, "server/discover") => Ok(self.discover()),
             (Era::Handshake(_), "ping") => Ok(json!({})),
@@ -428,6 +450,12 @@ impl Call<'_> {
         })
     }
 
+    /// The caller the OAuth resource server authenticated, which tool
+    /// calls carry to their operation.
+    fn identity(&self) -> Option<crate::context::Client> {
+        self.grant.and(self.cx.client.clone())
+    }
+
     /// Who the sessions of this request belong to.
     fn owner(&self) -> Owner {
         let client = self.cx.client.as_ref().map(|c| &*c.id);
@@ -525,6 +553,11 @@ impl Call<'_> {
     /// Runs the tool's probe for this caller: its ip, auth, roles and
     /// header checks, nothing that counts.
     async fn may_call(&self, tool: &Tool) -> bool {
+        if let (Some(rs), Some(grant)) = (&self.endpoint.oauth, self.grant) {
+            if !rs.missing_scopes(&tool.name, grant).is_empty() {
+                return false;
+            }
+        }
         let mut req = Request::new(body::empty());
         *req.method_mut() = tool.method().clone();
         *req.headers_mut() = call_headers(self.headers, tool.takes_body());
@@ -532,6 +565,10 @@ impl Call<'_> {
         cx.peer_trusted = self.cx.peer_trusted;
         cx.tls = self.cx.tls;
         cx.operation = Some(tool.info.clone());
+        if let Some(client) = self.identity() {
+            cx.client = Some(client.clone());
+            req.extensions_mut().insert(AgentIdentity(client));
+        }
         req.extensions_mut().insert(cx);
         match tool.probe.clone().oneshot(req).await {
             Ok(response) => response.status().is_success(),
@@ -600,6 +637,7 @@ impl Call<'_> {
         let direct = DirectCall {
             operation: tool.operation,
             params: request.params,
+            identity: self.identity(),
         };
         let response = self.gateway.call(direct, req, &conn).await;
         let (parts, body) = response.into_parts();

@@ -20,6 +20,7 @@
 //! frameworks that take a static list.
 
 pub mod mcp;
+pub mod oauth;
 pub mod sessions;
 pub mod tools;
 
@@ -29,7 +30,7 @@ use std::sync::Arc;
 
 use crate::clock::SharedClock;
 use crate::config::schema::Config;
-use crate::context::OperationInfo;
+use crate::context::{OperationInfo, RequestContext};
 use crate::gateway::{Deps, Operation};
 use crate::metrics::OperationMetrics;
 use crate::policy::{CompiledPolicy, OperationService};
@@ -65,6 +66,47 @@ pub struct Endpoint {
     instructions: String,
     sessions: Sessions,
     clock: SharedClock,
+    /// `agents.oauth`: the endpoint as an OAuth resource server.
+    pub(crate) oauth: Option<Arc<oauth::ResourceServer>>,
+}
+
+// === impl Endpoint ===
+
+impl Endpoint {
+    /// The answer at the metadata path: the document for GET (and HEAD),
+    /// 405 for anything else. Its `Host` passes the endpoint's rule first.
+    pub fn metadata(
+        &self,
+        req: &http::Request<crate::body::Body>,
+        cx: RequestContext,
+    ) -> http::Response<crate::body::Body> {
+        use crate::problem::{Code, Reject};
+        let mut extensions = http::Extensions::new();
+        let host_ok = req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri().authority().map(|a| a.as_str()))
+            .is_some_and(|h| self.hosts.allows(h));
+        let response = match &self.oauth {
+            Some(rs)
+                if host_ok && matches!(*req.method(), http::Method::GET | http::Method::HEAD) =>
+            {
+                rs.metadata(req.headers(), &cx)
+            }
+            Some(_) if host_ok => Reject::new(Code::MethodNotAllowed, "GET the metadata")
+                .with_header(http::header::ALLOW, HeaderValue::from_static("GET, HEAD"))
+                .respond(std::mem::take(&mut extensions)),
+            _ => Reject::new(
+                Code::RouteNotFound,
+                "no operation is published at this path",
+            )
+            .respond(std::mem::take(&mut extensions)),
+        };
+        let mut response = response;
+        response.extensions_mut().insert(cx);
+        response
+    }
 }
 
 /// The static tool list formats of `tollgate tools`.
@@ -91,6 +133,9 @@ pub struct AgentsSource<'a> {
     pub routes: &'a RouteTable,
     pub gateway_policies: &'a [CompiledPolicy],
     pub deps: &'a Deps,
+    pub roles: &'a crate::policy::RoleTable,
+    /// Where the config file lives (relative key files resolve there).
+    pub base_dir: &'a std::path::Path,
 }
 
 // === impl Agents ===
@@ -107,6 +152,8 @@ impl Agents {
             routes,
             gateway_policies,
             deps,
+            roles,
+            base_dir,
         } = source;
         let mut errors: Vec<AgentsError> = Vec::new();
         let mut tools = Vec::new();
@@ -183,6 +230,33 @@ impl Agents {
                 if agents.max_sessions == 0 {
                     errors.push((at("max_sessions"), "keep at least one session".into()));
                 }
+                let tool_names: Vec<&str> = tools.iter().map(|t| &*t.name).collect();
+                let oauth = agents.oauth.as_ref().and_then(|oauth| {
+                    let compiled = oauth::ResourceServer::compile(oauth::OAuthSource {
+                        config,
+                        oauth,
+                        mcp_path: path,
+                        roles,
+                        base_dir,
+                        jwks: &deps.jwks,
+                        client: deps.client.clone(),
+                        clock: deps.clock.clone(),
+                        tools: &tool_names,
+                    });
+                    match compiled {
+                        Ok(rs) => Some(Arc::new(rs)),
+                        Err(found) => {
+                            errors.extend(found);
+                            None
+                        }
+                    }
+                });
+                let guard = oauth
+                    .clone()
+                    .map(|rs| move |inner: OperationService| rs.clone().guard(inner));
+                let own_auth = guard
+                    .as_ref()
+                    .map(|g| g as &dyn Fn(OperationService) -> OperationService);
                 let info = Arc::new(OperationInfo {
                     api: "".into(),
                     id: ENDPOINT_OPERATION.into(),
@@ -190,7 +264,11 @@ impl Agents {
                 });
                 Some(Endpoint {
                     path: path.to_string(),
-                    service: stack::build_agents_endpoint(gateway_policies, mcp::terminal()),
+                    service: stack::build_agents_endpoint(
+                        gateway_policies,
+                        mcp::terminal(),
+                        own_auth,
+                    ),
                     metrics: deps.metrics.operation(&info.api, &info.id),
                     info,
                     allowed_origins,
@@ -206,6 +284,7 @@ impl Agents {
                         },
                     ),
                     clock: deps.clock.clone(),
+                    oauth,
                 })
             }
         };
@@ -224,6 +303,14 @@ impl Agents {
     /// The endpoint, if it is served at this (normalised) path.
     pub fn serves(&self, path: &str) -> Option<&Endpoint> {
         self.endpoint.as_ref().filter(|e| e.path == path)
+    }
+
+    /// The endpoint whose OAuth Protected Resource Metadata is served at
+    /// this path, if any.
+    pub fn serves_metadata(&self, path: &str) -> Option<&Endpoint> {
+        self.endpoint
+            .as_ref()
+            .filter(|e| e.oauth.as_ref().is_some_and(|rs| rs.serves_metadata(path)))
     }
 
     pub fn tool(&self, name: &str) -> Option<&Tool> {

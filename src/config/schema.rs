@@ -383,6 +383,83 @@ pub struct AgentsConfig {
     /// The most of a workflow's answer one tool result carries.
     #[serde(default = "default_max_result")]
     pub max_result: ByteSize,
+    /// Agents sign in with OAuth 2.1: the endpoint is a resource server
+    /// (`crate::agents::oauth`).
+    #[serde(default)]
+    pub oauth: Option<AgentsOAuthConfig>,
+}
+
+/// `agents.oauth:` — the MCP endpoint as an OAuth 2.1 resource server.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentsOAuthConfig {
+    /// This resource's URL, the audience its tokens must name. Default:
+    /// `public_url` + `mcp_path`, else from the request (its `Host`, or a
+    /// trusted proxy's `X-Forwarded-Host`/`-Proto`).
+    #[serde(default)]
+    pub resource: Option<String>,
+    /// The authorization servers (issuer URLs) clients get tokens from.
+    pub authorization_servers: Vec<String>,
+    /// The `iss` every token must carry. Default: the first authorization server.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// JWT access tokens: accepted algorithms (default RS256) and one key
+    /// source, as in `jwt:`.
+    #[serde(default = "default_oauth_algorithms")]
+    pub algorithms: Vec<String>,
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    #[serde(default)]
+    pub jwks_file: Option<String>,
+    #[serde(default)]
+    pub public_key_file: Option<String>,
+    /// Allowed clock skew for `exp` and `nbf` (default 60s).
+    #[serde(default)]
+    pub leeway: Option<ConfigDuration>,
+    /// Opaque access tokens: RFC 7662 token introspection.
+    #[serde(default)]
+    pub introspection: Option<IntrospectionConfig>,
+    /// Each scope and the roles a token holding it gets.
+    #[serde(default)]
+    pub scopes: std::collections::BTreeMap<String, Vec<String>>,
+    /// Tools and the scopes a call needs (every one); `tools/list` shows a
+    /// tool only to tokens holding them.
+    #[serde(default)]
+    pub tool_scopes: std::collections::BTreeMap<String, Vec<String>>,
+    /// The scopes a 401 asks a client to request first. Default: every
+    /// scope of `scopes`.
+    #[serde(default)]
+    pub initial_scopes: Option<Vec<String>>,
+}
+
+fn default_oauth_algorithms() -> Vec<String> {
+    vec!["RS256".into()]
+}
+
+/// `agents.oauth.introspection:` — RFC 7662.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IntrospectionConfig {
+    /// The introspection endpoint.
+    pub url: String,
+    /// This resource server's client id at the authorization server.
+    pub client_id: String,
+    /// The environment variable holding its client secret (HTTP Basic).
+    pub client_secret_env: String,
+    /// An answer is reused at most this long (and never past the token's `exp`).
+    #[serde(default = "default_introspection_cache")]
+    pub cache: ConfigDuration,
+    /// At most this many answers are cached.
+    #[serde(default = "default_introspection_entries")]
+    pub max_cached: usize,
+}
+
+fn default_introspection_cache() -> ConfigDuration {
+    ConfigDuration(std::time::Duration::from_secs(60))
+}
+
+fn default_introspection_entries() -> usize {
+    10_000
 }
 
 fn default_max_sessions() -> usize {

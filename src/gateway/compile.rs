@@ -310,6 +310,8 @@ impl<'a> Compiler<'a> {
             routes: &routes,
             gateway_policies: &gateway_policies,
             deps: self.deps,
+            roles: cx.roles,
+            base_dir: &self.loaded.base_dir,
         });
         let agents = match agents {
             Ok(agents) => agents,

@@ -50,6 +50,8 @@ enum Target<'g> {
     Preflight(usize),
     /// The MCP endpoint (`agents.mcp_path`).
     Agents(&'g crate::agents::Endpoint),
+    /// Its OAuth Protected Resource Metadata (RFC 9728).
+    ResourceMetadata(&'g crate::agents::Endpoint),
 }
 
 /// Headers that tell a framework to treat the request as another method or
@@ -163,6 +165,10 @@ impl Gateway {
                 req.extensions_mut().insert(envelope);
                 req.extensions_mut().insert(cx);
                 (call(&endpoint.service, req).await, &endpoint.metrics, false)
+            }
+            Ok(Target::ResourceMetadata(endpoint)) => {
+                let response = endpoint.metadata(&req, cx);
+                (response, &endpoint.metrics, false)
             }
             Err(reject) => {
                 req.extensions_mut().insert(RouteMiss(reject));
@@ -281,6 +287,10 @@ impl Gateway {
         if let Some(endpoint) = self.agents.serves(&path) {
             return Ok(Target::Agents(endpoint));
         }
+        if let Some(endpoint) = self.agents.serves_metadata(&path) {
+            cx.operation = Some(endpoint.info.clone());
+            return Ok(Target::ResourceMetadata(endpoint));
+        }
         if crate::policy::cors::is_preflight(req.method(), req.headers()) {
             if let Some(index) = self.preflight_route(req.headers(), &path) {
                 cx.operation = Some(self.operations[index].info.clone());
@@ -332,6 +342,11 @@ impl Gateway {
             .uri_for(req.uri().path(), req.uri().query(), &params)?;
         req.extensions_mut().insert(UpstreamUri(upstream));
         cx.operation = Some(operation.info.clone());
+        if let Some(client) = &call.identity {
+            cx.client = Some(client.clone());
+            req.extensions_mut()
+                .insert(super::AgentIdentity(client.clone()));
+        }
         Ok(Target::ToolCall(call.operation))
     }
 

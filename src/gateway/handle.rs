@@ -19,7 +19,7 @@ use std::sync::Arc;
 use super::Gateway;
 use crate::agents::Agents;
 use crate::body::Body;
-use crate::context::Connection;
+use crate::context::{Client, Connection};
 
 /// What the MCP endpoint holds of the gateway that serves it.
 #[derive(Clone)]
@@ -35,7 +35,17 @@ pub struct DirectCall {
     /// Its route parameters (`{name}` -> value, percent-encoded as the
     /// router would hand them over).
     pub params: Vec<(String, String)>,
+    /// The caller, when the MCP endpoint authenticated it by its own rule
+    /// (an OAuth access token for this resource): see [`AgentIdentity`].
+    pub identity: Option<Client>,
 }
+
+/// A caller the MCP endpoint's OAuth resource server authenticated, on a
+/// tool call (or its probe): the operation's `auth` stage accepts it as
+/// it would a credential it checked itself. Only the gateway puts it in a
+/// request's extensions; no header can.
+#[derive(Debug, Clone)]
+pub struct AgentIdentity(pub Client);
 
 // === impl GatewayHandle ===
 

@@ -41,7 +41,7 @@ pub use crate::address::{canonical_ip, parse_cidr};
 pub use compile::effective;
 pub(crate) use compile::inline_name;
 use compile::Compiler;
-pub use handle::{DirectCall, GatewayHandle};
+pub use handle::{AgentIdentity, DirectCall, GatewayHandle};
 
 /// Resources that outlive one compiled config (so a reload keeps them).
 #[derive(Clone)]

@@ -1,0 +1,273 @@
+//! Agents that sign in (DESIGN §9): the MCP endpoint as an OAuth 2.1
+//! resource server against the real gateway and a real upstream — RFC 9728
+//! metadata, the 401 challenge, tokens for another audience, expired or
+//! from another issuer refused, scopes mapped to roles and tools, the 403
+//! step-up, and the token never reaching the upstream. Tokens are signed
+//! here with the test key; `tests/oauth/` runs a real authorization server
+//! and the Python SDK's OAuth client end to end.
+
+use crate::common::*;
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+use tollgate::clock::ManualClock;
+
+/// 2027-01-15T08:00:00Z.
+const NOW_SECS: u64 = 1_800_000_000;
+const ISSUER: &str = "https://idp.example.com";
+const MODERN: &str = "2026-07-28";
+const KEY: &str = "tk_reader_0123456789";
+
+fn fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn config(upstream: &str) -> String {
+    format!(
+        r#"version: 1
+listen: 127.0.0.1:0
+roles: [reader, writer]
+clients:
+  - id: key-holder
+    roles: [reader, writer]
+    api_keys: [{{ sha256: {key} }}]
+policies:
+  key-required: {{ type: auth, methods: [api_key] }}
+  readers: {{ type: roles, allow: [reader] }}
+  writers: {{ type: roles, allow: [writer] }}
+apply: [key-required]
+agents:
+  mcp_path: /mcp
+  oauth:
+    authorization_servers: [{ISSUER}]
+    public_key_file: {pem}
+    scopes: {{ "directory:read": [reader], "directory:write": [writer] }}
+    tool_scopes: {{ createEmployee: ["directory:write"] }}
+    initial_scopes: ["directory:read"]
+apis:
+  - name: directory
+    base_path: /employees
+    upstream: {upstream}
+    operations:
+      - id: listEmployees
+        method: GET
+        path: /
+        agent: true
+        apply: [readers]
+      - id: createEmployee
+        method: POST
+        path: /
+        agent: true
+        apply: [writers]
+"#,
+        key = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(KEY.as_bytes())),
+        pem = fixture("jwt-rsa-public.pem"),
+    )
+}
+
+/// A token signed by the test key, with `claims` over the defaults.
+fn token(gw: &TestGateway, claims: Value) -> String {
+    let mut all = json!({
+        "iss": ISSUER,
+        "sub": "agent-7",
+        "aud": format!("http://{}/mcp", gw.addr),
+        "scope": "directory:read",
+        "iat": NOW_SECS,
+        "exp": NOW_SECS + 3600,
+    });
+    if let (Some(all), Some(over)) = (all.as_object_mut(), claims.as_object()) {
+        for (k, v) in over {
+            if v.is_null() {
+                all.remove(k);
+            } else {
+                all.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    let pem = std::fs::read(fixture("jwt-rsa-private.pem")).expect("private key");
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::RS256),
+        &all,
+        &EncodingKey::from_rsa_pem(&pem).expect("rsa key"),
+    )
+    .expect("sign")
+}
+
+/// A stateless (2026-07-28) request with `authorization` (if any).
+async fn rpc(gw: &TestGateway, auth: Option<&str>, method: &str, params: Value) -> Got {
+    let mut params = params;
+    params["_meta"] = json!({ "io.modelcontextprotocol/protocolVersion": MODERN });
+    let name = params["name"].as_str().map(str::to_string);
+    let mut req = Request::post(gw.url("/mcp"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", MODERN)
+        .header("mcp-method", method);
+    if let Some(name) = name {
+        req = req.header("mcp-name", name);
+    }
+    if let Some(auth) = auth {
+        req = req.header("authorization", auth);
+    }
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    gw.send(
+        req.body(Full::new(Bytes::from(body.to_string())))
+            .expect("request"),
+    )
+    .await
+}
+
+async fn start(up: &Upstream) -> TestGateway {
+    gateway_with_clock(
+        &config(&up.url()),
+        ManualClock::new(NOW_SECS * 1_000_000_000),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn the_protected_resource_metadata_names_this_resource_at_both_well_known_paths() {
+    let up = Upstream::start().await;
+    let gw = start(&up).await;
+    for path in [
+        "/.well-known/oauth-protected-resource/mcp",
+        "/.well-known/oauth-protected-resource",
+    ] {
+        let got = gw.get(path).await;
+        assert_eq!(got.status, 200, "{path}: {:?}", got.body);
+        let doc = got.json();
+        assert_eq!(doc["resource"], format!("http://{}/mcp", gw.addr));
+        assert_eq!(doc["authorization_servers"], json!([ISSUER]));
+        assert_eq!(
+            doc["scopes_supported"],
+            json!(["directory:read", "directory:write"])
+        );
+        assert_eq!(doc["bearer_methods_supported"], json!(["header"]));
+    }
+    assert_eq!(
+        gw.get("/.well-known/oauth-protected-resource/other")
+            .await
+            .status,
+        404
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn without_a_token_the_401_names_the_metadata_and_the_first_scopes() {
+    let up = Upstream::start().await;
+    let gw = start(&up).await;
+    let got = rpc(&gw, None, "tools/list", json!({})).await;
+    got.assert_problem(401, "unauthenticated");
+    let challenge = got.header("www-authenticate").expect("challenge");
+    assert_eq!(
+        challenge,
+        format!(
+            "Bearer resource_metadata=\"http://{}/.well-known/oauth-protected-resource/mcp\", \
+             scope=\"directory:read\"",
+            gw.addr
+        )
+    );
+    // An API key is no token here, even a valid one.
+    let got = rpc(&gw, Some(&format!("Bearer {KEY}")), "tools/list", json!({})).await;
+    got.assert_problem(401, "invalid_credentials");
+    assert_eq!(up.count(), 0);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn tokens_for_another_audience_expired_or_from_another_issuer_are_refused() {
+    let up = Upstream::start().await;
+    let gw = start(&up).await;
+    for (what, claims) in [
+        (
+            "another audience",
+            json!({"aud": "https://other.example.com/mcp"}),
+        ),
+        ("no audience", json!({"aud": null})),
+        ("expired", json!({"exp": NOW_SECS - 120})),
+        ("another issuer", json!({"iss": "https://evil.example.com"})),
+        ("no issuer", json!({"iss": null})),
+    ] {
+        let bearer = format!("Bearer {}", token(&gw, claims));
+        let got = rpc(&gw, Some(&bearer), "tools/list", json!({})).await;
+        got.assert_problem(401, "invalid_credentials");
+        let challenge = got.header("www-authenticate").unwrap_or("");
+        assert!(
+            challenge.starts_with("Bearer error=\"invalid_token\"")
+                && challenge.contains("resource_metadata=\"http://"),
+            "{what}: {challenge}"
+        );
+    }
+    assert_eq!(up.count(), 0);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn scopes_decide_the_tools_listed_and_a_missing_one_is_a_403_to_step_up() {
+    let up = Upstream::start().await;
+    let gw = start(&up).await;
+    let read = format!("Bearer {}", token(&gw, json!({})));
+    let got = rpc(&gw, Some(&read), "tools/list", json!({})).await;
+    assert_eq!(got.status, 200, "{:?}", got.body);
+    let listed = got.json();
+    let names: Vec<&str> = listed["result"]["tools"]
+        .as_array()
+        .expect("tools")
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert_eq!(names, ["listEmployees"]);
+
+    let got = rpc(
+        &gw,
+        Some(&read),
+        "tools/call",
+        json!({"name": "listEmployees"}),
+    )
+    .await;
+    assert_eq!(got.status, 200, "{:?}", got.body);
+    assert_eq!(got.json()["result"]["isError"], false, "{:?}", got.body);
+    let seen = up.last();
+    assert_eq!(seen.headers["x-tollgate-client"], "agent-7");
+    assert!(
+        seen.headers.get("authorization").is_none(),
+        "the token went upstream"
+    );
+
+    let got = rpc(
+        &gw,
+        Some(&read),
+        "tools/call",
+        json!({"name": "createEmployee", "arguments": {"body": {}}}),
+    )
+    .await;
+    got.assert_problem(403, "insufficient_scope");
+    let challenge = got.header("www-authenticate").unwrap_or("");
+    assert!(
+        challenge.starts_with(
+            "Bearer error=\"insufficient_scope\", scope=\"directory:read directory:write\""
+        ),
+        "{challenge}"
+    );
+    assert_eq!(up.count(), 1);
+
+    let write = format!(
+        "Bearer {}",
+        token(&gw, json!({"scope": "directory:read directory:write"}))
+    );
+    let got = rpc(
+        &gw,
+        Some(&write),
+        "tools/call",
+        json!({"name": "createEmployee", "arguments": {"body": {}}}),
+    )
+    .await;
+    assert_eq!(got.json()["result"]["isError"], false, "{:?}", got.body);
+    let seen = up.last();
+    assert_eq!(seen.method, http::Method::POST);
+    assert_eq!(seen.headers["x-tollgate-client"], "agent-7");
+    gw.shutdown().await;
+}
