@@ -154,11 +154,8 @@ impl ResourceServer {
             ));
         }
         for (i, server) in oauth.authorization_servers.iter().enumerate() {
-            if crate::policy::jwks::parse_url(server).is_err() && !server.starts_with("http://") {
-                errors.push((
-                    at(&["authorization_servers", &i.to_string()]),
-                    format!("`{server}` is not an http(s) URL"),
-                ));
+            if let Err(message) = crate::policy::jwks::parse_url(server) {
+                errors.push((at(&["authorization_servers", &i.to_string()]), message));
             }
         }
         let issuer = oauth

@@ -56,6 +56,7 @@ apis:
         path: /
         agent: true
         apply: [readers]
+        query_schema: {{ properties: {{ department: {{ type: string }} }} }}
       - id: createEmployee
         method: POST
         path: /
@@ -270,4 +271,132 @@ async fn scopes_decide_the_tools_listed_and_a_missing_one_is_a_403_to_step_up() 
     assert_eq!(seen.method, http::Method::POST);
     assert_eq!(seen.headers["x-tollgate-client"], "agent-7");
     gw.shutdown().await;
+}
+
+/// The authorization server of `tests/oauth/server.mjs`, running until
+/// dropped.
+struct AuthorizationServer {
+    child: tokio::process::Child,
+    issuer: String,
+}
+
+impl AuthorizationServer {
+    /// Started, or why not (node or `npm ci` missing).
+    async fn start() -> Result<AuthorizationServer, String> {
+        use tokio::io::AsyncBufReadExt;
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oauth");
+        if !dir.join("node_modules/oidc-provider").is_dir() {
+            return Err("tests/oauth has no node_modules (run `npm ci` there)".into());
+        }
+        let mut child = tokio::process::Command::new("node")
+            .arg("server.mjs")
+            .current_dir(&dir)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("node: {e}"))?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
+            .await
+            .map_err(|_| "the authorization server did not start within 30s".to_string())?
+            .map_err(|e| e.to_string())?
+            .ok_or("the authorization server exited")?;
+        let started: Value = serde_json::from_str(&line).map_err(|e| format!("{e}: {line}"))?;
+        let issuer = started["issuer"].as_str().ok_or("no issuer")?.to_string();
+        // The provider logs to stdout too: keep reading, or it dies of EPIPE.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(AuthorizationServer { child, issuer })
+    }
+}
+
+impl Drop for AuthorizationServer {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+#[tokio::test]
+async fn a_stock_mcp_client_signs_in_at_a_real_authorization_server_and_steps_up() {
+    let required = std::env::var_os("TOLLGATE_REQUIRE_OIDC").is_some();
+    let has_node = std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let has_sdk = std::process::Command::new("python3")
+        .args(["-c", "import mcp.client.auth"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !(has_node && has_sdk) {
+        assert!(
+            !required,
+            "TOLLGATE_REQUIRE_OIDC is set: this test needs node (tests/oauth: npm ci) and python3 \
+             with the `mcp` package"
+        );
+        eprintln!("SKIPPED: node or python3 with the `mcp` package is not installed");
+        return;
+    }
+    let server = match AuthorizationServer::start().await {
+        Ok(server) => server,
+        Err(why) => {
+            assert!(!required, "TOLLGATE_REQUIRE_OIDC is set: {why}");
+            eprintln!("SKIPPED: {why}");
+            return;
+        }
+    };
+    let up = Upstream::start().await;
+    let yaml = config(&up.url()).replace(
+        &format!(
+            "authorization_servers: [{ISSUER}]\n    public_key_file: {}",
+            fixture("jwt-rsa-public.pem")
+        ),
+        &format!(
+            "authorization_servers: [{issuer}]\n    jwks_url: {issuer}/jwks",
+            issuer = server.issuer
+        ),
+    );
+    assert!(yaml.contains("jwks_url"), "{yaml}");
+    let gw = gateway(&yaml).await;
+    let url = gw.url("/mcp");
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oauth/client_test.py");
+    for mode in ["legacy", "auto"] {
+        let before = up.count();
+        let out = tokio::process::Command::new("python3")
+            .arg(&script)
+            .args([&url, mode])
+            .output()
+            .await
+            .expect("run the client");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{mode}:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains(&format!("ok {mode}")), "{stdout}");
+        // What reached the workflow: the list and, after the step-up, one
+        // create, as the token's subject, never with the token.
+        let seen = &up.seen()[before..];
+        let calls: Vec<(String, String)> = seen
+            .iter()
+            .map(|s| (s.method.to_string(), s.uri.clone()))
+            .collect();
+        assert_eq!(
+            calls,
+            [
+                ("GET".to_string(), "/?department=R%26D".to_string()),
+                ("POST".to_string(), "/".to_string())
+            ],
+            "{mode}"
+        );
+        for s in seen {
+            assert_eq!(s.headers["x-tollgate-client"], "agent-7");
+            assert!(s.headers.get("authorization").is_none());
+        }
+    }
+    gw.shutdown().await;
+    drop(server);
 }

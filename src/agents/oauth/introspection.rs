@@ -64,23 +64,7 @@ impl Introspection {
         client: Arc<UpstreamClients>,
         clock: SharedClock,
     ) -> Result<Introspection, (&'static str, String)> {
-        let url = crate::policy::jwks::parse_url(&config.url)
-            .or_else(|e| {
-                // Plain http is for an authorization server on loopback.
-                let uri: Uri = config.url.parse().map_err(|_| e.clone())?;
-                let host = uri.host().unwrap_or("");
-                let loopback = host == "localhost"
-                    || host
-                        .trim_matches(['[', ']'])
-                        .parse::<std::net::IpAddr>()
-                        .is_ok_and(|ip| ip.is_loopback());
-                if uri.scheme_str() == Some("http") && loopback {
-                    Ok(uri)
-                } else {
-                    Err(e)
-                }
-            })
-            .map_err(|e| ("url", e))?;
+        let url = crate::policy::jwks::parse_url(&config.url).map_err(|e| ("url", e))?;
         let secret = std::env::var(&config.client_secret_env)
             .ok()
             .filter(|s| !s.is_empty())
