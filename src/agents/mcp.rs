@@ -209,6 +209,7 @@ impl Era {
         // Dates compare as strings; the set is closed (`HANDSHAKE_VERSIONS`).
         Features {
             structured: version >= "2025-06-18",
+            audio: version >= "2025-03-26",
         }
     }
 }
@@ -616,6 +617,7 @@ impl Call<'_> {
             Ok(uri) => *req.uri_mut() = uri,
             Err(_) => {
                 return ToolAnswer {
+                    media_type: None,
                     status: StatusCode::BAD_REQUEST,
                     body: Bytes::from_static(b"the arguments do not make a valid request path"),
                     request_id: None,
@@ -650,17 +652,23 @@ impl Call<'_> {
         };
         let request_id = text(&X_REQUEST_ID);
         let retry_after = text(&header::RETRY_AFTER);
+        let media_type = text(&header::CONTENT_TYPE).map(|ct| {
+            let media = ct.split(';').next().unwrap_or("");
+            media.trim().to_ascii_lowercase()
+        });
         match Limited::new(body, self.endpoint.max_result as usize)
             .collect()
             .await
         {
             Ok(collected) => ToolAnswer {
+                media_type,
                 status: parts.status,
                 body: collected.to_bytes(),
                 request_id,
                 retry_after,
             },
             Err(_) => ToolAnswer {
+                media_type: None,
                 status: StatusCode::BAD_GATEWAY,
                 body: Bytes::from(format!(
                     "the workflow's answer broke off or is larger than agents.max_result \

@@ -98,6 +98,8 @@ pub struct ToolRequest {
 pub struct ToolAnswer {
     pub status: StatusCode,
     pub body: Bytes,
+    /// The answer's `Content-Type`, lower-cased, without parameters.
+    pub media_type: Option<String>,
     pub request_id: Option<String>,
     pub retry_after: Option<String>,
 }
@@ -107,10 +109,15 @@ pub struct ToolAnswer {
 pub struct Features {
     /// `title`, `outputSchema` and `structuredContent` (2025-06-18 and later).
     pub structured: bool,
+    /// `audio` content (2025-03-26 and later; before, an embedded blob).
+    pub audio: bool,
 }
 
 impl Features {
-    pub const ALL: Features = Features { structured: true };
+    pub const ALL: Features = Features {
+        structured: true,
+        audio: true,
+    };
 }
 
 // === impl Tool ===
@@ -219,9 +226,12 @@ impl Tool {
                 "a path parameter named `body` clashes with the tool's `body` argument".to_string(),
             ));
         }
+        let mut hoisted = Map::new();
         match &op.request_schema {
             Some(schema) => {
-                properties.insert(BODY.into(), schema.clone());
+                let (body, defs) = embed_body(schema);
+                properties.insert(BODY.into(), body);
+                hoisted = defs;
                 required.push(Value::from(BODY));
             }
             None if matches!(*method, Method::POST | Method::PUT | Method::PATCH) => {
@@ -237,6 +247,9 @@ impl Tool {
             input_schema["required"] = Value::Array(required);
         }
         input_schema["additionalProperties"] = Value::Bool(false);
+        for (key, defs) in hoisted {
+            input_schema[key] = defs;
+        }
         let output_schema = op
             .response_schema
             .clone()
@@ -438,11 +451,107 @@ impl Tool {
                 result.insert("structuredContent".into(), value);
             }
         }
-        result.insert("content".into(), json!([{ "type": "text", "text": text }]));
+        result.insert(
+            "content".into(),
+            json!([self.content(answer, text, features)]),
+        );
         result.insert("isError".into(), Value::Bool(false));
         result.insert("_meta".into(), meta);
         result
     }
+
+    /// The content block of a successful answer: text for textual media
+    /// types (and untyped UTF-8), `image` / `audio` content for those, an
+    /// embedded resource blob for any other bytes. Never lossy UTF-8.
+    fn content(&self, answer: &ToolAnswer, text: String, features: Features) -> Value {
+        use base64::Engine as _;
+        let media = answer.media_type.as_deref();
+        let textual = match media {
+            None => std::str::from_utf8(&answer.body).is_ok(),
+            Some(m) => is_textual(m) && std::str::from_utf8(&answer.body).is_ok(),
+        };
+        if textual {
+            return json!({ "type": "text", "text": text });
+        }
+        let data = base64::engine::general_purpose::STANDARD.encode(&answer.body);
+        let media = media.unwrap_or("application/octet-stream");
+        match media.split('/').next() {
+            Some("image") => json!({ "type": "image", "data": data, "mimeType": media }),
+            Some("audio") if features.audio => {
+                json!({ "type": "audio", "data": data, "mimeType": media })
+            }
+            _ => json!({
+                "type": "resource",
+                "resource": {
+                    "uri": format!("tollgate://tools/{}/result", self.name),
+                    "mimeType": media,
+                    "blob": data,
+                },
+            }),
+        }
+    }
+}
+
+/// A `request_schema` as the `body` property of an input schema. Its
+/// `$defs` (and `definitions`) move to the input schema's root, where its
+/// `#/$defs/…` references then resolve; a reference to any other part of
+/// it (`#`, `#/properties/…`) is re-pointed under `/properties/body`.
+fn embed_body(schema: &Value) -> (Value, Map<String, Value>) {
+    let mut body = schema.clone();
+    let mut hoisted = Map::new();
+    if let Some(object) = body.as_object_mut() {
+        for key in ["$defs", "definitions"] {
+            if let Some(defs) = object.remove(key) {
+                hoisted.insert(key.to_string(), defs);
+            }
+        }
+        // A dialect is the document's, not a subschema's.
+        object.remove("$schema");
+    }
+    repoint_refs(&mut body);
+    hoisted.values_mut().for_each(repoint_refs);
+    (body, hoisted)
+}
+
+fn repoint_refs(value: &mut Value) {
+    match value {
+        Value::Object(object) => {
+            for (key, item) in object.iter_mut() {
+                match (key.as_str(), item) {
+                    ("$ref", Value::String(target)) => {
+                        if let Some(pointer) = target.strip_prefix('#') {
+                            let hoisted = pointer.starts_with("/$defs/")
+                                || pointer.starts_with("/definitions/");
+                            if !hoisted {
+                                *target = format!("#/properties/{BODY}{pointer}");
+                            }
+                        }
+                    }
+                    (_, item) => repoint_refs(item),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(repoint_refs),
+        _ => {}
+    }
+}
+
+/// Media types whose bodies are text: `text/*`, JSON, XML, and a few
+/// textual `application/` ones.
+fn is_textual(media: &str) -> bool {
+    media.starts_with("text/")
+        || media.ends_with("+json")
+        || media.ends_with("+xml")
+        || matches!(
+            media,
+            "application/json"
+                | "application/xml"
+                | "application/javascript"
+                | "application/x-www-form-urlencoded"
+                | "application/yaml"
+                | "application/x-ndjson"
+                | "application/graphql-response+json"
+        )
 }
 
 /// A tool error result: one text block, `isError: true`.
@@ -728,6 +837,7 @@ mod tests {
         let answer = |body: &'static str| ToolAnswer {
             status: StatusCode::OK,
             body: Bytes::from_static(body.as_bytes()),
+            media_type: Some("application/json".into()),
             request_id: Some("r1".into()),
             retry_after: None,
         };
@@ -737,7 +847,13 @@ mod tests {
         assert_eq!(ok["_meta"]["dev.tollgate/http"]["request_id"], "r1");
         let bad = t.result(&answer(r#"{"name":"x"}"#), Features::ALL);
         assert_eq!(bad["isError"], true);
-        let old = t.result(&answer(r#"{"name":"x"}"#), Features { structured: false });
+        let old = t.result(
+            &answer(r#"{"name":"x"}"#),
+            Features {
+                structured: false,
+                audio: false,
+            },
+        );
         assert_eq!(old["isError"], false, "no output schema before 2025-06-18");
         let arrays = tool(
             "{ id: list, method: GET, path: /, response_schema: { type: array } }",
@@ -748,12 +864,95 @@ mod tests {
     }
 
     #[test]
+    fn a_request_schema_with_defs_and_refs_still_validates_inside_the_input_schema() {
+        let t = tool(
+            r##"{ id: create, method: POST, path: /, request_schema: {
+                   $schema: "https://json-schema.org/draft/2020-12/schema",
+                   type: object, required: [name, manager],
+                   properties: { name: { $ref: "#/$defs/name" },
+                                 manager: { $ref: "#/properties/name" },
+                                 reports: { type: array, items: { $ref: "#/$defs/name" } } },
+                   $defs: { name: { type: string, minLength: 1 } } } }"##,
+            "/",
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        let s = &t.input_schema;
+        assert_eq!(s["$defs"]["name"]["minLength"], 1);
+        assert!(s["properties"]["body"].get("$defs").is_none());
+        assert_eq!(
+            s["properties"]["body"]["properties"]["name"]["$ref"],
+            "#/$defs/name"
+        );
+        assert_eq!(
+            s["properties"]["body"]["properties"]["manager"]["$ref"],
+            "#/properties/body/properties/name"
+        );
+        let ok = json!({"body": {"name": "Ada", "manager": "Grace", "reports": ["Lin"]}});
+        assert!(t.request(&ok).is_ok());
+        for bad in [
+            json!({"body": {"name": "", "manager": "Grace"}}),
+            json!({"body": {"name": "Ada", "manager": ""}}),
+            json!({"body": {"name": "Ada", "manager": "G", "reports": [""]}}),
+        ] {
+            assert!(t.request(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn images_audio_and_other_bytes_become_their_own_content_never_lossy_text() {
+        use base64::Engine as _;
+        let t = tool("{ id: get, method: GET, path: / }", "/").unwrap_or_else(|e| panic!("{e:?}"));
+        let png: &[u8] = b"\x89PNG\r\n\x1a\n\x00\xff";
+        let answer = |media: Option<&str>, body: &'static [u8]| ToolAnswer {
+            status: StatusCode::OK,
+            body: Bytes::from_static(body),
+            media_type: media.map(str::to_string),
+            request_id: None,
+            retry_after: None,
+        };
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        let image = t.result(&answer(Some("image/png"), png), Features::ALL);
+        assert_eq!(
+            image["content"][0],
+            json!({"type": "image", "data": b64(png), "mimeType": "image/png"})
+        );
+        let wav: &[u8] = b"RIFF\x00\xffWAVE";
+        let audio = t.result(&answer(Some("audio/wav"), wav), Features::ALL);
+        assert_eq!(audio["content"][0]["type"], "audio");
+        assert_eq!(audio["content"][0]["data"], b64(wav));
+        let old = Features {
+            structured: false,
+            audio: false,
+        };
+        let blob = t.result(&answer(Some("audio/wav"), wav), old);
+        assert_eq!(blob["content"][0]["type"], "resource");
+        assert_eq!(blob["content"][0]["resource"]["blob"], b64(wav));
+        let pdf = t.result(
+            &answer(Some("application/pdf"), b"%PDF-\xff"),
+            Features::ALL,
+        );
+        assert_eq!(pdf["content"][0]["resource"]["mimeType"], "application/pdf");
+        assert_eq!(
+            pdf["content"][0]["resource"]["uri"],
+            "tollgate://tools/get/result"
+        );
+        let untyped = t.result(&answer(None, b"\xff\xfe"), Features::ALL);
+        assert_eq!(
+            untyped["content"][0]["resource"]["mimeType"],
+            "application/octet-stream"
+        );
+        let text = t.result(&answer(Some("text/plain"), b"hello"), Features::ALL);
+        assert_eq!(text["content"][0], json!({"type": "text", "text": "hello"}));
+    }
+
+    #[test]
     fn a_refusal_is_a_tool_error_carrying_the_problem() {
         let t = tool("{ id: get, method: GET, path: / }", "/").unwrap_or_else(|e| panic!("{e:?}"));
         let refused = t.result(
             &ToolAnswer {
                 status: StatusCode::TOO_MANY_REQUESTS,
                 body: Bytes::from_static(br#"{"code":"rate_limited"}"#),
+                media_type: Some("application/problem+json".into()),
                 request_id: None,
                 retry_after: Some("30".into()),
             },
