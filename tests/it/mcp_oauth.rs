@@ -400,3 +400,241 @@ async fn a_stock_mcp_client_signs_in_at_a_real_authorization_server_and_steps_up
     gw.shutdown().await;
     drop(server);
 }
+
+/// A real RFC 7662 endpoint on 127.0.0.1: it answers for the tokens it
+/// was given (`token` -> its claims, `active: true` added), every other
+/// one `{"active": false}`; it records each call's credentials and token.
+struct IntrospectionServer {
+    addr: std::net::SocketAddr,
+    calls: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl IntrospectionServer {
+    async fn start(tokens: Vec<(&'static str, Value)>) -> IntrospectionServer {
+        use http_body_util::BodyExt;
+        use std::sync::{Arc, Mutex};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let (tokens, recorded) = (Arc::new(tokens), calls.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (tokens, recorded) = (tokens.clone(), recorded.clone());
+                tokio::spawn(async move {
+                    let svc =
+                        hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                            let (tokens, recorded) = (tokens.clone(), recorded.clone());
+                            async move {
+                                let basic = req
+                                    .headers()
+                                    .get("authorization")
+                                    .and_then(|v| v.to_str().ok())
+                                    .unwrap_or("")
+                                    .to_string();
+                                let form =
+                                    req.into_body().collect().await.expect("body").to_bytes();
+                                let form = String::from_utf8_lossy(&form).to_string();
+                                let token = form
+                                    .split('&')
+                                    .find_map(|p| p.strip_prefix("token="))
+                                    .map(|t| {
+                                        percent_encoding::percent_decode_str(t)
+                                            .decode_utf8_lossy()
+                                            .to_string()
+                                    })
+                                    .unwrap_or_default();
+                                recorded.lock().expect("lock").push((basic, token.clone()));
+                                let answer = match tokens.iter().find(|(t, _)| *t == token) {
+                                    Some((_, claims)) => {
+                                        let mut claims = claims.clone();
+                                        claims["active"] = json!(true);
+                                        claims
+                                    }
+                                    None => json!({"active": false}),
+                                };
+                                let mut r =
+                                    http::Response::new(Full::new(Bytes::from(answer.to_string())));
+                                r.headers_mut().insert(
+                                    "content-type",
+                                    http::HeaderValue::from_static("application/json"),
+                                );
+                                Ok::<_, std::convert::Infallible>(r)
+                            }
+                        });
+                    let _ = hyper_util::server::conn::auto::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+                });
+            }
+        });
+        IntrospectionServer { addr, calls, task }
+    }
+}
+
+impl Drop for IntrospectionServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test]
+async fn opaque_tokens_are_introspected_under_the_same_rules_and_the_answer_is_cached() {
+    use base64::Engine as _;
+    let up = Upstream::start().await;
+    // The resource is fixed here: the introspection answers are made
+    // before the gateway's port is known.
+    let resource = "https://mcp.example.com/mcp";
+    let claims = |extra: Value| {
+        let mut c = json!({
+            "iss": ISSUER, "sub": "agent-9", "aud": resource,
+            "scope": "directory:read", "exp": NOW_SECS + 3600,
+        });
+        if let (Some(c), Some(extra)) = (c.as_object_mut(), extra.as_object()) {
+            c.extend(extra.clone());
+        }
+        c
+    };
+    let idp = IntrospectionServer::start(vec![
+        ("opaque-read", claims(json!({}))),
+        (
+            "opaque-elsewhere",
+            claims(json!({"aud": "https://other.example.com/mcp"})),
+        ),
+        ("opaque-expired", claims(json!({"exp": NOW_SECS - 1}))),
+    ])
+    .await;
+    std::env::set_var("TOLLGATE_TEST_INTROSPECTION_SECRET", "s3cret-introspection");
+    let yaml = config(&up.url()).replace(
+        &format!("    public_key_file: {}\n", fixture("jwt-rsa-public.pem")),
+        &format!(
+            "    resource: {resource}\n    introspection:\n      url: http://{}/introspect\n      \
+             client_id: tollgate\n      client_secret_env: TOLLGATE_TEST_INTROSPECTION_SECRET\n      \
+             cache: 30s\n",
+            idp.addr
+        ),
+    );
+    assert!(yaml.contains("introspection"), "{yaml}");
+    let clock = ManualClock::new(NOW_SECS * 1_000_000_000);
+    let gw = gateway_with_clock(&yaml, clock.clone()).await;
+
+    let got = rpc(
+        &gw,
+        Some("Bearer opaque-read"),
+        "tools/call",
+        json!({"name": "listEmployees"}),
+    )
+    .await;
+    assert_eq!(got.status, 200, "{:?}", got.body);
+    assert_eq!(got.json()["result"]["isError"], false, "{:?}", got.body);
+    assert_eq!(up.last().headers["x-tollgate-client"], "agent-9");
+    // Asked once, as this resource server, for that token; then cached.
+    let expected_basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("tollgate:s3cret-introspection")
+    );
+    let calls = idp.calls.lock().map(|c| c.clone()).unwrap_or_default();
+    assert_eq!(calls, [(expected_basic, "opaque-read".to_string())]);
+    let got = rpc(&gw, Some("Bearer opaque-read"), "tools/list", json!({})).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(idp.calls.lock().map(|c| c.len()).unwrap_or(0), 1, "cached");
+    clock.advance(std::time::Duration::from_secs(31));
+    let got = rpc(&gw, Some("Bearer opaque-read"), "tools/list", json!({})).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(
+        idp.calls.lock().map(|c| c.len()).unwrap_or(0),
+        2,
+        "asked again after 30s"
+    );
+
+    for token in ["opaque-elsewhere", "opaque-expired", "opaque-unknown"] {
+        let got = rpc(
+            &gw,
+            Some(&format!("Bearer {token}")),
+            "tools/list",
+            json!({}),
+        )
+        .await;
+        got.assert_problem(401, "invalid_credentials");
+        let challenge = got.header("www-authenticate").unwrap_or("");
+        assert!(
+            challenge.contains(&format!(
+                "resource_metadata=\"https://mcp.example.com/.well-known/oauth-protected-resource/mcp\""
+            )),
+            "{token}: {challenge}"
+        );
+    }
+    assert_eq!(up.count(), 1);
+    gw.shutdown().await;
+}
+
+#[test]
+fn oauth_mistakes_are_reported_at_their_file_line_and_column() {
+    let yaml = config("http://127.0.0.1:9")
+        .replace(
+            &format!("authorization_servers: [{ISSUER}]"),
+            "authorization_servers: [http://idp.example.com]",
+        )
+        .replace(
+            r#""directory:write": [writer]"#,
+            r#""directory:write": [admin]"#,
+        )
+        .replace(
+            "tool_scopes: { createEmployee:",
+            "tool_scopes: { deleteEverything:",
+        );
+    let errors = match compile(
+        std::path::Path::new("tollgate-test.yaml"),
+        &yaml,
+        tollgate::clock::SystemClock::shared(),
+    ) {
+        Ok(_) => panic!("the config compiled"),
+        Err(errors) => errors.join("\n"),
+    };
+    let line = |needle: &str| {
+        yaml.lines()
+            .position(|l| l.contains(needle))
+            .map(|i| i + 1)
+            .unwrap_or_else(|| panic!("{needle} not in the config"))
+    };
+    for (needle, says) in [
+        (
+            "authorization_servers:",
+            "plain http only from a loopback address",
+        ),
+        (
+            "\"directory:write\": [admin]",
+            "role `admin` is not declared",
+        ),
+        ("tool_scopes:", "`deleteEverything` is not an agent tool"),
+    ] {
+        let at = format!("tollgate-test.yaml:{}:", line(needle));
+        assert!(
+            errors
+                .lines()
+                .any(|e| e.starts_with(&at) && e.contains(says)),
+            "{at} {says}:\n{errors}"
+        );
+    }
+    let no_keys = config("http://127.0.0.1:9").replace(
+        &format!("    public_key_file: {}\n", fixture("jwt-rsa-public.pem")),
+        "",
+    );
+    let errors = match compile(
+        std::path::Path::new("tollgate-test.yaml"),
+        &no_keys,
+        tollgate::clock::SystemClock::shared(),
+    ) {
+        Ok(_) => panic!("the config compiled"),
+        Err(errors) => errors.join("\n"),
+    };
+    assert!(
+        errors.contains("agents.oauth") || errors.contains("oauth"),
+        "{errors}"
+    );
+    assert!(errors.contains("introspection"), "{errors}");
+}
