@@ -7,6 +7,8 @@
 //!   the public listener (Streamable HTTP, the current stateless revision
 //!   and the older `initialize` handshake with sessions).
 //! - [`sessions`]: the sessions of the handshake era, in the state store.
+//! - [`oauth`]: `agents.oauth`, the endpoint as an OAuth 2.1 resource
+//!   server (RFC 9728 metadata, audience-bound tokens, scopes).
 //!
 //! A tool call is not a side door: it is dispatched as an ordinary request
 //! for the operation, with the MCP caller's own headers and address,

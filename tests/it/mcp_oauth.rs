@@ -562,9 +562,9 @@ async fn opaque_tokens_are_introspected_under_the_same_rules_and_the_answer_is_c
         got.assert_problem(401, "invalid_credentials");
         let challenge = got.header("www-authenticate").unwrap_or("");
         assert!(
-            challenge.contains(&format!(
+            challenge.contains(
                 "resource_metadata=\"https://mcp.example.com/.well-known/oauth-protected-resource/mcp\""
-            )),
+            ),
             "{token}: {challenge}"
         );
     }
