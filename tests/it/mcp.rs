@@ -697,6 +697,52 @@ async fn a_rate_limited_call_is_a_tool_error_and_every_call_is_metered() {
 }
 
 #[tokio::test]
+async fn an_image_answer_is_image_content_and_other_bytes_an_embedded_blob() {
+    let up = Upstream::start().await;
+    let yaml = format!(
+        r#"version: 1
+listen: 127.0.0.1:0
+agents: {{ mcp_path: /mcp }}
+apis:
+  - name: files
+    base_path: /files
+    upstream: {}
+    operations:
+      - id: getFile
+        method: GET
+        path: /big/{{n}}
+        agent: true
+        query_schema:
+          properties: {{ h-content-type: {{ type: string }} }}
+"#,
+        up.url()
+    );
+    let gw = gateway(&yaml).await;
+    let mut mcp = Mcp::new(&gw, READER_KEY);
+    mcp.initialize(HANDSHAKE).await;
+    // The workflow answers four bytes with the type the call asks for.
+    let image = mcp
+        .call("getFile", json!({"n": "4", "h-content-type": "image/png"}))
+        .await;
+    assert_eq!(image["isError"], false, "{image}");
+    assert_eq!(
+        image["content"],
+        json!([{"type": "image", "data": "eHh4eA==", "mimeType": "image/png"}])
+    );
+    assert_eq!(up.last().uri, "/big/4?h-content-type=image%2Fpng");
+    let pdf = mcp
+        .call(
+            "getFile",
+            json!({"n": "3", "h-content-type": "application/pdf; v=1"}),
+        )
+        .await;
+    assert_eq!(pdf["content"][0]["type"], "resource", "{pdf}");
+    assert_eq!(pdf["content"][0]["resource"]["blob"], "eHh4");
+    assert_eq!(pdf["content"][0]["resource"]["mimeType"], "application/pdf");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
 async fn bad_arguments_are_a_tool_error_the_model_can_fix() {
     let up = Upstream::start().await;
     let (gw, _clock) = start(&up, "", "").await;
