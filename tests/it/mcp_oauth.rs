@@ -638,3 +638,38 @@ fn oauth_mistakes_are_reported_at_their_file_line_and_column() {
     );
     assert!(errors.contains("introspection"), "{errors}");
 }
+
+#[tokio::test]
+async fn the_resource_comes_from_forwarded_headers_only_through_a_trusted_proxy() {
+    let up = Upstream::start().await;
+    let forwarded = [
+        ("x-forwarded-host", "mcp.example.com"),
+        ("x-forwarded-proto", "https"),
+    ];
+    let untrusted = start(&up).await;
+    let got = untrusted
+        .get_with("/.well-known/oauth-protected-resource/mcp", &forwarded)
+        .await;
+    assert_eq!(
+        got.json()["resource"],
+        format!("http://{}/mcp", untrusted.addr),
+        "a caller cannot name the resource"
+    );
+    untrusted.shutdown().await;
+    let yaml = config(&up.url()).replace(
+        "listen: 127.0.0.1:0\n",
+        "listen: 127.0.0.1:0\ntrusted_proxies: [127.0.0.1/32]\n",
+    );
+    let behind_proxy = gateway(&yaml).await;
+    let got = behind_proxy
+        .get_with("/.well-known/oauth-protected-resource/mcp", &forwarded)
+        .await;
+    assert_eq!(got.json()["resource"], "https://mcp.example.com/mcp");
+    let got = rpc(&behind_proxy, None, "tools/list", json!({})).await;
+    assert_eq!(got.status, 401);
+    // Without the proxy's headers, the 401 names the gateway's own address.
+    assert!(got
+        .header("www-authenticate")
+        .is_some_and(|c| c.contains(&format!("\"http://{}/.well-known", behind_proxy.addr))));
+    behind_proxy.shutdown().await;
+}
