@@ -83,31 +83,29 @@ impl Endpoint {
         cx: RequestContext,
     ) -> http::Response<crate::body::Body> {
         use crate::problem::{Code, Reject};
-        let mut extensions = http::Extensions::new();
         let host_ok = req
             .headers()
             .get(http::header::HOST)
             .and_then(|h| h.to_str().ok())
             .or_else(|| req.uri().authority().map(|a| a.as_str()))
             .is_some_and(|h| self.hosts.allows(h));
-        let response = match &self.oauth {
-            Some(rs)
-                if host_ok && matches!(*req.method(), http::Method::GET | http::Method::HEAD) =>
-            {
-                rs.metadata(req.headers(), &cx)
+        let readable = matches!(*req.method(), http::Method::GET | http::Method::HEAD);
+        let refusal = match &self.oauth {
+            Some(rs) if host_ok && readable => {
+                let mut response = rs.metadata(req.headers(), &cx);
+                response.extensions_mut().insert(cx);
+                return response;
             }
             Some(_) if host_ok => Reject::new(Code::MethodNotAllowed, "GET the metadata")
-                .with_header(http::header::ALLOW, HeaderValue::from_static("GET, HEAD"))
-                .respond(std::mem::take(&mut extensions)),
+                .with_header(http::header::ALLOW, HeaderValue::from_static("GET, HEAD")),
             _ => Reject::new(
                 Code::RouteNotFound,
                 "no operation is published at this path",
-            )
-            .respond(std::mem::take(&mut extensions)),
+            ),
         };
-        let mut response = response;
-        response.extensions_mut().insert(cx);
-        response
+        let mut extensions = http::Extensions::new();
+        extensions.insert(cx);
+        refusal.respond(extensions)
     }
 }
 
