@@ -75,6 +75,8 @@ codes! {
     Unauthenticated = ("unauthenticated", UNAUTHORIZED, "Authentication required", api),
     InvalidCredentials = ("invalid_credentials", UNAUTHORIZED, "Invalid credentials", api),
     ForbiddenRole = ("forbidden_role", FORBIDDEN, "Role not allowed", api),
+    /// The MCP endpoint's OAuth token lacks a scope the tool needs.
+    InsufficientScope = ("insufficient_scope", FORBIDDEN, "Insufficient scope", api),
     IpDenied = ("ip_denied", FORBIDDEN, "Client address not allowed", api),
     Banned = ("banned", FORBIDDEN, "Client banned", api),
     RouteNotFound = ("route_not_found", NOT_FOUND, "No such route", api),

@@ -225,18 +225,43 @@ pub fn unrouted(gateway_policies: &[CompiledPolicy], terminal: OperationService)
 }
 
 /// The stack of the MCP endpoint itself (`crate::agents`): the gateway-wide
-/// `Screen` and `Authenticate` stages (ip, abuse, auth). Limits, quotas,
-/// roles and header rules are not judged here but on each tool call, which
-/// runs its operation's whole stack: counting the envelope too would charge
-/// one call twice.
+/// `Screen`, `Authenticate` and `RateLimit` stages (ip, abuse, auth — or
+/// `own_auth` in its place — then rate_limit), so every MCP request (`initialize`, `tools/list`,
+/// `tools/call`, ...) is counted by the limits that apply gateway-wide.
+/// Roles, header rules, quotas and the operation's own limits are judged
+/// on each tool call, which runs its operation's stack ([`tool_call`]).
 pub fn build_agents_endpoint(
     gateway_policies: &[CompiledPolicy],
     terminal: OperationService,
+    own_auth: Option<&dyn Fn(OperationService) -> OperationService>,
 ) -> OperationService {
-    Pipeline::keeping(gateway_policies, Terminal::Service(terminal), |_, stage| {
-        stage.phase <= Phase::Authenticate
+    let limits = Pipeline::keeping(gateway_policies, Terminal::Service(terminal), |_, stage| {
+        stage.phase == Phase::RateLimit
+    })
+    .into_service();
+    // With `agents.oauth` the endpoint authenticates by its own rule (an
+    // OAuth resource server) in place of the gateway-wide `auth`.
+    let (inner, last) = match own_auth {
+        Some(wrap) => (wrap(limits), Phase::Screen),
+        None => (limits, Phase::Authenticate),
+    };
+    Pipeline::keeping(gateway_policies, Terminal::Service(inner), |_, stage| {
+        stage.phase <= last
     })
     .into_service()
+}
+
+/// The pipeline of an operation's tool calls: all of it but the
+/// gateway-wide `rate_limit` stages (`counted`), which the MCP request
+/// carrying the call has already counted: one call, one token.
+pub fn tool_call(
+    policies: &[CompiledPolicy],
+    counted: &[CompiledPolicy],
+    terminal: Terminal,
+) -> Pipeline {
+    Pipeline::keeping(policies, terminal, |meta, stage| {
+        stage.phase != Phase::RateLimit || !counted.iter().any(|g| g.meta.name == meta.name)
+    })
 }
 
 /// The probe of an operation for `tools/list`: its checks that only judge
@@ -349,7 +374,9 @@ mod tests {
         let unrouted_service =
             |p: &[CompiledPolicy], t: OperationService| unrouted(p, t).into_service();
         assert_eq!(kept(unrouted_service).await, ["ip", "abuse"]);
-        assert_eq!(kept(build_agents_endpoint).await, ["ip", "abuse", "auth"]);
+        let endpoint =
+            |p: &[CompiledPolicy], t: OperationService| build_agents_endpoint(p, t, None);
+        assert_eq!(kept(endpoint).await, ["ip", "abuse", "auth", "rate"]);
         // A probe spends nothing: no abuse counting, no limits, no quota.
         assert_eq!(kept(build_probe).await, ["ip", "auth", "roles"]);
     }

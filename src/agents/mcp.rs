@@ -15,30 +15,33 @@
 //!
 //! Every request is answered with one `application/json` object (the
 //! server never opens an SSE stream, so `GET` is 405). Batches (allowed
-//! only by 2025-03-26) are refused. An `Origin` header must be the
-//! endpoint's own origin or one of `agents.allowed_origins` (else 403),
-//! against DNS rebinding.
+//! only by 2025-03-26) are refused. Against DNS rebinding, the `Host`
+//! must be one of `agents.allowed_hosts` (by default, on a loopback
+//! listener, a loopback name), and an `Origin` one of
+//! `agents.allowed_origins` or the page's own vouched-for host (else 403).
 //!
 //! This module's own answers are JSON-RPC, as MCP clients expect; refusals
 //! of the policies around it (`ip`, `abuse`, `auth`, gateway-wide) are
 //! problem+json like everywhere else. `tools/list` lists the tools whose
 //! operation's checks (ip, auth, roles, headers) let this caller through,
 //! evaluated by each tool's probe without spending any limit;
-//! `tools/call` sends the call through `Gateway::handle` (see `super`).
+//! `tools/call` sends the call to the tool's own operation through the
+//! gateway's handle (see `super`).
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use serde_json::{json, Map, Value};
-use std::sync::Arc;
 use tower::ServiceExt;
 
+use super::oauth::Grant;
+use super::sessions::Owner;
 use super::tools::{self, Features, Tool, ToolAnswer};
 use super::{parse_origin, Endpoint};
 use crate::body::{self, Body};
 use crate::context::{new_request_id, RequestContext};
-use crate::gateway::Gateway;
+use crate::gateway::{AgentIdentity, DirectCall, GatewayHandle};
 use crate::headers::X_REQUEST_ID;
 use crate::policy::OperationService;
 use crate::problem::{Code, Reject};
@@ -65,18 +68,18 @@ const INTERNAL_ERROR: i64 = -32603;
 const HEADER_MISMATCH: i64 = -32020;
 const UNSUPPORTED_VERSION: i64 = -32022;
 
-/// What the gateway hands the endpoint with each request: itself (to
-/// dispatch tool calls through `handle`) and the request's headers as they
-/// arrived (the `auth` stage around the endpoint may remove the
-/// credential, which every tool call needs again).
+/// What the gateway hands the endpoint with each request: a handle (its
+/// agents, and tool calls dispatched to their operation) and the
+/// request's headers as they arrived (the `auth` stage around the endpoint
+/// may remove the credential, which every tool call needs again).
 #[derive(Clone)]
 pub struct Envelope {
-    pub gateway: Arc<Gateway>,
+    pub gateway: GatewayHandle,
     pub headers: HeaderMap,
 }
 
 impl Envelope {
-    pub fn new(gateway: Arc<Gateway>, req: &Request<Body>) -> Envelope {
+    pub fn new(gateway: GatewayHandle, req: &Request<Body>) -> Envelope {
         let mut headers = req.headers().clone();
         // HTTP/2 names the host in the request target, not in a header.
         if let (false, Some(authority)) =
@@ -110,11 +113,17 @@ pub fn probe_terminal() -> OperationService {
 async fn serve(req: Request<Body>) -> Response<Body> {
     let (mut parts, body) = req.into_parts();
     // `Gateway::answer` puts the envelope there; missing, it is a bug.
-    let Some(envelope) = parts.extensions.remove::<Envelope>() else {
+    let Some(mut envelope) = parts.extensions.remove::<Envelope>() else {
         return crate::policy::context_missing(parts.extensions);
     };
+    // Set by the OAuth guard: the token's scopes. The token itself is this
+    // resource's alone, so no tool call carries it on.
+    let grant = parts.extensions.remove::<Grant>();
+    if grant.is_some() {
+        envelope.headers.remove(header::AUTHORIZATION);
+    }
     let gateway = &envelope.gateway;
-    let Some(endpoint) = gateway.agents.endpoint() else {
+    let Some(endpoint) = gateway.agents().endpoint() else {
         return crate::policy::context_missing(parts.extensions);
     };
     let Some(cx) = parts.extensions.remove::<RequestContext>() else {
@@ -125,19 +134,20 @@ async fn serve(req: Request<Body>) -> Response<Body> {
         endpoint,
         headers: &envelope.headers,
         cx: &cx,
+        grant: grant.as_ref(),
     };
     let mut response = if !call.origin_allowed() {
         rpc_error(
             StatusCode::FORBIDDEN,
             Value::Null,
             INVALID_REQUEST,
-            "this Origin may not call the MCP endpoint",
+            "this Host or Origin may not call the MCP endpoint",
             None,
         )
     } else {
         match parts.method {
             Method::POST => call.post(body).await,
-            Method::DELETE => call.delete(),
+            Method::DELETE => call.delete().await,
             _ => {
                 let mut r = rpc_error(
                     StatusCode::METHOD_NOT_ALLOWED,
@@ -158,10 +168,12 @@ async fn serve(req: Request<Body>) -> Response<Body> {
 
 /// One request to the endpoint.
 struct Call<'a> {
-    gateway: &'a Arc<Gateway>,
+    gateway: &'a GatewayHandle,
     endpoint: &'a Endpoint,
     headers: &'a HeaderMap,
     cx: &'a RequestContext,
+    /// The OAuth token's scopes, when the endpoint is a resource server.
+    grant: Option<&'a Grant>,
 }
 
 /// A JSON-RPC message from the client.
@@ -197,6 +209,7 @@ impl Era {
         // Dates compare as strings; the set is closed (`HANDSHAKE_VERSIONS`).
         Features {
             structured: version >= "2025-06-18",
+            audio: version >= "2025-03-26",
         }
     }
 }
@@ -238,8 +251,16 @@ impl RpcError {
 // === impl Call ===
 
 impl Call<'_> {
-    /// No `Origin` (not a browser), the endpoint's own, or an allowed one.
+    /// The `Host` is one the endpoint answers, and the `Origin` is none
+    /// (not a browser), an allowed one, or the page's own host when that
+    /// host is vouched for: a DNS-rebinding page sends an `Origin` equal
+    /// to the `Host`, but under a name the gateway was never given.
     fn origin_allowed(&self) -> bool {
+        let rule = &self.endpoint.hosts;
+        let host = self.headers.get(header::HOST).and_then(|h| h.to_str().ok());
+        if !host.is_some_and(|h| rule.allows(h)) {
+            return false;
+        }
         let Some(origin) = self.headers.get(header::ORIGIN) else {
             return true;
         };
@@ -249,13 +270,9 @@ impl Call<'_> {
         if self.endpoint.allowed_origins.contains(&origin) {
             return true;
         }
-        let host = self
-            .headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_ascii_lowercase);
+        let host = host.map(str::to_ascii_lowercase);
         let authority = origin.split_once("://").map(|(_, a)| a);
-        host.is_some() && host.as_deref() == authority
+        host.as_deref() == authority && host.is_some_and(|h| rule.vouches_for(&h))
     }
 
     async fn post(&self, body: Body) -> Response<Body> {
@@ -298,14 +315,26 @@ impl Call<'_> {
                     "`initialize` is a request: give it an id",
                 ));
             };
-            return self.initialize(id, &params);
+            return self.initialize(id, &params).await;
         }
-        let era = self.era(id.as_ref(), &method, &params)?;
+        let era = self.era(id.as_ref(), &method, &params).await?;
         let Some(id) = id else {
             // Notifications (`notifications/initialized`, cancellations):
             // nothing runs in the background, so there is nothing to do.
             return Ok(accepted());
         };
+        if let (Some(rs), Some(grant), "tools/call") =
+            (&self.endpoint.oauth, self.grant, method.as_str())
+        {
+            let tool = params.get("name").and_then(Value::as_str).unwrap_or("");
+            if !rs.missing_scopes(tool, grant).is_empty() {
+                let mut extensions = http::Extensions::new();
+                extensions.insert(self.cx.clone());
+                return Ok(rs
+                    .insufficient_scope(tool, grant, self.headers, self.cx)
+                    .respond(extensions));
+            }
+        }
         let result = match (era, method.as_str()) {
             (Era::Modern, "server/discover") => Ok(self.discover()),
             (Era::Handshake(_), "ping") => Ok(json!({})),
@@ -329,7 +358,7 @@ impl Call<'_> {
     /// what that revision requires of it (headers, session). `id` is
     /// `None` for a notification, whose headers the current revision
     /// leaves undefined.
-    fn era(
+    async fn era(
         &self,
         id: Option<&Value>,
         method: &str,
@@ -355,7 +384,7 @@ impl Call<'_> {
             }
             // Before 2025-06-18 clients sent no version header: the
             // session knows the revision.
-            return self.session(id).map(Era::Handshake);
+            return self.session(id).await.map(Era::Handshake);
         };
         if MODERN_VERSIONS.contains(&version) {
             if in_meta != Some(version) {
@@ -386,7 +415,7 @@ impl Call<'_> {
             return Ok(Era::Modern);
         }
         if HANDSHAKE_VERSIONS.contains(&version) {
-            return self.session(id).map(Era::Handshake);
+            return self.session(id).await.map(Era::Handshake);
         }
         Err(bad(
             UNSUPPORTED_VERSION,
@@ -396,7 +425,7 @@ impl Call<'_> {
     }
 
     /// The session this request names: its negotiated revision.
-    fn session(&self, id: &Value) -> Result<&'static str, RpcError> {
+    async fn session(&self, id: &Value) -> Result<&'static str, RpcError> {
         let Some(session) = self.headers.get(SESSION_ID).and_then(|v| v.to_str().ok()) else {
             return Err(RpcError::new(
                 StatusCode::BAD_REQUEST,
@@ -407,24 +436,35 @@ impl Call<'_> {
             ));
         };
         let e = self.endpoint;
-        e.sessions
-            .touch(session, e.clock.now(), e.limits.idle, self.client())
-            .ok_or_else(|| {
-                RpcError::new(
-                    StatusCode::NOT_FOUND,
-                    id,
-                    INVALID_REQUEST,
-                    "no such session (it ended or expired): send `initialize` again",
-                )
-            })
+        let found = e
+            .sessions
+            .touch(session, e.clock.now(), &self.owner(), HANDSHAKE_VERSIONS)
+            .await
+            .map_err(|error| store_failed(id, &error))?;
+        found.ok_or_else(|| {
+            RpcError::new(
+                StatusCode::NOT_FOUND,
+                id,
+                INVALID_REQUEST,
+                "no such session (it ended or expired): send `initialize` again",
+            )
+        })
     }
 
-    fn client(&self) -> Option<&Arc<str>> {
-        self.cx.client.as_ref().map(|c| &c.id)
+    /// The caller the OAuth resource server authenticated, which tool
+    /// calls carry to their operation.
+    fn identity(&self) -> Option<crate::context::Client> {
+        self.grant.and(self.cx.client.clone())
+    }
+
+    /// Who the sessions of this request belong to.
+    fn owner(&self) -> Owner {
+        let client = self.cx.client.as_ref().map(|c| &*c.id);
+        Owner::of(client, self.cx.client_ip)
     }
 
     /// The handshake: the revision both sides speak, and a new session.
-    fn initialize(
+    async fn initialize(
         &self,
         id: Value,
         params: &Map<String, Value>,
@@ -446,14 +486,15 @@ impl Call<'_> {
         let e = self.endpoint;
         let session = e
             .sessions
-            .open(e.clock.now(), e.limits, version, self.client().cloned())
+            .open(e.clock.now(), version, &self.owner())
+            .await
             .map_err(|error| {
                 tracing::error!(%error, "no MCP session could be opened");
                 RpcError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
+                    StatusCode::SERVICE_UNAVAILABLE,
                     &id,
                     INTERNAL_ERROR,
-                    "no session could be opened",
+                    "no session could be opened: use protocol version 2026-07-28, which needs none",
                 )
             })?;
         let result = json!({
@@ -496,7 +537,7 @@ impl Call<'_> {
             ));
         }
         let mut listed = Vec::new();
-        for tool in &self.gateway.agents.tools {
+        for tool in &self.gateway.agents().tools {
             if self.may_call(tool).await {
                 listed.push(tool.definition(era.features()));
             }
@@ -513,16 +554,22 @@ impl Call<'_> {
     /// Runs the tool's probe for this caller: its ip, auth, roles and
     /// header checks, nothing that counts.
     async fn may_call(&self, tool: &Tool) -> bool {
-        let Some(operation) = self.gateway.operations.get(tool.operation) else {
-            return false;
-        };
+        if let (Some(rs), Some(grant)) = (&self.endpoint.oauth, self.grant) {
+            if !rs.missing_scopes(&tool.name, grant).is_empty() {
+                return false;
+            }
+        }
         let mut req = Request::new(body::empty());
-        *req.method_mut() = operation.method.clone();
+        *req.method_mut() = tool.method().clone();
         *req.headers_mut() = call_headers(self.headers, tool.takes_body());
         let mut cx = RequestContext::new(new_request_id(), self.cx.peer, self.cx.client_ip);
         cx.peer_trusted = self.cx.peer_trusted;
         cx.tls = self.cx.tls;
-        cx.operation = Some(operation.info.clone());
+        cx.operation = Some(tool.info.clone());
+        if let Some(client) = self.identity() {
+            cx.client = Some(client.clone());
+            req.extensions_mut().insert(AgentIdentity(client));
+        }
         req.extensions_mut().insert(cx);
         match tool.probe.clone().oneshot(req).await {
             Ok(response) => response.status().is_success(),
@@ -541,7 +588,7 @@ impl Call<'_> {
         let Some(name) = params.get("name").and_then(Value::as_str) else {
             return Err(invalid("`tools/call` needs `params.name`".into()));
         };
-        let Some(tool) = self.gateway.agents.tool(name) else {
+        let Some(tool) = self.gateway.agents().tool(name) else {
             return Err(invalid(format!("Unknown tool: {name}")));
         };
         let arguments = match params.get("arguments") {
@@ -553,13 +600,14 @@ impl Call<'_> {
             Ok(request) => request,
             Err(message) => return Ok(Value::Object(tools::error_result(message, None))),
         };
-        let answer = self.dispatch(request).await;
+        let answer = self.dispatch(tool, request).await;
         Ok(Value::Object(tool.result(&answer, era.features())))
     }
 
-    /// Sends a tool's request through `Gateway::handle` with this caller's
-    /// headers and address, and reads the answer (up to `max_result`).
-    async fn dispatch(&self, request: tools::ToolRequest) -> ToolAnswer {
+    /// Sends a tool's request to its own operation, through the gateway's
+    /// handle, with this caller's headers and address, and reads the
+    /// answer (up to `max_result`).
+    async fn dispatch(&self, tool: &Tool, request: tools::ToolRequest) -> ToolAnswer {
         let mut req = Request::new(match &request.body {
             Some(bytes) => body::full(bytes.clone()),
             None => body::empty(),
@@ -569,6 +617,7 @@ impl Call<'_> {
             Ok(uri) => *req.uri_mut() = uri,
             Err(_) => {
                 return ToolAnswer {
+                    media_type: None,
                     status: StatusCode::BAD_REQUEST,
                     body: Bytes::from_static(b"the arguments do not make a valid request path"),
                     request_id: None,
@@ -587,7 +636,12 @@ impl Call<'_> {
             tls: self.cx.tls,
             peer_ip_header: self.cx.peer_ip_header(),
         };
-        let response = self.gateway.clone().handle(req, &conn).await;
+        let direct = DirectCall {
+            operation: tool.operation,
+            params: request.params,
+            identity: self.identity(),
+        };
+        let response = self.gateway.call(direct, req, &conn).await;
         let (parts, body) = response.into_parts();
         let text = |h: &HeaderName| {
             parts
@@ -598,17 +652,23 @@ impl Call<'_> {
         };
         let request_id = text(&X_REQUEST_ID);
         let retry_after = text(&header::RETRY_AFTER);
+        let media_type = text(&header::CONTENT_TYPE).map(|ct| {
+            let media = ct.split(';').next().unwrap_or("");
+            media.trim().to_ascii_lowercase()
+        });
         match Limited::new(body, self.endpoint.max_result as usize)
             .collect()
             .await
         {
             Ok(collected) => ToolAnswer {
+                media_type,
                 status: parts.status,
                 body: collected.to_bytes(),
                 request_id,
                 retry_after,
             },
             Err(_) => ToolAnswer {
+                media_type: None,
                 status: StatusCode::BAD_GATEWAY,
                 body: Bytes::from(format!(
                     "the workflow's answer broke off or is larger than agents.max_result \
@@ -622,7 +682,7 @@ impl Call<'_> {
     }
 
     /// Ends a handshake session.
-    fn delete(&self) -> Response<Body> {
+    async fn delete(&self) -> Response<Body> {
         let Some(session) = self.headers.get(SESSION_ID).and_then(|v| v.to_str().ok()) else {
             return rpc_error(
                 StatusCode::BAD_REQUEST,
@@ -632,7 +692,15 @@ impl Call<'_> {
                 None,
             );
         };
-        if self.endpoint.sessions.close(session, self.client()) {
+        let e = self.endpoint;
+        let closed = e
+            .sessions
+            .close(session, e.clock.now(), &self.owner())
+            .await;
+        if let Err(error) = &closed {
+            return store_failed(&Value::Null, error).respond();
+        }
+        if closed.is_ok_and(|c| c) {
             let mut response = Response::new(body::empty());
             *response.status_mut() = StatusCode::NO_CONTENT;
             response
@@ -710,6 +778,18 @@ fn parse(bytes: &[u8]) -> Result<Incoming, RpcError> {
         Some(id) => Incoming::Request { id, method, params },
         None => Incoming::Notification { method, params },
     })
+}
+
+/// The store holding the sessions failed: 503, and a way on.
+fn store_failed(id: &Value, error: &crate::state::StoreError) -> RpcError {
+    tracing::warn!(%error, "the MCP session store failed");
+    RpcError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        id,
+        INTERNAL_ERROR,
+        "the session store is unavailable: retry, or use protocol version 2026-07-28, \
+         which needs no session",
+    )
 }
 
 /// `Mcp-Name` / `Mcp-Method` values, with the `=?base64?...?=` form decoded.

@@ -6,17 +6,23 @@
 //! - [`mcp`]: the Model Context Protocol endpoint at `agents.mcp_path` on
 //!   the public listener (Streamable HTTP, the current stateless revision
 //!   and the older `initialize` handshake with sessions).
-//! - [`sessions`]: the bounded session table of the handshake era.
+//! - [`sessions`]: the sessions of the handshake era, in the state store.
+//! - [`oauth`]: `agents.oauth`, the endpoint as an OAuth 2.1 resource
+//!   server (RFC 9728 metadata, audience-bound tokens, scopes).
 //!
 //! A tool call is not a side door: it is dispatched as an ordinary request
-//! for the operation, with the MCP caller's own headers and address, into
-//! `Gateway::handle`, so the operation's whole policy stack, the proxy, the
+//! for the operation, with the MCP caller's own headers and address,
+//! through the [`crate::gateway::GatewayHandle`] the gateway hands the
+//! endpoint, so the operation's whole policy stack, the proxy, the
 //! metrics, the usage meter and the access log see it like any other call.
+//! It reaches the tool's own operation only: never another one the path
+//! its arguments make would route to.
 //!
 //! `tollgate tools` prints the same definitions ([`Agents::document`]) for
 //! frameworks that take a static list.
 
 pub mod mcp;
+pub mod oauth;
 pub mod sessions;
 pub mod tools;
 
@@ -26,7 +32,7 @@ use std::sync::Arc;
 
 use crate::clock::SharedClock;
 use crate::config::schema::Config;
-use crate::context::OperationInfo;
+use crate::context::{OperationInfo, RequestContext};
 use crate::gateway::{Deps, Operation};
 use crate::metrics::OperationMetrics;
 use crate::policy::{CompiledPolicy, OperationService};
@@ -56,11 +62,51 @@ pub struct Endpoint {
     pub(crate) info: Arc<OperationInfo>,
     /// Lower-cased `scheme://host[:port]` of `allowed_origins`.
     allowed_origins: Vec<String>,
-    limits: SessionLimits,
+    /// Which `Host` headers the endpoint answers.
+    hosts: HostRule,
     max_result: u64,
     instructions: String,
-    sessions: Arc<Sessions>,
+    sessions: Sessions,
     clock: SharedClock,
+    /// `agents.oauth`: the endpoint as an OAuth resource server.
+    pub(crate) oauth: Option<Arc<oauth::ResourceServer>>,
+}
+
+// === impl Endpoint ===
+
+impl Endpoint {
+    /// The answer at the metadata path: the document for GET (and HEAD),
+    /// 405 for anything else. Its `Host` passes the endpoint's rule first.
+    pub fn metadata(
+        &self,
+        req: &http::Request<crate::body::Body>,
+        cx: RequestContext,
+    ) -> http::Response<crate::body::Body> {
+        use crate::problem::{Code, Reject};
+        let host_ok = req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri().authority().map(|a| a.as_str()))
+            .is_some_and(|h| self.hosts.allows(h));
+        let readable = matches!(*req.method(), http::Method::GET | http::Method::HEAD);
+        let refusal = match &self.oauth {
+            Some(rs) if host_ok && readable => {
+                let mut response = rs.metadata(req.headers(), &cx);
+                response.extensions_mut().insert(cx);
+                return response;
+            }
+            Some(_) if host_ok => Reject::new(Code::MethodNotAllowed, "GET the metadata")
+                .with_header(http::header::ALLOW, HeaderValue::from_static("GET, HEAD")),
+            _ => Reject::new(
+                Code::RouteNotFound,
+                "no operation is published at this path",
+            ),
+        };
+        let mut extensions = http::Extensions::new();
+        extensions.insert(cx);
+        refusal.respond(extensions)
+    }
 }
 
 /// The static tool list formats of `tollgate tools`.
@@ -87,6 +133,9 @@ pub struct AgentsSource<'a> {
     pub routes: &'a RouteTable,
     pub gateway_policies: &'a [CompiledPolicy],
     pub deps: &'a Deps,
+    pub roles: &'a crate::policy::RoleTable,
+    /// Where the config file lives (relative key files resolve there).
+    pub base_dir: &'a std::path::Path,
 }
 
 // === impl Agents ===
@@ -103,6 +152,8 @@ impl Agents {
             routes,
             gateway_policies,
             deps,
+            roles,
+            base_dir,
         } = source;
         let mut errors: Vec<AgentsError> = Vec::new();
         let mut tools = Vec::new();
@@ -114,6 +165,7 @@ impl Agents {
                 api,
                 op,
                 operation: index,
+                info: operation.info.clone(),
                 method: &operation.method,
                 template: &operation.template,
                 probe,
@@ -155,9 +207,56 @@ impl Agents {
                         )),
                     }
                 }
+                let hosts = match &agents.allowed_hosts {
+                    None if listens_on_loopback(&config.listen) => HostRule::Loopback,
+                    None => HostRule::Any,
+                    Some(listed) => {
+                        let mut hosts = Vec::new();
+                        for (i, host) in listed.iter().enumerate() {
+                            match parse_host(host) {
+                                Some(h) => hosts.push(h),
+                                None => errors.push((
+                                    vec!["agents".into(), "allowed_hosts".into(), i.to_string()],
+                                    format!(
+                                        "`{host}` is not a host name like mcp.example.com \
+                                         (or mcp.example.com:8443)"
+                                    ),
+                                )),
+                            }
+                        }
+                        HostRule::Listed(hosts)
+                    }
+                };
                 if agents.max_sessions == 0 {
                     errors.push((at("max_sessions"), "keep at least one session".into()));
                 }
+                let tool_names: Vec<&str> = tools.iter().map(|t| &*t.name).collect();
+                let oauth = agents.oauth.as_ref().and_then(|oauth| {
+                    let compiled = oauth::ResourceServer::compile(oauth::OAuthSource {
+                        config,
+                        oauth,
+                        mcp_path: path,
+                        roles,
+                        base_dir,
+                        jwks: &deps.jwks,
+                        client: deps.client.clone(),
+                        clock: deps.clock.clone(),
+                        tools: &tool_names,
+                    });
+                    match compiled {
+                        Ok(rs) => Some(Arc::new(rs)),
+                        Err(found) => {
+                            errors.extend(found);
+                            None
+                        }
+                    }
+                });
+                let guard = oauth
+                    .clone()
+                    .map(|rs| move |inner: OperationService| rs.clone().guard(inner));
+                let own_auth = guard
+                    .as_ref()
+                    .map(|g| g as &dyn Fn(OperationService) -> OperationService);
                 let info = Arc::new(OperationInfo {
                     api: "".into(),
                     id: ENDPOINT_OPERATION.into(),
@@ -166,18 +265,27 @@ impl Agents {
                 });
                 Some(Endpoint {
                     path: path.to_string(),
-                    service: stack::build_agents_endpoint(gateway_policies, mcp::terminal()),
+                    service: stack::build_agents_endpoint(
+                        gateway_policies,
+                        mcp::terminal(),
+                        own_auth,
+                    ),
                     metrics: deps.metrics.operation(&info.api, &info.id),
                     info,
                     allowed_origins,
-                    limits: SessionLimits {
-                        max_sessions: agents.max_sessions,
-                        idle: agents.session_idle.0,
-                    },
+                    hosts,
+
                     max_result: agents.max_result.0,
                     instructions: instructions(config, &tools, written_at),
-                    sessions: deps.sessions.clone(),
+                    sessions: Sessions::new(
+                        deps.store.clone(),
+                        SessionLimits {
+                            max_sessions: agents.max_sessions,
+                            idle: agents.session_idle.0,
+                        },
+                    ),
                     clock: deps.clock.clone(),
+                    oauth,
                 })
             }
         };
@@ -196,6 +304,14 @@ impl Agents {
     /// The endpoint, if it is served at this (normalised) path.
     pub fn serves(&self, path: &str) -> Option<&Endpoint> {
         self.endpoint.as_ref().filter(|e| e.path == path)
+    }
+
+    /// The endpoint whose OAuth Protected Resource Metadata is served at
+    /// this path, if any.
+    pub fn serves_metadata(&self, path: &str) -> Option<&Endpoint> {
+        self.endpoint
+            .as_ref()
+            .filter(|e| e.oauth.as_ref().is_some_and(|rs| rs.serves_metadata(path)))
     }
 
     pub fn tool(&self, name: &str) -> Option<&Tool> {
@@ -244,6 +360,70 @@ fn routed(routes: &RouteTable, operations: &[Operation], path: &str) -> Option<S
         }
     }
     taken.then(|| "an operation".to_string())
+}
+
+/// Which `Host` headers the endpoint answers (DNS-rebinding defence).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum HostRule {
+    /// Unset, listening on loopback: loopback names only.
+    Loopback,
+    /// Unset, listening elsewhere: any host, but an `Origin` must be listed.
+    Any,
+    /// `allowed_hosts`: `(name, port)` lower-cased; no port means any.
+    Listed(Vec<(String, Option<u16>)>),
+}
+
+impl HostRule {
+    /// Whether a request whose `Host` is `host` (`name[:port]`) is served.
+    pub(crate) fn allows(&self, host: &str) -> bool {
+        let Some((name, port)) = parse_host(host) else {
+            return false;
+        };
+        match self {
+            HostRule::Any => true,
+            HostRule::Loopback => is_loopback_name(&name),
+            HostRule::Listed(listed) => listed
+                .iter()
+                .any(|(n, p)| *n == name && (p.is_none() || *p == port)),
+        }
+    }
+
+    /// Whether a page served from this `Host` may call the endpoint just
+    /// because its `Origin` names the same host: only when the host is one
+    /// vouched for (listed, or loopback by default).
+    pub(crate) fn vouches_for(&self, host: &str) -> bool {
+        !matches!(self, HostRule::Any) && self.allows(host)
+    }
+}
+
+/// Whether `listen` (an address, checked elsewhere) is a loopback one.
+fn listens_on_loopback(listen: &str) -> bool {
+    match listen.parse::<std::net::SocketAddr>() {
+        Ok(addr) => addr.ip().is_loopback(),
+        Err(_) => listen
+            .rsplit_once(':')
+            .is_some_and(|(h, _)| is_loopback_name(h)),
+    }
+}
+
+/// `localhost`, `127.0.0.0/8`, `[::1]`.
+fn is_loopback_name(name: &str) -> bool {
+    let bare = name.trim_start_matches('[').trim_end_matches(']');
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// `name[:port]` (a `[v6]` literal keeps its brackets), lower-cased.
+pub(crate) fn parse_host(host: &str) -> Option<(String, Option<u16>)> {
+    let authority: http::uri::Authority = host.parse().ok()?;
+    if authority.as_str().contains('@') {
+        return None;
+    }
+    let name = authority.host().to_ascii_lowercase();
+    (!name.is_empty()).then(|| (name, authority.port_u16()))
 }
 
 /// `scheme://host[:port]`, lower-cased, or `None` if `origin` is not one.
@@ -299,5 +479,25 @@ mod tests {
         assert_eq!(parse_origin("https://a.example/path"), None);
         assert_eq!(parse_origin("app.example.com"), None);
         assert_eq!(parse_origin("ftp://a.example"), None);
+    }
+
+    #[test]
+    fn hosts_are_judged_by_name_and_optional_port() {
+        assert!(HostRule::Loopback.allows("127.0.0.1:8080"));
+        assert!(HostRule::Loopback.allows("LOCALHOST"));
+        assert!(HostRule::Loopback.allows("[::1]:9"));
+        assert!(!HostRule::Loopback.allows("evil.example:8080"));
+        assert!(!HostRule::Loopback.allows("user@127.0.0.1"));
+        let listed = HostRule::Listed(vec![
+            ("mcp.example.com".into(), None),
+            ("a.example".into(), Some(8443)),
+        ]);
+        assert!(listed.allows("MCP.example.com:1"));
+        assert!(listed.allows("a.example:8443"));
+        assert!(!listed.allows("a.example"));
+        assert!(!listed.allows("localhost"));
+        assert!(HostRule::Any.allows("anything.example"));
+        assert!(!HostRule::Any.vouches_for("anything.example"));
+        assert!(HostRule::Loopback.vouches_for("localhost:3000"));
     }
 }

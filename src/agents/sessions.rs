@@ -2,133 +2,141 @@
 //! 2025-11-25): an `initialize` opens one and answers with its id in
 //! `Mcp-Session-Id`; every later request names it.
 //!
-//! The table lives in `Deps`, so a config reload keeps it. It is bounded:
-//! at most `max_sessions` entries (opening one more drops the least
-//! recently used), and a session idle for `session_idle` (read from the
-//! injected clock) is gone. A dropped session answers 404, and the client
-//! opens a new one, as the transport specification asks. Sessions are
-//! per instance; behind a load balancer, use sticky routing or the
-//! stateless current revision, which needs none.
+//! Sessions live in the state store (`state.store`: memory, or Redis so
+//! that every replica sharing it serves every session, whichever one a
+//! client's next request lands on). A session is bound to its **owner**,
+//! the client that opened it (its client id when the endpoint
+//! authenticated one, else its address): it is only ever looked up
+//! through that owner, so another caller presenting a stolen id is told it
+//! does not exist. Each owner holds at most `max_sessions` (opening one
+//! more drops that owner's least recently used), so a flood of
+//! `initialize` from one client evicts only its own sessions. A session
+//! idle for `session_idle` (on the injected clock) is gone. A missing
+//! session answers 404, and the client opens a new one, as the transport
+//! specification asks.
 //!
 //! A session is not a credential: every request is judged by the
-//! credentials it carries. A session opened by an authenticated client is
-//! bound to it, so another caller presenting a stolen id is told it does
-//! not exist.
+//! credentials it carries.
 
-use parking_lot::Mutex;
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::clock::Nanos;
+use crate::state::{AnyStore, SessionKey, Store, StoreError};
 
-/// Every open session of this process.
-#[derive(Debug, Default)]
-pub struct Sessions {
-    open: Mutex<HashMap<String, Session>>,
-}
-
+/// The sessions of one endpoint, in the gateway's store.
 #[derive(Debug, Clone)]
-struct Session {
-    /// The protocol revision the handshake settled on.
-    version: &'static str,
-    /// The client that opened it, when the endpoint authenticated one.
-    client: Option<Arc<str>>,
-    last_seen: Nanos,
+pub struct Sessions {
+    store: AnyStore,
+    limits: SessionLimits,
 }
 
-/// The bounds of the session table, from `agents:`.
+/// The bounds of the sessions, from `agents:`.
 #[derive(Debug, Clone, Copy)]
 pub struct SessionLimits {
+    /// Per owner.
     pub max_sessions: usize,
     pub idle: Duration,
 }
 
-/// Why no session id could be made.
+/// Who a session belongs to.
+#[derive(Debug, Clone)]
+pub struct Owner(String);
+
+impl Owner {
+    /// The authenticated client, else the caller's address.
+    pub fn of(client: Option<&str>, ip: IpAddr) -> Owner {
+        match client {
+            Some(id) => Owner(format!("client:{id}")),
+            None => Owner(format!("ip:{ip}")),
+        }
+    }
+}
+
+/// Why no session could be opened.
 #[derive(Debug, thiserror::Error)]
-#[error("the operating system gave no randomness for a session id")]
-pub struct NoRandomness;
+pub enum SessionError {
+    #[error("the operating system gave no randomness for a session id")]
+    NoRandomness,
+    #[error("the session store holds as many clients as it may")]
+    Full,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 impl Sessions {
-    /// Opens a session and returns its id: 128 random bits in hex.
-    pub fn open(
-        &self,
-        now: Nanos,
-        limits: SessionLimits,
-        version: &'static str,
-        client: Option<Arc<str>>,
-    ) -> Result<String, NoRandomness> {
-        let mut bytes = [0u8; 16];
-        getrandom::getrandom(&mut bytes).map_err(|_| NoRandomness)?;
-        let id = hex::encode(bytes);
-        let mut open = self.open.lock();
-        if open.len() >= limits.max_sessions.max(1) {
-            let idle = limits.idle.as_nanos() as Nanos;
-            open.retain(|_, s| now.saturating_sub(s.last_seen) < idle);
-        }
-        while open.len() >= limits.max_sessions.max(1) {
-            let oldest = open
-                .iter()
-                .min_by_key(|(_, s)| s.last_seen)
-                .map(|(id, _)| id.clone());
-            match oldest {
-                Some(oldest) => open.remove(&oldest),
-                None => break,
-            };
-        }
-        open.insert(
-            id.clone(),
-            Session {
-                version,
-                client,
-                last_seen: now,
-            },
-        );
-        Ok(id)
+    pub fn new(store: AnyStore, limits: SessionLimits) -> Sessions {
+        Sessions { store, limits }
     }
 
-    /// The session's protocol revision, marking it used now; `None` when
-    /// it does not exist, has idled out, or belongs to another client.
-    pub fn touch(
+    fn idle(&self) -> Nanos {
+        self.limits.idle.as_nanos().try_into().unwrap_or(Nanos::MAX)
+    }
+
+    /// Opens a session speaking `version` for `owner`; its id is 128
+    /// random bits in hex.
+    pub async fn open(
+        &self,
+        now: Nanos,
+        version: &'static str,
+        owner: &Owner,
+    ) -> Result<String, SessionError> {
+        let mut bytes = [0u8; 16];
+        getrandom::getrandom(&mut bytes).map_err(|_| SessionError::NoRandomness)?;
+        let id = hex::encode(bytes);
+        let key = SessionKey {
+            owner: &owner.0,
+            id: &id,
+        };
+        let max = self.limits.max_sessions.max(1) as u64;
+        if self
+            .store
+            .session_open(key, version, max, self.idle(), now)
+            .await?
+        {
+            Ok(id)
+        } else {
+            Err(SessionError::Full)
+        }
+    }
+
+    /// The session's protocol revision (one of `versions`), marking it
+    /// used now; `None` when `owner` has no such live session.
+    pub async fn touch(
         &self,
         id: &str,
         now: Nanos,
-        idle: Duration,
-        client: Option<&Arc<str>>,
-    ) -> Option<&'static str> {
-        let mut open = self.open.lock();
-        let session = open.get_mut(id)?;
-        if now.saturating_sub(session.last_seen) >= idle.as_nanos() as Nanos {
-            open.remove(id);
-            return None;
+        owner: &Owner,
+        versions: &[&'static str],
+    ) -> Result<Option<&'static str>, StoreError> {
+        if !valid_id(id) {
+            return Ok(None);
         }
-        if session.client.as_deref() != client.map(|c| &**c) {
-            return None;
-        }
-        session.last_seen = now;
-        Some(session.version)
+        let key = SessionKey {
+            owner: &owner.0,
+            id,
+        };
+        let value = self.store.session_touch(key, self.idle(), now).await?;
+        Ok(value.and_then(|v| versions.iter().find(|known| **known == v).copied()))
     }
 
-    /// Ends a session (HTTP DELETE); false when there was none to end.
-    pub fn close(&self, id: &str, client: Option<&Arc<str>>) -> bool {
-        let mut open = self.open.lock();
-        match open.get(id) {
-            Some(s) if s.client.as_deref() == client.map(|c| &**c) => {
-                open.remove(id);
-                true
-            }
-            _ => false,
+    /// Ends a session (HTTP DELETE); false when `owner` had none to end.
+    pub async fn close(&self, id: &str, now: Nanos, owner: &Owner) -> Result<bool, StoreError> {
+        if !valid_id(id) {
+            return Ok(false);
         }
+        let key = SessionKey {
+            owner: &owner.0,
+            id,
+        };
+        self.store.session_close(key, self.idle(), now).await
     }
+}
 
-    /// How many sessions are held (live or not yet swept).
-    pub fn len(&self) -> usize {
-        self.open.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
+/// What this server issues: 32 lower-case hex digits. Anything else is no
+/// session of ours (and is never made into a store key).
+fn valid_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 #[cfg(test)]
@@ -136,91 +144,50 @@ mod tests {
     use super::*;
 
     const SECOND: Nanos = 1_000_000_000;
+    const VERSIONS: &[&str] = &["2025-06-18", "2025-03-26"];
 
-    fn limits(max_sessions: usize) -> SessionLimits {
-        SessionLimits {
+    fn sessions(max_sessions: usize) -> Sessions {
+        let limits = SessionLimits {
             max_sessions,
             idle: Duration::from_secs(60),
-        }
+        };
+        Sessions::new(AnyStore::memory(), limits)
     }
 
-    #[test]
-    fn a_session_id_is_128_random_bits_and_finds_its_version() {
-        let sessions = Sessions::default();
-        let a = sessions
-            .open(0, limits(10), "2025-06-18", None)
-            .expect("id");
-        let b = sessions
-            .open(0, limits(10), "2025-03-26", None)
-            .expect("id");
-        assert_eq!(a.len(), 32);
-        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+    #[tokio::test]
+    async fn a_session_id_is_128_random_bits_and_finds_its_version() {
+        let s = sessions(10);
+        let me = Owner::of(Some("bot"), [127, 0, 0, 1].into());
+        let a = s.open(0, "2025-06-18", &me).await.expect("id");
+        let b = s.open(0, "2025-03-26", &me).await.expect("id");
+        assert!(valid_id(&a), "{a}");
         assert_ne!(a, b);
-        let idle = limits(10).idle;
-        assert_eq!(sessions.touch(&a, SECOND, idle, None), Some("2025-06-18"));
-        assert_eq!(sessions.touch(&b, SECOND, idle, None), Some("2025-03-26"));
-        assert_eq!(sessions.touch("nope", SECOND, idle, None), None);
+        let touch = |id: String| {
+            let (s, me) = (s.clone(), me.clone());
+            async move { s.touch(&id, SECOND, &me, VERSIONS).await.expect("store") }
+        };
+        assert_eq!(touch(a).await, Some("2025-06-18"));
+        assert_eq!(touch(b).await, Some("2025-03-26"));
+        assert_eq!(touch("nope".into()).await, None);
     }
 
-    #[test]
-    fn an_idle_session_is_gone_and_use_keeps_one_alive() {
-        let sessions = Sessions::default();
-        let idle = limits(10).idle;
-        let used = sessions
-            .open(0, limits(10), "2025-06-18", None)
-            .expect("id");
-        let unused = sessions
-            .open(0, limits(10), "2025-06-18", None)
-            .expect("id");
-        assert!(sessions.touch(&used, 50 * SECOND, idle, None).is_some());
-        assert!(sessions.touch(&used, 100 * SECOND, idle, None).is_some());
-        assert!(sessions.touch(&unused, 100 * SECOND, idle, None).is_none());
-        assert_eq!(sessions.len(), 1);
-    }
-
-    #[test]
-    fn the_table_never_holds_more_than_the_cap_and_drops_the_least_recently_used() {
-        let sessions = Sessions::default();
-        let idle = limits(3).idle;
-        let first = sessions.open(0, limits(3), "2025-06-18", None).expect("id");
-        let second = sessions
-            .open(SECOND, limits(3), "2025-06-18", None)
-            .expect("id");
-        let third = sessions
-            .open(2 * SECOND, limits(3), "2025-06-18", None)
-            .expect("id");
-        // `first` is used again, so `second` is now the least recently used.
-        assert!(sessions.touch(&first, 3 * SECOND, idle, None).is_some());
-        let fourth = sessions
-            .open(4 * SECOND, limits(3), "2025-06-18", None)
-            .expect("id");
-        assert_eq!(sessions.len(), 3);
-        assert!(sessions.touch(&second, 5 * SECOND, idle, None).is_none());
-        for id in [&first, &third, &fourth] {
-            assert!(sessions.touch(id, 5 * SECOND, idle, None).is_some());
+    #[tokio::test]
+    async fn a_session_answers_only_the_owner_that_opened_it() {
+        let s = sessions(10);
+        let ip = [10, 0, 0, 1].into();
+        let alice = Owner::of(Some("alice"), ip);
+        let mallory = Owner::of(Some("mallory"), ip);
+        let anonymous = Owner::of(None, ip);
+        let id = s.open(0, "2025-06-18", &alice).await.expect("id");
+        for other in [&mallory, &anonymous] {
+            let found = s.touch(&id, SECOND, other, VERSIONS).await.expect("store");
+            assert!(found.is_none());
+            assert!(!s.close(&id, SECOND, other).await.expect("store"));
         }
-        for i in 0..100 {
-            sessions
-                .open(6 * SECOND + i, limits(3), "2025-06-18", None)
-                .expect("id");
-        }
-        assert_eq!(sessions.len(), 3);
-    }
-
-    #[test]
-    fn a_session_answers_only_the_client_that_opened_it() {
-        let sessions = Sessions::default();
-        let idle = limits(10).idle;
-        let alice: Arc<str> = "alice".into();
-        let mallory: Arc<str> = "mallory".into();
-        let id = sessions
-            .open(0, limits(10), "2025-06-18", Some(alice.clone()))
-            .expect("id");
-        assert!(sessions.touch(&id, SECOND, idle, Some(&mallory)).is_none());
-        assert!(sessions.touch(&id, SECOND, idle, None).is_none());
-        assert!(!sessions.close(&id, Some(&mallory)));
-        assert!(sessions.touch(&id, SECOND, idle, Some(&alice)).is_some());
-        assert!(sessions.close(&id, Some(&alice)));
-        assert!(sessions.touch(&id, SECOND, idle, Some(&alice)).is_none());
+        let found = s.touch(&id, SECOND, &alice, VERSIONS).await.expect("store");
+        assert!(found.is_some());
+        assert!(s.close(&id, SECOND, &alice).await.expect("store"));
+        let found = s.touch(&id, SECOND, &alice, VERSIONS).await.expect("store");
+        assert!(found.is_none());
     }
 }

@@ -27,6 +27,7 @@ use serde_json::{json, Map, Value};
 use std::sync::Arc;
 
 use crate::config::schema::{ApiAgents, ApiConfig, OperationConfig};
+use crate::context::OperationInfo;
 use crate::policy::schema::JsonSchema;
 use crate::policy::OperationService;
 
@@ -53,6 +54,8 @@ pub struct Tool {
     pub name: Arc<str>,
     /// The operation's index in `Gateway::operations`.
     pub operation: usize,
+    /// The operation's api and id (for the probe's context).
+    pub info: Arc<OperationInfo>,
     pub title: Option<String>,
     pub description: String,
     pub input_schema: Value,
@@ -85,6 +88,9 @@ pub struct ToolRequest {
     pub path_and_query: String,
     /// The JSON body, when the call has one.
     pub body: Option<Bytes>,
+    /// The route parameters (`{name}` -> escaped value): the call goes to
+    /// the tool's own operation with these, never routed by its path.
+    pub params: Vec<(String, String)>,
 }
 
 /// What the gateway answered a tool call, as the result is built from it.
@@ -92,6 +98,8 @@ pub struct ToolRequest {
 pub struct ToolAnswer {
     pub status: StatusCode,
     pub body: Bytes,
+    /// The answer's `Content-Type`, lower-cased, without parameters.
+    pub media_type: Option<String>,
     pub request_id: Option<String>,
     pub retry_after: Option<String>,
 }
@@ -101,10 +109,15 @@ pub struct ToolAnswer {
 pub struct Features {
     /// `title`, `outputSchema` and `structuredContent` (2025-06-18 and later).
     pub structured: bool,
+    /// `audio` content (2025-03-26 and later; before, an embedded blob).
+    pub audio: bool,
 }
 
 impl Features {
-    pub const ALL: Features = Features { structured: true };
+    pub const ALL: Features = Features {
+        structured: true,
+        audio: true,
+    };
 }
 
 // === impl Tool ===
@@ -114,6 +127,7 @@ pub struct ToolSource<'a> {
     pub api: &'a ApiConfig,
     pub op: &'a OperationConfig,
     pub operation: usize,
+    pub info: Arc<OperationInfo>,
     pub method: &'a Method,
     /// The public path template (`base_path` + `path`).
     pub template: &'a str,
@@ -128,6 +142,7 @@ impl Tool {
             api,
             op,
             operation,
+            info,
             method,
             template,
             probe,
@@ -211,9 +226,12 @@ impl Tool {
                 "a path parameter named `body` clashes with the tool's `body` argument".to_string(),
             ));
         }
+        let mut hoisted = Map::new();
         match &op.request_schema {
             Some(schema) => {
-                properties.insert(BODY.into(), schema.clone());
+                let (body, defs) = embed_body(schema);
+                properties.insert(BODY.into(), body);
+                hoisted = defs;
                 required.push(Value::from(BODY));
             }
             None if matches!(*method, Method::POST | Method::PUT | Method::PATCH) => {
@@ -229,6 +247,9 @@ impl Tool {
             input_schema["required"] = Value::Array(required);
         }
         input_schema["additionalProperties"] = Value::Bool(false);
+        for (key, defs) in hoisted {
+            input_schema[key] = defs;
+        }
         let output_schema = op
             .response_schema
             .clone()
@@ -256,6 +277,7 @@ impl Tool {
         Ok(Tool {
             name: op.id.as_str().into(),
             operation,
+            info,
             title: op.summary.clone(),
             description,
             input_schema,
@@ -267,6 +289,11 @@ impl Tool {
             query,
             probe,
         })
+    }
+
+    /// The operation's method.
+    pub fn method(&self) -> &Method {
+        &self.method
     }
 
     /// Whether calls may carry a JSON body (the `body` argument).
@@ -324,23 +351,29 @@ impl Tool {
         }
         let arg = |name: &str| arguments.get(name).and_then(Value::as_str).unwrap_or("");
         let mut path = String::new();
+        let mut params = Vec::new();
         for part in &self.path {
             match part {
                 PathPart::Literal(text) => path.push_str(text),
                 PathPart::Param(name) => {
                     let value = arg(name);
                     check_segment(name, value)?;
-                    path.extend(utf8_percent_encode(value, ESCAPED));
+                    let escaped: String = utf8_percent_encode(value, ESCAPED).collect();
+                    path.push_str(&escaped);
+                    params.push((name.clone(), escaped));
                 }
                 PathPart::Rest(name) => {
                     let value = arg(name);
+                    let mut escaped = String::new();
                     for (i, segment) in value.split('/').enumerate() {
                         check_segment(name, segment)?;
                         if i > 0 {
-                            path.push('/');
+                            escaped.push('/');
                         }
-                        path.extend(utf8_percent_encode(segment, ESCAPED));
+                        escaped.extend(utf8_percent_encode(segment, ESCAPED));
                     }
+                    path.push_str(&escaped);
+                    params.push((name.clone(), escaped));
                 }
             }
         }
@@ -365,6 +398,7 @@ impl Tool {
             method: self.method.clone(),
             path_and_query: path,
             body,
+            params,
         })
     }
 
@@ -417,11 +451,107 @@ impl Tool {
                 result.insert("structuredContent".into(), value);
             }
         }
-        result.insert("content".into(), json!([{ "type": "text", "text": text }]));
+        result.insert(
+            "content".into(),
+            json!([self.content(answer, text, features)]),
+        );
         result.insert("isError".into(), Value::Bool(false));
         result.insert("_meta".into(), meta);
         result
     }
+
+    /// The content block of a successful answer: text for textual media
+    /// types (and untyped UTF-8), `image` / `audio` content for those, an
+    /// embedded resource blob for any other bytes. Never lossy UTF-8.
+    fn content(&self, answer: &ToolAnswer, text: String, features: Features) -> Value {
+        use base64::Engine as _;
+        let media = answer.media_type.as_deref();
+        let textual = match media {
+            None => std::str::from_utf8(&answer.body).is_ok(),
+            Some(m) => is_textual(m) && std::str::from_utf8(&answer.body).is_ok(),
+        };
+        if textual {
+            return json!({ "type": "text", "text": text });
+        }
+        let data = base64::engine::general_purpose::STANDARD.encode(&answer.body);
+        let media = media.unwrap_or("application/octet-stream");
+        match media.split('/').next() {
+            Some("image") => json!({ "type": "image", "data": data, "mimeType": media }),
+            Some("audio") if features.audio => {
+                json!({ "type": "audio", "data": data, "mimeType": media })
+            }
+            _ => json!({
+                "type": "resource",
+                "resource": {
+                    "uri": format!("tollgate://tools/{}/result", self.name),
+                    "mimeType": media,
+                    "blob": data,
+                },
+            }),
+        }
+    }
+}
+
+/// A `request_schema` as the `body` property of an input schema. Its
+/// `$defs` (and `definitions`) move to the input schema's root, where its
+/// `#/$defs/…` references then resolve; a reference to any other part of
+/// it (`#`, `#/properties/…`) is re-pointed under `/properties/body`.
+fn embed_body(schema: &Value) -> (Value, Map<String, Value>) {
+    let mut body = schema.clone();
+    let mut hoisted = Map::new();
+    if let Some(object) = body.as_object_mut() {
+        for key in ["$defs", "definitions"] {
+            if let Some(defs) = object.remove(key) {
+                hoisted.insert(key.to_string(), defs);
+            }
+        }
+        // A dialect is the document's, not a subschema's.
+        object.remove("$schema");
+    }
+    repoint_refs(&mut body);
+    hoisted.values_mut().for_each(repoint_refs);
+    (body, hoisted)
+}
+
+fn repoint_refs(value: &mut Value) {
+    match value {
+        Value::Object(object) => {
+            for (key, item) in object.iter_mut() {
+                match (key.as_str(), item) {
+                    ("$ref", Value::String(target)) => {
+                        if let Some(pointer) = target.strip_prefix('#') {
+                            let hoisted = pointer.starts_with("/$defs/")
+                                || pointer.starts_with("/definitions/");
+                            if !hoisted {
+                                *target = format!("#/properties/{BODY}{pointer}");
+                            }
+                        }
+                    }
+                    (_, item) => repoint_refs(item),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(repoint_refs),
+        _ => {}
+    }
+}
+
+/// Media types whose bodies are text: `text/*`, JSON, XML, and a few
+/// textual `application/` ones.
+fn is_textual(media: &str) -> bool {
+    media.starts_with("text/")
+        || media.ends_with("+json")
+        || media.ends_with("+xml")
+        || matches!(
+            media,
+            "application/json"
+                | "application/xml"
+                | "application/javascript"
+                | "application/x-www-form-urlencoded"
+                | "application/yaml"
+                | "application/x-ndjson"
+                | "application/graphql-response+json"
+        )
 }
 
 /// A tool error result: one text block, `isError: true`.
@@ -567,6 +697,12 @@ mod tests {
             api: &api(),
             op: &op,
             operation: 0,
+            info: Arc::new(OperationInfo {
+                api: "directory".into(),
+                id: op.id.as_str().into(),
+                header_value: http::HeaderValue::from_static("t"),
+                cost: Default::default(),
+            }),
             method: &method,
             template,
             probe,
@@ -625,6 +761,13 @@ mod tests {
             "/d/R%26D%20%C3%BC/files/a%20b/c.txt?q=x%3D1%26y&tag=p&tag=q&n=5"
         );
         assert_eq!(req.body.as_deref(), Some(&b"{\"k\":[1]}"[..]));
+        assert_eq!(
+            req.params,
+            [
+                ("dept".to_string(), "R%26D%20%C3%BC".to_string()),
+                ("rest".to_string(), "a%20b/c.txt".to_string()),
+            ]
+        );
     }
 
     #[test]
@@ -695,6 +838,7 @@ mod tests {
         let answer = |body: &'static str| ToolAnswer {
             status: StatusCode::OK,
             body: Bytes::from_static(body.as_bytes()),
+            media_type: Some("application/json".into()),
             request_id: Some("r1".into()),
             retry_after: None,
         };
@@ -704,7 +848,13 @@ mod tests {
         assert_eq!(ok["_meta"]["dev.tollgate/http"]["request_id"], "r1");
         let bad = t.result(&answer(r#"{"name":"x"}"#), Features::ALL);
         assert_eq!(bad["isError"], true);
-        let old = t.result(&answer(r#"{"name":"x"}"#), Features { structured: false });
+        let old = t.result(
+            &answer(r#"{"name":"x"}"#),
+            Features {
+                structured: false,
+                audio: false,
+            },
+        );
         assert_eq!(old["isError"], false, "no output schema before 2025-06-18");
         let arrays = tool(
             "{ id: list, method: GET, path: /, response_schema: { type: array } }",
@@ -715,12 +865,95 @@ mod tests {
     }
 
     #[test]
+    fn a_request_schema_with_defs_and_refs_still_validates_inside_the_input_schema() {
+        let t = tool(
+            r##"{ id: create, method: POST, path: /, request_schema: {
+                   $schema: "https://json-schema.org/draft/2020-12/schema",
+                   type: object, required: [name, manager],
+                   properties: { name: { $ref: "#/$defs/name" },
+                                 manager: { $ref: "#/properties/name" },
+                                 reports: { type: array, items: { $ref: "#/$defs/name" } } },
+                   $defs: { name: { type: string, minLength: 1 } } } }"##,
+            "/",
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        let s = &t.input_schema;
+        assert_eq!(s["$defs"]["name"]["minLength"], 1);
+        assert!(s["properties"]["body"].get("$defs").is_none());
+        assert_eq!(
+            s["properties"]["body"]["properties"]["name"]["$ref"],
+            "#/$defs/name"
+        );
+        assert_eq!(
+            s["properties"]["body"]["properties"]["manager"]["$ref"],
+            "#/properties/body/properties/name"
+        );
+        let ok = json!({"body": {"name": "Ada", "manager": "Grace", "reports": ["Lin"]}});
+        assert!(t.request(&ok).is_ok());
+        for bad in [
+            json!({"body": {"name": "", "manager": "Grace"}}),
+            json!({"body": {"name": "Ada", "manager": ""}}),
+            json!({"body": {"name": "Ada", "manager": "G", "reports": [""]}}),
+        ] {
+            assert!(t.request(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn images_audio_and_other_bytes_become_their_own_content_never_lossy_text() {
+        use base64::Engine as _;
+        let t = tool("{ id: get, method: GET, path: / }", "/").unwrap_or_else(|e| panic!("{e:?}"));
+        let png: &[u8] = b"\x89PNG\r\n\x1a\n\x00\xff";
+        let answer = |media: Option<&str>, body: &'static [u8]| ToolAnswer {
+            status: StatusCode::OK,
+            body: Bytes::from_static(body),
+            media_type: media.map(str::to_string),
+            request_id: None,
+            retry_after: None,
+        };
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        let image = t.result(&answer(Some("image/png"), png), Features::ALL);
+        assert_eq!(
+            image["content"][0],
+            json!({"type": "image", "data": b64(png), "mimeType": "image/png"})
+        );
+        let wav: &[u8] = b"RIFF\x00\xffWAVE";
+        let audio = t.result(&answer(Some("audio/wav"), wav), Features::ALL);
+        assert_eq!(audio["content"][0]["type"], "audio");
+        assert_eq!(audio["content"][0]["data"], b64(wav));
+        let old = Features {
+            structured: false,
+            audio: false,
+        };
+        let blob = t.result(&answer(Some("audio/wav"), wav), old);
+        assert_eq!(blob["content"][0]["type"], "resource");
+        assert_eq!(blob["content"][0]["resource"]["blob"], b64(wav));
+        let pdf = t.result(
+            &answer(Some("application/pdf"), b"%PDF-\xff"),
+            Features::ALL,
+        );
+        assert_eq!(pdf["content"][0]["resource"]["mimeType"], "application/pdf");
+        assert_eq!(
+            pdf["content"][0]["resource"]["uri"],
+            "tollgate://tools/get/result"
+        );
+        let untyped = t.result(&answer(None, b"\xff\xfe"), Features::ALL);
+        assert_eq!(
+            untyped["content"][0]["resource"]["mimeType"],
+            "application/octet-stream"
+        );
+        let text = t.result(&answer(Some("text/plain"), b"hello"), Features::ALL);
+        assert_eq!(text["content"][0], json!({"type": "text", "text": "hello"}));
+    }
+
+    #[test]
     fn a_refusal_is_a_tool_error_carrying_the_problem() {
         let t = tool("{ id: get, method: GET, path: / }", "/").unwrap_or_else(|e| panic!("{e:?}"));
         let refused = t.result(
             &ToolAnswer {
                 status: StatusCode::TOO_MANY_REQUESTS,
                 body: Bytes::from_static(br#"{"code":"rate_limited"}"#),
+                media_type: Some("application/problem+json".into()),
                 request_id: None,
                 retry_after: Some("30".into()),
             },

@@ -370,8 +370,16 @@ pub struct AgentsConfig {
     /// endpoint besides the endpoint's own; any other `Origin` gets 403.
     #[serde(default)]
     pub allowed_origins: Vec<String>,
-    /// At most this many handshake sessions are kept; the least recently
-    /// used one is dropped to make room.
+    /// The `Host` names (`mcp.example.com`, or `name:port`) the endpoint
+    /// answers to, against DNS rebinding. Unset: a gateway listening on a
+    /// loopback address answers only `localhost`, `127.0.0.1` and `[::1]`;
+    /// one listening elsewhere any host (and an `Origin` equal to the
+    /// `Host` is then not enough: list it in `allowed_origins`).
+    #[serde(default)]
+    pub allowed_hosts: Option<Vec<String>>,
+    /// At most this many handshake sessions per client (its client id, or
+    /// its address when anonymous); its least recently used one is dropped
+    /// to make room, never another client's.
     #[serde(default = "default_max_sessions")]
     pub max_sessions: usize,
     /// A session unused this long is forgotten (its client re-initializes).
@@ -380,10 +388,87 @@ pub struct AgentsConfig {
     /// The most of a workflow's answer one tool result carries.
     #[serde(default = "default_max_result")]
     pub max_result: ByteSize,
+    /// Agents sign in with OAuth 2.1: the endpoint is a resource server
+    /// (`crate::agents::oauth`).
+    #[serde(default)]
+    pub oauth: Option<AgentsOAuthConfig>,
+}
+
+/// `agents.oauth:` — the MCP endpoint as an OAuth 2.1 resource server.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentsOAuthConfig {
+    /// This resource's URL, the audience its tokens must name. Default:
+    /// `public_url` + `mcp_path`, else from the request (its `Host`, or a
+    /// trusted proxy's `X-Forwarded-Host`/`-Proto`).
+    #[serde(default)]
+    pub resource: Option<String>,
+    /// The authorization servers (issuer URLs) clients get tokens from.
+    pub authorization_servers: Vec<String>,
+    /// The `iss` every token must carry. Default: the first authorization server.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// JWT access tokens: accepted algorithms (default RS256) and one key
+    /// source, as in `jwt:`.
+    #[serde(default = "default_oauth_algorithms")]
+    pub algorithms: Vec<String>,
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    #[serde(default)]
+    pub jwks_file: Option<String>,
+    #[serde(default)]
+    pub public_key_file: Option<String>,
+    /// Allowed clock skew for `exp` and `nbf` (default 60s).
+    #[serde(default)]
+    pub leeway: Option<ConfigDuration>,
+    /// Opaque access tokens: RFC 7662 token introspection.
+    #[serde(default)]
+    pub introspection: Option<IntrospectionConfig>,
+    /// Each scope and the roles a token holding it gets.
+    #[serde(default)]
+    pub scopes: std::collections::BTreeMap<String, Vec<String>>,
+    /// Tools and the scopes a call needs (every one); `tools/list` shows a
+    /// tool only to tokens holding them.
+    #[serde(default)]
+    pub tool_scopes: std::collections::BTreeMap<String, Vec<String>>,
+    /// The scopes a 401 asks a client to request first. Default: every
+    /// scope of `scopes`.
+    #[serde(default)]
+    pub initial_scopes: Option<Vec<String>>,
+}
+
+fn default_oauth_algorithms() -> Vec<String> {
+    vec!["RS256".into()]
+}
+
+/// `agents.oauth.introspection:` — RFC 7662.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IntrospectionConfig {
+    /// The introspection endpoint.
+    pub url: String,
+    /// This resource server's client id at the authorization server.
+    pub client_id: String,
+    /// The environment variable holding its client secret (HTTP Basic).
+    pub client_secret_env: String,
+    /// An answer is reused at most this long (and never past the token's `exp`).
+    #[serde(default = "default_introspection_cache")]
+    pub cache: ConfigDuration,
+    /// At most this many answers are cached.
+    #[serde(default = "default_introspection_entries")]
+    pub max_cached: usize,
+}
+
+fn default_introspection_cache() -> ConfigDuration {
+    ConfigDuration(std::time::Duration::from_secs(60))
+}
+
+fn default_introspection_entries() -> usize {
+    10_000
 }
 
 fn default_max_sessions() -> usize {
-    10_000
+    100
 }
 
 fn default_session_idle() -> ConfigDuration {

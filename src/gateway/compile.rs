@@ -299,10 +299,16 @@ impl<'a> Compiler<'a> {
                     cost,
                 });
                 let metrics = self.deps.metrics.operation(&info.api, &info.id);
+                let mut tool_pipeline = None;
                 if crate::agents::is_tool(api, op) {
                     let probe =
                         stack::build_probe(&effective, crate::agents::mcp::probe_terminal());
                     probes.push((operations.len(), probe));
+                    tool_pipeline = Some(stack::tool_call(
+                        &stack_policies,
+                        &gateway_policies,
+                        terminal.clone(),
+                    ));
                 }
                 operations.push(Operation {
                     metrics,
@@ -315,6 +321,7 @@ impl<'a> Compiler<'a> {
                     graphql_endpoint: None,
                     path_check,
                     pipeline: Pipeline::new(&stack_policies, terminal),
+                    tool_pipeline,
                 });
                 written_at.push((a, o));
             }
@@ -329,6 +336,8 @@ impl<'a> Compiler<'a> {
             routes: &routes,
             gateway_policies: &gateway_policies,
             deps: self.deps,
+            roles: cx.roles,
+            base_dir: &self.loaded.base_dir,
         });
         let agents = match agents {
             Ok(agents) => agents,

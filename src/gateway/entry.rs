@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use tower::ServiceExt;
 
-use super::Gateway;
+use super::{DirectCall, Gateway};
 use crate::access_log::{AccessLog, AccessRecord};
 use crate::body::Body;
 use crate::context::{new_request_id, Connection, RequestContext};
@@ -43,11 +43,15 @@ struct RouteMiss(Reject);
 /// What a request's path and method lead to.
 enum Target<'g> {
     Operation(usize),
+    /// A tool call, dispatched to its operation by the MCP endpoint.
+    ToolCall(usize),
     /// A CORS preflight, to the `cors` stage of this operation's pipeline
     /// (it asks about a method, and is never forwarded).
     Preflight(usize),
     /// The MCP endpoint (`agents.mcp_path`).
     Agents(&'g crate::agents::Endpoint),
+    /// Its OAuth Protected Resource Metadata (RFC 9728).
+    ResourceMetadata(&'g crate::agents::Endpoint),
 }
 
 /// Headers that tell a framework to treat the request as another method or
@@ -96,15 +100,18 @@ impl Gateway {
         conn: &Connection,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + Send>> {
         let (peer, tls, peer_ip_header) = (conn.peer, conn.tls, conn.peer_ip_header.clone());
-        Box::pin(async move { self.answer(req, peer, tls, peer_ip_header).await })
+        Box::pin(async move { self.answer(req, peer, tls, peer_ip_header, None).await })
     }
 
-    async fn answer(
+    /// The chain; `direct` names the operation of a tool call (the
+    /// [`super::GatewayHandle`]), which is then not routed by its path.
+    pub(super) async fn answer(
         self: &Arc<Self>,
         mut req: Request<Body>,
         peer: SocketAddr,
         tls: bool,
         peer_ip_header: HeaderValue,
+        direct: Option<DirectCall>,
     ) -> Response<Body> {
         let started = crate::clock::monotonic();
         let _in_flight = self.metrics.in_flight();
@@ -124,7 +131,10 @@ impl Gateway {
         let target = self
             .check_head(&req, bytes_in)
             .and_then(|()| self.clean_on_arrival(&mut req))
-            .and_then(|()| self.route(&mut req, &mut cx));
+            .and_then(|()| match &direct {
+                None => self.route(&mut req, &mut cx),
+                Some(call) => self.route_direct(&mut req, &mut cx, call),
+            });
 
         // The call log copies what `record:` asks of a routed call.
         let recording = match &target {
@@ -144,6 +154,11 @@ impl Gateway {
                 };
                 (response, &op.metrics, true)
             }
+            Ok(Target::ToolCall(index)) => {
+                let op = &self.operations[index];
+                let pipeline = op.tool_pipeline.as_ref().unwrap_or(&op.pipeline);
+                (pipeline.run(req, cx).await, &op.metrics, true)
+            }
             // Not a call to the workflow: counted in metrics, not in usage.
             Ok(Target::Preflight(index)) => {
                 let op = &self.operations[index];
@@ -151,10 +166,15 @@ impl Gateway {
             }
             Ok(Target::Agents(endpoint)) => {
                 cx.operation = Some(endpoint.info.clone());
-                let envelope = crate::agents::mcp::Envelope::new(self.clone(), &req);
+                let handle = super::GatewayHandle::new(self.clone());
+                let envelope = crate::agents::mcp::Envelope::new(handle, &req);
                 req.extensions_mut().insert(envelope);
                 req.extensions_mut().insert(cx);
                 (call(&endpoint.service, req).await, &endpoint.metrics, false)
+            }
+            Ok(Target::ResourceMetadata(endpoint)) => {
+                let response = endpoint.metadata(&req, cx);
+                (response, &endpoint.metrics, false)
             }
             Err(reject) => {
                 req.extensions_mut().insert(RouteMiss(reject));
@@ -274,6 +294,10 @@ impl Gateway {
         if let Some(endpoint) = self.agents.serves(&path) {
             return Ok(Target::Agents(endpoint));
         }
+        if let Some(endpoint) = self.agents.serves_metadata(&path) {
+            cx.operation = Some(endpoint.info.clone());
+            return Ok(Target::ResourceMetadata(endpoint));
+        }
         if crate::policy::cors::is_preflight(req.method(), req.headers()) {
             if let Some(index) = self.preflight_route(req.headers(), &path) {
                 cx.operation = Some(self.operations[index].info.clone());
@@ -296,6 +320,41 @@ impl Gateway {
         req.extensions_mut().insert(UpstreamUri(upstream));
         cx.operation = Some(operation.info.clone());
         Ok(Target::Operation(index))
+    }
+
+    /// Step 4, for a call that names its operation (a tool call): that
+    /// operation, with the parameters the call carries, whatever else the
+    /// path would route to.
+    fn route_direct(
+        &self,
+        req: &mut Request<Body>,
+        cx: &mut RequestContext,
+        call: &DirectCall,
+    ) -> Result<Target<'_>, Reject> {
+        let operation = self
+            .operations
+            .get(call.operation)
+            .filter(|op| op.tool_pipeline.is_some() && op.method == req.method())
+            .ok_or_else(|| Reject::new(Code::Internal, "a direct call to no such operation"))?;
+        let params: Vec<(&str, &str)> = call
+            .params
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        if let Some(check) = &operation.path_check {
+            check.check(&params)?;
+        }
+        let upstream = operation
+            .target
+            .uri_for(req.uri().path(), req.uri().query(), &params)?;
+        req.extensions_mut().insert(UpstreamUri(upstream));
+        cx.operation = Some(operation.info.clone());
+        if let Some(client) = &call.identity {
+            cx.client = Some(client.clone());
+            req.extensions_mut()
+                .insert(super::AgentIdentity(client.clone()));
+        }
+        Ok(Target::ToolCall(call.operation))
     }
 
     /// Step 4, for a CORS preflight: the operation of the method it asks

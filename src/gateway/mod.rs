@@ -4,7 +4,9 @@
 //! - `compile.rs`: a loaded config becomes a `Gateway` (every mistake
 //!   collected as FILE:LINE:COL), and the effective-policies rule;
 //! - `entry.rs`: `Gateway::handle`, the per-request chain (context, head
-//!   limits, arrival clean-up, route, pipeline, access log, metrics, usage).
+//!   limits, arrival clean-up, route, pipeline, access log, metrics, usage);
+//! - `handle.rs`: the [`GatewayHandle`] the MCP endpoint dispatches tool
+//!   calls through, to their own operation.
 //!
 //! A reload compiles a new `Gateway` and swaps it in whole.
 
@@ -33,11 +35,13 @@ use rustls::sign::CertifiedKey;
 
 mod compile;
 mod entry;
+mod handle;
 
 pub use crate::address::{canonical_ip, parse_cidr};
 pub use compile::effective;
 pub(crate) use compile::inline_name;
 use compile::Compiler;
+pub use handle::{AgentIdentity, DirectCall, GatewayHandle};
 
 /// Resources that outlive one compiled config (so a reload keeps them).
 #[derive(Clone)]
@@ -54,8 +58,6 @@ pub struct Deps {
     pub jwks: Arc<JwksRegistry>,
     /// Response caches, kept by a reload that leaves the config unchanged.
     pub caches: Arc<CacheRegistry>,
-    /// MCP handshake sessions: a reload keeps them too.
-    pub sessions: Arc<crate::agents::Sessions>,
     /// The access log's sink (its destination is read at start; a reload
     /// keeps it).
     pub access_log: AccessLog,
@@ -103,7 +105,6 @@ impl Deps {
             store,
             caches: Arc::new(CacheRegistry::new(metrics.clone())),
             metrics,
-            sessions: Arc::default(),
         })
     }
 }
@@ -163,6 +164,9 @@ pub struct Operation {
     path_check: Option<crate::routing::PathParamCheck>,
     /// Its stages and the proxy.
     pipeline: Pipeline,
+    /// When it is an agent tool: the pipeline of its tool calls (all but
+    /// the gateway-wide limits, which the MCP request already counted).
+    tool_pipeline: Option<Pipeline>,
     metrics: Arc<OperationMetrics>,
 }
 

@@ -31,6 +31,7 @@ use super::registry::PolicyKind;
 use super::{CompileCx, Phase, PolicyMeta, Stage, Step};
 use crate::clock::SharedClock;
 use crate::context::{Client, RequestContext};
+use crate::gateway::AgentIdentity;
 use crate::problem::{Code, Reject};
 use crate::proxy::UpstreamUri;
 
@@ -390,6 +391,16 @@ impl Auth {
         parts: &mut Parts,
         cx: &mut RequestContext,
     ) -> Result<(), Reject> {
+        // A tool call whose caller the MCP endpoint's OAuth resource
+        // server authenticated: that identity, and no credential travels.
+        if let Some(AgentIdentity(client)) = parts.extensions.remove::<AgentIdentity>() {
+            let mut presented = Presented::default();
+            let _ = self.identify(parts, &mut presented);
+            presented.used = None;
+            self.strip(parts, &presented);
+            cx.client = Some(client);
+            return Ok(());
+        }
         if let Some(source) = self.jwks_to_fetch(&parts.headers) {
             source.fetch_for_unknown_kid().await;
         }

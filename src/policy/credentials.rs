@@ -205,8 +205,37 @@ impl Credentials {
         })
     }
 
+    /// Verifies tokens of another issuer with the same machinery (keys,
+    /// algorithms, JWKS rotation, leeway): the MCP endpoint's OAuth
+    /// resource server (`crate::agents::oauth`). No client table: a
+    /// token's roles are what its caller maps them from.
+    pub fn for_tokens(
+        config: &JwtConfig,
+        roles: &RoleTable,
+        base_dir: &Path,
+        jwks: &JwksRegistry,
+    ) -> (Credentials, Vec<PathError>) {
+        let mut errors = Vec::new();
+        let jwt = JwtVerifier::build(config, base_dir, jwks, &mut errors);
+        let out = Credentials {
+            roles: roles.clone(),
+            jwt: jwt.filter(|_| errors.is_empty()),
+            ..Credentials::default()
+        };
+        (out, errors)
+    }
+
     /// The client a bearer token names. The error is a detail for the caller.
     pub fn check_jwt(&self, token: &str, now: Nanos) -> Result<Client, Cow<'static, str>> {
+        self.check_jwt_claims(token, now).map(|(client, _)| client)
+    }
+
+    /// [`Credentials::check_jwt`], with the token's verified claims.
+    pub fn check_jwt_claims(
+        &self,
+        token: &str,
+        now: Nanos,
+    ) -> Result<(Client, serde_json::Map<String, serde_json::Value>), Cow<'static, str>> {
         let jwt = self.jwt.as_ref().ok_or("tokens are not accepted")?;
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| "the token is malformed or its algorithm is not accepted")?;
@@ -284,11 +313,12 @@ impl Credentials {
                 (Arc::from(sub), roles)
             }
         };
-        Ok(Client {
+        let client = Client {
             id,
             roles,
             key_id: None,
-        })
+        };
+        Ok((client, claims))
     }
 
     /// For keys fetched from `jwks_url`: the source to fetch from before

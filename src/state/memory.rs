@@ -42,7 +42,7 @@ use std::hash::BuildHasher;
 
 use super::{
     Ban, CallFilter, CallLogBounds, CallPage, CallRecord, CallSummary, GcraRule, QuotaDecision,
-    RateDecision, Store, StoreError, UsageEntry,
+    RateDecision, SessionKey, Store, StoreError, UsageEntry,
 };
 use crate::clock::Nanos;
 
@@ -96,9 +96,32 @@ struct Shard {
     quotas: Table<QuotaCell>,
     hits: Table<HitCell>,
     bans: Table<Ban>,
+    /// MCP sessions per owner (see [`SessionOwner`]).
+    sessions: Table<SessionOwner>,
     /// Usage counters per subject: bounded by the config (client and
     /// operation ids), so never evicted.
     usage: HashMap<String, HashMap<String, u64>>,
+}
+
+/// One owner's MCP sessions: at most the `max_per_owner` of the last
+/// open, each with its value and last use.
+#[derive(Debug, Default)]
+struct SessionOwner {
+    open: HashMap<Box<str>, SessionCell>,
+    /// The idle time of the last open: what makes a session gone.
+    idle: Nanos,
+}
+
+#[derive(Debug)]
+struct SessionCell {
+    value: Box<str>,
+    last: Nanos,
+}
+
+impl SessionOwner {
+    fn live(&self, cell: &SessionCell, now: Nanos) -> bool {
+        now.saturating_sub(cell.last) < self.idle
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -134,6 +157,13 @@ impl Idle for QuotaCell {
 impl Idle for HitCell {
     fn idle(&self, now: Nanos) -> bool {
         now >= self.window_end
+    }
+}
+
+impl Idle for SessionOwner {
+    /// An owner whose every session has idled out holds nothing.
+    fn idle(&self, now: Nanos) -> bool {
+        self.open.values().all(|cell| !self.live(cell, now))
     }
 }
 
@@ -224,6 +254,7 @@ impl MemoryStore {
             quotas: Table::new(cap),
             hits: Table::new(cap),
             bans: Table::new(cap),
+            sessions: Table::new(cap),
             usage: HashMap::new(),
         };
         MemoryStore {
@@ -248,6 +279,7 @@ impl MemoryStore {
             s.quotas.sweep(now);
             s.hits.sweep(now);
             s.bans.sweep(now);
+            s.sessions.sweep(now);
         }
     }
 
@@ -257,7 +289,11 @@ impl MemoryStore {
             .iter()
             .map(|s| {
                 let s = s.lock();
-                s.buckets.map.len() + s.quotas.map.len() + s.hits.map.len() + s.bans.map.len()
+                s.buckets.map.len()
+                    + s.quotas.map.len()
+                    + s.hits.map.len()
+                    + s.bans.map.len()
+                    + s.sessions.map.len()
             })
             .sum()
     }
@@ -564,6 +600,77 @@ impl MemoryStore {
         let mut shard = self.shard(key).lock();
         shard.bans.map.remove(key).is_some_and(|b| !b.idle(now))
     }
+
+    fn session_open_now(
+        &self,
+        session: SessionKey<'_>,
+        value: &str,
+        max_per_owner: u64,
+        idle: Nanos,
+        now: Nanos,
+    ) -> bool {
+        let mut shard = self.shard(session.owner).lock();
+        let table = &mut shard.sessions;
+        if !table.map.contains_key(session.owner)
+            && !table.insert(session.owner, SessionOwner::default(), now)
+        {
+            return false;
+        }
+        let Some(owner) = table.map.get_mut(session.owner) else {
+            return false;
+        };
+        owner.idle = idle;
+        let idle_out = |cell: &SessionCell| now.saturating_sub(cell.last) < idle;
+        owner.open.retain(|_, cell| idle_out(cell));
+        let max = usize::try_from(max_per_owner.max(1)).unwrap_or(usize::MAX);
+        while owner.open.len() >= max {
+            let oldest = owner
+                .open
+                .iter()
+                .min_by_key(|(_, cell)| cell.last)
+                .map(|(id, _)| id.clone());
+            match oldest {
+                Some(id) => owner.open.remove(&id),
+                None => break,
+            };
+        }
+        owner.open.insert(
+            session.id.into(),
+            SessionCell {
+                value: value.into(),
+                last: now,
+            },
+        );
+        true
+    }
+
+    fn session_touch_now(
+        &self,
+        session: SessionKey<'_>,
+        idle: Nanos,
+        now: Nanos,
+    ) -> Option<String> {
+        let mut shard = self.shard(session.owner).lock();
+        let owner = shard.sessions.map.get_mut(session.owner)?;
+        let cell = owner.open.get_mut(session.id)?;
+        if now.saturating_sub(cell.last) >= idle {
+            owner.open.remove(session.id);
+            return None;
+        }
+        cell.last = now;
+        Some(cell.value.to_string())
+    }
+
+    fn session_close_now(&self, session: SessionKey<'_>, idle: Nanos, now: Nanos) -> bool {
+        let mut shard = self.shard(session.owner).lock();
+        let Some(owner) = shard.sessions.map.get_mut(session.owner) else {
+            return false;
+        };
+        owner
+            .open
+            .remove(session.id)
+            .is_some_and(|cell| now.saturating_sub(cell.last) < idle)
+    }
 }
 
 // === impl Overflow ===
@@ -837,6 +944,40 @@ impl Store for MemoryStore {
         now: Nanos,
     ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send {
         ready(Ok(self.calls.lock().get(request_id, now)))
+    }
+    fn session_open(
+        &self,
+        session: SessionKey<'_>,
+        value: &str,
+        max_per_owner: u64,
+        idle: Nanos,
+        now: Nanos,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        ready(Ok(self.session_open_now(
+            session,
+            value,
+            max_per_owner,
+            idle,
+            now,
+        )))
+    }
+
+    fn session_touch(
+        &self,
+        session: SessionKey<'_>,
+        idle: Nanos,
+        now: Nanos,
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send {
+        ready(Ok(self.session_touch_now(session, idle, now)))
+    }
+
+    fn session_close(
+        &self,
+        session: SessionKey<'_>,
+        idle: Nanos,
+        now: Nanos,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        ready(Ok(self.session_close_now(session, idle, now)))
     }
 }
 

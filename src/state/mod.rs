@@ -1,6 +1,6 @@
 //! The state store: counters that outlive a reload (rate-limit buckets,
-//! quotas, abuse hits, bans, usage, the call log), behind one [`Store`] trait of atomic
-//! decisions.
+//! quotas, abuse hits, bans, usage, the call log) and the MCP endpoint's
+//! sessions, behind one [`Store`] trait of atomic decisions.
 //!
 //! ```yaml
 //! state:
@@ -261,6 +261,38 @@ pub trait Store: Send + Sync + 'static {
         request_id: &str,
         now: Nanos,
     ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+    /// Opens session `id` of `owner` (the MCP client that opened it),
+    /// holding `value`. Atomic: the owner's sessions idle for `idle` are
+    /// dropped, and while it still holds `max_per_owner` its least
+    /// recently used ones are dropped to make room; no other owner's
+    /// session is ever touched. False when the store has no room for a
+    /// new owner (the memory store's cap; see `memory.rs`).
+    fn session_open(
+        &self,
+        session: SessionKey<'_>,
+        value: &str,
+        max_per_owner: u64,
+        idle: Nanos,
+        now: Nanos,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// The value of `owner`'s session `id`, marking it used `now`; `None`
+    /// when it does not exist, is another owner's, or was last used
+    /// `idle` or more ago (it is then dropped). Atomic.
+    fn session_touch(
+        &self,
+        session: SessionKey<'_>,
+        idle: Nanos,
+        now: Nanos,
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+
+    /// Ends `owner`'s session `id`; whether it had one live. Atomic.
+    fn session_close(
+        &self,
+        session: SessionKey<'_>,
+        idle: Nanos,
+        now: Nanos,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
 
 /// One call-log entry on its way to the store: the fields the log is
@@ -351,6 +383,14 @@ pub struct CallPage {
     pub entries: Vec<(u64, String)>,
     /// The cursor of the next (older) page, when there is one.
     pub next: Option<u64>,
+}
+
+/// A session and the owner it is bound to: a session is only ever found
+/// through its owner, so one owner can never reach (or evict) another's.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionKey<'a> {
+    pub owner: &'a str,
+    pub id: &'a str,
 }
 
 /// One subject's usage counters, as `usage_list` reports them.
@@ -567,6 +607,50 @@ impl Store for AnyStore {
         match self {
             AnyStore::Memory(m) => m.calls_get(request_id, now).await,
             AnyStore::Redis(r) => r.calls_get(request_id, now).await,
+        }
+    }
+
+    async fn session_open(
+        &self,
+        session: SessionKey<'_>,
+        value: &str,
+        max_per_owner: u64,
+        idle: Nanos,
+        now: Nanos,
+    ) -> Result<bool, StoreError> {
+        match self {
+            AnyStore::Memory(m) => {
+                m.session_open(session, value, max_per_owner, idle, now)
+                    .await
+            }
+            AnyStore::Redis(r) => {
+                r.session_open(session, value, max_per_owner, idle, now)
+                    .await
+            }
+        }
+    }
+
+    async fn session_touch(
+        &self,
+        session: SessionKey<'_>,
+        idle: Nanos,
+        now: Nanos,
+    ) -> Result<Option<String>, StoreError> {
+        match self {
+            AnyStore::Memory(m) => m.session_touch(session, idle, now).await,
+            AnyStore::Redis(r) => r.session_touch(session, idle, now).await,
+        }
+    }
+
+    async fn session_close(
+        &self,
+        session: SessionKey<'_>,
+        idle: Nanos,
+        now: Nanos,
+    ) -> Result<bool, StoreError> {
+        match self {
+            AnyStore::Memory(m) => m.session_close(session, idle, now).await,
+            AnyStore::Redis(r) => r.session_close(session, idle, now).await,
         }
     }
 }

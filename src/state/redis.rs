@@ -109,7 +109,7 @@ use tokio::sync::{Notify, OnceCell};
 
 use super::{
     Ban, CallFilter, CallLogBounds, CallPage, CallRecord, CallSummary, GcraRule, QuotaDecision,
-    RateDecision, Store, StoreError, UsageEntry,
+    RateDecision, SessionKey, Store, StoreError, UsageEntry,
 };
 use crate::clock::Nanos;
 use crate::config::schema::StateConfig;
@@ -1487,6 +1487,66 @@ impl Store for RedisStore {
             .await?;
         Ok(value.and_then(|v| live_call_entry(v, now)))
     }
+    async fn session_open(
+        &self,
+        session: SessionKey<'_>,
+        value: &str,
+        max_per_owner: u64,
+        idle: Nanos,
+        now: Nanos,
+    ) -> Result<bool, StoreError> {
+        let (index, key) = self.session_keys(session);
+        let mut invocation = SESSION_OPEN.key(index);
+        invocation
+            .key(key)
+            .arg(now / MILLI)
+            .arg(idle.div_ceil(MILLI).max(1))
+            .arg(max_per_owner.max(1))
+            .arg(value)
+            .arg(session.id);
+        self.link
+            .call(|mut c| async move { invocation.invoke_async::<()>(&mut c).await })
+            .await?;
+        Ok(true)
+    }
+
+    async fn session_touch(
+        &self,
+        session: SessionKey<'_>,
+        idle: Nanos,
+        now: Nanos,
+    ) -> Result<Option<String>, StoreError> {
+        let (index, key) = self.session_keys(session);
+        let mut invocation = SESSION_TOUCH.key(index);
+        invocation
+            .key(key)
+            .arg(now / MILLI)
+            .arg(idle.div_ceil(MILLI).max(1))
+            .arg(session.id);
+        self.link
+            .call(|mut c| async move { invocation.invoke_async(&mut c).await })
+            .await
+    }
+
+    async fn session_close(
+        &self,
+        session: SessionKey<'_>,
+        idle: Nanos,
+        now: Nanos,
+    ) -> Result<bool, StoreError> {
+        let (index, key) = self.session_keys(session);
+        let mut invocation = SESSION_CLOSE.key(index);
+        invocation
+            .key(key)
+            .arg(now / MILLI)
+            .arg(idle.div_ceil(MILLI).max(1))
+            .arg(session.id);
+        let closed: u8 = self
+            .link
+            .call(|mut c| async move { invocation.invoke_async(&mut c).await })
+            .await?;
+        Ok(closed == 1)
+    }
 }
 
 // === the call log ===
@@ -1566,6 +1626,91 @@ fn parse_call_item(item: &str) -> Option<(u64, CallSummary)> {
 fn live_call_entry(value: String, now: Nanos) -> Option<String> {
     let (expires, entry) = value.split_once(' ')?;
     (now < expires.parse::<Nanos>().ok()?).then(|| entry.to_string())
+}
+
+// === MCP sessions ===
+//
+// An owner's sessions share its hash tag: `{prefix}:session:{owner}` is a
+// sorted set of its session ids scored by last use (ms, the caller's
+// clock), and `{prefix}:session:{owner}:{id}` holds each one's value. Both
+// expire `idle` after the last use (Redis's clock: only the clean-up); the
+// scripts judge idleness by the scores, on the caller's clock.
+
+const MILLI: Nanos = 1_000_000;
+
+/// Session open. Atomic: the owner's idled-out sessions are dropped, then
+/// its least recently used ones while it holds `max`; then the session is
+/// written. KEYS[1] index, KEYS[2] session; ARGV now_ms, idle_ms, max,
+/// value, id.
+static SESSION_OPEN: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+    Script::new(
+        r#"
+local now = tonumber(ARGV[1])
+local idle = tonumber(ARGV[2])
+local max = tonumber(ARGV[3])
+local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - idle)
+local n = redis.call('ZCARD', KEYS[1]) - #gone
+if n >= max then
+  local oldest = redis.call('ZRANGE', KEYS[1], #gone, #gone + n - max)
+  for _, id in ipairs(oldest) do table.insert(gone, id) end
+end
+for _, id in ipairs(gone) do
+  redis.call('DEL', KEYS[1] .. ':' .. id)
+  redis.call('ZREM', KEYS[1], id)
+end
+redis.call('SET', KEYS[2], ARGV[4], 'PX', idle)
+redis.call('ZADD', KEYS[1], now, ARGV[5])
+redis.call('PEXPIRE', KEYS[1], idle)
+return 1
+"#,
+    )
+});
+
+/// Session touch. Atomic: a session last used `idle` or more ago is
+/// dropped and not found; a live one is marked used now. KEYS[1] index,
+/// KEYS[2] session; ARGV now_ms, idle_ms, id. Returns the value or nil.
+static SESSION_TOUCH: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+    Script::new(
+        r#"
+local last = redis.call('ZSCORE', KEYS[1], ARGV[3])
+local value = redis.call('GET', KEYS[2])
+if not last or not value then return false end
+if tonumber(ARGV[1]) - tonumber(last) >= tonumber(ARGV[2]) then
+  redis.call('DEL', KEYS[2])
+  redis.call('ZREM', KEYS[1], ARGV[3])
+  return false
+end
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return value
+"#,
+    )
+});
+
+/// Session close. Atomic: the session is removed; 1 when it was live.
+/// KEYS[1] index, KEYS[2] session; ARGV now_ms, idle_ms, id.
+static SESSION_CLOSE: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+    Script::new(
+        r#"
+local last = redis.call('ZSCORE', KEYS[1], ARGV[3])
+redis.call('ZREM', KEYS[1], ARGV[3])
+local existed = redis.call('DEL', KEYS[2])
+if existed == 1 and last and tonumber(ARGV[1]) - tonumber(last) < tonumber(ARGV[2]) then
+  return 1
+end
+return 0
+"#,
+    )
+});
+
+impl RedisStore {
+    /// The owner's index and the session's key (one hash tag: the owner).
+    fn session_keys(&self, session: SessionKey<'_>) -> (String, String) {
+        let index = self.key("session", session.owner);
+        let key = format!("{index}:{}", session.id);
+        (index, key)
+    }
 }
 
 #[cfg(test)]

@@ -31,6 +31,9 @@ pub async fn run_all<S: Store>(make: impl Fn() -> S) {
     quota_units_are_taken_only_while_they_fit(make()).await;
     quota_settles_add_and_give_back_units(make()).await;
     quota_units_start_over_in_a_new_period(make()).await;
+    sessions_are_found_only_through_their_owner(make()).await;
+    sessions_idle_out_and_use_keeps_them(make()).await;
+    an_owner_at_its_cap_drops_its_own_least_recently_used_session(make()).await;
 }
 
 // === the call log ===
@@ -340,6 +343,123 @@ pub async fn quota_units_start_over_in_a_new_period(store: impl Store) {
         store.quota_peek("s18:q", next, end).await.expect("store"),
         4
     );
+}
+
+fn session<'a>(owner: &'a str, id: &'a str) -> SessionKey<'a> {
+    SessionKey { owner, id }
+}
+
+pub async fn sessions_are_found_only_through_their_owner(store: impl Store) {
+    let idle = 60 * SECOND;
+    let alice = session("s16-alice", "a1");
+    assert!(store
+        .session_open(alice, "2025-06-18", 4, idle, T0)
+        .await
+        .expect("store"));
+    assert_eq!(
+        store
+            .session_touch(alice, idle, T0 + SECOND)
+            .await
+            .expect("store"),
+        Some("2025-06-18".to_string())
+    );
+    let stolen = session("s16-mallory", "a1");
+    assert_eq!(
+        store
+            .session_touch(stolen, idle, T0 + SECOND)
+            .await
+            .expect("store"),
+        None
+    );
+    assert!(!store
+        .session_close(stolen, idle, T0 + SECOND)
+        .await
+        .expect("store"));
+    assert!(store
+        .session_close(alice, idle, T0 + SECOND)
+        .await
+        .expect("store"));
+    assert_eq!(
+        store
+            .session_touch(alice, idle, T0 + SECOND)
+            .await
+            .expect("store"),
+        None
+    );
+    assert!(!store
+        .session_close(alice, idle, T0 + SECOND)
+        .await
+        .expect("store"));
+}
+
+pub async fn sessions_idle_out_and_use_keeps_them(store: impl Store) {
+    let idle = 60 * SECOND;
+    let used = session("s17-owner", "used");
+    let unused = session("s17-owner", "unused");
+    for s in [used, unused] {
+        store
+            .session_open(s, "v", 4, idle, T0)
+            .await
+            .expect("store");
+    }
+    for t in [50, 100] {
+        let at = T0 + t * SECOND;
+        let got = store.session_touch(used, idle, at).await.expect("store");
+        assert_eq!(got.as_deref(), Some("v"), "at {t}s");
+    }
+    let at = T0 + 100 * SECOND;
+    assert_eq!(
+        store.session_touch(unused, idle, at).await.expect("store"),
+        None
+    );
+    // Exactly `idle` after the last use, it is gone.
+    let at = T0 + 160 * SECOND;
+    assert_eq!(
+        store.session_touch(used, idle, at).await.expect("store"),
+        None
+    );
+}
+
+pub async fn an_owner_at_its_cap_drops_its_own_least_recently_used_session(store: impl Store) {
+    let idle = 600 * SECOND;
+    let other = session("s18-other", "keep");
+    store
+        .session_open(other, "o", 2, idle, T0)
+        .await
+        .expect("store");
+    let open = |id: &'static str, at: Nanos| {
+        store.session_open(session("s18-flood", id), "f", 2, idle, at)
+    };
+    open("a", T0 + SECOND).await.expect("store");
+    open("b", T0 + 2 * SECOND).await.expect("store");
+    // `a` is used again, so `b` is now the least recently used.
+    let a = session("s18-flood", "a");
+    let got = store.session_touch(a, idle, T0 + 3 * SECOND).await;
+    assert!(got.expect("store").is_some());
+    open("c", T0 + 4 * SECOND).await.expect("store");
+    let at = T0 + 10 * SECOND;
+    let touch = |s: SessionKey<'static>| store.session_touch(s, idle, at);
+    assert!(touch(session("s18-flood", "b"))
+        .await
+        .expect("store")
+        .is_none());
+    assert!(touch(session("s18-flood", "a"))
+        .await
+        .expect("store")
+        .is_some());
+    assert!(touch(session("s18-flood", "c"))
+        .await
+        .expect("store")
+        .is_some());
+    // A hundred more from the flooding owner leave the other owner's be.
+    for i in 0..100u64 {
+        let id = format!("x{i}");
+        store
+            .session_open(session("s18-flood", &id), "f", 2, idle, at + i)
+            .await
+            .expect("store");
+    }
+    assert_eq!(touch(other).await.expect("store").as_deref(), Some("o"));
 }
 
 pub async fn quota_peek_reads_without_taking(store: impl Store) {

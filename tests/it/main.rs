@@ -23,6 +23,7 @@ mod graphql;
 mod jwks;
 mod keys;
 mod mcp;
+mod mcp_oauth;
 mod openapi;
 mod proxy;
 mod redis;

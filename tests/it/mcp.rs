@@ -341,6 +341,82 @@ async fn sessions_idle_out_on_the_injected_clock_and_the_table_is_capped() {
 }
 
 #[tokio::test]
+async fn two_gateways_on_one_redis_serve_one_session_alternately() {
+    let redis = crate::common::redis_server::RedisServer::start().await;
+    let up = Upstream::start().await;
+    let top = format!("state: {{ store: redis, redis_url: \"{}\" }}", redis.url());
+    let yaml = config(&up.url(), "", &top);
+    let clock = ManualClock::new(NOW);
+    // Separate deps: as two processes would have, sharing only Redis.
+    let a = gateway_with_deps(&yaml, &deps_for(&yaml, clock.clone())).await;
+    let b = gateway_with_deps(&yaml, &deps_for(&yaml, clock.clone())).await;
+    let mut on_a = Mcp::new(&a, READER_KEY);
+    assert_eq!(on_a.initialize(HANDSHAKE).await.status, 200);
+    let mut on_b = Mcp::new(&b, READER_KEY);
+    on_b.session = on_a.session.clone();
+    for turn in 0..2 {
+        clock.advance(Duration::from_secs(60));
+        let got = on_b.call("listEmployees", json!({"limit": turn + 1})).await;
+        assert_eq!(got["isError"], false, "on b: {got}");
+        clock.advance(Duration::from_secs(60));
+        assert_eq!(on_a.tool_names().await.len(), 3, "on a");
+    }
+    assert_eq!(up.count(), 2);
+    // Ended on one, it is gone on the other; another client never saw it.
+    let mut thief = Mcp::new(&b, OUTSIDER_KEY);
+    thief.session = on_a.session.clone();
+    let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}).to_string();
+    assert_eq!(thief.post(&list, &[]).await.status, 404);
+    let session = on_a.session.clone().expect("session");
+    let delete = Request::delete(b.url("/mcp"))
+        .header("x-api-key", READER_KEY)
+        .header("mcp-session-id", &session)
+        .body(Full::default())
+        .expect("request");
+    assert_eq!(b.send(delete).await.status, 204);
+    assert_eq!(on_a.post(&list, &[]).await.status, 404);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_session_flood_from_one_client_leaves_another_clients_session_working() {
+    let up = Upstream::start().await;
+    let yaml = config(&up.url(), "", "").replace(
+        "agents: { mcp_path: /mcp }",
+        "agents: { mcp_path: /mcp, max_sessions: 3 }",
+    );
+    let clock = ManualClock::new(NOW);
+    let gw = gateway_with_clock(&yaml, clock.clone()).await;
+    let mut victim = Mcp::new(&gw, READER_KEY);
+    assert_eq!(victim.initialize(HANDSHAKE).await.status, 200);
+    let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}).to_string();
+    let mut first = Mcp::new(&gw, OUTSIDER_KEY);
+    first.initialize(HANDSHAKE).await;
+    let mut flood = Mcp::new(&gw, OUTSIDER_KEY);
+    for _ in 0..50 {
+        clock.advance(Duration::from_millis(10));
+        assert_eq!(flood.initialize(HANDSHAKE).await.status, 200);
+    }
+    assert_eq!(
+        victim.post(&list, &[]).await.status,
+        200,
+        "the victim's session"
+    );
+    assert_eq!(
+        flood.post(&list, &[]).await.status,
+        200,
+        "the flood's newest"
+    );
+    assert_eq!(
+        first.post(&list, &[]).await.status,
+        404,
+        "the flood's oldest"
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_session_answers_only_the_client_that_opened_it() {
     let up = Upstream::start().await;
     let (gw, _clock) = start(&up, "", "").await;
@@ -504,6 +580,71 @@ async fn a_caller_without_the_role_gets_a_tool_error_with_the_code_not_the_data(
     gw.shutdown().await;
 }
 
+/// A tool whose path parameter could spell the path of another operation
+/// (`GET /employees/export`, not a tool, at its own upstream, for admins).
+fn shadowed_config(upstream: &str, export_upstream: &str) -> String {
+    format!(
+        r#"version: 1
+listen: 127.0.0.1:0
+roles: [reader, admin]
+clients:
+  - id: reader-bot
+    roles: [reader]
+    api_keys: [{{ sha256: {reader} }}]
+policies:
+  key-required: {{ type: auth, methods: [api_key] }}
+  admins: {{ type: roles, allow: [admin] }}
+apply: [key-required]
+agents: {{ mcp_path: /mcp }}
+apis:
+  - name: directory
+    base_path: /employees
+    upstream: {upstream}
+    operations:
+      - id: exportEmployees
+        method: GET
+        path: /export
+        agent: false
+        upstream: {export_upstream}/dump
+        apply: [admins]
+      - id: getEmployee
+        method: GET
+        path: /{{id}}
+        agent: true
+"#,
+        reader = sha256_hex(READER_KEY),
+    )
+}
+
+#[tokio::test]
+async fn a_tool_call_reaches_its_own_operation_never_the_one_its_path_spells() {
+    let up = Upstream::start().await;
+    let export = Upstream::start().await;
+    let gw = gateway(&shadowed_config(&up.url(), &export.url())).await;
+    let mut mcp = Mcp::new(&gw, READER_KEY);
+    mcp.initialize(HANDSHAKE).await;
+    let got = mcp.call("getEmployee", json!({"id": "export"})).await;
+    assert_eq!(got["isError"], false, "{got}");
+    // getEmployee's upstream got it, as getEmployee, with the argument.
+    let seen = up.last();
+    assert_eq!(seen.uri, "/export");
+    assert_eq!(seen.headers["x-tollgate-operation"], "getEmployee");
+    // The `agent: false` operation at that path was never reached, nor
+    // did its policies judge the call (a 403 `forbidden_role` otherwise).
+    assert_eq!(export.count(), 0);
+    // Sent over plain HTTP, the same path is the export operation.
+    let direct = gw
+        .get_with("/employees/export", &[("x-api-key", READER_KEY)])
+        .await;
+    direct.assert_problem(403, "forbidden_role");
+    assert_eq!(export.count(), 0);
+    let metrics = gw.server.gateway.load_full().metrics().render(None);
+    assert!(metrics.contains(
+        r#"tollgate_requests_total{api="directory",operation="getEmployee",client="reader-bot",status="200"} 1"#
+    ), "{metrics}");
+    gw.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_rate_limited_call_is_a_tool_error_and_every_call_is_metered() {
     let up = Upstream::start().await;
@@ -552,6 +693,52 @@ async fn a_rate_limited_call_is_a_tool_error_and_every_call_is_metered() {
         ),
         "{metrics}"
     );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_image_answer_is_image_content_and_other_bytes_an_embedded_blob() {
+    let up = Upstream::start().await;
+    let yaml = format!(
+        r#"version: 1
+listen: 127.0.0.1:0
+agents: {{ mcp_path: /mcp }}
+apis:
+  - name: files
+    base_path: /files
+    upstream: {}
+    operations:
+      - id: getFile
+        method: GET
+        path: /big/{{n}}
+        agent: true
+        query_schema:
+          properties: {{ h-content-type: {{ type: string }} }}
+"#,
+        up.url()
+    );
+    let gw = gateway(&yaml).await;
+    let mut mcp = Mcp::new(&gw, READER_KEY);
+    mcp.initialize(HANDSHAKE).await;
+    // The workflow answers four bytes with the type the call asks for.
+    let image = mcp
+        .call("getFile", json!({"n": "4", "h-content-type": "image/png"}))
+        .await;
+    assert_eq!(image["isError"], false, "{image}");
+    assert_eq!(
+        image["content"],
+        json!([{"type": "image", "data": "eHh4eA==", "mimeType": "image/png"}])
+    );
+    assert_eq!(up.last().uri, "/big/4?h-content-type=image%2Fpng");
+    let pdf = mcp
+        .call(
+            "getFile",
+            json!({"n": "3", "h-content-type": "application/pdf; v=1"}),
+        )
+        .await;
+    assert_eq!(pdf["content"][0]["type"], "resource", "{pdf}");
+    assert_eq!(pdf["content"][0]["resource"]["blob"], "eHh4");
+    assert_eq!(pdf["content"][0]["resource"]["mimeType"], "application/pdf");
     gw.shutdown().await;
 }
 
@@ -786,6 +973,96 @@ async fn a_browser_origin_must_be_the_endpoints_own_or_allowed() {
         let got = mcp.post(&init, &[("origin", origin)]).await;
         assert_eq!(got.status, status, "{origin}");
     }
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_dns_rebinding_page_is_refused_though_its_origin_equals_the_host() {
+    let up = Upstream::start().await;
+    let (gw, _clock) = start(&up, "", "").await;
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+        "params": {"protocolVersion": HANDSHAKE}})
+    .to_string();
+    let mcp = Mcp::new(&gw, READER_KEY);
+    let port = gw.addr.port();
+    // The page at evil.example, its name rebound to 127.0.0.1: the browser
+    // sends its own name as the Host and its own origin.
+    let evil_host = format!("evil.example:{port}");
+    let evil_origin = format!("http://evil.example:{port}");
+    let got = mcp
+        .post(&init, &[("host", &evil_host), ("origin", &evil_origin)])
+        .await;
+    assert_eq!(got.status, 403, "{:?}", got.body);
+    assert_eq!(got.json()["error"]["code"], -32600);
+    // Even without an Origin, a loopback listener answers loopback names only.
+    assert_eq!(mcp.post(&init, &[("host", &evil_host)]).await.status, 403);
+    let local = format!("localhost:{port}");
+    let local_origin = format!("http://localhost:{port}");
+    let got = mcp
+        .post(&init, &[("host", &local), ("origin", &local_origin)])
+        .await;
+    assert_eq!(got.status, 200, "{:?}", got.body);
+    assert_eq!(up.count(), 0);
+    gw.shutdown().await;
+
+    // Hosts listed: those, and pages on them; nothing else, loopback neither.
+    let yaml = config(&up.url(), "", "").replace(
+        "agents: { mcp_path: /mcp }",
+        "agents: { mcp_path: /mcp, allowed_hosts: [mcp.example.com] }",
+    );
+    let gw = gateway_with_clock(&yaml, ManualClock::new(NOW)).await;
+    let mcp = Mcp::new(&gw, READER_KEY);
+    for (host, origin, status) in [
+        ("mcp.example.com", Some("https://mcp.example.com"), 200),
+        ("mcp.example.com", Some("https://other.example.com"), 403),
+        ("mcp.example.com", Some("http://mcp.example.com"), 200),
+        ("mcp.example.com", None, 200),
+        ("localhost", None, 403),
+        ("evil.example", Some("http://evil.example"), 403),
+    ] {
+        let mut extra = vec![("host", host)];
+        extra.extend(origin.map(|o| ("origin", o)));
+        let got = mcp.post(&init, &extra).await;
+        assert_eq!(got.status, status, "{host} {origin:?}: {:?}", got.body);
+    }
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn mcp_requests_are_counted_by_gateway_wide_rate_limits_once_per_call() {
+    let up = Upstream::start().await;
+    let yaml = config(&up.url(), "", "")
+        .replace(
+            "policies:\n",
+            "policies:\n  three-a-minute: { type: rate_limit, limit: 3, window: 1m, key: client }\n",
+        )
+        .replace("apply: [key-required]", "apply: [key-required, three-a-minute]");
+    let clock = ManualClock::new(NOW);
+    let gw = gateway_with_clock(&yaml, clock.clone()).await;
+    let mut mcp = Mcp::new(&gw, READER_KEY);
+    assert_eq!(mcp.initialize(HANDSHAKE).await.status, 200);
+    let listed = mcp.call("listEmployees", json!({})).await;
+    assert_eq!(
+        listed["isError"], false,
+        "one token per tool call: {listed}"
+    );
+    assert_eq!(mcp.tool_names().await.len(), 3);
+    // The fourth MCP request of the minute is refused before it runs.
+    let call = json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+        "params": {"name": "listEmployees", "arguments": {}}})
+    .to_string();
+    let got = mcp.post(&call, &[]).await;
+    got.assert_problem(429, "rate_limited");
+    assert!(got.header("retry-after").is_some());
+    assert_eq!(up.count(), 1);
+    // Plain HTTP shares the bucket.
+    gw.get_with("/employees/", &[("x-api-key", READER_KEY)])
+        .await
+        .assert_problem(429, "rate_limited");
+    clock.advance(Duration::from_secs(20));
+    let listed = mcp.call("listEmployees", json!({})).await;
+    assert_eq!(listed["isError"], false, "{listed}");
+    assert_eq!(up.count(), 2);
     gw.shutdown().await;
 }
 
