@@ -28,6 +28,7 @@ use std::sync::Arc;
 
 use crate::config::schema::{ApiAgents, ApiConfig, OperationConfig};
 use crate::context::OperationInfo;
+use crate::path_template::{self, Part};
 use crate::policy::schema::JsonSchema;
 use crate::policy::OperationService;
 
@@ -600,26 +601,13 @@ fn query_pair(name: &str, value: &Value) -> String {
 
 /// Splits `/a/{id}/b/{*rest}` into literals and parameters.
 fn parse_template(template: &str) -> Vec<PathPart> {
-    let mut parts = Vec::new();
-    let mut rest = template;
-    while let Some(open) = rest.find('{') {
-        let Some(len) = rest[open..].find('}') else {
-            break;
-        };
-        if open > 0 {
-            parts.push(PathPart::Literal(rest[..open].to_string()));
-        }
-        let inner = &rest[open + 1..open + len];
-        parts.push(match inner.strip_prefix('*') {
-            Some(name) => PathPart::Rest(name.to_string()),
-            None => PathPart::Param(inner.to_string()),
-        });
-        rest = &rest[open + len + 1..];
-    }
-    if !rest.is_empty() {
-        parts.push(PathPart::Literal(rest.to_string()));
-    }
-    parts
+    path_template::parts(template)
+        .map(|part| match part {
+            Part::Literal(text) => PathPart::Literal(text.to_string()),
+            Part::Param(name) => PathPart::Param(name.to_string()),
+            Part::Rest(name) => PathPart::Rest(name.to_string()),
+        })
+        .collect()
 }
 
 /// The parameters of a `query_schema`: name, schema, required.
