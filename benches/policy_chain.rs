@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use tollgate::body::{self, Body};
 use tollgate::context::RequestContext;
-use tollgate::policy::credentials::Credentials;
+use tollgate::credentials::Credentials;
 use tollgate::policy::{self, CompileCx, OperationService, RoleTable};
 use tollgate::stack::{Pipeline, Terminal};
 
@@ -59,7 +59,7 @@ policies:
     let roles = RoleTable::new(config.roles.clone());
     let clock = tollgate::clock::SystemClock::shared();
     let client = tollgate::proxy::build_client(None).expect("client");
-    let jwks = tollgate::policy::jwks::JwksRegistry::new(client, clock.clone());
+    let jwks = tollgate::credentials::jwks::JwksRegistry::new(client, clock.clone());
     let (credentials, errors) = Credentials::build(config, &roles, Path::new("."), &jwks);
     assert!(errors.is_empty(), "{errors:?}");
     let mut cx = CompileCx::new(config, &roles, &clock, Path::new("."))

@@ -6,7 +6,7 @@
 use ipnet::IpNet;
 use std::net::{IpAddr, SocketAddr};
 
-use crate::headers::X_FORWARDED_FOR;
+use crate::header_names::X_FORWARDED_FOR;
 
 /// Whether `ip` is in one of `nets` (compared in canonical form).
 pub fn is_within(nets: &[IpNet], ip: IpAddr) -> bool {

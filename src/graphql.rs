@@ -89,7 +89,7 @@ pub struct Member {
 
 /// All the operations at one method and path.
 #[derive(Clone)]
-pub struct Endpoint {
+pub struct GraphqlEndpoint {
     members: Arc<[Member]>,
     unmatched: GraphqlUnmatched,
 }
@@ -105,9 +105,9 @@ pub struct Selected {
     pub children: Vec<Vec<String>>,
 }
 
-// === impl Endpoint ===
+// === impl GraphqlEndpoint ===
 
-impl Endpoint {
+impl GraphqlEndpoint {
     /// `Err((index, message))` names a member whose field another member
     /// already publishes.
     pub fn new(members: Vec<Member>, unmatched: GraphqlUnmatched) -> Result<Self, (usize, String)> {
@@ -124,7 +124,7 @@ impl Endpoint {
                 ));
             }
         }
-        Ok(Endpoint {
+        Ok(GraphqlEndpoint {
             members: members.into(),
             unmatched,
         })

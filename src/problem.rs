@@ -196,7 +196,7 @@ impl Reject {
             CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        headers.insert(crate::headers::X_REQUEST_ID, request_id.clone());
+        headers.insert(crate::header_names::X_REQUEST_ID, request_id.clone());
         if let Some(extra) = self.extra {
             headers.extend(extra.headers);
         }

@@ -360,7 +360,7 @@ impl RouteTable {
 /// an integer id never reaches the upstream.
 #[derive(Debug)]
 pub struct PathParamCheck {
-    schema: crate::policy::schema::JsonSchema,
+    schema: crate::body_schema::JsonSchema,
     /// The JSON type each parameter is read as, by name.
     types: Vec<(String, ParamType)>,
 }
@@ -377,7 +377,7 @@ impl PathParamCheck {
     /// Compiles `schema` for a template with `params`; a property naming
     /// no parameter is a mistake.
     pub fn compile(schema: &serde_json::Value, params: &[&str]) -> Result<PathParamCheck, String> {
-        let compiled = crate::policy::schema::JsonSchema::compile(schema)?;
+        let compiled = crate::body_schema::JsonSchema::compile(schema)?;
         let mut types = Vec::new();
         if let Some(props) = schema.get("properties").and_then(|p| p.as_object()) {
             for (name, prop) in props {

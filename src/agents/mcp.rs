@@ -38,11 +38,11 @@ use tower::ServiceExt;
 use super::oauth::Grant;
 use super::sessions::Owner;
 use super::tools::{self, Features, Tool, ToolAnswer};
-use super::{parse_origin, Endpoint};
+use super::{parse_origin, McpEndpoint};
 use crate::body::{self, Body};
 use crate::context::{new_request_id, RequestContext};
 use crate::gateway::{AgentIdentity, DirectCall, GatewayHandle};
-use crate::headers::X_REQUEST_ID;
+use crate::header_names::X_REQUEST_ID;
 use crate::policy::OperationService;
 use crate::problem::{Code, Reject};
 
@@ -169,7 +169,7 @@ async fn serve(req: Request<Body>) -> Response<Body> {
 /// One request to the endpoint.
 struct Call<'a> {
     gateway: &'a GatewayHandle,
-    endpoint: &'a Endpoint,
+    endpoint: &'a McpEndpoint,
     headers: &'a HeaderMap,
     cx: &'a RequestContext,
     /// The OAuth token's scopes, when the endpoint is a resource server.

@@ -50,11 +50,11 @@ pub const ENDPOINT_OPERATION: &str = "mcp";
 #[derive(Default)]
 pub struct Agents {
     pub tools: Vec<Tool>,
-    endpoint: Option<Endpoint>,
+    endpoint: Option<McpEndpoint>,
 }
 
 /// The MCP endpoint of a compiled gateway.
-pub struct Endpoint {
+pub struct McpEndpoint {
     pub path: String,
     /// The gateway-wide ip, abuse and auth stages around [`mcp::terminal`].
     pub(crate) service: OperationService,
@@ -72,9 +72,9 @@ pub struct Endpoint {
     pub(crate) oauth: Option<Arc<oauth::ResourceServer>>,
 }
 
-// === impl Endpoint ===
+// === impl McpEndpoint ===
 
-impl Endpoint {
+impl McpEndpoint {
     /// The answer at the metadata path: the document for GET (and HEAD),
     /// 405 for anything else. Its `Host` passes the endpoint's rule first.
     pub fn metadata(
@@ -263,7 +263,7 @@ impl Agents {
                     header_value: HeaderValue::from_static(ENDPOINT_OPERATION),
                     cost: Default::default(),
                 });
-                Some(Endpoint {
+                Some(McpEndpoint {
                     path: path.to_string(),
                     service: stack::build_agents_endpoint(
                         gateway_policies,
@@ -297,18 +297,18 @@ impl Agents {
     }
 
     /// The MCP endpoint, when `agents.mcp_path` is set.
-    pub fn endpoint(&self) -> Option<&Endpoint> {
+    pub fn endpoint(&self) -> Option<&McpEndpoint> {
         self.endpoint.as_ref()
     }
 
     /// The endpoint, if it is served at this (normalised) path.
-    pub fn serves(&self, path: &str) -> Option<&Endpoint> {
+    pub fn serves(&self, path: &str) -> Option<&McpEndpoint> {
         self.endpoint.as_ref().filter(|e| e.path == path)
     }
 
     /// The endpoint whose OAuth Protected Resource Metadata is served at
     /// this path, if any.
-    pub fn serves_metadata(&self, path: &str) -> Option<&Endpoint> {
+    pub fn serves_metadata(&self, path: &str) -> Option<&McpEndpoint> {
         self.endpoint
             .as_ref()
             .filter(|e| e.oauth.as_ref().is_some_and(|rs| rs.serves_metadata(path)))

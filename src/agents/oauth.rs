@@ -50,9 +50,9 @@ use crate::body::{self, Body};
 use crate::clock::SharedClock;
 use crate::config::schema::{AgentsOAuthConfig, Config, JwtConfig};
 use crate::context::{Client, RequestContext, RoleSet};
-use crate::headers::{X_FORWARDED_HOST, X_FORWARDED_PROTO};
-use crate::policy::credentials::{is_client_id, looks_like_jwt, Credentials};
-use crate::policy::jwks::JwksRegistry;
+use crate::credentials::jwks::JwksRegistry;
+use crate::credentials::{is_client_id, looks_like_jwt, Credentials};
+use crate::header_names::{X_FORWARDED_HOST, X_FORWARDED_PROTO};
 use crate::policy::{OperationService, RoleTable};
 use crate::problem::{Code, Reject};
 use crate::proxy::UpstreamClients;
@@ -154,7 +154,7 @@ impl ResourceServer {
             ));
         }
         for (i, server) in oauth.authorization_servers.iter().enumerate() {
-            if let Err(message) = crate::policy::jwks::parse_url(server) {
+            if let Err(message) = crate::credentials::jwks::parse_url(server) {
                 errors.push((at(&["authorization_servers", &i.to_string()]), message));
             }
         }

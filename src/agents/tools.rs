@@ -26,10 +26,10 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 
+use crate::body_schema::JsonSchema;
 use crate::config::schema::{ApiAgents, ApiConfig, OperationConfig};
 use crate::context::OperationInfo;
 use crate::path_template::{self, Part};
-use crate::policy::schema::JsonSchema;
 use crate::policy::OperationService;
 
 /// Everything but the unreserved characters of RFC 3986 is escaped, in a

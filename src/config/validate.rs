@@ -182,7 +182,7 @@ impl Validator<'_> {
             );
         }
         if let Some(url) = &jwt.jwks_url {
-            if let Err(message) = crate::policy::jwks::parse_url(url) {
+            if let Err(message) = crate::credentials::jwks::parse_url(url) {
                 self.error(&["jwt", "jwks_url"], message);
             }
         }

@@ -16,7 +16,7 @@ use crate::agents::{Agents, AgentsSource};
 use crate::config::schema::{ApiConfig, OperationConfig, PolicyDef, PolicyRef};
 use crate::config::{ConfigError, LoadedConfig};
 use crate::context::OperationInfo;
-use crate::policy::credentials::Credentials;
+use crate::credentials::Credentials;
 use crate::policy::{self, CompileCx, CompiledPolicy, OperationService, RoleTable};
 use crate::proxy::{Proxy, UpstreamTarget};
 use crate::routing::RouteTable;
@@ -282,7 +282,7 @@ impl<'a> Compiler<'a> {
                     documented_only.request_schema = None;
                     std::borrow::Cow::Owned(documented_only)
                 };
-                match policy::schema::compile_for(&validated, settings.max_body) {
+                match crate::body_schema::compile_for(&validated, settings.max_body) {
                     Ok(schema) => stack_policies.extend(schema),
                     Err(errors) => {
                         for (field, message) in errors {
@@ -412,7 +412,10 @@ impl<'a> Compiler<'a> {
                     })
                 })
                 .collect();
-            match crate::graphql::Endpoint::new(members, self.loaded.config.graphql_unmatched) {
+            match crate::graphql::GraphqlEndpoint::new(
+                members,
+                self.loaded.config.graphql_unmatched,
+            ) {
                 Ok(endpoint) => {
                     let endpoint = Arc::new(endpoint);
                     for &i in &group {

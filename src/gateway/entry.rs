@@ -26,7 +26,7 @@ use super::{DirectCall, Gateway};
 use crate::access_log::{AccessLog, AccessRecord};
 use crate::body::Body;
 use crate::context::{new_request_id, Connection, RequestContext};
-use crate::headers::*;
+use crate::header_names::*;
 use crate::metrics::{OperationMetrics, Outcome, ANONYMOUS};
 use crate::policy::cache::CacheHit;
 use crate::policy::OperationService;
@@ -49,9 +49,9 @@ enum Target<'g> {
     /// (it asks about a method, and is never forwarded).
     Preflight(usize),
     /// The MCP endpoint (`agents.mcp_path`).
-    Agents(&'g crate::agents::Endpoint),
+    Agents(&'g crate::agents::McpEndpoint),
     /// Its OAuth Protected Resource Metadata (RFC 9728).
-    ResourceMetadata(&'g crate::agents::Endpoint),
+    ResourceMetadata(&'g crate::agents::McpEndpoint),
 }
 
 /// Headers that tell a framework to treat the request as another method or

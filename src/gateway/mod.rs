@@ -23,9 +23,9 @@ use crate::clock::SharedClock;
 use crate::config::schema::{GraphqlSelector, StoreKind};
 use crate::config::{ConfigError, LoadedConfig, Reading};
 use crate::context::OperationInfo;
+use crate::credentials::jwks::JwksRegistry;
 use crate::metrics::{Metrics, OperationMetrics};
 use crate::policy::cache::CacheRegistry;
-use crate::policy::jwks::JwksRegistry;
 use crate::policy::PolicyMeta;
 use crate::proxy::{UpstreamClients, UpstreamTarget};
 use crate::routing::RouteTable;
@@ -159,7 +159,7 @@ pub struct Operation {
     pub graphql: Option<GraphqlSelector>,
     /// The endpoint its calls are answered by, when it is a GraphQL
     /// operation (shared by every operation at that method and path).
-    graphql_endpoint: Option<Arc<crate::graphql::Endpoint>>,
+    graphql_endpoint: Option<Arc<crate::graphql::GraphqlEndpoint>>,
     /// Its `path_schema`, checked at the route step.
     path_check: Option<crate::routing::PathParamCheck>,
     /// Its stages and the proxy.

@@ -13,7 +13,7 @@
 //! ```
 //!
 //! The keys and the JWT verifier are the gateway's (`clients:`, `jwt:`),
-//! built once in [`super::credentials`]. No credential: 401
+//! built once in [`crate::credentials`]. No credential: 401
 //! `unauthenticated` with `WWW-Authenticate`; a wrong, expired or invalid
 //! one: 401 `invalid_credentials`. A key or token is never logged.
 
@@ -25,12 +25,12 @@ use serde::Deserialize;
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use super::credentials::{looks_like_jwt, Credentials};
-use super::jwks::JwksSource;
 use super::registry::PolicyKind;
 use super::{CompileCx, Phase, PolicyMeta, Stage, Step};
 use crate::clock::SharedClock;
 use crate::context::{Client, RequestContext};
+use crate::credentials::jwks::JwksSource;
+use crate::credentials::{looks_like_jwt, Credentials};
 use crate::gateway::AgentIdentity;
 use crate::problem::{Code, Reject};
 use crate::proxy::UpstreamUri;

@@ -27,15 +27,12 @@ pub mod abuse;
 pub mod auth;
 pub mod cache;
 pub mod cors;
-pub mod credentials;
 pub mod headers;
 pub mod ip;
-pub mod jwks;
 pub mod quota;
 pub mod rate_limit;
 pub mod registry;
 pub mod roles;
-pub mod schema;
 #[cfg(test)]
 pub(crate) mod testing;
 
@@ -158,7 +155,7 @@ pub struct CompileCx<'a> {
     pub base_dir: &'a std::path::Path,
     /// Every client's keys and the JWT verifier, built once per compile and
     /// shared by every `auth` policy.
-    pub credentials: Arc<credentials::Credentials>,
+    pub credentials: Arc<crate::credentials::Credentials>,
     /// Response caches by policy name; outlives reloads.
     pub caches: Arc<cache::CacheRegistry>,
     pub(crate) errors: Vec<(Vec<String>, String)>,
@@ -184,7 +181,7 @@ impl<'a> CompileCx<'a> {
     }
 
     /// The credentials `auth` policies identify callers with (default: none).
-    pub fn with_credentials(mut self, credentials: Arc<credentials::Credentials>) -> Self {
+    pub fn with_credentials(mut self, credentials: Arc<crate::credentials::Credentials>) -> Self {
         self.credentials = credentials;
         self
     }
@@ -292,7 +289,7 @@ pub enum Step {
     /// Takes a unit; gives it back if the gateway answered the call itself.
     Quota(Arc<quota::Quota>),
     /// Request and response body schemas.
-    Schema(Arc<schema::SchemaValidation>),
+    Schema(Arc<crate::body_schema::SchemaValidation>),
     /// Header rewrites, request and response (`headers`).
     Rewrite(Arc<headers::Rewrites>),
     /// Answers preflights; CORS headers on the way out (`cors`).

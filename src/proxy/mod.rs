@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use crate::body::{self, Body, IdleTimeout};
 use crate::context::RequestContext;
-use crate::headers::*;
+use crate::header_names::*;
 use crate::path_template::{self, Part};
 use crate::problem::{Code, Reject};
 

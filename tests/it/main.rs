@@ -12,6 +12,7 @@ mod common;
 
 mod access;
 mod admin;
+mod body_schema;
 mod cache;
 mod call_log;
 mod cli;
@@ -29,7 +30,6 @@ mod proxy;
 mod redis;
 mod redis_cluster;
 mod resources;
-mod schema;
 mod security;
 mod server;
 mod shadow;

@@ -64,7 +64,7 @@ impl Introspection {
         client: Arc<UpstreamClients>,
         clock: SharedClock,
     ) -> Result<Introspection, (&'static str, String)> {
-        let url = crate::policy::jwks::parse_url(&config.url).map_err(|e| ("url", e))?;
+        let url = crate::credentials::jwks::parse_url(&config.url).map_err(|e| ("url", e))?;
         let secret = std::env::var(&config.client_secret_env)
             .ok()
             .filter(|s| !s.is_empty())

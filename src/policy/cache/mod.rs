@@ -102,7 +102,7 @@ use crate::clock::{Nanos, SharedClock};
 use crate::config::schema::Config;
 use crate::config::units::{ByteSize, ConfigDuration};
 use crate::context::RequestContext;
-use crate::headers::{X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID};
+use crate::header_names::{X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID};
 use crate::problem::RejectedWith;
 use crate::proxy::UpstreamUri;
 use crate::state::SECOND;

@@ -23,7 +23,9 @@
 //! and a presented key is looked up by its SHA-256. A key's `id` is what
 //! logs and usage show of it. `jwks_file` is read at every compile (so a
 //! reload picks up rotated keys); `jwks_url` keys live in a
-//! [`JwksSource`](super::jwks::JwksSource) that outlives reloads.
+//! [`JwksSource`](jwks::JwksSource) that outlives reloads.
+
+pub mod jwks;
 
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -34,11 +36,11 @@ use std::path::Path;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
-use super::jwks::{JwksRegistry, JwksSource};
-use super::RoleTable;
 use crate::clock::Nanos;
 use crate::config::schema::{ApiKeyConfig, Config, JwtConfig};
 use crate::context::{Client, RoleSet};
+use crate::policy::RoleTable;
+use jwks::{JwksRegistry, JwksSource};
 
 /// A config mistake: the absolute YAML path (`clients`, `0`, `api_keys`, `1`,
 /// `env`) and the message.
@@ -573,7 +575,7 @@ impl JwtVerifier {
             fixed(keys)
         } else {
             let url = config.jwks_url.as_deref().unwrap_or_default();
-            match super::jwks::parse_url(url) {
+            match jwks::parse_url(url) {
                 Ok(uri) => KeySource::Remote(jwks.source(uri)),
                 Err(message) => {
                     errors.push((at("jwks_url"), message));

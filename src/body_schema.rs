@@ -45,10 +45,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use super::{CompiledPolicy, Phase, PolicyMeta, Saved, Stage, Step};
 use crate::body::{self, Body, BodyError};
 use crate::config::schema::{OperationConfig, ResponseValidation};
 use crate::context::RequestContext;
+use crate::policy::{CompiledPolicy, Phase, PolicyMeta, Saved, Stage, Step};
 use crate::problem::{Code, FieldError, Reject};
 
 /// At most this many violations are listed in one answer: enough to fix a

@@ -44,7 +44,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use super::credentials::{parse_jwk_set, JwtKey};
+use super::{parse_jwk_set, JwtKey};
 use crate::clock::{Nanos, SharedClock};
 use crate::proxy::UpstreamClients;
 
