@@ -22,7 +22,7 @@
 //!
 //! | key                                   | type   | holds                         | expires            |
 //! |---------------------------------------|--------|-------------------------------|--------------------|
-//! | `tollgate:gcra:{KEY}`                 | string | theoretical arrival time (ns) | when the bucket is full again |
+//! | `tollgate:gcra:{KEY}`                 | string | `{tat}:{seen}`: arrival time, latest writer's now (ns) | when the bucket is full again |
 //! | `tollgate:quota:{KEY}:PERIOD_END`     | string | calls counted in the period   | at the period end  |
 //! | `tollgate:hit:{KEY}`                  | hash   | `n` (count), `end` (ns)       | at the window end  |
 //! | `tollgate:ban:{KEY}`                  | string | `{until_ns}:{reason}`         | when the ban lifts |
@@ -134,40 +134,68 @@ local function split(s)
 end
 "#;
 
-/// GCRA check-and-take. Atomic: one script reads the arrival time, decides
-/// and (when `commit` and allowed) writes the new one; a refusal or a peek
-/// writes nothing. KEYS[1] bucket; ARGV now, interval, tolerance, commit.
-/// Returns {allowed, remaining, retry_after, reset_after} (ns).
+/// GCRA check-and-take. Atomic: one script reads the bucket, decides and
+/// (when `commit` and allowed) writes it; a refusal or a peek writes
+/// nothing. KEYS[1] bucket; ARGV now, interval, tolerance, commit, ahead.
+/// Returns {allowed, remaining, retry_after, reset_after} (ns, from now).
+///
+/// The bucket holds `{tat}:{seen}`: the theoretical arrival time and the
+/// latest `now` that wrote it (a bare `{tat}` is read as before). Calls
+/// reach Redis in another order than they read their clocks (two gateways'
+/// connections, a call that had to load the script first), so a call may
+/// find the bucket written by a later clock than its own. It is then
+/// decided at that later time (`at`), as if it had arrived just after: the
+/// bucket's clock never runs backwards, and a burst gets exactly its
+/// tolerance however its calls were reordered (deciding at its own, older
+/// `now` would see less of the bucket refilled and refuse the last token).
+/// Only by at most `ahead` (the store deadline: a call older than that has
+/// been given up by its caller), so a gateway whose clock runs ahead
+/// cannot drag the others further than that.
 const GCRA: &str = r#"
 local now = ARGV[1]
 local interval = tonumber(ARGV[2])
 local tolerance = tonumber(ARGV[3])
+local ahead = tonumber(ARGV[5])
 local ns, nn = split(now)
--- start: how far the arrival time runs ahead of now (0 if behind)
+local stored = redis.call('GET', KEYS[1])
+local tat, seen
+if stored then
+  tat, seen = string.match(stored, '^(%d+):(%d+)$')
+  if not tat then tat = stored end
+end
+-- at: when the call is decided; lead: at - now (ns, 0..ahead); mark:
+-- the latest now written so far, this one included
+local at, as, an, lead, mark = now, ns, nn, 0, now
+if seen then
+  local ss, sn = split(seen)
+  local d = (ss - ns) * 1e9 + (sn - nn)
+  if d > 0 then mark = seen end
+  if d > 0 and d <= ahead then at, as, an, lead = seen, ss, sn, d end
+end
+-- start: how far the arrival time runs ahead of at (0 if behind)
 local start = 0
-local tat = redis.call('GET', KEYS[1])
 if tat then
   local ts, tn = split(tat)
-  local d = (ts - ns) * 1e9 + (tn - nn)
+  local d = (ts - as) * 1e9 + (tn - an)
   if d > 0 then start = d end
 end
 local new = start + interval
 if new > tolerance then
-  return {0, 0, new - tolerance, start}
+  return {0, 0, new - tolerance + lead, start + lead}
 end
 local room = tolerance - new
 local remaining = math.floor(room / interval)
 if remaining * interval > room then remaining = remaining - 1 end
 if ARGV[4] == '1' then
-  local x = nn + new
+  local x = an + new
   local s = math.floor(x / 1e9)
   local r = x - s * 1e9
   if r < 0 then s = s - 1; r = r + 1e9 end
   if r >= 1e9 then s = s + 1; r = r - 1e9 end
-  local ttl = math.max(1, math.ceil(new / 1e6))
-  redis.call('SET', KEYS[1], string.format('%d%09d', ns + s, r), 'PX', string.format('%d', ttl))
+  local ttl = math.max(1, math.ceil((new + lead) / 1e6))
+  redis.call('SET', KEYS[1], string.format('%d%09d:%s', as + s, r, mark), 'PX', string.format('%d', ttl))
 end
-return {1, remaining, 0, new}
+return {1, remaining, 0, new + lead}
 "#;
 
 /// Quota take. Atomic: the count is read, compared with the limit and
@@ -1123,7 +1151,8 @@ impl Store for RedisStore {
             .arg(now.to_string())
             .arg(rule.interval)
             .arg(rule.tolerance)
-            .arg(if commit { "1" } else { "0" });
+            .arg(if commit { "1" } else { "0" })
+            .arg(self.link.timeout.as_nanos() as u64);
         let (allowed, remaining, retry_after, reset_after): (u8, u64, u64, u64) = self
             .link
             .call(|mut c| async move { invocation.invoke_async(&mut c).await })
@@ -1517,6 +1546,50 @@ e5 127.0.0.1:7005@17005 master - 0 0 5 connected 10923-16383
             assert_eq!(r, m, "step {step}");
             now += (step * 7_919_993) % 400_000_001;
         }
+    }
+
+    /// Calls reach Redis in another order than they read the clock: the
+    /// last token of a burst still goes to a call whose `now` is a little
+    /// behind the one that wrote the bucket first (it is decided at that
+    /// later time), but never more than the deadline behind; a bucket
+    /// written as a bare arrival time (before `{tat}:{seen}`) still reads.
+    #[tokio::test]
+    async fn a_burst_reaching_redis_out_of_clock_order_gets_exactly_its_tolerance() {
+        let server = RedisServer::start().await;
+        let store = RedisStore::open(&server.url(), TIMEOUT).expect("url");
+        let hour = 3600 * SECOND;
+        let rule = GcraRule::new(3, hour, 3);
+        let t: Nanos = 1_761_234_567 * SECOND + 123;
+        let ms = 1_000_000;
+        let take = |key: &'static str, now: Nanos| {
+            let store = &store;
+            async move { store.gcra(key, rule, now, true).await.expect("gcra") }
+        };
+        let later = take("p:order", t + 10 * ms).await;
+        assert_eq!((later.allowed, later.remaining), (true, 2));
+        for remaining in [1, 0] {
+            let d = take("p:order", t).await;
+            assert_eq!((d.allowed, d.remaining), (true, remaining));
+        }
+        let refused = take("p:order", t).await;
+        assert!(!refused.allowed);
+        // Times are from the caller's now: the bucket's clock is 10 ms on.
+        assert_eq!(refused.retry_after, rule.interval + 10 * ms);
+        assert_eq!(refused.reset_after, 3 * rule.interval + 10 * ms);
+        // More than the deadline behind: decided at its own time.
+        let far = TIMEOUT.as_nanos() as Nanos + ms;
+        assert!(take("p:far", t + far).await.allowed);
+        assert!(take("p:far", t).await.allowed);
+        assert!(!take("p:far", t).await.allowed);
+        // The older layout: a bare arrival time one interval ahead.
+        let bare = (t + rule.interval).to_string();
+        let set: String = server
+            .query(&["SET", "tollgate:gcra:{p:bare}", &bare])
+            .await
+            .expect("SET");
+        assert_eq!(set, "OK");
+        let d = take("p:bare", t).await;
+        assert_eq!((d.allowed, d.remaining), (true, 1));
     }
 
     #[test]
