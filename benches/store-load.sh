@@ -7,14 +7,17 @@
 # store (issue #20's goal: rps ≥ 0.8× memory).
 #
 # The job: allow only 127.0.0.0/8, require an API key, and a per-key rate
-# limit high enough never to trigger — one store decision (one EVALSHA on
-# Redis) per call — in front of an nginx upstream answering a small JSON.
+# limit high enough never to trigger — one store decision per call (on
+# Redis, concurrent ones batched into one EVALSHA) — in front of an nginx
+# upstream answering a small JSON.
 # The cluster has no replicas here (they would only take CPU from the
 # masters on a small machine; the failover tests have them).
 #
 # Usage: benches/store-load.sh [ROUNDS] [SECONDS]   (defaults: 3 rounds of 5 s)
 # Env:   CONNECTIONS (64), THREADS (1),
-#        PROFILE (perf, as benches/load.sh; `release` builds faster)
+#        PROFILE (perf, as benches/load.sh; `release` builds faster),
+#        TOLLGATE_BIN (a tollgate already built, e.g. of another commit,
+#        to compare builds; then nothing is built)
 # Needs: wrk, nginx, redis-server and redis-cli (apt-get install wrk
 #        nginx-light redis-server redis-tools; installed when missing and
 #        run as root).
@@ -42,9 +45,13 @@ command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need nginx nginx-l
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
 PROFILE=${PROFILE:-perf}
-echo "building tollgate (profile $PROFILE)..." >&2
-cargo build --profile "$PROFILE" --quiet
-TOLLGATE=target/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")/tollgate
+if [ -n "${TOLLGATE_BIN:-}" ]; then
+  TOLLGATE=$TOLLGATE_BIN
+else
+  echo "building tollgate (profile $PROFILE)..." >&2
+  cargo build --profile "$PROFILE" --quiet
+  TOLLGATE=target/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")/tollgate
+fi
 
 WORK=$(mktemp -d)
 PIDS=()

@@ -201,13 +201,19 @@ impl Reading {
     }
 }
 
-/// What a mistake at `path` leaves unreliable: the mapping holding a key
-/// that failed (its other keys may be judged by it), or the list item
-/// itself.
+/// What a mistake at `path` leaves unreliable: the innermost list item it
+/// is in (`apis[0].operations[1]`), else its named policy
+/// (`policies.slow`), else its top-level section (`state`) — a key that
+/// failed was deleted and defaulted, and the checks of its neighbours may
+/// only echo that.
 fn place(path: &str) -> &str {
-    match path.rfind(['.', '[']) {
-        Some(i) if !path.ends_with(']') => &path[..i],
-        _ => path,
+    if let Some(i) = path.rfind(']') {
+        return &path[..=i];
+    }
+    let section_end = |from: usize| path[from..].find('.').map_or(path.len(), |i| from + i);
+    match path.strip_prefix("policies.") {
+        Some(_) => &path[..section_end("policies.".len())],
+        None => &path[..section_end(0)],
     }
 }
 

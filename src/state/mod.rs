@@ -106,7 +106,10 @@ pub trait Store: Send + Sync + 'static {
     /// GCRA check-and-take on `key`. Atomic: the read of the bucket, the
     /// decision and (when `commit` and allowed) the update happen as one
     /// step; a refused call consumes nothing; with `commit = false` nothing
-    /// is ever written (a peek).
+    /// is ever written (a peek). A store whose calls can arrive out of
+    /// clock order (Redis) decides a call whose `now` is behind the time
+    /// the bucket was last written at, by at most its deadline, at that
+    /// time, so a burst gets exactly its tolerance (see `redis.rs`).
     fn gcra(
         &self,
         key: &str,

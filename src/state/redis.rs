@@ -22,7 +22,7 @@
 //!
 //! | key                                   | type   | holds                         | expires            |
 //! |---------------------------------------|--------|-------------------------------|--------------------|
-//! | `tollgate:gcra:{KEY}`                 | string | theoretical arrival time (ns) | when the bucket is full again |
+//! | `tollgate:gcra:{KEY}`                 | string | `{tat}:{seen}`: arrival time, latest writer's now (ns) | when the bucket is full again |
 //! | `tollgate:quota:{KEY}:PERIOD_END`     | string | calls counted in the period   | at the period end  |
 //! | `tollgate:hit:{KEY}`                  | hash   | `n` (count), `end` (ns)       | at the window end  |
 //! | `tollgate:ban:{KEY}`                  | string | `{until_ns}:{reason}`         | when the ban lifts |
@@ -37,11 +37,15 @@
 //! (all the periods of one quota, its take and its refund) lands on the
 //! same slot, whichever master owns it. Each script touches only keys of
 //! one tag, so it runs on one node; the same layout serves a single Redis.
-//! Every decision is one round trip: a script run with `EVALSHA` (the
-//! `redis` crate's `Script` falls back to `SCRIPT LOAD` and a retry on
-//! `NOSCRIPT`, which is what a freshly promoted replica answers until it
-//! has seen the script), or a single command. Each script's atomicity
-//! rule is written above it.
+//! Every decision is one round trip: a script run with `EVALSHA` (on
+//! `NOSCRIPT`, which is what a restarted Redis or a freshly promoted
+//! replica answers until it has seen the script, the same call sends the
+//! body with `EVAL`, which runs and caches it), or a single command. Rate
+//! limit decisions, the one on every request, go in batches: the calls
+//! a gateway makes while its previous batch for the same slot is out go
+//! together as one script run ([`GcraBatches`]), so a loaded gateway
+//! makes one round trip for many decisions. Each script's atomicity rule
+//! is written above it.
 //!
 //! **Time.** `now` is the caller's (the gateway's injected clock), never
 //! Redis's: expiry *decisions* compare stored times with `now`, and TTLs
@@ -105,7 +109,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
-use tokio::sync::{Notify, OnceCell};
+use tokio::sync::{oneshot, Notify, OnceCell};
 
 use super::{
     Ban, CallFilter, CallLogBounds, CallPage, CallRecord, CallSummary, GcraRule, QuotaDecision,
@@ -140,40 +144,81 @@ local function split(s)
 end
 "#;
 
-/// GCRA check-and-take. Atomic: one script reads the arrival time, decides
-/// and (when `commit` and allowed) writes the new one; a refusal or a peek
-/// writes nothing. KEYS[1] bucket; ARGV now, interval, tolerance, commit.
-/// Returns {allowed, remaining, retry_after, reset_after} (ns).
+/// GCRA check-and-take, for a batch of calls (see [`GcraBatches`]). Atomic:
+/// one script reads each call's bucket, decides and (when `commit` and
+/// allowed) writes it, in the batch's order, so a batch decides exactly as
+/// its calls one after the other would; a refusal or a peek writes
+/// nothing. KEYS[i] call i's bucket; ARGV[1] ahead, then per call now,
+/// interval, tolerance, commit. Returns per call {allowed, remaining,
+/// retry_after, reset_after} (ns, from that call's now), flattened.
+///
+/// A bucket holds `{tat}:{seen}`: the theoretical arrival time and the
+/// latest `now` that wrote it (a bare `{tat}` is read as before). Calls
+/// reach Redis in another order than they read their clocks (two gateways'
+/// connections, a call that had to load the script first), so a call may
+/// find the bucket written by a later clock than its own. It is then
+/// decided at that later time (`at`), as if it had arrived just after: the
+/// bucket's clock never runs backwards, and a burst gets exactly its
+/// tolerance however its calls were reordered (deciding at its own, older
+/// `now` would see less of the bucket refilled and refuse the last token).
+/// Only by at most `ahead` (the store deadline: a call older than that has
+/// been given up by its caller), so a gateway whose clock runs ahead
+/// cannot drag the others further than that.
 const GCRA: &str = r#"
-local now = ARGV[1]
-local interval = tonumber(ARGV[2])
-local tolerance = tonumber(ARGV[3])
-local ns, nn = split(now)
--- start: how far the arrival time runs ahead of now (0 if behind)
-local start = 0
-local tat = redis.call('GET', KEYS[1])
-if tat then
-  local ts, tn = split(tat)
-  local d = (ts - ns) * 1e9 + (tn - nn)
-  if d > 0 then start = d end
+local function decide(key, now, interval, tolerance, commit, ahead)
+  local ns, nn = split(now)
+  local stored = redis.call('GET', key)
+  local tat, seen
+  if stored then
+    tat, seen = string.match(stored, '^(%d+):(%d+)$')
+    if not tat then tat = stored end
+  end
+  -- at: when the call is decided; lead: at - now (ns, 0..ahead); mark:
+  -- the latest now written so far, this one included
+  local at, as, an, lead, mark = now, ns, nn, 0, now
+  if seen then
+    local ss, sn = split(seen)
+    local d = (ss - ns) * 1e9 + (sn - nn)
+    if d > 0 then mark = seen end
+    if d > 0 and d <= ahead then at, as, an, lead = seen, ss, sn, d end
+  end
+  -- start: how far the arrival time runs ahead of at (0 if behind)
+  local start = 0
+  if tat then
+    local ts, tn = split(tat)
+    local d = (ts - as) * 1e9 + (tn - an)
+    if d > 0 then start = d end
+  end
+  local new = start + interval
+  if new > tolerance then
+    return 0, 0, new - tolerance + lead, start + lead
+  end
+  local room = tolerance - new
+  local remaining = math.floor(room / interval)
+  if remaining * interval > room then remaining = remaining - 1 end
+  if commit then
+    local x = an + new
+    local s = math.floor(x / 1e9)
+    local r = x - s * 1e9
+    if r < 0 then s = s - 1; r = r + 1e9 end
+    if r >= 1e9 then s = s + 1; r = r - 1e9 end
+    local ttl = math.max(1, math.ceil((new + lead) / 1e6))
+    redis.call('SET', key, string.format('%d%09d:%s', as + s, r, mark), 'PX', string.format('%d', ttl))
+  end
+  return 1, remaining, 0, new + lead
 end
-local new = start + interval
-if new > tolerance then
-  return {0, 0, new - tolerance, start}
+local ahead = tonumber(ARGV[1])
+local out = {}
+for i = 1, #KEYS do
+  local b = (i - 1) * 4 + 1
+  local a, r, t, s = decide(KEYS[i], ARGV[b + 1], tonumber(ARGV[b + 2]),
+    tonumber(ARGV[b + 3]), ARGV[b + 4] == '1', ahead)
+  out[#out + 1] = a
+  out[#out + 1] = r
+  out[#out + 1] = t
+  out[#out + 1] = s
 end
-local room = tolerance - new
-local remaining = math.floor(room / interval)
-if remaining * interval > room then remaining = remaining - 1 end
-if ARGV[4] == '1' then
-  local x = nn + new
-  local s = math.floor(x / 1e9)
-  local r = x - s * 1e9
-  if r < 0 then s = s - 1; r = r + 1e9 end
-  if r >= 1e9 then s = s + 1; r = r - 1e9 end
-  local ttl = math.max(1, math.ceil(new / 1e6))
-  redis.call('SET', KEYS[1], string.format('%d%09d', ns + s, r), 'PX', string.format('%d', ttl))
-end
-return {1, remaining, 0, new}
+return out
 "#;
 
 /// Quota take. Atomic: the count is read, compared with the limit and
@@ -273,23 +318,21 @@ fn script(body: &str) -> Script {
     Script::new(&format!("{LUA_HELPERS}{body}"))
 }
 
-/// The scripts, hashed once per store.
+/// The scripts, hashed once per store (GCRA's is in [`GcraBatches`]).
 struct Scripts {
-    gcra: Script,
-    quota_take: Script,
-    quota_refund: Script,
-    hit: Script,
-    ban_set: Script,
+    quota_take: Lua,
+    quota_refund: Lua,
+    hit: Lua,
+    ban_set: Lua,
 }
 
 impl Scripts {
     fn new() -> Scripts {
         Scripts {
-            gcra: script(GCRA),
-            quota_take: script(QUOTA_TAKE),
-            quota_refund: script(QUOTA_REFUND),
-            hit: script(HIT),
-            ban_set: script(BAN_SET),
+            quota_take: Lua::new(QUOTA_TAKE),
+            quota_refund: Lua::new(QUOTA_REFUND),
+            hit: Lua::new(HIT),
+            ban_set: Lua::new(BAN_SET),
         }
     }
 }
@@ -299,6 +342,7 @@ pub struct RedisStore {
     link: Arc<Link>,
     prefix: String,
     scripts: Scripts,
+    gcra: Arc<GcraBatches>,
     usage: Arc<UsageBuffer>,
 }
 
@@ -436,6 +480,7 @@ impl RedisStore {
             }),
             prefix: prefix.to_string(),
             scripts: Scripts::new(),
+            gcra: Arc::new(GcraBatches::new(matches!(target, RedisTarget::Cluster(_)))),
             usage: Arc::default(),
         })
     }
@@ -686,6 +731,221 @@ fn parse_ban(value: &str) -> Option<Ban> {
 
 fn active(ban: Option<String>, now: Nanos) -> Option<Ban> {
     ban.as_deref().and_then(parse_ban).filter(|b| b.until > now)
+}
+
+// === GCRA batches ===
+
+/// Calls per GCRA script run at most (a script blocks its Redis while it
+/// runs: 128 decisions take well under a millisecond).
+const GCRA_BATCH_MAX: usize = 128;
+
+/// A Lua script sent as `EVALSHA`; on `NOSCRIPT` (a restarted Redis, a
+/// promoted replica) as `EVAL` with its body, which runs it and caches it:
+/// one round trip more, not two.
+struct Lua {
+    body: String,
+    sha: String,
+}
+
+impl Lua {
+    fn new(body: &str) -> Lua {
+        let body = format!("{LUA_HELPERS}{body}");
+        let sha = Script::new(&body).get_hash().to_string();
+        Lua { body, sha }
+    }
+
+    /// Runs the script; `fill` adds `numkeys`, the keys and the args.
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        conn: &mut Conn,
+        fill: impl Fn(&mut redis::Cmd),
+    ) -> Result<T, RedisError> {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(&self.sha);
+        fill(&mut cmd);
+        match cmd.query_async(conn).await {
+            Err(e) if e.kind() == redis::ErrorKind::NoScriptError => {
+                let mut cmd = redis::cmd("EVAL");
+                cmd.arg(&self.body);
+                fill(&mut cmd);
+                cmd.query_async(conn).await
+            }
+            other => other,
+        }
+    }
+}
+
+/// One GCRA call waiting for its batch.
+struct GcraCall {
+    /// The full Redis key.
+    key: String,
+    rule: GcraRule,
+    now: Nanos,
+    commit: bool,
+    reply: oneshot::Sender<Result<RateDecision, StoreError>>,
+}
+
+/// GCRA calls are sent in batches, one script run per batch, so a busy
+/// gateway makes one round trip and one script run for many decisions
+/// instead of one each. Per *group* (the key's cluster slot, since one
+/// script may only touch one slot; one group for a single Redis or a
+/// Sentinel master) at most one batch is in flight: a call that finds
+/// none starts a driver task and is sent at once; calls arriving while a
+/// batch is out wait for it to come back and go together in the next one.
+/// So an idle gateway adds no wait, and a loaded one sends batches as
+/// large as its load (up to [`GCRA_BATCH_MAX`]). Exactness is the
+/// script's: a batch decides as its calls one after the other would.
+struct GcraBatches {
+    lua: Lua,
+    cluster: bool,
+    /// Calls waiting per group; a group is present while its driver runs.
+    waiting: Mutex<HashMap<u16, Vec<GcraCall>>>,
+    /// Script runs (round trips) so far: for tests.
+    runs: AtomicU64,
+}
+
+impl GcraBatches {
+    fn new(cluster: bool) -> GcraBatches {
+        GcraBatches {
+            lua: Lua::new(GCRA),
+            cluster,
+            waiting: Mutex::new(HashMap::new()),
+            runs: AtomicU64::new(0),
+        }
+    }
+
+    /// Queues `call`; its group when no driver runs for it (the caller
+    /// starts one).
+    fn join(&self, call: GcraCall) -> Option<u16> {
+        let group = if self.cluster {
+            key_slot(call.key.as_bytes())
+        } else {
+            0
+        };
+        let mut waiting = self.waiting.lock();
+        match waiting.entry(group) {
+            std::collections::hash_map::Entry::Occupied(mut queue) => {
+                queue.get_mut().push(call);
+                None
+            }
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(vec![call]);
+                Some(group)
+            }
+        }
+    }
+
+    /// The next batch of `group`, without calls whose caller has given up
+    /// (no token is taken for them); `None` (and the group removed, under
+    /// the same lock) when nothing waits.
+    fn next(&self, group: u16) -> Option<Vec<GcraCall>> {
+        let mut waiting = self.waiting.lock();
+        loop {
+            let queue = waiting.get_mut(&group)?;
+            if queue.is_empty() {
+                waiting.remove(&group);
+                return None;
+            }
+            let n = queue.len().min(GCRA_BATCH_MAX);
+            let batch: Vec<GcraCall> = queue.drain(..n).filter(|c| !c.reply.is_closed()).collect();
+            if !batch.is_empty() {
+                return Some(batch);
+            }
+        }
+    }
+}
+
+/// A group's driver: sends its batches one after the other until none
+/// waits. Each run has the store deadline and goes through the breaker.
+async fn drive_gcra(batches: Arc<GcraBatches>, link: Arc<Link>, group: u16) {
+    // Should the driver panic, its group goes (its waiting callers get an
+    // error) so that the next call starts a new driver.
+    struct Unwind<'a>(&'a GcraBatches, u16);
+    impl Drop for Unwind<'_> {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                self.0.waiting.lock().remove(&self.1);
+            }
+        }
+    }
+    let _unwind = Unwind(&batches, group);
+    let ahead = link.timeout.as_nanos().min(u128::from(u64::MAX)) as Nanos;
+    while let Some(batch) = batches.next(group) {
+        batches.runs.fetch_add(1, Ordering::Relaxed);
+        let lua = &batches.lua;
+        let calls = &batch;
+        let fill = |cmd: &mut redis::Cmd| {
+            cmd.arg(calls.len());
+            for call in calls {
+                cmd.arg(&call.key);
+            }
+            cmd.arg(ahead);
+            for call in calls {
+                cmd.arg(call.now)
+                    .arg(call.rule.interval)
+                    .arg(call.rule.tolerance)
+                    .arg(if call.commit { "1" } else { "0" });
+            }
+        };
+        let result: Result<Vec<u64>, StoreError> = link
+            .try_call(|mut c| async move { lua.run(&mut c, fill).await })
+            .await;
+        let result = result.and_then(|values| {
+            if values.len() == 4 * batch.len() {
+                Ok(values)
+            } else {
+                Err(StoreError("redis: a malformed GCRA answer".into()))
+            }
+        });
+        match result {
+            Ok(values) => {
+                for (call, d) in batch.into_iter().zip(values.chunks_exact(4)) {
+                    let _ = call.reply.send(Ok(RateDecision {
+                        allowed: d[0] == 1,
+                        remaining: d[1],
+                        retry_after: d[2],
+                        reset_after: d[3],
+                    }));
+                }
+            }
+            Err(error) => {
+                for call in batch {
+                    let _ = call.reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// The Redis Cluster slot of `key`: CRC16 (XMODEM) of its hash tag (the
+/// bytes between the first `{` and the next `}`, if not empty) or of the
+/// whole key, mod 16384 — as Redis computes it.
+fn key_slot(key: &[u8]) -> u16 {
+    let tag = key
+        .iter()
+        .position(|&b| b == b'{')
+        .and_then(|open| {
+            let rest = &key[open + 1..];
+            let close = rest.iter().position(|&b| b == b'}')?;
+            (close > 0).then(|| &rest[..close])
+        })
+        .unwrap_or(key);
+    crc16(tag) % 16384
+}
+
+fn crc16(data: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &byte in data {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
 }
 
 // === impl Source ===
@@ -1035,14 +1295,28 @@ impl Link {
         }
     }
 
-    /// Runs one round trip through the breaker, within the deadline.
+    /// Runs one round trip through the breaker, within the deadline; a
+    /// failure counts in `errors`.
     async fn call<T, F, Fut>(self: &Arc<Self>, op: F) -> Result<T, StoreError>
     where
         F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
-        let Some(permit) = self.breaker.admit() else {
+        let result = self.try_call(op).await;
+        if result.is_err() {
             self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// As [`Link::call`], counting nothing: for a batch, whose callers
+    /// count their own failures.
+    async fn try_call<T, F, Fut>(self: &Arc<Self>, op: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: Future<Output = Result<T, RedisError>>,
+    {
+        let Some(permit) = self.breaker.admit() else {
             return Err(StoreError(
                 "circuit open after repeated redis failures".into(),
             ));
@@ -1065,7 +1339,6 @@ impl Link {
             self.source.failed(generation);
         }
         permit.failed();
-        self.errors.fetch_add(1, Ordering::Relaxed);
         Err(error)
     }
 }
@@ -1158,6 +1431,8 @@ impl Drop for Permit<'_> {
 // === impl Store for RedisStore ===
 
 impl Store for RedisStore {
+    /// Joins the batch of its group (see [`GcraBatches`]); waits at most
+    /// the deadline, the wait for the batch before it included.
     async fn gcra(
         &self,
         key: &str,
@@ -1165,22 +1440,30 @@ impl Store for RedisStore {
         now: Nanos,
         commit: bool,
     ) -> Result<RateDecision, StoreError> {
-        let mut invocation = self.scripts.gcra.key(self.key("gcra", key));
-        invocation
-            .arg(now.to_string())
-            .arg(rule.interval)
-            .arg(rule.tolerance)
-            .arg(if commit { "1" } else { "0" });
-        let (allowed, remaining, retry_after, reset_after): (u8, u64, u64, u64) = self
-            .link
-            .call(|mut c| async move { invocation.invoke_async(&mut c).await })
-            .await?;
-        Ok(RateDecision {
-            allowed: allowed == 1,
-            remaining,
-            retry_after,
-            reset_after,
-        })
+        let key = self.key("gcra", key);
+        let (reply, answer) = oneshot::channel();
+        let call = GcraCall {
+            key,
+            rule,
+            now,
+            commit,
+            reply,
+        };
+        if let Some(group) = self.gcra.join(call) {
+            tokio::spawn(drive_gcra(self.gcra.clone(), self.link.clone(), group));
+        }
+        let result = match tokio::time::timeout(self.link.timeout, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(StoreError("redis: the batch was dropped".into())),
+            Err(_) => Err(StoreError(format!(
+                "redis did not answer within {:?}",
+                self.link.timeout
+            ))),
+        };
+        if result.is_err() {
+            self.link.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        result
     }
 
     async fn quota_take(
@@ -1190,11 +1473,17 @@ impl Store for RedisStore {
         period_end: Nanos,
         now: Nanos,
     ) -> Result<QuotaDecision, StoreError> {
-        let mut invocation = self.scripts.quota_take.key(self.quota_key(key, period_end));
-        invocation.arg(limit).arg(ttl_ms(period_end, now));
+        let key = self.quota_key(key, period_end);
+        let ttl = ttl_ms(period_end, now);
+        let lua = &self.scripts.quota_take;
         let (allowed, used): (u8, u64) = self
             .link
-            .call(|mut c| async move { invocation.invoke_async(&mut c).await })
+            .call(|mut c| async move {
+                lua.run(&mut c, |cmd| {
+                    cmd.arg(1).arg(&key).arg(limit).arg(ttl);
+                })
+                .await
+            })
             .await?;
         Ok(QuotaDecision {
             allowed: allowed == 1,
@@ -1209,12 +1498,15 @@ impl Store for RedisStore {
         period_end: Nanos,
         _now: Nanos,
     ) -> Result<(), StoreError> {
-        let invocation = self
-            .scripts
-            .quota_refund
-            .key(self.quota_key(key, period_end));
+        let key = self.quota_key(key, period_end);
+        let lua = &self.scripts.quota_refund;
         self.link
-            .call(|mut c| async move { invocation.invoke_async::<()>(&mut c).await })
+            .call(|mut c| async move {
+                lua.run::<()>(&mut c, |cmd| {
+                    cmd.arg(1).arg(&key);
+                })
+                .await
+            })
             .await
     }
 
@@ -1262,13 +1554,17 @@ impl Store for RedisStore {
     }
 
     async fn hit(&self, key: &str, window: Nanos, now: Nanos) -> Result<u64, StoreError> {
-        let mut invocation = self.scripts.hit.key(self.key("hit", key));
-        invocation
-            .arg(now.to_string())
-            .arg(now.saturating_add(window).to_string())
-            .arg(ttl_ms(now.saturating_add(window), now));
+        let key = self.key("hit", key);
+        let end = now.saturating_add(window);
+        let ttl = ttl_ms(end, now);
+        let lua = &self.scripts.hit;
         self.link
-            .call(|mut c| async move { invocation.invoke_async(&mut c).await })
+            .call(|mut c| async move {
+                lua.run(&mut c, |cmd| {
+                    cmd.arg(1).arg(&key).arg(now).arg(end).arg(ttl);
+                })
+                .await
+            })
             .await
     }
 
@@ -1282,14 +1578,22 @@ impl Store for RedisStore {
     }
 
     async fn ban_set(&self, key: &str, ban: Ban, now: Nanos) -> Result<(), StoreError> {
-        let mut invocation = self.scripts.ban_set.key(self.key("ban", key));
-        invocation
-            .arg(now.to_string())
-            .arg(ban.until.to_string())
-            .arg(format!("{}:{}", ban.until, ban.reason))
-            .arg(ttl_ms(ban.until, now));
+        let key = self.key("ban", key);
+        let value = format!("{}:{}", ban.until, ban.reason);
+        let ttl = ttl_ms(ban.until, now);
+        let lua = &self.scripts.ban_set;
         self.link
-            .call(|mut c| async move { invocation.invoke_async::<()>(&mut c).await })
+            .call(|mut c| async move {
+                lua.run::<()>(&mut c, |cmd| {
+                    cmd.arg(1)
+                        .arg(&key)
+                        .arg(now)
+                        .arg(ban.until)
+                        .arg(&value)
+                        .arg(ttl);
+                })
+                .await
+            })
             .await
     }
 
@@ -1745,6 +2049,49 @@ mod tests {
             RedisStore::connect_to(&target, &access, TIMEOUT, DEFAULT_PREFIX).expect("nodes")
         })
         .await;
+        // Batches are grouped by slot, computed here as the cluster does.
+        for key in [
+            "tollgate:gcra:{p:k}",
+            "foo",
+            "{}x",
+            "a{b}c{d}",
+            "x{}{y}",
+            "{p:{k}",
+        ] {
+            assert_eq!(
+                key_slot(key.as_bytes()),
+                cluster.keyslot(key).await,
+                "{key}"
+            );
+        }
+        assert_eq!(crc16(b"123456789"), 0x31c3);
+    }
+
+    /// Concurrent calls go to Redis in batches, one script run each, and
+    /// decide exactly as one by one would.
+    #[tokio::test]
+    async fn concurrent_gcra_calls_share_script_runs() {
+        let server = RedisServer::start().await;
+        let store = RedisStore::open(&server.url(), TIMEOUT).expect("url");
+        store.ping().await.expect("ping");
+        let rule = GcraRule::new(50, 3600 * SECOND, 50);
+        let now = 1_761_234_567 * SECOND;
+        let keys = ["p:a", "p:b"];
+        let calls = (0..400).map(|i| store.gcra(keys[i % 2], rule, now, true));
+        let got = futures_util::future::join_all(calls).await;
+        for (k, key) in keys.iter().enumerate() {
+            let admitted = (0..400)
+                .filter(|i| i % 2 == k)
+                .filter(|&i| got[i].as_ref().expect("gcra").allowed)
+                .count();
+            assert_eq!(admitted, 50, "{key}");
+        }
+        let runs = store.gcra.runs.load(Ordering::Relaxed);
+        assert!(runs * 8 <= 400, "{runs} script runs for 400 calls");
+        // A lone call afterwards is sent on its own, at once.
+        let d = store.gcra("p:c", rule, now, true).await.expect("gcra");
+        assert_eq!((d.allowed, d.remaining), (true, 49));
+        assert_eq!(store.gcra.runs.load(Ordering::Relaxed), runs + 1);
     }
 
     /// `rediss://` with the config's CA file and an ACL user whose name and
@@ -1919,6 +2266,50 @@ e5 127.0.0.1:7005@17005 master - 0 0 5 connected 10923-16383
             assert_eq!(r, m, "step {step}");
             now += (step * 7_919_993) % 400_000_001;
         }
+    }
+
+    /// Calls reach Redis in another order than they read the clock: the
+    /// last token of a burst still goes to a call whose `now` is a little
+    /// behind the one that wrote the bucket first (it is decided at that
+    /// later time), but never more than the deadline behind; a bucket
+    /// written as a bare arrival time (before `{tat}:{seen}`) still reads.
+    #[tokio::test]
+    async fn a_burst_reaching_redis_out_of_clock_order_gets_exactly_its_tolerance() {
+        let server = RedisServer::start().await;
+        let store = RedisStore::open(&server.url(), TIMEOUT).expect("url");
+        let hour = 3600 * SECOND;
+        let rule = GcraRule::new(3, hour, 3);
+        let t: Nanos = 1_761_234_567 * SECOND + 123;
+        let ms = 1_000_000;
+        let take = |key: &'static str, now: Nanos| {
+            let store = &store;
+            async move { store.gcra(key, rule, now, true).await.expect("gcra") }
+        };
+        let later = take("p:order", t + 10 * ms).await;
+        assert_eq!((later.allowed, later.remaining), (true, 2));
+        for remaining in [1, 0] {
+            let d = take("p:order", t).await;
+            assert_eq!((d.allowed, d.remaining), (true, remaining));
+        }
+        let refused = take("p:order", t).await;
+        assert!(!refused.allowed);
+        // Times are from the caller's now: the bucket's clock is 10 ms on.
+        assert_eq!(refused.retry_after, rule.interval + 10 * ms);
+        assert_eq!(refused.reset_after, 3 * rule.interval + 10 * ms);
+        // More than the deadline behind: decided at its own time.
+        let far = TIMEOUT.as_nanos() as Nanos + ms;
+        assert!(take("p:far", t + far).await.allowed);
+        assert!(take("p:far", t).await.allowed);
+        assert!(!take("p:far", t).await.allowed);
+        // The older layout: a bare arrival time one interval ahead.
+        let bare = (t + rule.interval).to_string();
+        let set: String = server
+            .query(&["SET", "tollgate:gcra:{p:bare}", &bare])
+            .await
+            .expect("SET");
+        assert_eq!(set, "OK");
+        let d = take("p:bare", t).await;
+        assert_eq!((d.allowed, d.remaining), (true, 1));
     }
 
     #[test]

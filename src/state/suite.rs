@@ -14,6 +14,7 @@ pub async fn run_all<S: Store>(make: impl Fn() -> S) {
     gcra_refills_one_call_per_interval(make()).await;
     gcra_peeks_do_not_consume(make()).await;
     gcra_keys_are_independent(make()).await;
+    concurrent_gcra_takes_admit_exactly_the_burst(make()).await;
     quota_counts_up_to_the_limit_within_a_period(make()).await;
     quota_starts_over_in_a_new_period(make()).await;
     quota_refunds_give_back_one_call(make()).await;
@@ -552,6 +553,26 @@ pub async fn gcra_lets_the_burst_through_then_refuses(store: impl Store) {
     let d = store.gcra("s1:k", rule, T0, true).await.expect("store");
     assert!(!d.allowed);
     assert_eq!(d.remaining, 0);
+}
+
+/// Many calls at once on two buckets (a store may send them together):
+/// each admits exactly its burst, each admitted call with its own
+/// `remaining`.
+pub async fn concurrent_gcra_takes_admit_exactly_the_burst(store: impl Store) {
+    let rule = GcraRule::new(7, 60 * SECOND, 7);
+    let keys = ["s16:a", "s16:b"];
+    let calls = (0..60u64).map(|i| store.gcra(keys[(i % 3 == 0) as usize], rule, T0 + i, true));
+    let got = futures_util::future::join_all(calls).await;
+    for (k, key) in keys.iter().enumerate() {
+        let mut remaining: Vec<u64> = (0..60)
+            .filter(|i| (i % 3 == 0) as usize == k)
+            .map(|i| got[i].as_ref().expect("store"))
+            .filter(|d| d.allowed)
+            .map(|d| d.remaining)
+            .collect();
+        remaining.sort();
+        assert_eq!(remaining, [0, 1, 2, 3, 4, 5, 6], "{key}");
+    }
 }
 
 pub async fn gcra_refusals_consume_nothing_and_say_when_to_retry(store: impl Store) {
