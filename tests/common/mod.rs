@@ -362,18 +362,39 @@ fn get_request(url: String, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
 }
 
 /// A gateway started as `tollgate serve` starts it — public and admin
-/// listeners (no admin token), reload — from a config file in its own
-/// directory, with an injected clock.
+/// listeners, reload — from a config file in its own directory (which
+/// `rewrite` changes for a reload to read), with an injected clock. The one
+/// harness of the suites that need the admin listener.
 pub struct App {
     pub running: tollgate::app::Running,
     pub dir: tempfile::TempDir,
-    client: Client<HttpConnector, Full<Bytes>>,
+    /// The admin token `admin` sends, when the test set one.
+    token: Option<String>,
+    pub client: Client<HttpConnector, Full<Bytes>>,
 }
 
 impl App {
     /// Writes `yaml` (its `listen` and `admin.listen` on 127.0.0.1:0) to
     /// `tollgate.yaml` in a new directory and starts it.
     pub async fn start(yaml: &str, clock: SharedClock) -> App {
+        Self::try_start(yaml, clock, None)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`App::start`] on the system clock, sending `token` on admin calls.
+    pub async fn with_token(yaml: &str, token: Option<&str>) -> App {
+        Self::try_start(yaml, tollgate::clock::SystemClock::shared(), token)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Starts it, or says why it did not (config errors, one per line).
+    pub async fn try_start(
+        yaml: &str,
+        clock: SharedClock,
+        token: Option<&str>,
+    ) -> Result<App, String> {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("tollgate.yaml");
         std::fs::write(&file, yaml).expect("write config");
@@ -384,18 +405,30 @@ impl App {
                 .collect::<Vec<_>>()
                 .join("\n")
         };
-        let loaded =
-            tollgate::config::load_file(&file).unwrap_or_else(|e| panic!("{}", strings(e)));
-        let deps = test_deps(&loaded, clock).unwrap_or_else(|e| panic!("{}", strings(e)));
-        let gateway = Gateway::compile(loaded, &deps).unwrap_or_else(|e| panic!("{}", strings(e)));
-        let running = tollgate::app::start(file, gateway, deps)
-            .await
-            .expect("gateway starts");
-        App {
+        let loaded = tollgate::config::load_file(&file).map_err(strings)?;
+        let deps = test_deps(&loaded, clock).map_err(strings)?;
+        let gateway = Gateway::compile(loaded, &deps).map_err(strings)?;
+        let running = tollgate::app::start(file, gateway, deps).await?;
+        Ok(App {
             running,
             dir,
+            token: token.map(str::to_string),
             client: Client::builder(TokioExecutor::new()).build_http(),
-        }
+        })
+    }
+
+    /// The config file a reload re-reads.
+    pub fn file(&self) -> std::path::PathBuf {
+        self.dir.path().join("tollgate.yaml")
+    }
+
+    /// Replaces the config file (a reload then reads it).
+    pub fn rewrite(&self, yaml: &str) {
+        std::fs::write(self.file(), yaml).expect("rewrite config");
+    }
+
+    pub async fn send(&self, req: Request<Full<Bytes>>) -> Got {
+        exchange(&self.client, req).await
     }
 
     /// A public GET with extra headers.
@@ -404,14 +437,38 @@ impl App {
         exchange(&self.client, get_request(url, headers)).await
     }
 
-    /// An admin GET.
-    pub async fn admin_get(&self, path: &str) -> Got {
+    /// A public GET, with `X-API-Key: key` when given.
+    pub async fn call(&self, path: &str, key: Option<&str>) -> Got {
+        let headers: Vec<(&str, &str)> = key.map(|k| ("x-api-key", k)).into_iter().collect();
+        self.get_with(path, &headers).await
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
         let addr = self.running.admin_addr.expect("admin listener");
-        exchange(
-            &self.client,
-            get_request(format!("http://{addr}{path}"), &[]),
-        )
-        .await
+        format!("http://{addr}{path}")
+    }
+
+    /// An admin request carrying the token (when the test set one).
+    pub async fn admin(&self, method: http::Method, path: &str) -> Got {
+        let mut req = Request::builder().method(method).uri(self.admin_url(path));
+        if let Some(token) = &self.token {
+            req = req.header("authorization", format!("Bearer {token}"));
+        }
+        self.send(req.body(Full::default()).expect("request")).await
+    }
+
+    /// An admin GET (with the token, when the test set one).
+    pub async fn admin_get(&self, path: &str) -> Got {
+        self.admin(http::Method::GET, path).await
+    }
+
+    /// An admin GET with exactly this `Authorization` (or none).
+    pub async fn bare_admin(&self, path: &str, auth: Option<&str>) -> Got {
+        let mut req = Request::get(self.admin_url(path));
+        if let Some(auth) = auth {
+            req = req.header("authorization", auth);
+        }
+        self.send(req.body(Full::default()).expect("request")).await
     }
 
     /// The `/metrics` text of the admin listener.

@@ -15,8 +15,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tollgate::app;
-
 const KEY: &str = "hr-secret-key";
 
 /// The config the admin tests run: one client, auth on the API, a rate
@@ -53,98 +51,6 @@ apis:
     )
 }
 
-/// A gateway started as `tollgate serve` starts it (public and admin
-/// listeners, reload), from a config file in its own directory.
-struct Ops {
-    running: app::Running,
-    dir: tempfile::TempDir,
-    token: Option<String>,
-    client: Client<HttpConnector, Full<Bytes>>,
-}
-
-impl Ops {
-    async fn start(yaml: &str, token: Option<&str>) -> Ops {
-        Self::try_start(yaml, token).await.expect("gateway starts")
-    }
-
-    async fn try_start(yaml: &str, token: Option<&str>) -> Result<Ops, String> {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let file = dir.path().join("tollgate.yaml");
-        std::fs::write(&file, yaml).expect("write config");
-        let (gateway, deps) = app::load(&file).map_err(|errors| {
-            errors
-                .iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join("\n")
-        })?;
-        let running = app::start(file, gateway, deps).await?;
-        Ok(Ops {
-            running,
-            dir,
-            token: token.map(str::to_string),
-            client: Client::builder(TokioExecutor::new()).build_http(),
-        })
-    }
-
-    fn file(&self) -> PathBuf {
-        self.dir.path().join("tollgate.yaml")
-    }
-
-    fn rewrite(&self, yaml: &str) {
-        std::fs::write(self.file(), yaml).expect("rewrite config");
-    }
-
-    fn admin_url(&self, path: &str) -> String {
-        let addr = self.running.admin_addr.expect("admin listener");
-        format!("http://{addr}{path}")
-    }
-
-    /// An admin request carrying the token (when the test set one).
-    async fn admin(&self, method: Method, path: &str) -> Got {
-        let mut req = Request::builder().method(method).uri(self.admin_url(path));
-        if let Some(token) = &self.token {
-            req = req.header("authorization", format!("Bearer {token}"));
-        }
-        self.send(req.body(Full::default()).expect("request")).await
-    }
-
-    async fn admin_get(&self, path: &str) -> Got {
-        self.admin(Method::GET, path).await
-    }
-
-    async fn bare_admin(&self, path: &str, auth: Option<&str>) -> Got {
-        let mut req = Request::get(self.admin_url(path));
-        if let Some(auth) = auth {
-            req = req.header("authorization", auth);
-        }
-        self.send(req.body(Full::default()).expect("request")).await
-    }
-
-    /// A public request, with the client's key when `key` is set.
-    async fn call(&self, path: &str, key: bool) -> Got {
-        let mut req = Request::get(format!("http://{}{path}", self.running.addr));
-        if key {
-            req = req.header("x-api-key", KEY);
-        }
-        self.send(req.body(Full::default()).expect("request")).await
-    }
-
-    async fn send(&self, req: Request<Full<Bytes>>) -> Got {
-        exchange(&self.client, req).await
-    }
-
-    async fn metrics(&self) -> String {
-        let got = self.admin_get("/metrics").await;
-        assert_eq!(got.status, 200);
-        String::from_utf8(got.body.to_vec()).expect("utf-8")
-    }
-
-    async fn shutdown(self) {
-        self.running.shutdown().await;
-    }
-}
-
 #[tokio::test]
 async fn admin_paths_need_the_token_and_health_does_not() {
     let up = Upstream::start().await;
@@ -155,7 +61,7 @@ async fn admin_paths_need_the_token_and_health_does_not() {
         "",
         "",
     );
-    let ops = Ops::start(&yaml, Some("s3cret-admin")).await;
+    let ops = App::with_token(&yaml, Some("s3cret-admin")).await;
 
     let health = ops.bare_admin("/healthz", None).await;
     assert_eq!(
@@ -192,28 +98,34 @@ async fn without_a_token_the_admin_listener_refuses_a_public_address() {
         "admin: { listen: 127.0.0.1:0 }",
         "admin: { listen: 0.0.0.0:0 }",
     );
-    let error = Ops::try_start(&yaml, None).await.err().expect("refused");
+    let error = App::try_start(&yaml, tollgate::clock::SystemClock::shared(), None)
+        .await
+        .err()
+        .expect("refused");
     assert!(error.contains("loopback"), "{error}");
 
     // A token_env naming an unset variable is refused too, not ignored.
     let yaml = config(&up.url(), ", token_env: TOLLGATE_TEST_UNSET_TOKEN", "", "");
-    let error = Ops::try_start(&yaml, None).await.err().expect("refused");
+    let error = App::try_start(&yaml, tollgate::clock::SystemClock::shared(), None)
+        .await
+        .err()
+        .expect("refused");
     assert!(error.contains("TOLLGATE_TEST_UNSET_TOKEN"), "{error}");
 }
 
 #[tokio::test]
 async fn metrics_count_requests_refusals_by_policy_and_report_only_would_refusals() {
     let up = Upstream::start().await;
-    let ops = Ops::start(&config(&up.url(), "", "", ""), None).await;
-    assert_eq!(ops.call("/employees/1", true).await.status, 200);
-    assert_eq!(ops.call("/employees/1", true).await.status, 200);
-    ops.call("/employees/1", true)
+    let ops = App::with_token(&config(&up.url(), "", "", ""), None).await;
+    assert_eq!(ops.call("/employees/1", Some(KEY)).await.status, 200);
+    assert_eq!(ops.call("/employees/1", Some(KEY)).await.status, 200);
+    ops.call("/employees/1", Some(KEY))
         .await
         .assert_problem(429, "rate_limited");
-    ops.call("/employees/1", false)
+    ops.call("/employees/1", None)
         .await
         .assert_problem(401, "unauthenticated");
-    ops.call("/nowhere", false)
+    ops.call("/nowhere", None)
         .await
         .assert_problem(404, "route_not_found");
 
@@ -280,12 +192,12 @@ async fn metrics_count_requests_refusals_by_policy_and_report_only_would_refusal
 #[tokio::test]
 async fn usage_reports_calls_refusals_and_quota_left_per_client() {
     let up = Upstream::start().await;
-    let ops = Ops::start(&config(&up.url(), "", "", ""), None).await;
+    let ops = App::with_token(&config(&up.url(), "", "", ""), None).await;
     for _ in 0..3 {
-        ops.call("/employees/7", true).await;
+        ops.call("/employees/7", Some(KEY)).await;
     }
-    ops.call("/employees/", true).await;
-    ops.call("/employees/7", false).await;
+    ops.call("/employees/", Some(KEY)).await;
+    ops.call("/employees/7", None).await;
 
     let usage = ops.admin_get("/admin/usage").await.json();
     let clients = usage["clients"].as_array().expect("clients");
@@ -329,7 +241,7 @@ async fn usage_reports_calls_refusals_and_quota_left_per_client() {
 #[tokio::test]
 async fn apis_readiness_and_openapi_describe_the_loaded_config() {
     let up = Upstream::start().await;
-    let ops = Ops::start(&config(&up.url(), "", "", ""), None).await;
+    let ops = App::with_token(&config(&up.url(), "", "", ""), None).await;
     let apis = ops.admin_get("/admin/apis").await.json();
     let directory = &apis["apis"][0];
     assert_eq!(directory["name"], "directory");
@@ -386,11 +298,11 @@ async fn apis_readiness_and_openapi_describe_the_loaded_config() {
 #[tokio::test]
 async fn bans_are_listed_and_lifted_through_the_api() {
     let up = Upstream::start().await;
-    let ops = Ops::start(&config(&up.url(), "", "", ""), None).await;
-    ops.call("/wp-admin/setup.php", false)
+    let ops = App::with_token(&config(&up.url(), "", "", ""), None).await;
+    ops.call("/wp-admin/setup.php", None)
         .await
         .assert_problem(403, "banned");
-    ops.call("/employees/1", true)
+    ops.call("/employees/1", Some(KEY))
         .await
         .assert_problem(403, "banned");
 
@@ -417,7 +329,7 @@ async fn bans_are_listed_and_lifted_through_the_api() {
         .await;
     assert_eq!(lifted.status, 200, "{:?}", lifted.body);
     assert_eq!(lifted.json()["lifted"], "scanners:127.0.0.1");
-    assert_eq!(ops.call("/employees/1", true).await.status, 200);
+    assert_eq!(ops.call("/employees/1", Some(KEY)).await.status, 200);
     assert_eq!(
         ops.admin_get("/admin/bans").await.json()["bans"],
         serde_json::json!([])
@@ -434,11 +346,11 @@ async fn reloads_under_load_fail_no_request_and_keep_rate_limit_counters() {
     let base = config(&up.url(), "", "", "");
     let extra_op = "      - { id: extraOp, method: GET, path: '/extra/{n}' }\n";
     let with_extra = config(&up.url(), "", extra_op, "");
-    let ops = Arc::new(Ops::start(&base, None).await);
+    let ops = Arc::new(App::with_token(&base, None).await);
 
     // Two of the two calls a minute are used before any reload.
     for _ in 0..2 {
-        assert_eq!(ops.call("/employees/9", true).await.status, 200);
+        assert_eq!(ops.call("/employees/9", Some(KEY)).await.status, 200);
     }
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -448,7 +360,7 @@ async fn reloads_under_load_fail_no_request_and_keep_rate_limit_counters() {
         let (ops, stop, ok, failed) = (ops.clone(), stop.clone(), ok.clone(), failed.clone());
         load.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
-                let got = ops.call("/employees/", true).await;
+                let got = ops.call("/employees/", Some(KEY)).await;
                 let counter = if got.status == 200 { &ok } else { &failed };
                 counter.fetch_add(1, Ordering::Relaxed);
             }
@@ -477,9 +389,9 @@ async fn reloads_under_load_fail_no_request_and_keep_rate_limit_counters() {
     assert_eq!(failed.load(Ordering::Relaxed), 0);
     assert!(ok.load(Ordering::Relaxed) > 20);
     // The last rewrite (i = 18) kept the extra operation.
-    assert_eq!(ops.call("/employees/extra/1", true).await.status, 200);
+    assert_eq!(ops.call("/employees/extra/1", Some(KEY)).await.status, 200);
     // The limit counted across every reload: the third call is refused.
-    ops.call("/employees/9", true)
+    ops.call("/employees/9", Some(KEY))
         .await
         .assert_problem(429, "rate_limited");
     let text = ops.metrics().await;
@@ -497,7 +409,7 @@ async fn reloads_under_load_fail_no_request_and_keep_rate_limit_counters() {
 async fn a_bad_reload_keeps_the_old_routes_and_returns_the_errors() {
     let up = Upstream::start().await;
     let good = config(&up.url(), "", "", "");
-    let ops = Ops::start(&good, None).await;
+    let ops = App::with_token(&good, None).await;
     ops.rewrite(&good.replace("limit: 2, window", "limit: 2, windw"));
     let got = ops.admin(Method::POST, "/admin/reload").await;
     assert_eq!(got.status, 400);
@@ -514,7 +426,7 @@ async fn a_bad_reload_keeps_the_old_routes_and_returns_the_errors() {
     );
     assert_eq!(error["line"], 10);
 
-    assert_eq!(ops.call("/employees/1", true).await.status, 200);
+    assert_eq!(ops.call("/employees/1", Some(KEY)).await.status, 200);
     let metrics = ops.metrics().await;
     assert_eq!(
         sample(
@@ -533,7 +445,7 @@ async fn a_bad_reload_keeps_the_old_routes_and_returns_the_errors() {
         .as_str()
         .unwrap_or("")
         .contains("restart"));
-    assert_eq!(ops.call("/employees/1", true).await.status, 200);
+    assert_eq!(ops.call("/employees/1", Some(KEY)).await.status, 200);
     ops.shutdown().await;
 }
 
@@ -541,8 +453,8 @@ async fn a_bad_reload_keeps_the_old_routes_and_returns_the_errors() {
 async fn reload_watch_applies_a_changed_config_file() {
     let up = Upstream::start().await;
     let yaml = |ops: &str| config(&up.url(), "", ops, "reload: watch");
-    let ops = Ops::start(&yaml(""), None).await;
-    ops.call("/employees/extra/1", true)
+    let ops = App::with_token(&yaml(""), None).await;
+    ops.call("/employees/extra/1", Some(KEY))
         .await
         .assert_problem(404, "route_not_found");
     ops.rewrite(&yaml(
@@ -550,7 +462,11 @@ async fn reload_watch_applies_a_changed_config_file() {
     ));
     let mut status = 0;
     for _ in 0..100 {
-        status = ops.call("/employees/extra/1", true).await.status.as_u16();
+        status = ops
+            .call("/employees/extra/1", Some(KEY))
+            .await
+            .status
+            .as_u16();
         if status == 200 {
             break;
         }
@@ -563,7 +479,7 @@ async fn reload_watch_applies_a_changed_config_file() {
 #[tokio::test]
 async fn shutdown_still_drains_a_request_in_flight() {
     let up = Upstream::start().await;
-    let ops = Ops::start(&config(&up.url(), "", "", ""), None).await;
+    let ops = App::with_token(&config(&up.url(), "", "", ""), None).await;
     let addr = ops.running.addr;
     let client = ops.client.clone();
     let in_flight = tokio::spawn(async move {
@@ -591,7 +507,7 @@ async fn shutdown_still_drains_a_request_in_flight() {
 #[tokio::test]
 async fn h2c_requests_pass_through_the_policies() {
     let up = Upstream::start().await;
-    let ops = Ops::start(&config(&up.url(), "", "", ""), None).await;
+    let ops = App::with_token(&config(&up.url(), "", "", ""), None).await;
     let h2c: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
         .http2_only(true)
         .build_http();
@@ -674,7 +590,7 @@ async fn a_renewed_certificate_is_served_to_the_next_connection_after_reload() {
         cert_file.display(),
         key_file.display()
     );
-    let ops = Ops::start(&config(&up.url(), "", "", &tls), None).await;
+    let ops = App::with_token(&config(&up.url(), "", "", &tls), None).await;
     let (new_cert_pem, new_key) = new_cert();
     let trust = client_trusting(&[&old_cert, &new_cert_pem]);
     assert_eq!(served_cert(ops.running.addr, &trust).await, der(&old_cert));
@@ -740,11 +656,11 @@ fn chromium() -> Option<PathBuf> {
 #[tokio::test]
 async fn the_status_page_renders_operations_clients_and_bans_in_a_browser() {
     let up = Upstream::start().await;
-    let ops = Ops::start(&config(&up.url(), "", "", ""), None).await;
+    let ops = App::with_token(&config(&up.url(), "", "", ""), None).await;
     for _ in 0..3 {
-        ops.call("/employees/2", true).await;
+        ops.call("/employees/2", Some(KEY)).await;
     }
-    ops.call("/wp-admin/", false).await;
+    ops.call("/wp-admin/", None).await;
 
     // The HTML itself, checked directly.
     let page = ops.admin_get("/").await;
@@ -859,7 +775,7 @@ fn promtool_accepts(text: &str) {
 async fn metrics_answer_the_classic_text_format_to_a_text_plain_scraper_and_openmetrics_otherwise()
 {
     let up = Upstream::start().await;
-    let ops = Ops::start(&config(&up.url(), "", "", ""), None).await;
+    let ops = App::with_token(&config(&up.url(), "", "", ""), None).await;
     let call = ops
         .send(
             Request::get(format!("http://{}/employees/1", ops.running.addr))

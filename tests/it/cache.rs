@@ -8,8 +8,6 @@ use crate::common::*;
 use bytes::Bytes;
 use http::{Method, Request};
 use http_body_util::Full;
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
@@ -648,64 +646,6 @@ async fn a_config_error_in_a_cache_policy_points_at_its_line() {
     }
 }
 
-/// A gateway started as `tollgate serve` starts it, with the admin
-/// listener and an injected clock, from a config file that reloads re-read.
-struct Served {
-    running: tollgate::app::Running,
-    dir: tempfile::TempDir,
-    client: Client<HttpConnector, Full<Bytes>>,
-}
-
-impl Served {
-    async fn start(yaml: &str, clock: SharedClock) -> Served {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let file = dir.path().join("tollgate.yaml");
-        std::fs::write(&file, yaml).expect("write config");
-        let loaded = tollgate::config::load_file(&file).expect("config loads");
-        let deps = tollgate::gateway::Deps::for_config(&loaded, clock).expect("deps");
-        let gateway = tollgate::gateway::Gateway::compile(loaded, &deps).expect("compiles");
-        let running = tollgate::app::start(file, gateway, deps)
-            .await
-            .expect("starts");
-        Served {
-            running,
-            dir,
-            client: Client::builder(TokioExecutor::new()).build_http(),
-        }
-    }
-
-    async fn send(&self, req: Request<Full<Bytes>>) -> Got {
-        exchange(&self.client, req).await
-    }
-
-    async fn call(&self, path: &str, key: &str) -> Got {
-        let uri = format!("http://{}{path}", self.running.addr);
-        self.send(
-            Request::get(uri)
-                .header("x-api-key", key)
-                .body(Full::default())
-                .expect("request"),
-        )
-        .await
-    }
-
-    async fn admin(&self, method: Method, path: &str) -> Got {
-        let addr = self.running.admin_addr.expect("admin listener");
-        self.send(
-            Request::builder()
-                .method(method)
-                .uri(format!("http://{addr}{path}"))
-                .body(Full::default())
-                .expect("request"),
-        )
-        .await
-    }
-
-    fn rewrite(&self, yaml: &str) {
-        std::fs::write(self.dir.path().join("tollgate.yaml"), yaml).expect("rewrite");
-    }
-}
-
 fn metric(text: &str, series: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
@@ -729,11 +669,11 @@ async fn usage_and_metrics_show_the_hits_per_client_and_operation() {
         "  cached: { type: cache, ttl: 60s }",
         "key, cached",
     ));
-    let served = Served::start(&yaml, shared).await;
+    let served = App::start(&yaml, shared).await;
     for _ in 0..3 {
-        assert_eq!(served.call("/employees/7", HR_KEY).await.status, 200);
+        assert_eq!(served.call("/employees/7", Some(HR_KEY)).await.status, 200);
     }
-    served.call("/employees/7", FIN_KEY).await;
+    served.call("/employees/7", Some(FIN_KEY)).await;
 
     let usage = served.admin(Method::GET, "/admin/usage").await.json();
     let client = |id: &str| {
@@ -795,12 +735,12 @@ async fn a_reload_keeps_the_entries_of_an_unchanged_config_and_drops_them_on_a_c
         "  cached: { type: cache, ttl: 60s }",
         "key, cached",
     ));
-    let served = Served::start(&yaml, shared).await;
-    assert_eq!(seq(&served.call("/employees/7", HR_KEY).await), 1);
+    let served = App::start(&yaml, shared).await;
+    assert_eq!(seq(&served.call("/employees/7", Some(HR_KEY)).await), 1);
 
     let reloaded = served.admin(Method::POST, "/admin/reload").await;
     assert_eq!(reloaded.status, 200, "{:?}", reloaded.body);
-    let kept = served.call("/employees/7", HR_KEY).await;
+    let kept = served.call("/employees/7", Some(HR_KEY)).await;
     assert_eq!((kept.header("x-cache"), seq(&kept)), (Some("HIT"), 1));
 
     // Any change may change what the upstream's answer becomes on its way
@@ -811,7 +751,7 @@ async fn a_reload_keeps_the_entries_of_an_unchanged_config_and_drops_them_on_a_c
     ).replace("apply: [key, cached]", "apply: [key, cached, quiet]"));
     let reloaded = served.admin(Method::POST, "/admin/reload").await;
     assert_eq!(reloaded.status, 200, "{:?}", reloaded.body);
-    let fresh = served.call("/employees/7", HR_KEY).await;
+    let fresh = served.call("/employees/7", Some(HR_KEY)).await;
     assert_eq!((fresh.header("x-cache"), seq(&fresh)), (Some("MISS"), 2));
     assert_eq!(fresh.header("content-type"), None);
     served.running.shutdown().await;

@@ -1090,8 +1090,11 @@ apis:
     gw.send(post(attack))
         .await
         .assert_problem(400, "invalid_request_body");
+    // The bound is the selection cap, not this clock; the clock only
+    // catches a runaway (exponential work takes minutes). A debug build on
+    // a busy 2-core machine took 2.03 s once, hence the slack.
     assert!(
-        started.elapsed() < Duration::from_secs(2),
+        started.elapsed() < Duration::from_secs(10),
         "refused in bounded work, took {:?}",
         started.elapsed()
     );
