@@ -49,7 +49,7 @@ impl Admin {
         for q in &quotas {
             match q.config.key {
                 LimitKey::Global => {
-                    let key = state::key(&q.name, format_args!("global"));
+                    let key = LimitKey::global_key(&q.name);
                     global.push(self.quota_state(q, &key, now).await?);
                 }
                 LimitKey::Client => {}
@@ -68,7 +68,7 @@ impl Admin {
             let mut client_quotas = Vec::new();
             if client != metrics::ANONYMOUS {
                 for q in quotas.iter().filter(|q| q.config.key == LimitKey::Client) {
-                    let key = state::key(&q.name, format_args!("client:{client}"));
+                    let key = LimitKey::client_key(&q.name, &client);
                     client_quotas.push(self.quota_state(q, &key, now).await?);
                 }
             }

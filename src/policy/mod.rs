@@ -455,14 +455,7 @@ impl LimitKey {
         headers: &HeaderMap,
         cx: &RequestContext,
     ) -> String {
-        let joined = |kind: &str, id: &str| {
-            let mut out = String::with_capacity(policy.len() + 1 + kind.len() + id.len());
-            out.push_str(policy);
-            out.push(':');
-            out.push_str(kind);
-            out.push_str(id);
-            out
-        };
+        let joined = |kind: &str, id: &str| store_key(policy, kind, id);
         let ip = || {
             use std::fmt::Write as _;
             let mut out = joined("ip:", "");
@@ -472,11 +465,11 @@ impl LimitKey {
         };
         match self {
             LimitKey::Client => match &cx.client {
-                Some(client) => joined("client:", &client.id),
+                Some(client) => LimitKey::client_key(policy, &client.id),
                 None => ip(),
             },
             LimitKey::Ip => ip(),
-            LimitKey::Global => joined("global", ""),
+            LimitKey::Global => LimitKey::global_key(policy),
             LimitKey::Header(name) => match headers.get(name).and_then(|v| v.to_str().ok()) {
                 // Hashed: the header may be a credential (`header:X-API-Key`),
                 // and store keys end up in Redis and in report-only logs.
@@ -489,6 +482,30 @@ impl LimitKey {
             },
         }
     }
+}
+
+impl LimitKey {
+    /// The store key of `policy`'s counter for the authenticated client
+    /// `client` (what `key: client` counts by).
+    pub fn client_key(policy: &str, client: &str) -> String {
+        store_key(policy, "client:", client)
+    }
+
+    /// The store key of `policy`'s one counter (`key: global`).
+    pub fn global_key(policy: &str) -> String {
+        store_key(policy, "global", "")
+    }
+}
+
+/// `{policy}:{kind}{id}`, with one allocation of the exact size and no
+/// format machinery: this runs on every limited call.
+fn store_key(policy: &str, kind: &str, id: &str) -> String {
+    let mut out = String::with_capacity(policy.len() + 1 + kind.len() + id.len());
+    out.push_str(policy);
+    out.push(':');
+    out.push_str(kind);
+    out.push_str(id);
+    out
 }
 
 impl schemars::JsonSchema for LimitKey {
