@@ -326,6 +326,17 @@ impl<'c> Exporter<'c> {
         if !cors.is_empty() {
             o.insert("x-tollgate-cors".into(), Value::Array(cors));
         }
+        // What a call costs in task units (what quotas with `unit: tasks`
+        // count): declared, and where the upstream reports the real cost.
+        let cost_header = op.cost_header.as_ref().or(api.cost_header.as_ref());
+        if op.cost.is_some() || cost_header.is_some() {
+            let mut cost = Map::new();
+            cost.insert("units".into(), json!(op.cost.unwrap_or(1)));
+            if let Some(header) = cost_header {
+                cost.insert("reported_in".into(), json!(header));
+            }
+            o.insert("x-tollgate-cost".into(), Value::Object(cost));
+        }
         if let Some(g) = &op.graphql {
             o.insert(
                 "x-tollgate-graphql".into(),

@@ -502,3 +502,33 @@ async fn an_integer_path_parameter_is_checked_at_the_gateway_and_a_form_body_pas
     assert_eq!(up.last().body, Bytes::from_static(b"item=pen&quantity=2"));
     gw.shutdown().await;
 }
+
+#[test]
+fn task_costs_are_documented_per_operation() {
+    let yaml = "\
+version: 1
+listen: 127.0.0.1:8080
+apis:
+  - name: flows
+    upstream: http://127.0.0.1:9
+    cost_header: X-Tasks-Used
+    operations:
+      - { id: run, method: POST, path: /run, cost: 5 }
+      - { id: plain, method: GET, path: /plain }
+  - name: free
+    upstream: http://127.0.0.1:9
+    operations:
+      - { id: ping, method: GET, path: /ping }
+";
+    let loaded = tollgate::config::load_str(Path::new("cost.yaml"), yaml).expect("loads");
+    let doc = tollgate::openapi::export(&loaded.config);
+    assert_eq!(
+        op(&doc, "run")["x-tollgate-cost"],
+        serde_json::json!({ "units": 5, "reported_in": "X-Tasks-Used" })
+    );
+    assert_eq!(
+        op(&doc, "plain")["x-tollgate-cost"],
+        serde_json::json!({ "units": 1, "reported_in": "X-Tasks-Used" })
+    );
+    assert_eq!(op(&doc, "ping").get("x-tollgate-cost"), None);
+}
