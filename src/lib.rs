@@ -26,6 +26,7 @@ pub mod server;
 pub mod stack;
 pub mod state;
 pub mod telemetry;
+pub mod trace;
 
 /// What the fuzz targets (fuzz/) drive that is not public otherwise. Not an
 /// API: it may change in any release.

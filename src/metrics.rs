@@ -99,6 +99,7 @@ pub struct Metrics {
     cache_lookups: Family<CacheLabels, Counter>,
     cache_bytes: Family<PolicyLabels, Gauge>,
     access_log_dropped: Counter,
+    trace_spans_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -124,6 +125,7 @@ impl Metrics {
         let cache_lookups = Family::<CacheLabels, Counter>::default();
         let cache_bytes = Family::<PolicyLabels, Gauge>::default();
         let access_log_dropped = Counter::default();
+        let trace_spans_dropped = Counter::default();
         // Counters get `_total` from the registry.
         registry.register(
             "requests",
@@ -185,6 +187,11 @@ impl Metrics {
             "Access-log lines dropped: the writer was behind (its buffer full) or could not write",
             access_log_dropped.clone(),
         );
+        registry.register(
+            "trace_spans_dropped",
+            "Finished spans dropped: the export queue (tracing.max_queue) was full",
+            trace_spans_dropped.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -199,12 +206,18 @@ impl Metrics {
             cache_lookups,
             cache_bytes,
             access_log_dropped,
+            trace_spans_dropped,
         }
     }
 
     /// The counter the access log's sink counts dropped lines in.
     pub fn access_log_dropped(&self) -> Counter {
         self.access_log_dropped.clone()
+    }
+
+    /// The counter the trace exporter's queue counts dropped spans in.
+    pub fn trace_spans_dropped(&self) -> Counter {
+        self.trace_spans_dropped.clone()
     }
 
     /// The handles of one `cache` policy.

@@ -78,6 +78,10 @@ pub struct Config {
     /// reload keeps the running destination).
     #[serde(default)]
     pub access_log: AccessLogConfig,
+    /// OpenTelemetry traces over OTLP/HTTP (see `crate::trace`). Read at
+    /// start (a reload keeps the running exporter).
+    #[serde(default)]
+    pub tracing: Option<crate::trace::TracingConfig>,
 }
 
 /// Where the access log goes and how its lines look.

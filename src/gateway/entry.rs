@@ -205,6 +205,7 @@ impl Gateway {
         cx.peer_trusted = peer_trusted;
         cx.tls = tls;
         cx.peer_ip_header = Some(peer_ip_header);
+        cx.trace = self.tracing.start(req, &cx);
         cx
     }
 
@@ -359,6 +360,9 @@ fn finish(
         .extensions()
         .get::<RejectedWith>()
         .map(|r| r.code.as_str());
+    let trace_id = cx
+        .as_ref()
+        .and_then(|c| crate::trace::finish(c, response.status().as_u16(), code));
     if let Some(cx) = &cx {
         if !response.headers().contains_key(X_REQUEST_ID) {
             response
@@ -404,7 +408,7 @@ fn finish(
             code,
             would_reject: would_reject.as_deref(),
             would_reject_policy: would_reject_policy.as_deref(),
-            trace_id: None,
+            trace_id: trace_id.as_ref().map(|t| t.as_str()),
         });
     }
     if let Some(cx) = cx {

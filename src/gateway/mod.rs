@@ -59,6 +59,9 @@ pub struct Deps {
     /// The access log's sink (its destination is read at start; a reload
     /// keeps it).
     pub access_log: AccessLog,
+    /// The tracer and its exporter (`tracing:`, read at start; a reload
+    /// keeps it).
+    pub tracing: crate::trace::Tracing,
 }
 
 impl Deps {
@@ -86,8 +89,10 @@ impl Deps {
         };
         let metrics = Arc::<Metrics>::default();
         let access_log = AccessLog::for_config(loaded, metrics.access_log_dropped())?;
+        let tracing = crate::trace::Tracing::for_config(loaded, metrics.trace_spans_dropped())?;
         Ok(Deps {
             access_log,
+            tracing,
             jwks: JwksRegistry::new(client.clone(), clock.clone()),
             clock,
             client,
@@ -174,6 +179,8 @@ pub struct Gateway {
     store: AnyStore,
     /// Where each answered request is logged (the `Deps` sink).
     access_log: AccessLog,
+    /// The request spans' tracer (the `Deps` one).
+    tracing: crate::trace::Tracing,
 }
 
 impl Gateway {
@@ -193,6 +200,7 @@ impl Gateway {
                 metrics: deps.metrics.clone(),
                 store: deps.store.clone(),
                 access_log: deps.access_log.clone(),
+                tracing: deps.tracing.clone(),
             },
         )
     }

@@ -27,4 +27,5 @@ mod schema;
 mod security;
 mod server;
 mod shadow;
+mod tracing;
 mod traffic;

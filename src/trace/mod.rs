@@ -1,0 +1,366 @@
+//! OpenTelemetry traces (`tracing:`; DESIGN §10), with the `opentelemetry`
+//! SDK and its OTLP/HTTP exporter. What one call records:
+//!
+//! ```text
+//!  <METHOD> <operation>   server span, child of a trusted caller's traceparent
+//!  ├─ policy.refused       event: tollgate.policy, tollgate.code
+//!  ├─ policy.would_refuse  event: the same, for a report-only policy
+//!  └─ upstream             client span; the upstream gets its traceparent
+//! ```
+//!
+//! The server span's attributes: `tollgate.api`, `tollgate.operation`,
+//! `tollgate.client`, `tollgate.key_id` (the key's id, never the key),
+//! `http.response.status_code`, `tollgate.code` and the rate-limit decision
+//! (`tollgate.rate_limit.*`). Its trace id goes in the access log.
+//!
+//! Without a `tracing:` section every hook is one `None` test: no span, no
+//! header touched (a `traceparent` passes through as any header). With one,
+//! `traceparent` and `tracestate` are read only from `trusted_callers` and
+//! always replaced by the gateway's own towards the upstream. Spans are
+//! exported in batches from the exporter's own thread (`export.rs`).
+//! `state` store calls get no span of their own.
+
+mod config;
+mod export;
+
+pub use config::TracingConfig;
+
+use http::{HeaderMap, HeaderName, Method};
+use ipnet::IpNet;
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::{
+    Span as _, SpanContext, SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _,
+};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_http::{HeaderExtractor, HeaderInjector};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider, Span};
+use opentelemetry_sdk::Resource;
+use parking_lot::Mutex;
+use prometheus_client::metrics::counter::Counter;
+use std::sync::Arc;
+
+use crate::config::{ConfigError, LoadedConfig};
+use crate::context::{RateLimitDecision, RequestContext};
+use crate::problem::Code;
+
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
+/// The gateway's tracer, or nothing when the config has no `tracing:`.
+/// Cheap to clone; kept by a reload (like the access log's sink).
+#[derive(Clone, Default)]
+pub struct Tracing(Option<Arc<Tracer>>);
+
+struct Tracer {
+    tracer: SdkTracer,
+    provider: SdkTracerProvider,
+    trusted_callers: Vec<IpNet>,
+    propagator: TraceContextPropagator,
+}
+
+/// The server span of one request, in its [`RequestContext`].
+#[derive(Clone)]
+pub struct RequestTrace {
+    span: Arc<Mutex<Recording>>,
+    context: SpanContext,
+    method: Method,
+    tracer: Arc<Tracer>,
+}
+
+impl std::fmt::Debug for RequestTrace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestTrace")
+            .field("context", &self.context)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The server span, and what it will record when it ends.
+struct Recording {
+    span: Span,
+    /// The rate limit closest to exhaustion, kept before the response
+    /// halves take it for the `RateLimit` headers.
+    rate_limit: Option<RateLimitDecision>,
+}
+
+/// The span of one upstream call, ended when its answer's head arrives.
+pub struct UpstreamSpan(Span);
+
+/// A trace id as the access log writes it: 32 lowercase hex digits.
+pub struct TraceIdText([u8; 32]);
+
+// === impl Tracing ===
+
+impl Tracing {
+    /// The tracer of `tracing:`, its mistakes as FILE:LINE:COL errors.
+    pub fn for_config(
+        loaded: &LoadedConfig,
+        dropped: Counter,
+    ) -> Result<Tracing, Vec<ConfigError>> {
+        let Some(config) = &loaded.config.tracing else {
+            return Ok(Tracing::default());
+        };
+        let error = |path: &[String], message: String| {
+            let mut at = vec!["tracing".to_string()];
+            at.extend_from_slice(path);
+            loaded.error_at(&at, message)
+        };
+        let checked = config.check().map_err(|errors| {
+            errors
+                .into_iter()
+                .map(|(path, message)| error(&path, message))
+                .collect::<Vec<_>>()
+        })?;
+        let processor = export::processor(&checked, dropped)
+            .map_err(|message| vec![error(&["endpoint".to_string()], message)])?;
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(processor)
+            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+                checked.sampling_ratio,
+            ))))
+            .with_resource(
+                Resource::builder()
+                    .with_service_name(checked.service_name.clone())
+                    .build(),
+            )
+            .build();
+        Ok(Tracing(Some(Arc::new(Tracer {
+            tracer: provider.tracer("tollgate"),
+            provider,
+            trusted_callers: checked.trusted_callers,
+            propagator: TraceContextPropagator::new(),
+        }))))
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// The server span of a request that just arrived: a child of the
+    /// caller's `traceparent` when the caller is trusted, else the root of
+    /// a new trace. The trace headers are removed either way (the upstream
+    /// gets the gateway's own).
+    pub fn start<B>(
+        &self,
+        req: &mut http::Request<B>,
+        cx: &RequestContext,
+    ) -> Option<RequestTrace> {
+        let tracer = self.0.as_ref()?;
+        let method = req.method().clone();
+        let headers = req.headers_mut();
+        let parent = if crate::address::is_within(&tracer.trusted_callers, cx.peer.ip()) {
+            tracer.propagator.extract(&HeaderExtractor(headers))
+        } else {
+            Context::new()
+        };
+        headers.remove(TRACEPARENT);
+        headers.remove(TRACESTATE);
+        let mut attributes = vec![
+            KeyValue::new("http.request.method", method.as_str().to_owned()),
+            KeyValue::new("client.address", cx.client_ip.to_string()),
+        ];
+        if let Ok(id) = cx.request_id.to_str() {
+            attributes.push(KeyValue::new("tollgate.request_id", id.to_owned()));
+        }
+        let span = tracer
+            .tracer
+            .span_builder(method.as_str().to_owned())
+            .with_kind(SpanKind::Server)
+            .with_attributes(attributes)
+            .start_with_context(&tracer.tracer, &parent);
+        Some(RequestTrace {
+            context: span.span_context().clone(),
+            span: Arc::new(Mutex::new(Recording {
+                span,
+                rate_limit: None,
+            })),
+            method,
+            tracer: tracer.clone(),
+        })
+    }
+
+    /// Exports every span finished so far; returns once the collector
+    /// answered (or the export timed out). Off the caller's thread, so a
+    /// runtime that also serves the collector keeps running.
+    pub async fn flush(&self) {
+        if let Some(tracer) = &self.0 {
+            let provider = tracer.provider.clone();
+            let _ = tokio::task::spawn_blocking(move || provider.force_flush()).await;
+        }
+    }
+}
+
+impl Drop for Tracer {
+    /// The last spans are exported on a thread of their own: a drop on a
+    /// runtime's thread must not wait for the collector.
+    fn drop(&mut self) {
+        let provider = self.provider.clone();
+        let _ = std::thread::Builder::new()
+            .name("tollgate-trace-shutdown".into())
+            .spawn(move || provider.shutdown());
+    }
+}
+
+// === the request's hooks ===
+
+/// A policy refused the request: an event on its span.
+pub fn refused(cx: &RequestContext, policy: &str, code: Code) {
+    event(cx, "policy.refused", policy, code);
+}
+
+/// A report-only policy would have refused it: an event on its span.
+pub fn would_refuse(cx: &RequestContext, policy: &str, code: Code) {
+    event(cx, "policy.would_refuse", policy, code);
+}
+
+fn event(cx: &RequestContext, name: &'static str, policy: &str, code: Code) {
+    let Some(trace) = cx.trace.as_ref().filter(|t| t.context.is_sampled()) else {
+        return;
+    };
+    trace.span.lock().span.add_event(
+        name,
+        vec![
+            KeyValue::new("tollgate.policy", policy.to_owned()),
+            KeyValue::new("tollgate.code", code.as_str()),
+        ],
+    );
+}
+
+/// The pipeline's stages have all decided: the rate-limit decision the
+/// context holds is kept for the span (the response halves take it).
+pub fn keep_rate_limit(cx: &RequestContext) {
+    if let (Some(trace), Some(decision)) = (&cx.trace, &cx.rate_limit) {
+        if trace.context.is_sampled() {
+            trace.span.lock().rate_limit = Some(decision.clone());
+        }
+    }
+}
+
+/// The span of the upstream call about to be sent, a child of the
+/// request's; its `traceparent` (and the caller's `tracestate`, if
+/// trusted) goes into the upstream request's headers.
+pub fn upstream_start(
+    cx: &RequestContext,
+    headers: &mut HeaderMap,
+    method: &Method,
+    uri: &http::Uri,
+) -> Option<UpstreamSpan> {
+    let trace = cx.trace.as_ref()?;
+    let tracer = &trace.tracer;
+    let parent = Context::new().with_remote_span_context(trace.context.clone());
+    let mut attributes = vec![KeyValue::new(
+        "http.request.method",
+        method.as_str().to_owned(),
+    )];
+    if let Some(host) = uri.host() {
+        attributes.push(KeyValue::new("server.address", host.to_owned()));
+    }
+    if let Some(port) = uri.port_u16() {
+        attributes.push(KeyValue::new("server.port", i64::from(port)));
+    }
+    let span = tracer
+        .tracer
+        .span_builder("upstream")
+        .with_kind(SpanKind::Client)
+        .with_attributes(attributes)
+        .start_with_context(&tracer.tracer, &parent);
+    let sent = Context::new().with_remote_span_context(span.span_context().clone());
+    tracer
+        .propagator
+        .inject_context(&sent, &mut HeaderInjector(headers));
+    if headers.get(&TRACESTATE).is_some_and(|v| v.is_empty()) {
+        headers.remove(TRACESTATE);
+    }
+    Some(UpstreamSpan(span))
+}
+
+impl UpstreamSpan {
+    /// The upstream answered with `status`, or failed with `code`.
+    pub fn end(mut self, outcome: Result<u16, Code>) {
+        match outcome {
+            Ok(status) => {
+                self.0.set_attribute(KeyValue::new(
+                    "http.response.status_code",
+                    i64::from(status),
+                ));
+                if status >= 500 {
+                    self.0.set_status(Status::error(""));
+                }
+            }
+            Err(code) => {
+                self.0
+                    .set_attribute(KeyValue::new("tollgate.code", code.as_str()));
+                self.0.set_status(Status::error(code.as_str()));
+            }
+        }
+        self.0.end();
+    }
+}
+
+/// Ends the request's span with what the call came to; the trace id for
+/// the access log.
+pub fn finish(cx: &RequestContext, status: u16, code: Option<&str>) -> Option<TraceIdText> {
+    let trace = cx.trace.as_ref()?;
+    let mut id = TraceIdText([b'0'; 32]);
+    let hex = format!("{}", trace.context.trace_id());
+    if hex.len() == 32 {
+        id.0.copy_from_slice(hex.as_bytes());
+    }
+    if !trace.context.is_sampled() {
+        return Some(id);
+    }
+    let mut recording = trace.span.lock();
+    let Recording { span, rate_limit } = &mut *recording;
+    let mut attributes = Vec::with_capacity(10);
+    attributes.push(KeyValue::new(
+        "http.response.status_code",
+        i64::from(status),
+    ));
+    if let Some(op) = &cx.operation {
+        span.update_name(format!("{} {}", trace.method, op.id));
+        attributes.push(KeyValue::new("tollgate.api", op.api.to_string()));
+        attributes.push(KeyValue::new("tollgate.operation", op.id.to_string()));
+    }
+    if let Some(client) = &cx.client {
+        attributes.push(KeyValue::new("tollgate.client", client.id.to_string()));
+        if let Some(key_id) = &client.key_id {
+            attributes.push(KeyValue::new("tollgate.key_id", key_id.to_string()));
+        }
+    }
+    if let Some(code) = code {
+        attributes.push(KeyValue::new("tollgate.code", code.to_owned()));
+    }
+    if let Some(limit) = rate_limit.as_ref().or(cx.rate_limit.as_ref()) {
+        let decision = if code == Some(Code::RateLimited.as_str()) {
+            "limited"
+        } else {
+            "allowed"
+        };
+        attributes.push(KeyValue::new("tollgate.rate_limit.decision", decision));
+        attributes.push(KeyValue::new(
+            "tollgate.rate_limit.policy",
+            limit.policy.to_string(),
+        ));
+        attributes.push(KeyValue::new(
+            "tollgate.rate_limit.limit",
+            limit.limit as i64,
+        ));
+        attributes.push(KeyValue::new(
+            "tollgate.rate_limit.remaining",
+            limit.remaining as i64,
+        ));
+    }
+    span.set_attributes(attributes);
+    if status >= 500 {
+        span.set_status(Status::error(code.unwrap_or("").to_owned()));
+    }
+    span.end();
+    Some(id)
+}
+
+impl TraceIdText {
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or("")
+    }
+}
