@@ -34,6 +34,7 @@ use crate::problem::{Code, Reject, RejectedWith};
 use crate::proxy::UpstreamUri;
 use crate::routing::normalize_path;
 use crate::state::Store;
+use crate::trace::in_request;
 
 /// Where a request goes when no operation takes it: the route refusal
 /// travels in the extensions to the end of the unrouted stack.
@@ -129,30 +130,34 @@ impl Gateway {
         // 5. The pipeline. Usage is metered per governed call: an MCP
         //    request is not one (each tool call it makes is, and is
         //    metered as its operation).
+        //    Store calls made in it are children of the request's span.
+        let parent = cx.trace.clone();
         let (response, op_metrics, metered) = match target {
             Ok(Target::Operation(index)) => {
                 let op = &self.operations[index];
                 let response = match &op.graphql_endpoint {
-                    Some(endpoint) => endpoint.call(req, cx).await,
-                    None => op.pipeline.run(req, cx).await,
+                    Some(endpoint) => in_request(parent, endpoint.call(req, cx)).await,
+                    None => in_request(parent, op.pipeline.run(req, cx)).await,
                 };
                 (response, &op.metrics, true)
             }
             // Not a call to the workflow: counted in metrics, not in usage.
             Ok(Target::Preflight(index)) => {
                 let op = &self.operations[index];
-                (op.pipeline.run(req, cx).await, &op.metrics, false)
+                let response = in_request(parent, op.pipeline.run(req, cx)).await;
+                (response, &op.metrics, false)
             }
             Ok(Target::Agents(endpoint)) => {
                 cx.operation = Some(endpoint.info.clone());
                 let envelope = crate::agents::mcp::Envelope::new(self.clone(), &req);
                 req.extensions_mut().insert(envelope);
                 req.extensions_mut().insert(cx);
-                (call(&endpoint.service, req).await, &endpoint.metrics, false)
+                let response = in_request(parent, call(&endpoint.service, req)).await;
+                (response, &endpoint.metrics, false)
             }
             Err(reject) => {
                 req.extensions_mut().insert(RouteMiss(reject));
-                let response = self.unrouted.run(req, cx).await;
+                let response = in_request(parent, self.unrouted.run(req, cx)).await;
                 (response, &self.unrouted_metrics, true)
             }
         };

@@ -59,10 +59,13 @@ struct Tracer {
     propagator: TraceContextPropagator,
 }
 
-/// The server span of one request, in its [`RequestContext`].
+/// The server span of one request, in its [`RequestContext`] (one
+/// pointer there, `None` without `tracing:`).
 #[derive(Clone)]
-pub struct RequestTrace {
-    span: Arc<Mutex<Recording>>,
+pub struct RequestTrace(Arc<Shared>);
+
+struct Shared {
+    span: Mutex<Recording>,
     context: SpanContext,
     method: Method,
     tracer: Arc<Tracer>,
@@ -71,7 +74,7 @@ pub struct RequestTrace {
 impl std::fmt::Debug for RequestTrace {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RequestTrace")
-            .field("context", &self.context)
+            .field("context", &self.0.context)
             .finish_non_exhaustive()
     }
 }
@@ -169,15 +172,15 @@ impl Tracing {
             .with_kind(SpanKind::Server)
             .with_attributes(attributes)
             .start_with_context(&tracer.tracer, &parent);
-        Some(RequestTrace {
+        Some(RequestTrace(Arc::new(Shared {
             context: span.span_context().clone(),
-            span: Arc::new(Mutex::new(Recording {
+            span: Mutex::new(Recording {
                 span,
                 rate_limit: None,
-            })),
+            }),
             method,
             tracer: tracer.clone(),
-        })
+        })))
     }
 
     /// Exports every span finished so far; returns once the collector
@@ -215,10 +218,10 @@ pub fn would_refuse(cx: &RequestContext, policy: &str, code: Code) {
 }
 
 fn event(cx: &RequestContext, name: &'static str, policy: &str, code: Code) {
-    let Some(trace) = cx.trace.as_ref().filter(|t| t.context.is_sampled()) else {
+    let Some(trace) = cx.trace.as_ref().filter(|t| t.0.context.is_sampled()) else {
         return;
     };
-    trace.span.lock().span.add_event(
+    trace.0.span.lock().span.add_event(
         name,
         vec![
             KeyValue::new("tollgate.policy", policy.to_owned()),
@@ -231,8 +234,8 @@ fn event(cx: &RequestContext, name: &'static str, policy: &str, code: Code) {
 /// context holds is kept for the span (the response halves take it).
 pub fn keep_rate_limit(cx: &RequestContext) {
     if let (Some(trace), Some(decision)) = (&cx.trace, &cx.rate_limit) {
-        if trace.context.is_sampled() {
-            trace.span.lock().rate_limit = Some(decision.clone());
+        if trace.0.context.is_sampled() {
+            trace.0.span.lock().rate_limit = Some(decision.clone());
         }
     }
 }
@@ -247,8 +250,8 @@ pub fn upstream_start(
     uri: &http::Uri,
 ) -> Option<UpstreamSpan> {
     let trace = cx.trace.as_ref()?;
-    let tracer = &trace.tracer;
-    let parent = Context::new().with_remote_span_context(trace.context.clone());
+    let tracer = &trace.0.tracer;
+    let parent = Context::new().with_remote_span_context(trace.0.context.clone());
     let mut attributes = vec![KeyValue::new(
         "http.request.method",
         method.as_str().to_owned(),
@@ -273,6 +276,50 @@ pub fn upstream_start(
         headers.remove(TRACESTATE);
     }
     Some(UpstreamSpan(span))
+}
+
+tokio::task_local! {
+    /// The span of the request whose pipeline runs in this task: the
+    /// parent of its state-store calls.
+    static STORE_PARENT: RequestTrace;
+}
+
+/// Runs `call` (a request's pipeline) with the request's span as the
+/// parent of the state-store calls made in it. Without a sampled span it
+/// is `call` itself.
+pub async fn in_request<F: std::future::Future>(trace: Option<RequestTrace>, call: F) -> F::Output {
+    match trace {
+        Some(trace) if trace.0.context.is_sampled() => STORE_PARENT.scope(trace, call).await,
+        _ => call.await,
+    }
+}
+
+/// One Redis call, a child span of the request's when it runs in one's
+/// pipeline ([`in_request`]); otherwise (or with tracing off) just `call`.
+pub async fn store_call<T, E, F>(operation: &'static str, call: F) -> Result<T, E>
+where
+    F: std::future::Future<Output = Result<T, E>>,
+{
+    let Ok(mut span) = STORE_PARENT.try_with(|trace| {
+        let parent = Context::new().with_remote_span_context(trace.0.context.clone());
+        let tracer = &trace.0.tracer.tracer;
+        tracer
+            .span_builder(operation)
+            .with_kind(SpanKind::Client)
+            .with_attributes([
+                KeyValue::new("db.system.name", "redis"),
+                KeyValue::new("db.operation.name", operation),
+            ])
+            .start_with_context(tracer, &parent)
+    }) else {
+        return call.await;
+    };
+    let result = call.await;
+    if result.is_err() {
+        span.set_status(Status::error("the store call failed"));
+    }
+    span.end();
+    result
 }
 
 impl UpstreamSpan {
@@ -303,14 +350,14 @@ impl UpstreamSpan {
 pub fn finish(cx: &RequestContext, status: u16, code: Option<&str>) -> Option<TraceIdText> {
     let trace = cx.trace.as_ref()?;
     let mut id = TraceIdText([b'0'; 32]);
-    let hex = format!("{}", trace.context.trace_id());
+    let hex = format!("{}", trace.0.context.trace_id());
     if hex.len() == 32 {
         id.0.copy_from_slice(hex.as_bytes());
     }
-    if !trace.context.is_sampled() {
+    if !trace.0.context.is_sampled() {
         return Some(id);
     }
-    let mut recording = trace.span.lock();
+    let mut recording = trace.0.span.lock();
     let Recording { span, rate_limit } = &mut *recording;
     let mut attributes = Vec::with_capacity(10);
     attributes.push(KeyValue::new(
@@ -318,7 +365,7 @@ pub fn finish(cx: &RequestContext, status: u16, code: Option<&str>) -> Option<Tr
         i64::from(status),
     ));
     if let Some(op) = &cx.operation {
-        span.update_name(format!("{} {}", trace.method, op.id));
+        span.update_name(format!("{} {}", trace.0.method, op.id));
         attributes.push(KeyValue::new("tollgate.api", op.api.to_string()));
         attributes.push(KeyValue::new("tollgate.operation", op.id.to_string()));
     }

@@ -4,6 +4,7 @@
 //! upstream. The gateway's exporter is flushed (`Tracing::flush`) before
 //! the receiver is read, so no test waits on a timer.
 
+use crate::common::redis_server::RedisServer;
 use crate::common::*;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -195,8 +196,13 @@ struct Traced {
 }
 
 async fn traced(up: &Upstream, tracing: &str) -> Traced {
+    traced_with(up, "", tracing).await
+}
+
+/// As [`traced`], with more top-level config (`before`) first.
+async fn traced_with(up: &Upstream, before: &str, tracing: &str) -> Traced {
     let extra = format!(
-        "roles: [reader, admin]\nclients:\n  - id: hr\n    roles: [reader]\n    api_keys: [{{ sha256: {}, id: hr-2027 }}]\n\
+        "{before}roles: [reader, admin]\nclients:\n  - id: hr\n    roles: [reader]\n    api_keys: [{{ sha256: {}, id: hr-2027 }}]\n\
          policies:\n  key: {{ type: auth, methods: [api_key] }}\n  \
          admins: {{ type: roles, allow: [admin], report_only: true }}\n  \
          per-client: {{ type: rate_limit, limit: 100, window: 1m, key: client }}\n\
@@ -484,6 +490,42 @@ async fn a_collector_that_never_answers_neither_slows_nor_fails_requests() {
     let metrics = traced.deps.metrics.render(None);
     let dropped = sample(&metrics, "tollgate_trace_spans_dropped_total").unwrap_or(0.0);
     assert!(dropped >= 18.0, "dropped {dropped}:\n{metrics}");
+}
+
+#[tokio::test]
+async fn a_redis_store_call_is_a_child_span_of_the_request() {
+    let redis = RedisServer::start().await;
+    let receiver = Receiver::start(true).await;
+    let up = Upstream::start().await;
+    let traced = traced_with(
+        &up,
+        &format!("state: {{store: redis, redis_url: \"{}\"}}\n", redis.url()),
+        &format!("  endpoint: {}", receiver.url()),
+    )
+    .await;
+    let got = traced
+        .gateway
+        .get_with("/employees/7", &[("x-api-key", KEY)])
+        .await;
+    assert_eq!(got.status, StatusCode::OK, "{:?}", got.body);
+    traced.deps.tracing.flush().await;
+    let (trace_id, _, _) = upstream_traceparent(&up.last());
+    let server = receiver.span(&trace_id, SERVER);
+    let spans = receiver.spans();
+    let gcra: Vec<_> = spans.iter().filter(|s| s.name == "gcra").collect();
+    assert_eq!(gcra.len(), 1, "{spans:#?}");
+    assert_eq!(gcra[0].kind, CLIENT);
+    assert_eq!(gcra[0].trace_id, trace_id);
+    assert_eq!(gcra[0].parent_span_id, server.span_id);
+    assert_eq!(gcra[0].attributes["db.system.name"], "redis");
+    assert_eq!(
+        attr_of(&server, "tollgate.rate_limit.remaining").as_deref(),
+        Some("99")
+    );
+}
+
+fn attr_of(span: &ReceivedSpan, key: &str) -> Option<String> {
+    span.attributes.get(key).cloned()
 }
 
 #[test]
