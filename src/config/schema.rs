@@ -78,7 +78,7 @@ pub struct Config {
     /// reload keeps the running destination).
     #[serde(default)]
     pub access_log: AccessLogConfig,
-    /// OpenTelemetry traces over OTLP/HTTP (see `crate::trace`). Read at
+    /// OpenTelemetry traces over OTLP/HTTP (README, *Tracing*). Read at
     /// start (a reload keeps the running exporter).
     #[serde(default)]
     pub tracing: Option<crate::trace::TracingConfig>,

@@ -208,13 +208,19 @@ impl Drop for Tracer {
 // === the request's hooks ===
 
 /// A policy refused the request: an event on its span.
+#[inline]
 pub fn refused(cx: &RequestContext, policy: &str, code: Code) {
-    event(cx, "policy.refused", policy, code);
+    if cx.trace.is_some() {
+        event(cx, "policy.refused", policy, code);
+    }
 }
 
 /// A report-only policy would have refused it: an event on its span.
+#[inline]
 pub fn would_refuse(cx: &RequestContext, policy: &str, code: Code) {
-    event(cx, "policy.would_refuse", policy, code);
+    if cx.trace.is_some() {
+        event(cx, "policy.would_refuse", policy, code);
+    }
 }
 
 fn event(cx: &RequestContext, name: &'static str, policy: &str, code: Code) {
@@ -232,6 +238,7 @@ fn event(cx: &RequestContext, name: &'static str, policy: &str, code: Code) {
 
 /// The pipeline's stages have all decided: the rate-limit decision the
 /// context holds is kept for the span (the response halves take it).
+#[inline]
 pub fn keep_rate_limit(cx: &RequestContext) {
     if let (Some(trace), Some(decision)) = (&cx.trace, &cx.rate_limit) {
         if trace.0.context.is_sampled() {
