@@ -196,16 +196,17 @@ struct Traced {
 }
 
 async fn traced(up: &Upstream, tracing: &str) -> Traced {
-    traced_with(up, "", tracing).await
+    traced_with(up, "", 100, tracing).await
 }
 
-/// As [`traced`], with more top-level config (`before`) first.
-async fn traced_with(up: &Upstream, before: &str, tracing: &str) -> Traced {
+/// As [`traced`], with more top-level config (`before`) first and a
+/// per-client rate limit of `limit` calls a minute.
+async fn traced_with(up: &Upstream, before: &str, limit: u32, tracing: &str) -> Traced {
     let extra = format!(
         "{before}roles: [reader, admin]\nclients:\n  - id: hr\n    roles: [reader]\n    api_keys: [{{ sha256: {}, id: hr-2027 }}]\n\
          policies:\n  key: {{ type: auth, methods: [api_key] }}\n  \
          admins: {{ type: roles, allow: [admin], report_only: true }}\n  \
-         per-client: {{ type: rate_limit, limit: 100, window: 1m, key: client }}\n\
+         per-client: {{ type: rate_limit, limit: {limit}, window: 1m, key: client }}\n\
          apply: [key, admins, per-client]\ntracing:\n{tracing}",
         hex::encode(Sha256::digest(KEY.as_bytes()))
     );
@@ -500,6 +501,7 @@ async fn a_redis_store_call_is_a_child_span_of_the_request() {
     let traced = traced_with(
         &up,
         &format!("state: {{store: redis, redis_url: \"{}\"}}\n", redis.url()),
+        100,
         &format!("  endpoint: {}", receiver.url()),
     )
     .await;
@@ -522,6 +524,63 @@ async fn a_redis_store_call_is_a_child_span_of_the_request() {
         attr_of(&server, "tollgate.rate_limit.remaining").as_deref(),
         Some("99")
     );
+}
+
+#[tokio::test]
+async fn a_rate_limited_call_records_the_decision_and_the_refusal() {
+    let receiver = Receiver::start(true).await;
+    let up = Upstream::start().await;
+    let traced = traced_with(&up, "", 1, &format!("  endpoint: {}", receiver.url())).await;
+    let first = traced
+        .gateway
+        .get_with("/employees/1", &[("x-api-key", KEY)])
+        .await;
+    assert_eq!(first.status, StatusCode::OK);
+    let second = traced
+        .gateway
+        .get_with("/employees/2", &[("x-api-key", KEY)])
+        .await;
+    second.assert_problem(429, "rate_limited");
+    traced.deps.tracing.flush().await;
+    let servers: Vec<_> = receiver
+        .spans()
+        .into_iter()
+        .filter(|s| s.kind == SERVER)
+        .collect();
+    assert_eq!(servers.len(), 2, "{servers:#?}");
+    let by_status = |status: &str| {
+        servers
+            .iter()
+            .find(|s| attr_of(s, "http.response.status_code").as_deref() == Some(status))
+            .cloned()
+            .unwrap_or_else(|| panic!("no {status} span: {servers:#?}"))
+    };
+    let (allowed, limited) = (by_status("200"), by_status("429"));
+    assert_eq!(
+        attr_of(&allowed, "tollgate.rate_limit.decision").as_deref(),
+        Some("allowed")
+    );
+    assert_eq!(
+        attr_of(&allowed, "tollgate.rate_limit.remaining").as_deref(),
+        Some("0")
+    );
+    assert_eq!(
+        attr_of(&limited, "tollgate.rate_limit.decision").as_deref(),
+        Some("limited")
+    );
+    assert_eq!(
+        attr_of(&limited, "tollgate.code").as_deref(),
+        Some("rate_limited")
+    );
+    let refusal = limited
+        .events
+        .iter()
+        .find(|(name, _)| name == "policy.refused")
+        .map(|(_, a)| (a["tollgate.policy"].as_str(), a["tollgate.code"].as_str()));
+    assert_eq!(refusal, Some(("per-client", "rate_limited")));
+    // The refused call never reached the upstream: no span for it.
+    let clients = receiver.spans().iter().filter(|s| s.kind == CLIENT).count();
+    assert_eq!(clients, 1);
 }
 
 fn attr_of(span: &ReceivedSpan, key: &str) -> Option<String> {
