@@ -187,6 +187,8 @@ impl Gateway {
     /// Compiles a loaded config. Every mistake found is returned, each with
     /// its file, line and column.
     pub fn compile(loaded: LoadedConfig, deps: &Deps) -> Result<Gateway, Vec<ConfigError>> {
+        // Read at start (`Deps`), but a reload still refuses a bad one.
+        crate::trace::check(&loaded)?;
         Compiler::new(&loaded, deps).run().map(
             |(settings, tls_key, operations, routes, unrouted, agents)| Gateway {
                 settings,

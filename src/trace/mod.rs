@@ -101,22 +101,11 @@ impl Tracing {
         loaded: &LoadedConfig,
         dropped: Counter,
     ) -> Result<Tracing, Vec<ConfigError>> {
-        let Some(config) = &loaded.config.tracing else {
+        let Some(checked) = check(loaded)? else {
             return Ok(Tracing::default());
         };
-        let error = |path: &[String], message: String| {
-            let mut at = vec!["tracing".to_string()];
-            at.extend_from_slice(path);
-            loaded.error_at(&at, message)
-        };
-        let checked = config.check().map_err(|errors| {
-            errors
-                .into_iter()
-                .map(|(path, message)| error(&path, message))
-                .collect::<Vec<_>>()
-        })?;
         let processor = export::processor(&checked, dropped)
-            .map_err(|message| vec![error(&["endpoint".to_string()], message)])?;
+            .map_err(|message| vec![loaded.error_at(&["tracing", "endpoint"], message)])?;
         let provider = SdkTracerProvider::builder()
             .with_span_processor(processor)
             .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
@@ -192,6 +181,24 @@ impl Tracing {
             let _ = tokio::task::spawn_blocking(move || provider.force_flush()).await;
         }
     }
+}
+
+/// The `tracing:` section's checks, as FILE:LINE:COL errors (a reload
+/// runs them too, though it keeps the running tracer).
+pub(crate) fn check(loaded: &LoadedConfig) -> Result<Option<config::Checked>, Vec<ConfigError>> {
+    let Some(config) = &loaded.config.tracing else {
+        return Ok(None);
+    };
+    config.check().map(Some).map_err(|errors| {
+        errors
+            .into_iter()
+            .map(|(path, message)| {
+                let mut at = vec!["tracing".to_string()];
+                at.extend(path);
+                loaded.error_at(&at, message)
+            })
+            .collect()
+    })
 }
 
 impl Drop for Tracer {

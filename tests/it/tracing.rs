@@ -609,3 +609,27 @@ fn tracing_config_mistakes_are_reported_at_their_line() {
         assert!(text.contains(expected), "{expected}\nnot in:\n{text}");
     }
 }
+
+#[test]
+fn a_reload_refuses_a_bad_tracing_section() {
+    let path = Path::new("tollgate-test.yaml");
+    let running = tollgate::config::load_str(path, &simple_config("http://127.0.0.1:9", ""))
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let deps = test_deps(&running, tollgate::clock::SystemClock::shared())
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let reloaded = tollgate::config::load_str(
+        path,
+        &simple_config("http://127.0.0.1:9", "tracing:\n  endpoint: collector:4318"),
+    )
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    let errors: Vec<String> = Gateway::compile(reloaded, &deps)
+        .err()
+        .expect("refused")
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    assert_eq!(
+        errors,
+        ["tollgate-test.yaml:4:3: tracing.endpoint: `collector:4318` is not an http:// or https:// URL"]
+    );
+}
