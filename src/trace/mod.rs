@@ -201,6 +201,22 @@ pub(crate) fn check(loaded: &LoadedConfig) -> Result<Option<config::Checked>, Ve
     })
 }
 
+/// How long the exit waits for the last spans' export.
+const EXIT_EXPORT: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl Tracing {
+    /// Exports what is left and stops the exporter (at exit, after the
+    /// drain), waiting at most 5 s for the collector.
+    pub async fn shutdown(&self) {
+        if let Some(tracer) = &self.0 {
+            let provider = tracer.provider.clone();
+            let _ =
+                tokio::task::spawn_blocking(move || provider.shutdown_with_timeout(EXIT_EXPORT))
+                    .await;
+        }
+    }
+}
+
 impl Drop for Tracer {
     /// The last spans are exported on a thread of their own: a drop on a
     /// runtime's thread must not wait for the collector.
@@ -364,10 +380,8 @@ impl UpstreamSpan {
 pub fn finish(cx: &RequestContext, status: u16, code: Option<&str>) -> Option<TraceIdText> {
     let trace = cx.trace.as_ref()?;
     let mut id = TraceIdText([b'0'; 32]);
-    let hex = format!("{}", trace.0.context.trace_id());
-    if hex.len() == 32 {
-        id.0.copy_from_slice(hex.as_bytes());
-    }
+    // 16 bytes always fill the 32 digits.
+    let _ = hex::encode_to_slice(trace.0.context.trace_id().to_bytes(), &mut id.0);
     if !trace.0.context.is_sampled() {
         return Some(id);
     }
