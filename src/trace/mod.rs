@@ -14,11 +14,11 @@
 //! `http.response.status_code`, `tollgate.code` and the rate-limit decision
 //! (`tollgate.rate_limit.*`). Its trace id goes in the access log.
 //!
-//! Without a `tracing:` section every hook is one `None` test (a Redis call:
-//! one task-local look-up): no span, no
-//! header touched (a `traceparent` passes through as any header). With one,
-//! `traceparent` and `tracestate` are read only from `trusted_callers` and
-//! always replaced by the gateway's own towards the upstream. Spans are
+//! Without a `tracing:` section every hook is one `None` test (a Redis
+//! call: one task-local look-up): no span, no header touched (a
+//! `traceparent` passes through as any header). With one, `traceparent` and
+//! `tracestate` are read only from `trusted_callers` and always replaced by
+//! the gateway's own towards the upstream. Spans are
 //! exported in batches from the exporter's own thread (`export.rs`). A
 //! Redis call finds its parent in a task-local set around the request's
 //! pipeline ([`in_request`]); the memory store makes no span.
