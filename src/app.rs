@@ -123,8 +123,11 @@ pub async fn serve(path: PathBuf, gateway: Gateway, deps: Deps) -> Result<(), St
     spawn_reload_on_sighup(running.reloader.clone());
     let access_log = running.reloader.deps().access_log.clone();
     crate::access_log::reopen_on_sigusr1(access_log.clone());
+    let tracing = running.reloader.deps().tracing.clone();
     shutdown_signal().await;
     running.shutdown().await;
+    // The drained requests' spans are exported too (within a bound).
+    tracing.shutdown().await;
     // The drained requests' lines are written before the process exits.
     if !access_log.flush(crate::access_log::EXIT_FLUSH) {
         tracing::warn!("the access log could not be written out before exit");

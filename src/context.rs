@@ -94,6 +94,8 @@ pub struct RequestContext {
     pub would_reject: Vec<(Arc<str>, Code)>,
     /// Time spent waiting for the upstream's response head.
     pub upstream_duration: Option<std::time::Duration>,
+    /// The request's server span, when `tracing:` is on.
+    pub trace: Option<crate::trace::RequestTrace>,
 }
 
 impl RequestContext {
@@ -110,6 +112,7 @@ impl RequestContext {
             would_reject: Vec::new(),
             upstream_duration: None,
             peer_ip_header: None,
+            trace: None,
         }
     }
 

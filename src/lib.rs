@@ -31,6 +31,7 @@ pub mod server;
 pub mod stack;
 pub mod state;
 pub mod telemetry;
+pub mod trace;
 pub mod usage_series;
 
 /// What the fuzz targets (fuzz/) drive that is not public otherwise. Not an

@@ -112,6 +112,7 @@ pub struct Metrics {
     cost_header_invalid: Family<OperationLabels, Counter>,
     /// Usage over time, for the status page's charts.
     series: crate::usage_series::UsageSeries,
+    trace_spans_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -140,6 +141,7 @@ impl Metrics {
         let call_log_dropped = Counter::default();
         let task_units = Family::<UnitLabels, Counter>::default();
         let cost_header_invalid = Family::<OperationLabels, Counter>::default();
+        let trace_spans_dropped = Counter::default();
         // Counters get `_total` from the registry.
         registry.register(
             "requests",
@@ -216,6 +218,11 @@ impl Metrics {
             "Upstream answers whose cost header was not a whole number of units (the declared cost was charged)",
             cost_header_invalid.clone(),
         );
+        registry.register(
+            "trace_spans_dropped",
+            "Finished spans dropped: the export queue (tracing.max_queue) was full",
+            trace_spans_dropped.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -234,6 +241,7 @@ impl Metrics {
             task_units,
             cost_header_invalid,
             series: Default::default(),
+            trace_spans_dropped,
         }
     }
 
@@ -254,6 +262,11 @@ impl Metrics {
     /// The counter the call log counts dropped entries in.
     pub fn call_log_dropped(&self) -> Counter {
         self.call_log_dropped.clone()
+    }
+
+    /// The counter the trace exporter's queue counts dropped spans in.
+    pub fn trace_spans_dropped(&self) -> Counter {
+        self.trace_spans_dropped.clone()
     }
 
     /// The handles of one `cache` policy.

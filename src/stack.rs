@@ -132,9 +132,11 @@ pub async fn run_chain(
                     code = reject.code.as_str(),
                     "report-only policy would reject"
                 );
+                crate::trace::would_refuse(&cx, &stage.meta.name, reject.code);
                 cx.would_reject.push((stage.meta.name.clone(), reject.code));
             }
             Err(Stop::Refuse(reject)) => {
+                crate::trace::refused(&cx, &stage.meta.name, reject.code);
                 answer = Some(
                     reject
                         .by_policy(&stage.meta.name)
@@ -176,6 +178,7 @@ pub async fn run_chain(
             response
         }
     };
+    crate::trace::keep_rate_limit(&cx);
     for (stage, saved) in passed.into_iter().rev() {
         stage.step.after(&mut response, &mut cx, saved).await;
     }

@@ -83,6 +83,10 @@ pub struct Config {
     /// The call log's bounds (`record:` of an API or operation writes to it).
     #[serde(default)]
     pub call_log: crate::call_log::config::CallLogConfig,
+    /// OpenTelemetry traces over OTLP/HTTP (README, *Tracing*). Read at
+    /// start (a reload keeps the running exporter).
+    #[serde(default)]
+    pub tracing: Option<crate::trace::TracingConfig>,
 }
 
 /// Where the access log goes and how its lines look.

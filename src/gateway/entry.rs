@@ -34,6 +34,7 @@ use crate::problem::{Code, Reject, RejectedWith};
 use crate::proxy::UpstreamUri;
 use crate::routing::normalize_path;
 use crate::state::Store;
+use crate::trace::in_request;
 
 /// Where a request goes when no operation takes it: the route refusal
 /// travels in the extensions to the end of the unrouted stack.
@@ -145,12 +146,14 @@ impl Gateway {
         // 5. The pipeline. Usage is metered per governed call: an MCP
         //    request is not one (each tool call it makes is, and is
         //    metered as its operation).
+        //    Store calls made in it are children of the request's span.
+        let parent = cx.trace.clone();
         let (response, op_metrics, metered) = match target {
             Ok(Target::Operation(index)) => {
                 let op = &self.operations[index];
                 let response = match &op.graphql_endpoint {
-                    Some(endpoint) => endpoint.call(req, cx).await,
-                    None => op.pipeline.run(req, cx).await,
+                    Some(endpoint) => in_request(parent, endpoint.call(req, cx)).await,
+                    None => in_request(parent, op.pipeline.run(req, cx)).await,
                 };
                 (response, &op.metrics, true)
             }
@@ -162,7 +165,8 @@ impl Gateway {
             // Not a call to the workflow: counted in metrics, not in usage.
             Ok(Target::Preflight(index)) => {
                 let op = &self.operations[index];
-                (op.pipeline.run(req, cx).await, &op.metrics, false)
+                let response = in_request(parent, op.pipeline.run(req, cx)).await;
+                (response, &op.metrics, false)
             }
             Ok(Target::Agents(endpoint)) => {
                 cx.operation = Some(endpoint.info.clone());
@@ -170,7 +174,8 @@ impl Gateway {
                 let envelope = crate::agents::mcp::Envelope::new(handle, &req);
                 req.extensions_mut().insert(envelope);
                 req.extensions_mut().insert(cx);
-                (call(&endpoint.service, req).await, &endpoint.metrics, false)
+                let response = in_request(parent, call(&endpoint.service, req)).await;
+                (response, &endpoint.metrics, false)
             }
             Ok(Target::ResourceMetadata(endpoint)) => {
                 let response = endpoint.metadata(&req, cx);
@@ -178,7 +183,7 @@ impl Gateway {
             }
             Err(reject) => {
                 req.extensions_mut().insert(RouteMiss(reject));
-                let response = self.unrouted.run(req, cx).await;
+                let response = in_request(parent, self.unrouted.run(req, cx)).await;
                 (response, &self.unrouted_metrics, true)
             }
         };
@@ -232,6 +237,7 @@ impl Gateway {
         cx.peer_trusted = peer_trusted;
         cx.tls = tls;
         cx.peer_ip_header = Some(peer_ip_header);
+        cx.trace = self.tracing.start(req, &cx);
         cx
     }
 
@@ -430,6 +436,9 @@ fn finish(
         .extensions()
         .get::<RejectedWith>()
         .map(|r| r.code.as_str());
+    let trace_id = cx
+        .as_ref()
+        .and_then(|c| crate::trace::finish(c, response.status().as_u16(), code));
     if let Some(cx) = &cx {
         if !response.headers().contains_key(X_REQUEST_ID) {
             response
@@ -475,7 +484,7 @@ fn finish(
             code,
             would_reject: would_reject.as_deref(),
             would_reject_policy: would_reject_policy.as_deref(),
-            trace_id: None,
+            trace_id: trace_id.as_ref().map(|t| t.as_str()),
         });
     }
     if let Some(cx) = cx {

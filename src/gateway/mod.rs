@@ -63,6 +63,9 @@ pub struct Deps {
     pub access_log: AccessLog,
     /// The call log's queue and writer (its bounds are read at start).
     pub call_log: crate::call_log::CallLog,
+    /// The tracer and its exporter (`tracing:`, read at start; a reload
+    /// keeps it).
+    pub tracing: crate::trace::Tracing,
 }
 
 impl Deps {
@@ -96,9 +99,11 @@ impl Deps {
             clock.clone(),
             metrics.call_log_dropped(),
         );
+        let tracing = crate::trace::Tracing::for_config(loaded, metrics.trace_spans_dropped())?;
         Ok(Deps {
             access_log,
             call_log,
+            tracing,
             jwks: JwksRegistry::new(client.clone(), clock.clone()),
             clock,
             client,
@@ -191,6 +196,8 @@ pub struct Gateway {
     calls: crate::call_log::Recorder,
     /// The `Deps` clock: when a call is counted in the usage series.
     clock: crate::clock::SharedClock,
+    /// The request spans' tracer (the `Deps` one).
+    tracing: crate::trace::Tracing,
 }
 
 impl Gateway {
@@ -201,14 +208,18 @@ impl Gateway {
         let ops = compiled.iter().flat_map(|c| c.2.iter());
         let ops = ops.map(|op| (&*op.info.api, &*op.info.id));
         let calls = crate::call_log::Recorder::compile(&loaded, ops, &deps.call_log);
+        // Read at start (`Deps`), but a reload still refuses a bad one.
+        let traced = crate::trace::check(&loaded);
         let ((settings, tls_key, operations, routes, unrouted, agents), calls) =
-            match (compiled, calls) {
-                (Ok(compiled), Ok(calls)) => (compiled, calls),
-                (Err(mut errors), Err(more)) => {
-                    errors.extend(more);
+            match (compiled, calls, traced) {
+                (Ok(compiled), Ok(calls), Ok(_)) => (compiled, calls),
+                (compiled, calls, traced) => {
+                    let mut errors = Vec::new();
+                    errors.extend(compiled.err().into_iter().flatten());
+                    errors.extend(calls.err().into_iter().flatten());
+                    errors.extend(traced.err().into_iter().flatten());
                     return Err(errors);
                 }
-                (Err(errors), _) | (_, Err(errors)) => return Err(errors),
             };
         Ok(Gateway {
             settings,
@@ -224,6 +235,7 @@ impl Gateway {
             access_log: deps.access_log.clone(),
             calls,
             clock: deps.clock.clone(),
+            tracing: deps.tracing.clone(),
         })
     }
 

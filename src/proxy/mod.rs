@@ -366,6 +366,7 @@ async fn forward(
     // The upstream connection is HTTP/1.1 or negotiated by ALPN, whatever
     // the caller spoke.
     parts.version = http::Version::HTTP_11;
+    let span = crate::trace::upstream_start(&cx, &mut parts.headers, &parts.method, &parts.uri);
 
     let started = crate::clock::monotonic();
     let outcome = tokio::time::timeout(
@@ -374,8 +375,11 @@ async fn forward(
     )
     .await;
     cx.upstream_duration = Some(started.elapsed());
-    match outcome {
+    let reject = match outcome {
         Ok(Ok(response)) => {
+            if let Some(span) = span {
+                span.end(Ok(response.status().as_u16()));
+            }
             let (mut head, incoming) = response.into_parts();
             strip_hop_by_hop(&mut head.headers);
             head.headers.insert(X_REQUEST_ID, cx.request_id.clone());
@@ -388,14 +392,15 @@ async fn forward(
             // An upstream that stops sending mid-body would hold the caller
             // for ever: after `timeout` of silence the body fails, and the
             // caller's connection is aborted (never a clean, short end).
-            Response::from_parts(head, body::boxed(IdleTimeout::new(incoming, timeout)))
+            return Response::from_parts(head, body::boxed(IdleTimeout::new(incoming, timeout)));
         }
-        Ok(Err(err)) => respond_with(failure(&err, &cx), cx),
-        Err(_) => respond_with(
-            Reject::new(Code::UpstreamTimeout, "the upstream did not answer in time"),
-            cx,
-        ),
+        Ok(Err(err)) => failure(&err, &cx),
+        Err(_) => Reject::new(Code::UpstreamTimeout, "the upstream did not answer in time"),
+    };
+    if let Some(span) = span {
+        span.end(Err(reject.code));
     }
+    respond_with(reject, cx)
 }
 
 /// What the caller is told when a call could not be forwarded: whose fault

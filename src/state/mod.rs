@@ -36,6 +36,7 @@ use std::sync::Arc;
 use crate::clock::Nanos;
 use crate::config::schema::OnStoreError;
 use crate::problem::{Code, Reject};
+use crate::trace;
 
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
@@ -463,7 +464,7 @@ impl Store for AnyStore {
     ) -> Result<RateDecision, StoreError> {
         match self {
             AnyStore::Memory(m) => m.gcra(key, rule, now, commit).await,
-            AnyStore::Redis(r) => r.gcra(key, rule, now, commit).await,
+            AnyStore::Redis(r) => trace::store_call("gcra", r.gcra(key, rule, now, commit)).await,
         }
     }
 
@@ -476,7 +477,9 @@ impl Store for AnyStore {
     ) -> Result<QuotaDecision, StoreError> {
         match self {
             AnyStore::Memory(m) => m.quota_take(key, limit, period_end, now).await,
-            AnyStore::Redis(r) => r.quota_take(key, limit, period_end, now).await,
+            AnyStore::Redis(r) => {
+                trace::store_call("quota_take", r.quota_take(key, limit, period_end, now)).await
+            }
         }
     }
 
@@ -488,7 +491,9 @@ impl Store for AnyStore {
     ) -> Result<(), StoreError> {
         match self {
             AnyStore::Memory(m) => m.quota_refund(key, period_end, now).await,
-            AnyStore::Redis(r) => r.quota_refund(key, period_end, now).await,
+            AnyStore::Redis(r) => {
+                trace::store_call("quota_refund", r.quota_refund(key, period_end, now)).await
+            }
         }
     }
 
@@ -522,21 +527,21 @@ impl Store for AnyStore {
     async fn hit(&self, key: &str, window: Nanos, now: Nanos) -> Result<u64, StoreError> {
         match self {
             AnyStore::Memory(m) => m.hit(key, window, now).await,
-            AnyStore::Redis(r) => r.hit(key, window, now).await,
+            AnyStore::Redis(r) => trace::store_call("hit", r.hit(key, window, now)).await,
         }
     }
 
     async fn ban_get(&self, key: &str, now: Nanos) -> Result<Option<Ban>, StoreError> {
         match self {
             AnyStore::Memory(m) => m.ban_get(key, now).await,
-            AnyStore::Redis(r) => r.ban_get(key, now).await,
+            AnyStore::Redis(r) => trace::store_call("ban_get", r.ban_get(key, now)).await,
         }
     }
 
     async fn ban_set(&self, key: &str, ban: Ban, now: Nanos) -> Result<(), StoreError> {
         match self {
             AnyStore::Memory(m) => m.ban_set(key, ban, now).await,
-            AnyStore::Redis(r) => r.ban_set(key, ban, now).await,
+            AnyStore::Redis(r) => trace::store_call("ban_set", r.ban_set(key, ban, now)).await,
         }
     }
 

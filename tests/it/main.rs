@@ -33,6 +33,7 @@ mod resources;
 mod security;
 mod server;
 mod shadow;
+mod tracing;
 mod traffic;
 mod units;
 mod usage_charts;
