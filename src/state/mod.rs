@@ -61,6 +61,7 @@ pub struct GcraRule {
 }
 
 impl GcraRule {
+    /// The rule for `limit` calls per `window` with a bucket of `burst` (each at least 1).
     pub fn new(limit: u64, window: Nanos, burst: u64) -> GcraRule {
         let interval = (window / limit.max(1)).max(1);
         GcraRule {
@@ -73,6 +74,7 @@ impl GcraRule {
 /// What a GCRA call decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateDecision {
+    /// Whether the call passes (and took a token).
     pub allowed: bool,
     /// Calls that would still pass right now, after this one.
     pub remaining: u64,
@@ -85,15 +87,18 @@ pub struct RateDecision {
 /// What a quota take decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QuotaDecision {
+    /// Whether the call passes (and took a unit).
     pub allowed: bool,
     /// Calls counted in this period, this one included when allowed.
     pub used: u64,
+    /// Units left in this period after this call.
     pub remaining: u64,
 }
 
 /// An active ban.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ban {
+    /// Why the key was banned, as the admin API shows it (e.g. the watched answers and the client).
     pub reason: String,
     /// When the ban lifts (nanos since the epoch).
     pub until: Nanos,
@@ -303,7 +308,9 @@ pub trait Store: Send + Sync + 'static {
 /// the store never looks inside).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallRecord {
+    /// What the entry is filtered and evicted by.
     pub summary: CallSummary,
+    /// The entry as JSON, opaque to the store.
     pub entry: String,
 }
 
@@ -318,7 +325,9 @@ pub struct CallSummary {
     pub expires: Nanos,
     /// The client id; empty when anonymous.
     pub client: String,
+    /// The operation id that answered.
     pub operation: String,
+    /// The HTTP status the caller got.
     pub status: u16,
 }
 
@@ -332,6 +341,7 @@ impl CallSummary {
 /// How much the call log holds at most.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CallLogBounds {
+    /// Entries in all, at most (the oldest go first).
     pub max_entries: u64,
     /// Entries' bytes (`CallSummary::weight`) in all.
     pub max_bytes: u64,
@@ -342,8 +352,11 @@ pub struct CallLogBounds {
 /// Which entries a call-log page shows.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CallFilter {
+    /// Only this client's calls (`""`: anonymous ones).
     pub client: Option<String>,
+    /// Only calls to this operation id.
     pub operation: Option<String>,
+    /// Only calls answered with this status or status class.
     pub status: Option<StatusFilter>,
     /// Only calls answered at or after this time.
     pub since: Option<Nanos>,
@@ -356,6 +369,7 @@ pub struct CallFilter {
 /// `status=404` or `status=4xx`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StatusFilter {
+    /// Exactly this status, e.g. `404`.
     Exact(u16),
     /// The hundreds digit: `4` for `4xx`.
     Class(u16),
@@ -392,13 +406,16 @@ pub struct CallPage {
 /// through its owner, so one owner can never reach (or evict) another's.
 #[derive(Debug, Clone, Copy)]
 pub struct SessionKey<'a> {
+    /// Who the session belongs to (a client id, or an address when anonymous).
     pub owner: &'a str,
+    /// The session id the client was given.
     pub id: &'a str,
 }
 
 /// One subject's usage counters, as `usage_list` reports them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageEntry {
+    /// Whose counters these are (a client id).
     pub subject: String,
     /// `(field, count)`, sorted by field.
     pub counts: Vec<(String, u64)>,
@@ -408,11 +425,14 @@ pub struct UsageEntry {
 /// memory path is a direct call, with no boxed futures. Cloning shares it.
 #[derive(Debug, Clone)]
 pub enum AnyStore {
+    /// The in-process store (`store: memory`).
     Memory(Arc<MemoryStore>),
+    /// Redis, one node, Cluster or Sentinel (`store: redis`).
     Redis(Arc<RedisStore>),
 }
 
 impl AnyStore {
+    /// A fresh, empty in-process store (`store: memory`, and unit tests).
     pub fn memory() -> AnyStore {
         AnyStore::Memory(Arc::new(MemoryStore::new()))
     }
@@ -686,6 +706,7 @@ impl StoreErrorMode {
     /// Fail-open outages log at most this often per policy.
     const LOG_EVERY: Nanos = 10 * SECOND;
 
+    /// How store failures are answered for `state.on_store_error: mode`.
     pub fn new(mode: OnStoreError) -> StoreErrorMode {
         StoreErrorMode {
             mode,
