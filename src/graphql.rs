@@ -86,7 +86,7 @@ pub struct Member {
     pub selector: GraphqlSelector,
     /// The operation's API and id.
     pub info: Arc<OperationInfo>,
-    /// The operation's stages and proxy, which a document selecting only its field is answered by.
+    /// The operation's stages and proxy.
     pub pipeline: Pipeline,
 }
 

@@ -483,7 +483,7 @@ pub struct Outcome<'a> {
     pub client: Option<&'a Arc<str>>,
     /// The status the caller got.
     pub status: u16,
-    /// The time from the request's arrival to the response head.
+    /// How long the gateway took to answer, from the request's arrival.
     pub duration: Duration,
     /// The time spent waiting for the upstream's response head, when forwarded.
     pub upstream: Option<Duration>,

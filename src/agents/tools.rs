@@ -111,7 +111,7 @@ pub struct ToolAnswer {
     pub media_type: Option<String>,
     /// The answer's `X-Request-Id`, for the caller to quote.
     pub request_id: Option<String>,
-    /// The answer's `Retry-After`, when it was refused for a while.
+    /// The answer's `Retry-After`, when it has one.
     pub retry_after: Option<String>,
 }
 

@@ -232,7 +232,8 @@ fn nested(a: &str, b: &str) -> bool {
             && matches!(long.as_bytes().get(short.len()), None | Some(b'.' | b'[')))
 }
 
-/// Reads, parses and validates `path` and its includes: the config, or every mistake in it.
+/// Reads and checks the config file at `path` and its includes: the config, or every
+/// mistake found.
 pub fn load_file(path: &Path) -> Result<LoadedConfig, Vec<ConfigError>> {
     read_file(path).into_result()
 }

@@ -98,8 +98,8 @@ pub struct PolicyMeta {
 pub struct CompiledPolicy {
     /// Who the policy is (name, kind, report-only), shared by its stages.
     pub meta: Arc<PolicyMeta>,
-    /// The policy's steps, each in the phase it runs in; an operation's pipeline sorts them by
-    /// phase.
+    /// The policy's steps, each in the phase it runs in; an operation's pipeline runs them in
+    /// phase order.
     pub stages: Vec<Stage>,
 }
 
@@ -272,7 +272,7 @@ pub fn compile(def: &PolicyDef, name: &str, cx: &mut CompileCx<'_>) -> Option<Co
 pub struct RequestHead<'a> {
     /// The request's method.
     pub method: &'a Method,
-    /// The request's URI, as the gateway sees it (override headers removed).
+    /// The request's URI (its path and query).
     pub uri: &'a Uri,
     /// The request's headers, editable (e.g. to remove a credential before forwarding).
     pub headers: &'a mut HeaderMap,

@@ -91,7 +91,7 @@ pub struct QuotaDecision {
     pub allowed: bool,
     /// Calls counted in this period, this one included when allowed.
     pub used: u64,
-    /// Units left in this period after this call.
+    /// Calls (or units) left in this period after this one.
     pub remaining: u64,
 }
 
