@@ -52,6 +52,7 @@ pub struct Running {
     pub addr: SocketAddr,
     /// The admin listener's address, when `admin.listen` is set.
     pub admin_addr: Option<SocketAddr>,
+    /// Reloads the config into the running gateway (what SIGHUP and `POST /admin/reload` call).
     pub reloader: Arc<Reloader>,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -233,11 +234,15 @@ async fn shutdown_signal() {
 /// A new API key: the secret (shown once), a non-secret id, and the SHA-256
 /// the config stores instead of the key.
 pub struct NewKey {
+    /// The secret key, shown once and never stored.
     pub key: String,
+    /// A short non-secret id for the key (`api_keys[].id`).
     pub id: String,
+    /// Hex of the key's SHA-256, for `api_keys[].sha256`.
     pub sha256: String,
 }
 
+/// A new random key with its id and hash (`tollgate key`); `Err` if the OS gave no randomness.
 pub fn new_key() -> Result<NewKey, String> {
     let mut secret = [0u8; 24];
     let mut id = [0u8; 4];

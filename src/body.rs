@@ -35,6 +35,7 @@ impl std::error::Error for BodyError {
 }
 
 impl BodyError {
+    /// Wraps the error a body failed with.
     pub fn new(err: impl Into<BoxError>) -> Self {
         BodyError(err.into())
     }
@@ -43,12 +44,14 @@ impl BodyError {
 /// Request and response bodies inside the gateway: streamed, type-erased once.
 pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, BodyError>;
 
+/// A body with no bytes.
 pub fn empty() -> Body {
     Empty::<Bytes>::new()
         .map_err(|never| match never {})
         .boxed_unsync()
 }
 
+/// A body of `bytes`, in one frame.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into())
         .map_err(|never| match never {})
@@ -69,6 +72,7 @@ where
 #[derive(Debug, thiserror::Error)]
 #[error("request body is larger than {limit} bytes")]
 pub struct BodyTooLarge {
+    /// The limit passed, in bytes (`limits.max_body`).
     pub limit: u64,
 }
 
@@ -84,6 +88,7 @@ pin_project_lite::pin_project! {
 }
 
 impl<B> LimitedBody<B> {
+    /// Wraps `inner`, failing it with [`BodyTooLarge`] past `limit` bytes.
     pub fn new(inner: B, limit: u64) -> Self {
         LimitedBody {
             inner,
@@ -157,6 +162,7 @@ pin_project_lite::pin_project! {
 }
 
 impl<B> IdleTimeout<B> {
+    /// Wraps `inner`, failing it once a wait for its next frame lasts `timeout`.
     pub fn new(inner: B, timeout: Duration) -> Self {
         IdleTimeout {
             inner,
@@ -221,7 +227,9 @@ where
 #[derive(Debug, thiserror::Error)]
 #[error("the body arrived too slowly: {received} bytes in {waited:?}")]
 pub struct BodyTooSlow {
+    /// Bytes received before the deadline passed.
     pub received: u64,
+    /// Time spent waiting for them.
     pub waited: Duration,
 }
 

@@ -85,8 +85,11 @@ fn compares_numbers(schema: &serde_json::Value) -> bool {
 /// An operation's compiled body schemas.
 #[derive(Clone)]
 pub struct SchemaValidation {
+    /// The compiled `request_schema`, when the operation has one.
     pub request: Option<JsonSchema>,
+    /// The compiled `response_schema`, when the operation has one.
     pub response: Option<JsonSchema>,
+    /// What a response that breaks `response` gets (`response_validation`).
     pub response_mode: ResponseValidation,
     /// `limits.max_body`: the most of a response that is buffered.
     pub max_body: u64,

@@ -25,10 +25,14 @@ pub fn wall() -> SystemTime {
     SystemTime::now()
 }
 
+/// A source of the current time, injected into limiters, quotas, bans and sessions so tests
+/// can move time exactly.
 pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
+    /// Nanoseconds since the Unix epoch.
     fn now(&self) -> Nanos;
 }
 
+/// The clock as shared by the gateway and its policies.
 pub type SharedClock = Arc<dyn Clock>;
 
 /// The real clock: the wall time read once at start, advanced by a
@@ -40,6 +44,7 @@ pub struct SystemClock {
 }
 
 impl SystemClock {
+    /// A clock starting at the wall time now.
     #[allow(clippy::disallowed_methods)]
     pub fn new() -> Self {
         let wall = SystemTime::now()
@@ -51,6 +56,7 @@ impl SystemClock {
         }
     }
 
+    /// A new system clock, shared.
     pub fn shared() -> SharedClock {
         Arc::new(SystemClock::new())
     }
@@ -73,14 +79,17 @@ impl Clock for SystemClock {
 pub struct ManualClock(AtomicU64);
 
 impl ManualClock {
+    /// A clock reading `start` until moved.
     pub fn new(start: Nanos) -> Arc<Self> {
         Arc::new(ManualClock(AtomicU64::new(start)))
     }
 
+    /// Moves the clock forward by `by`.
     pub fn advance(&self, by: Duration) {
         self.0.fetch_add(by.as_nanos() as u64, Ordering::SeqCst);
     }
 
+    /// Sets the clock to `to` (forward or back).
     pub fn set(&self, to: Nanos) {
         self.0.store(to, Ordering::SeqCst);
     }

@@ -16,16 +16,20 @@ use crate::problem::Code;
 pub struct RoleSet(pub u64);
 
 impl RoleSet {
+    /// No role.
     pub const EMPTY: RoleSet = RoleSet(0);
 
+    /// This set plus the role of bit `bit` (see [`crate::policy::RoleTable`]).
     pub fn with(self, bit: u8) -> RoleSet {
         RoleSet(self.0 | (1u64 << bit))
     }
 
+    /// Whether the two sets share a role.
     pub fn intersects(self, other: RoleSet) -> bool {
         self.0 & other.0 != 0
     }
 
+    /// Whether the set holds no role.
     pub fn is_empty(self) -> bool {
         self.0 == 0
     }
@@ -34,7 +38,9 @@ impl RoleSet {
 /// The caller, once a credential proved who it is.
 #[derive(Debug, Clone)]
 pub struct Client {
+    /// The client id: `clients[].id`, or a JWT's `sub`.
     pub id: Arc<str>,
+    /// The roles the client holds.
     pub roles: RoleSet,
     /// The non-secret id of the key used, when a key has one (for logs).
     pub key_id: Option<Arc<str>>,
@@ -43,7 +49,9 @@ pub struct Client {
 /// Which API and operation the request was routed to.
 #[derive(Debug)]
 pub struct OperationInfo {
+    /// The API's `name`.
     pub api: Arc<str>,
+    /// The operation's `id`.
     pub id: Arc<str>,
     /// The operation id as a header value, for `X-Tollgate-Operation`.
     pub header_value: HeaderValue,
@@ -62,7 +70,9 @@ pub struct RateLimitDecision {
     pub quoted_name: Arc<str>,
     /// The whole `RateLimit-Policy` value, which never changes per call.
     pub policy_header: HeaderValue,
+    /// The limit, in calls per window (or units per period, for a quota).
     pub limit: u64,
+    /// Calls that would still pass now.
     pub remaining: u64,
     /// Seconds until the quota is whole again.
     pub reset_secs: u64,
@@ -70,8 +80,11 @@ pub struct RateLimitDecision {
     pub window_secs: u64,
 }
 
+/// The per-request record (see the module doc): who is calling, where the request was routed,
+/// what the limits decided.
 #[derive(Debug, Clone)]
 pub struct RequestContext {
+    /// The request id (`X-Request-Id`): a trusted proxy's, when valid, else a new one.
     pub request_id: HeaderValue,
     /// See [`RequestContext::peer_ip_header`].
     pub peer_ip_header: Option<HeaderValue>,
@@ -99,6 +112,7 @@ pub struct RequestContext {
 }
 
 impl RequestContext {
+    /// A context for a request just arrived; everything else is filled in along the way.
     pub fn new(request_id: HeaderValue, peer: SocketAddr, client_ip: IpAddr) -> Self {
         RequestContext {
             request_id,
@@ -125,6 +139,7 @@ impl RequestContext {
         }
     }
 
+    /// The caller's roles; empty when anonymous.
     pub fn roles(&self) -> RoleSet {
         self.client.as_ref().map(|c| c.roles).unwrap_or_default()
     }
@@ -142,18 +157,20 @@ impl RequestContext {
     }
 }
 
-/// A new request id: 32 hex digits of a per-thread random stream, seeded
-/// from the OS once per thread. Unique, not a secret.
 /// What the server knows of a connection: made once when it is accepted,
 /// shared by every request it carries.
 #[derive(Debug, Clone)]
 pub struct Connection {
+    /// The TCP peer.
     pub peer: SocketAddr,
+    /// Whether the connection is TLS.
     pub tls: bool,
+    /// The peer's address as a header value, formatted once per connection.
     pub peer_ip_header: HeaderValue,
 }
 
 impl Connection {
+    /// The record of a connection just accepted from `peer`.
     pub fn new(peer: SocketAddr, tls: bool) -> Self {
         Connection {
             peer,
@@ -168,6 +185,8 @@ fn ip_header(ip: IpAddr) -> HeaderValue {
     HeaderValue::try_from(ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
+/// A new request id: 32 hex digits of a per-thread random stream, seeded
+/// from the OS once per thread. Unique, not a secret.
 pub fn new_request_id() -> HeaderValue {
     use std::cell::Cell;
     thread_local! {

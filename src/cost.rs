@@ -73,6 +73,8 @@ pub fn parse_header_name(name: &str) -> Result<HeaderName, String> {
 // === impl TaskCost ===
 
 impl TaskCost {
+    /// The cost of an operation: `declared` units a call, unless the upstream reports otherwise
+    /// in `header`; unreadable reports are counted in `invalid`.
     pub fn new(declared: u64, header: Option<HeaderName>, invalid: Counter) -> TaskCost {
         TaskCost {
             declared,

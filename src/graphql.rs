@@ -82,8 +82,11 @@ const MAX_SELECTIONS: usize = 10_000;
 /// One operation of an endpoint: the field it publishes and its pipeline.
 #[derive(Clone)]
 pub struct Member {
+    /// The root field the operation publishes.
     pub selector: GraphqlSelector,
+    /// The operation's API and id.
     pub info: Arc<OperationInfo>,
+    /// The operation's stages and proxy.
     pub pipeline: Pipeline,
 }
 
@@ -97,6 +100,7 @@ pub struct GraphqlEndpoint {
 /// What a document asks for: the operation type and its root fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Selected {
+    /// The operation type (`query` for a shorthand document), or `None` for a subscription.
     pub operation: Option<GraphqlOperationType>,
     /// Root field names, each once, in document order (`__typename` left out).
     pub fields: Vec<String>,

@@ -122,6 +122,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// A registry holding every metric, all at zero.
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("tollgate");
         let requests = Family::<RequestLabels, Counter>::default();
@@ -380,6 +381,7 @@ impl Metrics {
         }
     }
 
+    /// Counts a config reload, `ok` or failed (`tollgate_config_reloads_total`).
     pub fn record_reload(&self, ok: bool) {
         let result = if ok { "ok" } else { "failed" };
         self.reloads.get_or_create(&ReloadLabels { result }).inc();
@@ -480,7 +482,9 @@ impl Drop for InFlight {
 /// The counters one `cache` policy updates as it answers.
 #[derive(Debug, Clone, Default)]
 pub struct CacheMetrics {
+    /// Calls answered from the cache.
     pub hits: Counter,
+    /// Calls the cache could not answer (forwarded).
     pub misses: Counter,
     /// What the policy's entries weigh now.
     pub bytes: Gauge,
@@ -488,13 +492,21 @@ pub struct CacheMetrics {
 
 /// What one request came to, as the metrics and usage meter see it.
 pub struct Outcome<'a> {
+    /// The authenticated client, if any.
     pub client: Option<&'a Arc<str>>,
+    /// The status the caller got.
     pub status: u16,
+    /// How long the gateway took to answer, from the request's arrival.
     pub duration: Duration,
+    /// The time spent waiting for the upstream's response head, when forwarded.
     pub upstream: Option<Duration>,
+    /// The code (and policy) of a refusal, when the gateway answered itself.
     pub rejected: Option<&'a RejectedWith>,
+    /// The codes `report_only` policies would have refused with, by policy.
     pub would_reject: &'a [(Arc<str>, Code)],
+    /// The request body's bytes (its `Content-Length`, when it has one).
     pub bytes_in: u64,
+    /// The response body's bytes.
     pub bytes_out: u64,
     /// Answered by a `cache` policy: no workflow ran.
     pub cache_hit: bool,

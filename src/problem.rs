@@ -25,7 +25,11 @@ macro_rules! codes {
         /// code is never renamed, only added.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         pub enum Code {
-            $( $(#[$doc])* $variant, )*
+            $(
+                $(#[$doc])*
+                #[doc = concat!("\n\n`", $code, "`, ", stringify!($status), ": ", $title, ".")]
+                $variant,
+            )*
         }
 
         impl Code {
@@ -39,6 +43,7 @@ macro_rules! codes {
                 }
             }
 
+            /// The HTTP status the code is answered with.
             pub const fn status(self) -> StatusCode {
                 match self {
                     $(Code::$variant => StatusCode::$status,)*
@@ -109,7 +114,9 @@ codes! {
 /// One JSON-schema violation, for `invalid_request_body`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {
+    /// A JSON pointer to the offending value (RFC 6901), e.g. `/items/0/name`.
     pub pointer: String,
+    /// What is wrong with it.
     pub message: String,
 }
 
@@ -118,7 +125,9 @@ pub struct FieldError {
 /// `&'static str`); the rarer headers and schema errors live behind one box.
 #[derive(Debug, Clone)]
 pub struct Reject {
+    /// The stable `code` of the answer, which also picks its status and title.
     pub code: Code,
+    /// The `detail` member: what went wrong, safe to show to the caller.
     pub detail: Cow<'static, str>,
     /// The policy that refused, when one did (for metrics and the log).
     pub policy: Option<Arc<str>>,
@@ -134,6 +143,7 @@ struct Extra {
 }
 
 impl Reject {
+    /// A refusal with `code` and `detail`, no headers and no policy named.
     pub fn new(code: Code, detail: impl Into<Cow<'static, str>>) -> Self {
         Reject {
             code,
@@ -176,11 +186,13 @@ impl Reject {
         self.with_header(http::header::RETRY_AFTER, seconds.max(1))
     }
 
+    /// Lists schema violations, rendered as the `errors` member.
     pub fn with_errors(mut self, errors: Vec<FieldError>) -> Self {
         self.extra.get_or_insert_with(Default::default).errors = errors;
         self
     }
 
+    /// The HTTP status of the answer (the code's).
     pub fn status(&self) -> StatusCode {
         self.code.status()
     }
@@ -295,7 +307,9 @@ pub fn config_invalid_json(
 /// and which policy (if a policy did).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RejectedWith {
+    /// The code the gateway answered with.
     pub code: Code,
+    /// The policy that refused, when one did.
     pub policy: Option<Arc<str>>,
 }
 

@@ -23,6 +23,7 @@ pub struct Reloaded {
 }
 
 impl Reloaded {
+    /// The line the reload reports: the summary, and the settings that need a restart.
     pub fn message(&self) -> String {
         if self.restart_needed.is_empty() {
             self.summary.clone()
@@ -74,6 +75,7 @@ pub struct Reloader {
 }
 
 impl Reloader {
+    /// A reloader of the config at `path` into `shared`, compiled with `deps`.
     pub fn new(path: PathBuf, deps: Deps, shared: SharedGateway) -> Arc<Reloader> {
         Arc::new(Reloader {
             path,
@@ -83,14 +85,17 @@ impl Reloader {
         })
     }
 
+    /// The config file reloaded.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// What outlives each reload (store, metrics, clock, caches).
     pub fn deps(&self) -> &Deps {
         &self.deps
     }
 
+    /// The serving gateway a reload replaces.
     pub fn shared(&self) -> &SharedGateway {
         &self.shared
     }

@@ -23,16 +23,24 @@ use crate::problem::{Code, Reject};
 /// Why a path was refused. The detail is safe to show to the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InvalidPath {
+    /// The request target is not a path starting with `/` (an absolute URL, `*`).
     NotOrigin,
+    /// An encoded `/` or `\` (`%2F`, `%5C`), which would split a segment differently upstream.
     EncodedSlash,
+    /// A `\`, which some upstreams read as `/`.
     Backslash,
+    /// An encoded NUL (`%00`).
     Nul,
+    /// A `%` not followed by two hex digits.
     BadEscape,
+    /// Percent-encoded bytes that are not UTF-8.
     NotUtf8,
+    /// A `.` or `..` segment with parameters (`..;`), which some upstreams resolve.
     DotSegmentParams,
 }
 
 impl InvalidPath {
+    /// The refusal's detail, safe to show to the caller.
     pub fn detail(self) -> &'static str {
         match self {
             InvalidPath::NotOrigin => "the request target must be an absolute path",
@@ -47,6 +55,7 @@ impl InvalidPath {
         }
     }
 
+    /// The refusal: 400 `invalid_path` with [`InvalidPath::detail`].
     pub fn reject(self) -> Reject {
         Reject::new(Code::InvalidPath, self.detail())
     }
@@ -225,17 +234,23 @@ struct Entry {
 /// Why a route could not be added.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RouteError {
+    /// The method and template are already routed.
     #[error("{method} {template} is already routed to operation #{existing}")]
     Duplicate {
+        /// The method already routed.
         method: Method,
+        /// The template, as written.
         template: String,
+        /// The index of the operation it routes to.
         existing: usize,
     },
+    /// The template overlaps another ambiguously; the message says how.
     #[error("{0}")]
     Conflict(String),
 }
 
 impl RouteTable {
+    /// An empty table.
     pub fn new() -> Self {
         Self::default()
     }

@@ -92,6 +92,7 @@ impl Server {
         })
     }
 
+    /// The address the (first) public listener is bound to (with `:0`, the port the OS chose).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         match self.listeners.first() {
             Some(listener) => listener.local_addr(),
@@ -1005,7 +1006,9 @@ fn tls_acceptor(gateway: &SharedGateway) -> Result<TlsAcceptor, String> {
 
 /// A server running in the background: its address and a way to stop it.
 pub struct RunningServer {
+    /// The public listener's address.
     pub addr: SocketAddr,
+    /// The serving gateway, replaceable (a reload swaps it).
     pub gateway: SharedGateway,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,

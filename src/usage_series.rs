@@ -44,6 +44,7 @@ pub enum Range {
 }
 
 impl Range {
+    /// The range named `hour` or `day` (the admin query parameter).
     pub fn parse(s: &str) -> Option<Range> {
         match s {
             "hour" => Some(Range::Hour),
@@ -52,6 +53,7 @@ impl Range {
         }
     }
 
+    /// The range's name, as [`Range::parse`] reads it.
     pub fn as_str(self) -> &'static str {
         match self {
             Range::Hour => "hour",
@@ -81,11 +83,14 @@ impl Range {
 pub enum GroupBy {
     /// One series: everything that matched.
     Total,
+    /// One series per client.
     Client,
+    /// One series per operation.
     Operation,
 }
 
 impl GroupBy {
+    /// The grouping named `total`, `client` or `operation`.
     pub fn parse(s: &str) -> Option<GroupBy> {
         match s {
             "total" => Some(GroupBy::Total),
@@ -99,9 +104,11 @@ impl GroupBy {
 /// One answered call, as the series count it.
 #[derive(Debug, Clone, Copy)]
 pub struct Sample {
+    /// How long the call took to answer.
     pub duration: Duration,
     /// The code of a refusal (any answer the gateway made itself).
     pub refused: Option<Code>,
+    /// The task units the call cost.
     pub units: u64,
 }
 
@@ -139,7 +146,9 @@ struct Bucket {
 /// What a bucket (or a merge of buckets) counted.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counts {
+    /// Answered calls.
     pub calls: u64,
+    /// Task units they cost.
     pub units: u64,
     /// Refusals as `(code, count)`, only the codes seen (usually none or
     /// one, so a bucket stays small).
@@ -301,6 +310,7 @@ impl Default for UsageSeries {
 }
 
 impl UsageSeries {
+    /// An empty series.
     pub fn new() -> UsageSeries {
         UsageSeries {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),

@@ -117,6 +117,7 @@ impl AdminServer {
         })
     }
 
+    /// The address the admin listener is bound to (with `:0`, the port the OS chose).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }

@@ -74,11 +74,14 @@ const UNSUPPORTED_VERSION: i64 = -32022;
 /// may remove the credential, which every tool call needs again).
 #[derive(Clone)]
 pub struct Envelope {
+    /// The gateway's agents, and the way tool calls reach their operations.
     pub gateway: GatewayHandle,
+    /// The request's headers as they arrived, before `auth` removed the credential.
     pub headers: HeaderMap,
 }
 
 impl Envelope {
+    /// The envelope of `req`: its headers, with `Host` filled in from an HTTP/2 `:authority`.
     pub fn new(gateway: GatewayHandle, req: &Request<Body>) -> Envelope {
         let mut headers = req.headers().clone();
         // HTTP/2 names the host in the request target, not in a header.

@@ -49,12 +49,14 @@ pub const ENDPOINT_OPERATION: &str = "mcp";
 /// when `agents.mcp_path` is set.
 #[derive(Default)]
 pub struct Agents {
+    /// The operations offered as tools, in config order.
     pub tools: Vec<Tool>,
     endpoint: Option<McpEndpoint>,
 }
 
 /// The MCP endpoint of a compiled gateway.
 pub struct McpEndpoint {
+    /// The endpoint's public path (`agents.mcp_path`).
     pub path: String,
     /// The gateway-wide ip, abuse and auth stages around [`mcp::terminal`].
     pub(crate) service: OperationService,
@@ -124,15 +126,21 @@ pub type AgentsError = (Vec<String>, String);
 
 /// What [`Agents::compile`] reads of the compiled operations.
 pub struct AgentsSource<'a> {
+    /// The whole config file.
     pub config: &'a Config,
+    /// The compiled operations, in config order.
     pub operations: &'a [Operation],
     /// Where each operation is written: `(api index, operation index)`.
     pub written_at: &'a [(usize, usize)],
     /// The probe of each operation that is a tool, by operation index.
     pub probes: Vec<(usize, OperationService)>,
+    /// The route table, for the tools' paths.
     pub routes: &'a RouteTable,
+    /// The gateway-wide policies, which wrap the endpoint.
     pub gateway_policies: &'a [CompiledPolicy],
+    /// What outlives reloads: the store for sessions, the clock, the HTTP client, JWKS.
     pub deps: &'a Deps,
+    /// The declared roles (for the OAuth scopes' roles).
     pub roles: &'a crate::policy::RoleTable,
     /// Where the config file lives (relative key files resolve there).
     pub base_dir: &'a std::path::Path,
@@ -314,6 +322,7 @@ impl Agents {
             .filter(|e| e.oauth.as_ref().is_some_and(|rs| rs.serves_metadata(path)))
     }
 
+    /// The tool named `name` (an operation id), if there is one.
     pub fn tool(&self, name: &str) -> Option<&Tool> {
         self.tools.iter().find(|t| &*t.name == name)
     }

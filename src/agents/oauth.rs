@@ -85,19 +85,29 @@ pub struct ResourceServer {
 /// from the guard to the endpoint).
 #[derive(Debug, Clone)]
 pub struct Grant {
+    /// The token's scopes, as the authorization server granted them.
     pub scopes: Vec<String>,
 }
 
 /// What `compile` needs besides the config section.
 pub struct OAuthSource<'a> {
+    /// The whole config file.
     pub config: &'a Config,
+    /// The `agents.oauth` section.
     pub oauth: &'a AgentsOAuthConfig,
+    /// The MCP endpoint's path (`agents.mcp_path`), for the default `resource`.
     pub mcp_path: &'a str,
+    /// The declared roles, for the roles each scope grants.
     pub roles: &'a RoleTable,
+    /// Where the config file lives: relative key files resolve there.
     pub base_dir: &'a std::path::Path,
+    /// JWK sets by URL, kept across reloads.
     pub jwks: &'a JwksRegistry,
+    /// The HTTP client for introspection.
     pub client: Arc<UpstreamClients>,
+    /// The clock tokens' `exp` and `nbf` and cached introspection answers are judged by.
     pub clock: SharedClock,
+    /// The tool names, to check `tool_scopes` against.
     pub tools: &'a [&'a str],
 }
 
@@ -107,6 +117,8 @@ type OAuthError = (Vec<String>, String);
 // === impl ResourceServer ===
 
 impl ResourceServer {
+    /// Builds the resource server from `agents.oauth`; every mistake is returned, each with its
+    /// path below `agents.oauth`.
     pub fn compile(source: OAuthSource<'_>) -> Result<ResourceServer, Vec<OAuthError>> {
         let OAuthSource {
             config,

@@ -36,6 +36,7 @@ pub struct Sessions {
 pub struct SessionLimits {
     /// Per owner.
     pub max_sessions: usize,
+    /// A session unused this long is forgotten (`agents.session_idle`).
     pub idle: Duration,
 }
 
@@ -56,15 +57,19 @@ impl Owner {
 /// Why no session could be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
+    /// The OS gave no randomness for a session id.
     #[error("the operating system gave no randomness for a session id")]
     NoRandomness,
+    /// The store holds as many owners' sessions as it may.
     #[error("the session store holds as many clients as it may")]
     Full,
+    /// The state store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
 impl Sessions {
+    /// Sessions kept in `store`, within `limits`.
     pub fn new(store: AnyStore, limits: SessionLimits) -> Sessions {
         Sessions { store, limits }
     }

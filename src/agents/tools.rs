@@ -57,9 +57,14 @@ pub struct Tool {
     pub operation: usize,
     /// The operation's api and id (for the probe's context).
     pub info: Arc<OperationInfo>,
+    /// The tool's title: the operation's `summary`.
     pub title: Option<String>,
+    /// What the tool does: the operation's summary and description (or its method and path).
     pub description: String,
+    /// The JSON schema of the tool's arguments, as `tools/list` shows it.
     pub input_schema: Value,
+    /// The JSON schema of the tool's structured result: the operation's `response_schema`, when an
+    /// object.
     pub output_schema: Option<Value>,
     input: JsonSchema,
     output: Option<JsonSchema>,
@@ -84,6 +89,7 @@ enum PathPart {
 /// The HTTP request a tool call becomes.
 #[derive(Debug)]
 pub struct ToolRequest {
+    /// The operation's method.
     pub method: Method,
     /// The public path and query, every argument escaped.
     pub path_and_query: String,
@@ -97,11 +103,15 @@ pub struct ToolRequest {
 /// What the gateway answered a tool call, as the result is built from it.
 #[derive(Debug)]
 pub struct ToolAnswer {
+    /// The answer's status.
     pub status: StatusCode,
+    /// The answer's body.
     pub body: Bytes,
     /// The answer's `Content-Type`, lower-cased, without parameters.
     pub media_type: Option<String>,
+    /// The answer's `X-Request-Id`, for the caller to quote.
     pub request_id: Option<String>,
+    /// The answer's `Retry-After`, when it has one.
     pub retry_after: Option<String>,
 }
 
@@ -115,6 +125,7 @@ pub struct Features {
 }
 
 impl Features {
+    /// Everything: the newest protocol revision.
     pub const ALL: Features = Features {
         structured: true,
         audio: true,
@@ -125,13 +136,19 @@ impl Features {
 
 /// Where a tool is written, for building it.
 pub struct ToolSource<'a> {
+    /// The API the operation belongs to.
     pub api: &'a ApiConfig,
+    /// The operation's config.
     pub op: &'a OperationConfig,
+    /// The operation's index in `Gateway::operations`.
     pub operation: usize,
+    /// The operation's API and id.
     pub info: Arc<OperationInfo>,
+    /// The operation's method, parsed.
     pub method: &'a Method,
     /// The public path template (`base_path` + `path`).
     pub template: &'a str,
+    /// The operation's checks that only judge, run to see whether a caller may call the tool.
     pub probe: OperationService,
 }
 

@@ -1,6 +1,6 @@
 //! The call log's written form: `record:` of an API or an operation (what
 //! is recorded of its calls) and the top-level `call_log:` (how much the
-//! log holds). Compiled by [`super::Rules::compile`].
+//! log holds). Compiled by [`super::Recorder::compile`].
 
 use schemars::JsonSchema;
 use serde::Deserialize;

@@ -113,6 +113,8 @@ struct Progress {
 }
 
 impl CallLog {
+    /// The call log with `config`'s bounds, writing to `store` in the background; entries
+    /// dropped past the queue bound are counted in `dropped`.
     pub fn new(
         config: &CallLogConfig,
         store: AnyStore,

@@ -41,6 +41,7 @@ pub struct Tee<S: TeeSink> {
 }
 
 impl<S: TeeSink> Tee<S> {
+    /// Passes `inner` through, showing each frame and the end to `sink`.
     pub fn new(inner: Body, sink: S) -> Tee<S> {
         Tee {
             inner,

@@ -24,6 +24,7 @@ use crate::policy::{registry, KINDS};
 
 /// Where the committed schemas live, relative to the repository root.
 pub const CONFIG_SCHEMA_FILE: &str = "schema/tollgate.schema.json";
+/// Where the committed schema of policy files (`include:`) lives, relative to the repository root.
 pub const POLICY_FILE_SCHEMA_FILE: &str = "schema/tollgate-policies.schema.json";
 
 /// The schema of a config file.

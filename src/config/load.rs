@@ -37,6 +37,7 @@ use super::spans::{Pos, SpanIndex};
 /// One mistake in the config, where the user must fix it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
+    /// The file the mistake is in (the main config, or an included policy file).
     pub file: PathBuf,
     /// 1-based.
     pub line: usize,
@@ -45,6 +46,7 @@ pub struct ConfigError {
     /// The key path users read, e.g. `apis[0].operations[2].path`; empty
     /// for the whole file.
     pub path: String,
+    /// What is wrong, in the user's words.
     pub message: String,
 }
 
@@ -77,7 +79,9 @@ impl ConfigError {
 /// [`LoadedConfig::error_at`] and [`LoadedConfig::policy_error`]).
 #[derive(Debug, Clone)]
 pub struct LoadedConfig {
+    /// The parsed config.
     pub config: Config,
+    /// The main config file.
     pub file: PathBuf,
     /// The main file's directory: relative file names resolve against it.
     pub base_dir: PathBuf,
@@ -164,7 +168,9 @@ impl LoadedConfig {
 /// `errors` is empty.
 #[derive(Debug)]
 pub struct Reading {
+    /// The config, when enough was read to check further.
     pub loaded: Option<LoadedConfig>,
+    /// Every mistake found so far.
     pub errors: Vec<ConfigError>,
 }
 
@@ -226,6 +232,8 @@ fn nested(a: &str, b: &str) -> bool {
             && matches!(long.as_bytes().get(short.len()), None | Some(b'.' | b'[')))
 }
 
+/// Reads and checks the config file at `path` and its includes: the config, or every
+/// mistake found.
 pub fn load_file(path: &Path) -> Result<LoadedConfig, Vec<ConfigError>> {
     read_file(path).into_result()
 }

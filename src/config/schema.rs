@@ -11,42 +11,68 @@ use std::sync::Arc;
 use super::units::{ByteSize, ConfigDuration};
 use crate::policy::registry::{self, AnyPolicyConfig, PolicyKind};
 
+/// The gateway's config file (DESIGN §3), `version: 1`. Unknown keys are errors; every
+/// reference (a policy name, a role, a client) is checked at load.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// The config format's version; must be `1`.
     pub version: u32,
+    /// The public listener's address, `HOST:PORT`, e.g. `127.0.0.1:8080` (`0.0.0.0:8080` for all
+    /// interfaces).
     pub listen: String,
     /// The URL callers use, for the OpenAPI `servers` entry; default from `listen`.
     #[serde(default)]
     pub public_url: Option<String>,
+    /// Serve HTTPS on `listen`: `{ cert_file, key_file }` (PEM); unset: plain HTTP.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// The admin listener (metrics, health, reload, usage), on its own address: `{ listen,
+    /// token_env }`.
     #[serde(default)]
     pub admin: Option<AdminConfig>,
+    /// Peers whose `X-Forwarded-For` is believed, as CIDRs (`10.0.0.0/8`) or addresses; the
+    /// client IP is then the rightmost forwarded address that is not itself a trusted proxy.
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// Size limits and timeouts of the public listener and of upstream calls.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Trust for `https://` upstreams: the system roots, plus `ca_file` if set.
     #[serde(default)]
     pub upstream_tls: UpstreamTlsConfig,
+    /// Where counters, bans and sessions live: `memory` (default) or `redis`, and what a store
+    /// failure does.
     #[serde(default)]
     pub state: StateConfig,
+    /// Every role name clients and tokens may hold (`[admin, reader, agent]`); a role used anywhere
+    /// else must be listed here.
     #[serde(default)]
     pub roles: Vec<String>,
+    /// The callers known by API key: their ids, roles and keys.
     #[serde(default)]
     pub clients: Vec<ClientConfig>,
+    /// How JWT bearer tokens are verified (issuer, audience, algorithms, key source); a valid
+    /// token's `sub` is the client id. Unset: no JWT is accepted.
     #[serde(default)]
     pub jwt: Option<JwtConfig>,
     /// Globs of policy files, relative to this file; each file is a mapping
     /// of policy name -> definition.
     #[serde(default)]
     pub include: Vec<String>,
+    /// Named policies, inline: policy name -> definition with a `type:` key, e.g.
+    /// `key-required: { type: auth, methods: [api_key, jwt] }`.
     #[serde(default)]
     pub policies: BTreeMap<String, PolicyDef>,
+    /// Policies applied to every request, before the API's and the operation's: a policy name or an
+    /// inline definition.
     #[serde(default)]
     pub apply: Vec<PolicyRef>,
+    /// The APIs published: each a name, a `base_path`, an upstream and its operations.
     #[serde(default)]
     pub apis: Vec<ApiConfig>,
+    /// Serve the APIs' operations as agent tools on an MCP endpoint, e.g. `{ mcp_path: /mcp }`
+    /// (DESIGN §9).
     #[serde(default)]
     pub agents: Option<AgentsConfig>,
     /// What a GraphQL document selecting a root field that no operation
@@ -131,55 +157,84 @@ fn default_access_log_buffer() -> ByteSize {
     ByteSize(1 << 20)
 }
 
+/// The access log's line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AccessLogFormat {
+    /// One JSON object per line.
     Json,
+    /// One line per request in the text log format (time, `INFO tollgate::access:`, `key=value`
+    /// fields).
     Text,
 }
 
+/// When the config is reloaded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReloadMode {
     /// Reload on SIGHUP or `POST /admin/reload` only.
     #[default]
     Manual,
+    /// Also reload when the config file, an included file or the TLS files change (polled every
+    /// second).
     Watch,
 }
 
+/// What a GraphQL document selecting a root field that no operation publishes gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum GraphqlUnmatched {
+    /// Refused with 400 `graphql_operation_not_allowed` (default).
     #[default]
     Reject,
+    /// Forwarded under the policies of the fields that did match.
     Allow,
 }
 
+/// `tls:` — the certificate the public listener serves HTTPS with.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
+    /// PEM file of the certificate chain, relative to this file.
     pub cert_file: String,
+    /// PEM file of the private key, relative to this file.
     pub key_file: String,
 }
 
+/// `admin:` — the admin listener (DESIGN §6): metrics, health, reload, usage, status page.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
+    /// The admin listener's address, `HOST:PORT`, e.g. `127.0.0.1:9901`; never the public one.
+    /// Without `token_env` it must be a loopback address.
     pub listen: String,
+    /// Environment variable holding the admin bearer token, e.g. `TOLLGATE_ADMIN_TOKEN`; every path
+    /// but `/healthz` and `/readyz` then needs it. `tollgate serve` refuses to start if it is
+    /// unset.
     #[serde(default)]
     pub token_env: Option<String>,
 }
 
+/// `limits:` — size limits and timeouts; each key has a default.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
+    /// The largest request body accepted (default `1MiB`); a larger one gets 413.
     pub max_body: ByteSize,
+    /// The most bytes of request headers accepted (default `16KiB`); more gets 431
+    /// `headers_too_large`.
     pub max_header_bytes: ByteSize,
+    /// How long a client may take to send a request's headers (default `10s`): a connection
+    /// without a whole first request head by then is closed, and so is an idle HTTP/1.1 keep-alive
+    /// one.
     pub header_read_timeout: ConfigDuration,
     /// How long a request body may go without sending a byte while the
     /// gateway waits for it (a slow-body client is cut off after this).
     pub body_read_timeout: ConfigDuration,
+    /// How long an upstream may take to answer (default `30s`; an API or operation may set its
+    /// own); past it the caller gets 504.
     pub upstream_timeout: ConfigDuration,
+    /// At most this many client connections at once (default `10000`); more wait to be accepted.
     pub max_connections: usize,
     /// At most this many connections at once from one client address (an
     /// IPv6 address counts by its /64); a connection past it is closed at
@@ -235,35 +290,47 @@ impl Default for LimitsConfig {
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamTlsConfig {
+    /// PEM file of an extra CA trusted for `https://` upstreams, relative to this file.
     #[serde(default)]
     pub ca_file: Option<String>,
 }
 
+/// Which state store holds counters, bans and sessions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StoreKind {
+    /// In this process's memory (default): one gateway only, lost on restart.
     #[default]
     Memory,
+    /// Redis (`state.redis_url` or `state.redis`): shared by every gateway instance.
     Redis,
 }
 
+/// What a policy does when the state store cannot be reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OnStoreError {
+    /// Refuse the call with 503 `state_store_unavailable` (default).
     #[default]
     FailClosed,
+    /// Let the call through unlimited (and warn, at most once in a while).
     FailOpen,
 }
 
+/// `state:` — the store that rate limits, quotas, bans, cache and sessions keep their state in
+/// (DESIGN §8).
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct StateConfig {
+    /// `memory` (default) or `redis`.
     pub store: StoreKind,
     /// One Redis: `redis://HOST:PORT` or `rediss://HOST:PORT` (TLS).
     pub redis_url: Option<String>,
     /// Redis Cluster or Sentinel instead of `redis_url`, and how to
     /// reach Redis (CA file, ACL credentials).
     pub redis: Option<RedisConfig>,
+    /// `fail_closed` (default: 503 `state_store_unavailable`) or `fail_open` (let calls through)
+    /// when the store fails.
     pub on_store_error: OnStoreError,
     /// Every store call's deadline.
     pub timeout: ConfigDuration,
@@ -278,6 +345,7 @@ pub struct RedisConfig {
     /// rest of the cluster is learnt from them.
     #[serde(default)]
     pub cluster: Vec<String>,
+    /// A master watched by Redis Sentinel: `{ master, nodes }`.
     #[serde(default)]
     pub sentinel: Option<SentinelConfig>,
     /// PEM file of the CA that signed the Redis servers' certificates, for
@@ -314,12 +382,16 @@ impl Default for StateConfig {
     }
 }
 
+/// A caller known to the gateway by its API keys (and the client id JWTs name in `sub`).
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClientConfig {
+    /// The client's id, shown in logs and usage and used as the rate-limit key, e.g. `hr-portal`.
     pub id: String,
+    /// The roles the client holds (each listed in the top-level `roles:`).
     #[serde(default)]
     pub roles: Vec<String>,
+    /// The client's API keys; several let a key be rotated without downtime.
     #[serde(default)]
     pub api_keys: Vec<ApiKeyConfig>,
 }
@@ -329,8 +401,10 @@ pub struct ClientConfig {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyConfig {
+    /// Hex of the key's SHA-256 (`echo -n KEY | sha256sum`); the plain key is never in the file.
     #[serde(default)]
     pub sha256: Option<String>,
+    /// Environment variable holding the plain key, read at load and hashed, e.g. `HR_PORTAL_KEY`.
     #[serde(default)]
     pub env: Option<String>,
     /// A short non-secret name for the key, shown in logs instead of the key.
@@ -341,25 +415,38 @@ pub struct ApiKeyConfig {
     pub expires: Option<String>,
 }
 
+/// `jwt:` — how bearer JWTs are verified: one key source of `public_key_file`, `secret_env`,
+/// `jwks_file` or `jwks_url`.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JwtConfig {
+    /// The `iss` every token must carry, e.g. `https://idp.example.com`; unset: not checked.
     #[serde(default)]
     pub issuer: Option<String>,
+    /// The `aud` every token must name, e.g. `tollgate`; unset: not checked.
     #[serde(default)]
     pub audience: Option<String>,
+    /// Accepted signing algorithms, e.g. `[RS256]`; a token signed otherwise is refused.
     pub algorithms: Vec<String>,
+    /// PEM file of the identity provider's public key (RS*, ES*, PS*, EdDSA), relative to this
+    /// file.
     #[serde(default)]
     pub public_key_file: Option<String>,
+    /// Environment variable holding the shared secret of HS256/384/512 tokens (read at load, never
+    /// logged).
     #[serde(default)]
     pub secret_env: Option<String>,
+    /// A JWK set file (`{"keys": [...]}`), relative to this file; read again at every reload.
     #[serde(default)]
     pub jwks_file: Option<String>,
     /// The identity provider's JWK set, fetched and kept fresh at run time.
     #[serde(default)]
     pub jwks_url: Option<String>,
+    /// The claim whose string array gives the roles of a token whose `sub` is no configured client,
+    /// e.g. `roles`.
     #[serde(default)]
     pub roles_claim: Option<String>,
+    /// Allowed clock skew for `exp` and `nbf` (default `60s`).
     #[serde(default)]
     pub leeway: Option<ConfigDuration>,
 }
@@ -416,10 +503,13 @@ pub struct AgentsOAuthConfig {
     /// source, as in `jwt:`.
     #[serde(default = "default_oauth_algorithms")]
     pub algorithms: Vec<String>,
+    /// The authorization server's JWK set URL, fetched and kept fresh at run time.
     #[serde(default)]
     pub jwks_url: Option<String>,
+    /// A JWK set file, relative to this file.
     #[serde(default)]
     pub jwks_file: Option<String>,
+    /// PEM file of the token signer's public key, relative to this file.
     #[serde(default)]
     pub public_key_file: Option<String>,
     /// Allowed clock skew for `exp` and `nbf` (default 60s).
@@ -494,28 +584,39 @@ pub enum ApiAgents {
     Expose,
 }
 
+/// One API: one project's operations under a `base_path`, with their upstream and policies.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
+    /// The API's unique name (`employee-directory`), used in logs, metrics and the export.
     pub name: String,
+    /// The API's title in the OpenAPI export; default: its `name`.
     #[serde(default)]
     pub title: Option<String>,
+    /// The API's version in the OpenAPI export, e.g. `1.0.0` (default `0.0.0`).
     #[serde(default)]
     pub version: Option<String>,
+    /// The API's description in the OpenAPI export (Markdown).
     #[serde(default)]
     pub description: Option<String>,
+    /// The path prefix of every operation of this API, e.g. `/employees`; default: none.
     #[serde(default)]
     pub base_path: String,
+    /// The default upstream base URL of this API's operations, e.g. `http://127.0.0.1:9090`.
     #[serde(default)]
     pub upstream: Option<String>,
+    /// How long this API's upstream may take to answer; overrides `limits.upstream_timeout`.
     #[serde(default)]
     pub upstream_timeout: Option<ConfigDuration>,
     /// The response header in which this API's upstream reports the task
     /// units a call used (removed before the caller sees the answer).
     #[serde(default)]
     pub cost_header: Option<String>,
+    /// Policies applied to every operation of this API, after the gateway-wide ones: names or
+    /// inline definitions.
     #[serde(default)]
     pub apply: Vec<PolicyRef>,
+    /// Names of inherited (gateway-wide) policies this API opts out of.
     #[serde(default)]
     pub skip: Vec<String>,
     /// `expose`: every operation is an agent tool unless it says `agent: false`.
@@ -524,18 +625,27 @@ pub struct ApiConfig {
     /// Record this API's calls in the call log (`GET /admin/calls`).
     #[serde(default)]
     pub record: Option<crate::call_log::config::RecordConfig>,
+    /// The API's operations: one method and path each.
     pub operations: Vec<OperationConfig>,
 }
 
+/// One operation: a method and path of an API, the upstream workflow it calls and its policies.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OperationConfig {
+    /// The operation's id, unique in the file; the OpenAPI `operationId` and the agent tool name,
+    /// e.g. `getEmployee`.
     pub id: String,
+    /// The HTTP method, e.g. `GET`; methods other than the standard ones must be listed in
+    /// `extension_methods`.
     pub method: String,
+    /// The path below the API's `base_path`, with `{param}` segments, e.g. `/{employeeId}`.
     pub path: String,
     /// Full workflow URL; `{param}`s of `path` are filled in.
     #[serde(default)]
     pub upstream: Option<String>,
+    /// How long this operation's upstream may take to answer; overrides the API's and
+    /// `limits.upstream_timeout`.
     #[serde(default)]
     pub upstream_timeout: Option<ConfigDuration>,
     /// Task units a call costs (default 1): what usage and quotas counted
@@ -546,22 +656,32 @@ pub struct OperationConfig {
     /// Overrides the API's `cost_header` for this operation.
     #[serde(default)]
     pub cost_header: Option<String>,
+    /// A one-line summary, in the OpenAPI export and the agent tool's title.
     #[serde(default)]
     pub summary: Option<String>,
+    /// A longer description (Markdown), in the OpenAPI export and the agent tool's description.
     #[serde(default)]
     pub description: Option<String>,
+    /// OpenAPI tags grouping the operation in the export.
     #[serde(default)]
     pub tags: Vec<String>,
+    /// Policies of this operation, after the gateway's and the API's: names or inline definitions.
     #[serde(default)]
     pub apply: Vec<PolicyRef>,
+    /// Names of inherited (gateway or API) policies this operation opts out of, e.g.
+    /// `[key-required]`.
     #[serde(default)]
     pub skip: Vec<String>,
+    /// The JSON schema a request body must match (else 400 `invalid_request_body`); also the
+    /// export's request body.
     #[serde(default)]
     pub request_schema: Option<serde_json::Value>,
     /// The query parameters, as an object schema (`properties`, `required`):
     /// what an agent tool's arguments may put in the query string.
     #[serde(default)]
     pub query_schema: Option<serde_json::Value>,
+    /// The JSON schema of the success response body: documented in the export and checked per
+    /// `response_validation`.
     #[serde(default)]
     pub response_schema: Option<serde_json::Value>,
     /// What a response that breaks `response_schema` gets.
@@ -603,6 +723,7 @@ pub struct OperationConfig {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DocumentedResponse {
+    /// What the answer means, in the export.
     pub description: String,
     /// The JSON schema of its body, if it has one.
     #[serde(default)]
@@ -618,6 +739,7 @@ pub enum ResponseValidation {
     /// Warn and pass the response through.
     #[default]
     Log,
+    /// Do not check responses.
     Off,
 }
 
@@ -625,21 +747,28 @@ pub enum ResponseValidation {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GraphqlSelector {
+    /// `query` or `mutation`: the root operation type the field belongs to.
     pub operation: GraphqlOperationType,
+    /// The root field's name, e.g. `employee`.
     pub field: String,
 }
 
+/// A GraphQL root operation type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum GraphqlOperationType {
+    /// A `query` root field.
     Query,
+    /// A `mutation` root field.
     Mutation,
 }
 
 /// An `apply` entry: a policy's name, or a definition written in place.
 #[derive(Debug, Clone)]
 pub enum PolicyRef {
+    /// The name of a policy defined in `policies:` or an included file.
     Name(String),
+    /// A definition written in place (`{ type: roles, allow: [reader] }`).
     Inline(PolicyDef),
 }
 
@@ -649,6 +778,7 @@ pub enum PolicyRef {
 pub struct PolicyDef {
     /// Evaluate and count, never reject (DESIGN §3, shadow mode).
     pub report_only: bool,
+    /// The kind's own config, parsed by the registry entry its `type:` names.
     pub config: Arc<dyn AnyPolicyConfig>,
 }
 
@@ -656,7 +786,9 @@ pub struct PolicyDef {
 /// (e.g. `["allow", "0"]`) and the message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyDefError {
+    /// The keys from the definition's root to the bad value.
     pub path: Vec<String>,
+    /// What is wrong there.
     pub message: String,
 }
 

@@ -15,7 +15,9 @@ use yaml_rust2::scanner::Marker;
 /// A 1-based line and column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Pos {
+    /// The line, from 1.
     pub line: usize,
+    /// The column, from 1.
     pub column: usize,
 }
 
@@ -60,7 +62,9 @@ impl Pos {
 /// A YAML syntax error: the parser's message and where it stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyntaxError {
+    /// Where the parser stopped.
     pub pos: Pos,
+    /// The parser's message.
     pub message: String,
 }
 
@@ -68,8 +72,11 @@ pub struct SyntaxError {
 /// but places the error at the mapping, not at the second key).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DuplicateKey {
+    /// The key path of the mapping holding the key twice.
     pub path: Vec<String>,
+    /// Where the key is first written.
     pub first: Pos,
+    /// Where it is written again.
     pub second: Pos,
 }
 

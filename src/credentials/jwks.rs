@@ -128,6 +128,7 @@ pub fn parse_url(url: &str) -> Result<Uri, String> {
 // === impl JwksRegistry ===
 
 impl JwksRegistry {
+    /// An empty registry fetching JWK sets through `client`, judging freshness by `clock`.
     pub fn new(client: Arc<UpstreamClients>, clock: SharedClock) -> Arc<JwksRegistry> {
         Arc::new(JwksRegistry {
             client,

@@ -46,7 +46,9 @@ pub use handle::{AgentIdentity, DirectCall, GatewayHandle};
 /// Resources that outlive one compiled config (so a reload keeps them).
 #[derive(Clone)]
 pub struct Deps {
+    /// The clock limiters, quotas, bans and usage read time from (a fake one in tests).
     pub clock: SharedClock,
+    /// The HTTP client upstream calls go through (its pools outlive reloads).
     pub client: Arc<UpstreamClients>,
     /// Rate-limit buckets, quotas and bans: shared by every `Gateway`
     /// compiled with these deps, so a reload keeps the counters.
@@ -117,24 +119,46 @@ impl Deps {
 /// Listener-level settings from the config.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// The public listener's address (`listen`).
     pub listen: SocketAddr,
+    /// The certificate files, when the public listener serves HTTPS (`tls`).
     pub tls: Option<TlsFiles>,
+    /// The admin listener's address (`admin.listen`), if any.
     pub admin_listen: Option<SocketAddr>,
+    /// The environment variable holding the admin token (`admin.token_env`), if any.
     pub admin_token_env: Option<String>,
+    /// Peers whose `X-Forwarded-For` is believed (`trusted_proxies`).
     pub trusted_proxies: Vec<IpNet>,
+    /// The largest request body accepted, in bytes (`limits.max_body`).
     pub max_body: u64,
+    /// The most bytes of request headers accepted (`limits.max_header_bytes`).
     pub max_header_bytes: u64,
+    /// How long a connection may take to send its first request head
+    /// (`limits.header_read_timeout`).
     pub header_read_timeout: Duration,
+    /// How long a request body may stall between bytes (`limits.body_read_timeout`).
     pub body_read_timeout: Duration,
+    /// The default upstream deadline (`limits.upstream_timeout`); APIs and operations may set their
+    /// own.
     pub upstream_timeout: Duration,
+    /// Connections at once, at most, across every worker (`limits.max_connections`).
     pub max_connections: usize,
+    /// Connections at once from one address (IPv6 by /64), at most
+    /// (`limits.max_connections_per_ip`).
     pub max_connections_per_ip: Option<usize>,
+    /// A connection with no request in flight this long is closed (`limits.idle_timeout`).
     pub idle_timeout: Duration,
+    /// HTTP/2 PING after this much silence, and its answer's deadline
+    /// (`limits.http2_ping_interval`).
     pub http2_ping_interval: Duration,
+    /// How long a write may wait for the client to read (`limits.send_timeout`).
     pub send_timeout: Duration,
+    /// The base of a request body's total time budget (`limits.body_deadline`; see
+    /// `min_body_rate`).
     pub body_deadline: Duration,
     /// Bytes per second (0: `body_deadline` is a plain total deadline).
     pub min_body_rate: u64,
+    /// How long a graceful shutdown waits for in-flight requests (`limits.drain_timeout`).
     pub drain_timeout: Duration,
     /// Serving threads (≥ 1).
     pub workers: usize,
@@ -145,18 +169,25 @@ pub struct Settings {
     pub remove_method_param: bool,
 }
 
+/// The public listener's certificate chain and key (PEM), resolved against the config's directory.
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
+    /// The certificate chain's PEM file.
     pub cert_file: PathBuf,
+    /// The private key's PEM file.
     pub key_file: PathBuf,
 }
 
 /// One routable operation.
 pub struct Operation {
+    /// The operation's API and id, shared with every request routed to it.
     pub info: Arc<OperationInfo>,
+    /// The operation's method.
     pub method: Method,
     /// The public path template (`base_path` + `path`).
     pub template: String,
+    /// Where its calls are forwarded: the operation's `upstream`, or the API's base URL plus the
+    /// path.
     pub target: UpstreamTarget,
     /// Effective policies, in config order (for the admin API and OpenAPI).
     pub policies: Vec<Arc<PolicyMeta>>,
@@ -175,9 +206,14 @@ pub struct Operation {
     metrics: Arc<OperationMetrics>,
 }
 
+/// A compiled config: the listener settings, the routable operations with their policy
+/// pipelines, and what serves the agents; swapped whole on reload.
 pub struct Gateway {
+    /// The listener-level settings.
     pub settings: Settings,
+    /// The config it was compiled from, with its source positions.
     pub loaded: LoadedConfig,
+    /// The routable operations, in config order.
     pub operations: Vec<Operation>,
     /// The listener's certificate, read at compile so a reload serves a
     /// renewed one to the next connection (and refuses an unreadable one).

@@ -41,6 +41,7 @@ pub struct ImportOptions {
     pub upstream: String,
     /// The API's name (default: from the spec's title).
     pub name: Option<String>,
+    /// The API's `base_path` (default: none, the spec's paths as they are).
     pub base_path: Option<String>,
 }
 

@@ -58,21 +58,31 @@ use crate::context::RequestContext;
 use crate::problem::{Code, Reject, RejectedWith};
 use crate::state::{self, AnyStore, Ban, Store, StoreErrorMode, SECOND};
 
+/// `type: abuse` — bans a client IP after too many watched answers within `window`, or at once
+/// for a blocked user agent or path; a banned IP gets 403 `banned` with `Retry-After`.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AbuseConfig {
+    /// Response statuses that count against a caller (default `[401, 403, 404, 429]`).
     #[serde(default = "default_watch")]
     pub watch: Vec<u16>,
+    /// The watched answer that bans: the `threshold`-th within `window` (default `20`).
     #[serde(default = "default_threshold")]
     pub threshold: u32,
+    /// The counting window, fixed from the first watched answer (default `1m`).
     #[serde(default = "default_window")]
     pub window: ConfigDuration,
+    /// How long a ban lasts (default `15m`).
     #[serde(default = "default_ban")]
     pub ban: ConfigDuration,
+    /// Regexes of `User-Agent`s banned at once, e.g. `["(?i)sqlmap|nikto|masscan"]`.
     #[serde(default)]
     pub block_user_agents: Vec<String>,
+    /// Regexes of request paths banned at once, e.g. `["^/wp-(admin|login)", "\\.php$"]`.
     #[serde(default)]
     pub block_paths: Vec<String>,
+    /// IPv6 callers are grouped by this prefix length (default `64`: one subscriber's /64 is one
+    /// key).
     #[serde(default = "super::default_ipv6_prefix")]
     pub ipv6_prefix: u8,
     /// Whether answers to authenticated calls count (default `true`);

@@ -35,10 +35,16 @@ use crate::gateway::AgentIdentity;
 use crate::problem::{Code, Reject};
 use crate::proxy::UpstreamUri;
 
+/// `type: auth` — identifies the caller by API key or JWT; none gets 401 `unauthenticated`
+/// (with `WWW-Authenticate`), a wrong, expired or invalid one 401 `invalid_credentials`.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
+    /// The accepted credentials, tried in turn: `api_key` and/or `jwt`; the first that succeeds
+    /// identifies the caller.
     pub methods: Vec<AuthMethod>,
+    /// Where an API key may come from (default: the `X-API-Key` header, or `Authorization: Bearer
+    /// <key>`).
     #[serde(default)]
     pub api_key: ApiKeySource,
     /// Send the credential on to the upstream (default: removed).
@@ -46,10 +52,14 @@ pub struct AuthConfig {
     pub forward_credentials: bool,
 }
 
+/// A kind of credential an `auth` policy accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AuthMethod {
+    /// A client's key (`clients[].api_keys`), from the header, bearer token or query parameter of
+    /// `api_key`.
     ApiKey,
+    /// A bearer JWT verified as the top-level `jwt:` says.
     Jwt,
 }
 
@@ -57,6 +67,7 @@ pub enum AuthMethod {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiKeySource {
+    /// The header carrying the key (default `X-API-Key`; case-insensitive).
     pub header: String,
     /// The key may also come as `Authorization: Bearer <key>`.
     pub bearer: bool,

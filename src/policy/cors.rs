@@ -51,6 +51,8 @@ use super::{CompileCx, Phase, PolicyMeta, Saved, Stage, Step, Stop};
 use crate::body::{self, Body};
 use crate::config::units::ConfigDuration;
 
+/// `type: cors` — CORS for browser apps: preflights answered before auth, `Access-Control-*`
+/// headers on the answers to allowed origins.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CorsConfig {
@@ -77,12 +79,14 @@ pub struct CorsConfig {
     pub max_age: Option<ConfigDuration>,
 }
 
+/// Default `methods` of a `cors` policy: GET, HEAD, POST, PUT, PATCH, DELETE.
 pub fn default_methods() -> Vec<String> {
     ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
         .map(String::from)
         .to_vec()
 }
 
+/// Default `headers` of a `cors` policy: Content-Type, Authorization, X-API-Key.
 pub fn default_headers() -> Vec<String> {
     ["Content-Type", "Authorization", "X-API-Key"]
         .map(String::from)

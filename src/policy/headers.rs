@@ -36,17 +36,26 @@ use super::{Check, CompileCx, Phase, PolicyMeta, RequestHead, Stage, Step};
 use crate::context::RequestContext;
 use crate::problem::{Code, Reject};
 
+/// `type: headers` — required, matched and forbidden request headers (400 `header_required`,
+/// `header_invalid`, `header_forbidden`), and header rewrites of the request and the response.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HeadersConfig {
+    /// Headers every request must carry, e.g. `[X-Tenant]`; a missing one gets 400
+    /// `header_required`.
     #[serde(default)]
     pub require: Vec<String>,
+    /// Header -> regex its whole value must match, e.g. `{ X-Tenant: "[a-z0-9-]{1,32}" }`; else 400
+    /// `header_invalid`.
     #[serde(default, rename = "match")]
     pub match_: std::collections::BTreeMap<String, String>,
+    /// Headers a request may not carry, e.g. `[X-Debug]`; one present gets 400 `header_forbidden`.
     #[serde(default)]
     pub forbid: Vec<String>,
+    /// Rewrites of the request just before it is forwarded.
     #[serde(default)]
     pub request: HeaderRewrite,
+    /// Rewrites of the answer on its way back to the caller.
     #[serde(default)]
     pub response: HeaderRewrite,
 }
@@ -56,7 +65,9 @@ pub struct HeadersConfig {
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct HeaderRewrite {
+    /// Header -> value to set (replacing any), e.g. `{ X-Caller: "${client.id}" }`.
     pub set: std::collections::BTreeMap<String, String>,
+    /// Headers to remove, e.g. `[Cookie]`.
     pub remove: Vec<String>,
 }
 

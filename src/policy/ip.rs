@@ -23,11 +23,15 @@ use crate::context::RequestContext;
 use crate::gateway::parse_cidr;
 use crate::problem::{Code, Reject};
 
+/// `type: ip` — allow and deny lists of client IPs (CIDRs or addresses); deny wins, a refused
+/// caller gets 403 `ip_denied`.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IpConfig {
+    /// If set, only client IPs in these CIDRs or addresses pass, e.g. `[10.0.0.0/8, 127.0.0.1]`.
     #[serde(default)]
     pub allow: Vec<String>,
+    /// Client IPs refused even when `allow` matches, e.g. `[10.66.0.0/16]`.
     #[serde(default)]
     pub deny: Vec<String>,
 }

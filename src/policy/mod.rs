@@ -87,6 +87,7 @@ pub struct PolicyMeta {
     /// The policy's name: its key in `policies:`, or a generated name for an
     /// inline definition. Counters in the state store are keyed by it.
     pub name: Arc<str>,
+    /// The kind's `type:` name (`rate_limit`), for logs and metrics.
     pub type_name: &'static str,
     /// Shadow mode: evaluate and count, never reject.
     pub report_only: bool,
@@ -95,7 +96,10 @@ pub struct PolicyMeta {
 /// A policy compiled from its config, ready to wrap operations.
 #[derive(Clone)]
 pub struct CompiledPolicy {
+    /// Who the policy is (name, kind, report-only), shared by its stages.
     pub meta: Arc<PolicyMeta>,
+    /// The policy's steps, each in the phase it runs in; an operation's pipeline runs them in
+    /// phase order.
     pub stages: Vec<Stage>,
 }
 
@@ -109,10 +113,12 @@ impl RoleTable {
     /// At most 64 roles (a bit each); the caller reports more as a config error.
     pub const MAX: usize = 64;
 
+    /// A table of the roles declared in `roles:`, in order (bit `i` is the `i`-th name).
     pub fn new(names: Vec<String>) -> Self {
         RoleTable { names }
     }
 
+    /// The bit of role `name`, or `None` if it is not declared.
     pub fn bit(&self, name: &str) -> Option<u8> {
         self.names.iter().position(|n| n == name).map(|i| i as u8)
     }
@@ -132,6 +138,7 @@ impl RoleTable {
         format!("role `{name}` is not declared in `roles`")
     }
 
+    /// The names of the roles in `set`, in declaration order.
     pub fn names_in(&self, set: RoleSet) -> impl Iterator<Item = &str> {
         self.names
             .iter()
@@ -146,8 +153,11 @@ impl RoleTable {
 /// (e.g. `["allow", "1"]`); the gateway compiler turns them into
 /// FILE:LINE:COL errors.
 pub struct CompileCx<'a> {
+    /// The whole config file being compiled.
     pub config: &'a Config,
+    /// The declared roles, for turning role names into [`RoleSet`]s.
     pub roles: &'a RoleTable,
+    /// The clock limiters, quotas and bans read time from.
     pub clock: &'a SharedClock,
     /// Where counters live (rate limits, quotas, bans); outlives reloads.
     pub store: AnyStore,
@@ -162,6 +172,8 @@ pub struct CompileCx<'a> {
 }
 
 impl<'a> CompileCx<'a> {
+    /// A context with a private memory store, no credentials and no caches; the
+    /// `with_*` methods give it the gateway's.
     pub fn new(
         config: &'a Config,
         roles: &'a RoleTable,
@@ -219,6 +231,7 @@ impl<'a> CompileCx<'a> {
         set
     }
 
+    /// The mistakes recorded so far, leaving none.
     pub fn take_errors(&mut self) -> Vec<(Vec<String>, String)> {
         std::mem::take(&mut self.errors)
     }
@@ -257,8 +270,11 @@ pub fn compile(def: &PolicyDef, name: &str, cx: &mut CompileCx<'_>) -> Option<Co
 /// The parts of a request a [`Check`] may read, and the headers it may edit
 /// (e.g. `auth` removing the credential before forwarding).
 pub struct RequestHead<'a> {
+    /// The request's method.
     pub method: &'a Method,
+    /// The request's URI (its path and query).
     pub uri: &'a Uri,
+    /// The request's headers, editable (e.g. to remove a credential before forwarding).
     pub headers: &'a mut HeaderMap,
 }
 
@@ -266,6 +282,7 @@ pub struct RequestHead<'a> {
 /// the checks of `headers`. Its refusal answers the call (or, report-only,
 /// is noted by the pipeline and the call goes on).
 pub trait Check: Send + Sync + 'static {
+    /// Judges the request: `Err` refuses it with that problem (or, report-only, notes it).
     fn check(&self, req: &mut RequestHead<'_>, cx: &mut RequestContext) -> Result<(), Reject>;
 }
 
@@ -300,12 +317,16 @@ pub enum Step {
 /// belongs to (for report-only and for naming the refusing policy).
 #[derive(Clone)]
 pub struct Stage {
+    /// When in the pipeline the step runs (DESIGN §1).
     pub phase: Phase,
+    /// The policy the step belongs to.
     pub meta: Arc<PolicyMeta>,
+    /// What the step does.
     pub step: Step,
 }
 
 impl Stage {
+    /// A stage of the policy `meta` running `step` in `phase`.
     pub fn new(phase: Phase, meta: &Arc<PolicyMeta>, step: Step) -> Stage {
         Stage {
             phase,
@@ -338,6 +359,7 @@ impl From<Reject> for Stop {
 /// What a stage's request half leaves for its response half.
 #[derive(Default)]
 pub enum Saved {
+    /// Nothing to do on the way out.
     #[default]
     Nothing,
     /// This rate limit governed the call: the `RateLimit*` headers are
@@ -432,10 +454,14 @@ pub fn context_missing(extensions: http::Extensions) -> Response<Body> {
 /// the call is anonymous), `ip`, `global`, or `header:NAME`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum LimitKey {
+    /// The authenticated client's id (the client IP when anonymous).
     #[default]
     Client,
+    /// The client IP, IPv6 grouped by `ipv6_prefix`.
     Ip,
+    /// One counter shared by every caller.
     Global,
+    /// The value of this request header (`header:X-User`); the client IP when it is missing.
     Header(http::HeaderName),
 }
 
@@ -552,11 +578,14 @@ impl<'de> serde::Deserialize<'de> for LimitKey {
 /// through it to get a fresh budget per address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IpGroup {
+    /// An IPv4 address, as is.
     V4(std::net::Ipv4Addr),
+    /// An IPv6 address cut to its `ipv6_prefix`.
     V6(Ipv6Net),
 }
 
 impl IpGroup {
+    /// The group `ip` counts in: IPv4 as is, IPv6 truncated to `ipv6_prefix` bits (at most 128).
     pub fn of(ip: IpAddr, ipv6_prefix: u8) -> IpGroup {
         match crate::gateway::canonical_ip(ip) {
             IpAddr::V4(v4) => IpGroup::V4(v4),

@@ -63,11 +63,17 @@ use crate::problem::{Code, Reject, RejectedWith};
 use crate::state::{self, AnyStore, Store, StoreErrorMode, SECOND};
 use http::HeaderValue;
 
+/// `type: quota` — a budget of calls (or task units) per UTC calendar period, taken only by
+/// forwarded calls; past it 429 `quota_exceeded` with `Retry-After` until the period ends.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QuotaConfig {
+    /// Calls (or task units, with `unit: tasks`) allowed per period, e.g. `10000`.
     pub limit: u64,
+    /// The UTC calendar period the quota resets on: `hour`, `day` or `month`.
     pub period: QuotaPeriod,
+    /// What the quota counts by: `client` (default; the IP when anonymous), `ip`, `global` or
+    /// `header:NAME`.
     #[serde(default)]
     pub key: super::LimitKey,
     /// IPv6 callers counted by IP are grouped by this prefix.
@@ -95,6 +101,7 @@ pub enum QuotaUnit {
 }
 
 impl QuotaUnit {
+    /// The unit's name in config and usage reports.
     pub fn as_str(self) -> &'static str {
         match self {
             QuotaUnit::Calls => "calls",
@@ -107,8 +114,11 @@ impl QuotaUnit {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum QuotaPeriod {
+    /// From the top of one UTC hour to the next.
     Hour,
+    /// From one UTC midnight to the next.
     Day,
+    /// From the first of one month (UTC) to the first of the next.
     Month,
 }
 

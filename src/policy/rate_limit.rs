@@ -63,15 +63,23 @@ use crate::context::{RateLimitDecision, RequestContext, RoleSet};
 use crate::problem::{Code, Reject};
 use crate::state::{self, AnyStore, GcraRule, Store, StoreErrorMode, SECOND};
 
+/// `type: rate_limit` — a GCRA rate limit: a bucket of `burst` calls refilled `limit` per
+/// `window`; a refused call gets 429 `rate_limited` with `Retry-After`.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
+    /// Calls per `window`, sustained, e.g. `100`.
     pub limit: u64,
+    /// The window `limit` refills over, e.g. `1m`.
     pub window: ConfigDuration,
+    /// The bucket's size: calls that may pass at once (default: `limit`).
     #[serde(default)]
     pub burst: Option<u64>,
+    /// What the limit counts by: `client` (default; the IP when anonymous), `ip`, `global` or
+    /// `header:NAME`.
     #[serde(default)]
     pub key: super::LimitKey,
+    /// Only callers holding one of these roles are limited, e.g. `[agent]` (default: every caller).
     #[serde(default)]
     pub for_roles: Vec<String>,
     /// IPv6 callers counted by IP are grouped by this prefix.
@@ -83,10 +91,15 @@ pub struct RateLimitConfig {
     pub anonymous_per_ip: Option<u64>,
 }
 
+/// `RateLimit-Policy` (IETF httpapi draft): the limit's name, quota and window.
 pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+/// `RateLimit` (IETF httpapi draft): the limit's name, remaining calls and reset seconds.
 pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+/// `X-RateLimit-Limit`: the governing limit (the one closest to exhaustion), in calls.
 pub const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+/// `X-RateLimit-Remaining`: the calls that would still pass now.
 pub const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+/// `X-RateLimit-Reset`: seconds until the limit is whole again.
 pub const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
 
 /// A compiled `rate_limit` policy.

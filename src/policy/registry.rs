@@ -48,10 +48,15 @@ pub trait PolicyKind: DeserializeOwned + JsonSchema + fmt::Debug + Send + Sync +
 /// A parsed policy config of some kind, as [`crate::config::schema::PolicyDef`]
 /// holds it. Blanket-implemented for every [`PolicyKind`].
 pub trait AnyPolicyConfig: fmt::Debug + Send + Sync {
+    /// The kind's `type:` name ([`PolicyKind::TYPE`]).
     fn type_name(&self) -> &'static str;
+    /// The config as `Any`, for [`crate::config::schema::PolicyDef::config_of`] to downcast.
     fn as_any(&self) -> &dyn Any;
+    /// Compiles the config into its stages ([`PolicyKind::compile`]); `None` when it had errors.
     fn compile(&self, meta: &Arc<PolicyMeta>, cx: &mut CompileCx<'_>) -> Option<Vec<Stage>>;
+    /// The role names the config references, each with its path ([`PolicyKind::roles_used`]).
     fn roles_used(&self) -> Vec<(Vec<String>, &str)>;
+    /// The error codes the policy can answer with ([`PolicyKind::refusals`]).
     fn refusals(&self) -> &'static [Code];
 }
 
@@ -84,7 +89,9 @@ pub type ParseError = (Vec<String>, String);
 /// One line of the registry: a kind's name and what parses and describes
 /// its config.
 pub struct RegisteredKind {
+    /// The kind's `type:` name, e.g. `rate_limit`.
     pub type_name: &'static str,
+    /// The name of the kind's definition in the JSON Schema, e.g. `RateLimitConfig`.
     pub schema_name: &'static str,
     /// Parses the definition's keys other than `type` and `report_only`.
     pub parse: fn(serde_yaml::Value) -> Result<Arc<dyn AnyPolicyConfig>, ParseError>,

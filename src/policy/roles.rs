@@ -21,11 +21,16 @@ use super::{Check, CompileCx, Phase, PolicyMeta, RequestHead, Stage};
 use crate::context::{RequestContext, RoleSet};
 use crate::problem::{Code, Reject};
 
+/// `type: roles` — allow and deny lists of declared roles; deny wins. An anonymous call gets
+/// 401 `unauthenticated`, a client without an allowed role (or with a denied one) 403
+/// `forbidden_role`.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RolesConfig {
+    /// The client must hold one of these roles, e.g. `[reader, admin]` (empty: any client).
     #[serde(default)]
     pub allow: Vec<String>,
+    /// A client holding any of these roles is refused, e.g. `[suspended]`.
     #[serde(default)]
     pub deny: Vec<String>,
 }

@@ -64,6 +64,8 @@ const FULL_RESCAN: Nanos = 1_000_000_000;
 /// How many bans are looked at to choose the one a new ban replaces.
 const BAN_SAMPLE: usize = 8;
 
+/// The in-process [`Store`](super::Store) (`state.store: memory`): sharded maps with a cap
+/// on live keys (see the module doc).
 #[derive(Debug)]
 pub struct MemoryStore {
     shards: Box<[Mutex<Shard>]>,
@@ -241,6 +243,7 @@ impl Default for MemoryStore {
 }
 
 impl MemoryStore {
+    /// An empty store holding at most [`DEFAULT_MAX_KEYS`] live keys per table.
     pub fn new() -> MemoryStore {
         MemoryStore::with_max_keys(DEFAULT_MAX_KEYS)
     }
@@ -298,6 +301,7 @@ impl MemoryStore {
             .sum()
     }
 
+    /// Whether the store holds no entry at all.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

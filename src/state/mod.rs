@@ -62,6 +62,7 @@ pub struct GcraRule {
 }
 
 impl GcraRule {
+    /// The rule for `limit` calls per `window` with a bucket of `burst` (each at least 1).
     pub fn new(limit: u64, window: Nanos, burst: u64) -> GcraRule {
         let interval = (window / limit.max(1)).max(1);
         GcraRule {
@@ -74,6 +75,7 @@ impl GcraRule {
 /// What a GCRA call decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateDecision {
+    /// Whether the call passes (and took a token).
     pub allowed: bool,
     /// Calls that would still pass right now, after this one.
     pub remaining: u64,
@@ -86,15 +88,18 @@ pub struct RateDecision {
 /// What a quota take decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QuotaDecision {
+    /// Whether the call passes (and took a unit).
     pub allowed: bool,
     /// Calls counted in this period, this one included when allowed.
     pub used: u64,
+    /// Calls (or units) left in this period after this one.
     pub remaining: u64,
 }
 
 /// An active ban.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ban {
+    /// Why the key was banned, as the admin API shows it (e.g. the watched answers and the client).
     pub reason: String,
     /// When the ban lifts (nanos since the epoch).
     pub until: Nanos,
@@ -304,7 +309,9 @@ pub trait Store: Send + Sync + 'static {
 /// the store never looks inside).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallRecord {
+    /// What the entry is filtered and evicted by.
     pub summary: CallSummary,
+    /// The entry as JSON, opaque to the store.
     pub entry: String,
 }
 
@@ -319,7 +326,9 @@ pub struct CallSummary {
     pub expires: Nanos,
     /// The client id; empty when anonymous.
     pub client: String,
+    /// The operation id that answered.
     pub operation: String,
+    /// The HTTP status the caller got.
     pub status: u16,
 }
 
@@ -333,6 +342,7 @@ impl CallSummary {
 /// How much the call log holds at most.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CallLogBounds {
+    /// Entries in all, at most (the oldest go first).
     pub max_entries: u64,
     /// Entries' bytes (`CallSummary::weight`) in all.
     pub max_bytes: u64,
@@ -343,8 +353,11 @@ pub struct CallLogBounds {
 /// Which entries a call-log page shows.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CallFilter {
+    /// Only this client's calls (`""`: anonymous ones).
     pub client: Option<String>,
+    /// Only calls to this operation id.
     pub operation: Option<String>,
+    /// Only calls answered with this status or status class.
     pub status: Option<StatusFilter>,
     /// Only calls answered at or after this time.
     pub since: Option<Nanos>,
@@ -357,6 +370,7 @@ pub struct CallFilter {
 /// `status=404` or `status=4xx`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StatusFilter {
+    /// Exactly this status, e.g. `404`.
     Exact(u16),
     /// The hundreds digit: `4` for `4xx`.
     Class(u16),
@@ -393,13 +407,16 @@ pub struct CallPage {
 /// through its owner, so one owner can never reach (or evict) another's.
 #[derive(Debug, Clone, Copy)]
 pub struct SessionKey<'a> {
+    /// Who the session belongs to (a client id, or an address when anonymous).
     pub owner: &'a str,
+    /// The session id the client was given.
     pub id: &'a str,
 }
 
 /// One subject's usage counters, as `usage_list` reports them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageEntry {
+    /// Whose counters these are (a client id).
     pub subject: String,
     /// `(field, count)`, sorted by field.
     pub counts: Vec<(String, u64)>,
@@ -409,11 +426,14 @@ pub struct UsageEntry {
 /// memory path is a direct call, with no boxed futures. Cloning shares it.
 #[derive(Debug, Clone)]
 pub enum AnyStore {
+    /// The in-process store (`store: memory`).
     Memory(Arc<MemoryStore>),
+    /// Redis, one node, Cluster or Sentinel (`store: redis`).
     Redis(Arc<RedisStore>),
 }
 
 impl AnyStore {
+    /// A fresh, empty in-process store (`store: memory`, and unit tests).
     pub fn memory() -> AnyStore {
         AnyStore::Memory(Arc::new(MemoryStore::new()))
     }
@@ -691,6 +711,7 @@ impl StoreErrorMode {
     /// Fail-open outages log at most this often per policy.
     const LOG_EVERY: Nanos = 10 * SECOND;
 
+    /// How store failures are answered for `state.on_store_error: mode`.
     pub fn new(mode: OnStoreError) -> StoreErrorMode {
         StoreErrorMode {
             mode,

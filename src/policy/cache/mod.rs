@@ -117,6 +117,8 @@ use key::{forwarding_values, overrides_method_or_url, Audience, CacheKey, Entry,
 use recording::{Capture, Recording};
 pub use store::{CacheRegistry, CacheStore};
 
+/// `type: cache` — serves repeated `GET`/`HEAD` answers from memory for `ttl`, one entry per
+/// caller unless `shared`; answers carry `X-Cache: HIT` or `MISS`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CacheConfig {

@@ -22,6 +22,7 @@ pub struct CacheRegistry {
 pub(super) type Registered = (u64, Weak<CacheStore>);
 
 impl CacheRegistry {
+    /// An empty registry; its stores report to `metrics`.
     pub fn new(metrics: Arc<Metrics>) -> CacheRegistry {
         CacheRegistry {
             metrics,
