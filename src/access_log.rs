@@ -45,7 +45,9 @@ pub const EXIT_FLUSH: Duration = Duration::from_secs(5);
 pub struct AccessRecord<'a> {
     /// When the answer was ready.
     pub time: SystemTime,
+    /// The request id the caller saw in `X-Request-Id`.
     pub request_id: &'a str,
+    /// The client address the gateway judged (after trusted proxies).
     pub client_ip: IpAddr,
     /// The authenticated client's id; empty when anonymous.
     pub client: &'a str,
@@ -53,16 +55,21 @@ pub struct AccessRecord<'a> {
     pub key_id: Option<&'a str>,
     /// Empty when no route matched.
     pub api: &'a str,
+    /// The operation id; empty when no route matched.
     pub operation: &'a str,
+    /// The request method.
     pub method: &'a str,
     /// The path as received (no query).
     pub path: &'a str,
+    /// The status the caller got.
     pub status: u16,
     /// Request to response head (`duration_ms`).
     pub duration: Duration,
     /// The upstream's share of it (`upstream_ms`), when it was called.
     pub upstream: Option<Duration>,
+    /// Request body bytes read, when known.
     pub bytes_in: Option<u64>,
+    /// Response body bytes sent, when known.
     pub bytes_out: Option<u64>,
     /// The problem `code` of a refusal.
     pub code: Option<&'a str>,
@@ -85,10 +92,13 @@ pub enum Format {
 
 /// Where lines go.
 pub enum Destination {
+    /// The process's standard error (the default).
     Stderr,
     /// Appended to; reopened by [`AccessLog::reopen`].
     File {
+        /// Where the file is (reopened by this name after a rotation).
         path: PathBuf,
+        /// The file open now.
         file: File,
     },
     /// Any writer (tests, benches).

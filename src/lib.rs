@@ -1,6 +1,10 @@
 //! Tollgate: an API gateway that turns a project's workflow endpoints into
 //! one governed API. See DESIGN.md for the contract and README.md for use.
 
+// Every public item says what it is (issue #22): the crate is read more
+// than it is written.
+#![warn(missing_docs)]
+
 pub mod access_log;
 pub mod address;
 pub mod admin;

@@ -153,6 +153,7 @@ impl UpstreamTarget {
         })
     }
 
+    /// The upstream's host and port (what `Host` is set to).
     pub fn authority(&self) -> &Authority {
         &self.authority
     }
@@ -321,6 +322,8 @@ pub struct Proxy {
 pub struct UpstreamUri(pub Uri);
 
 impl Proxy {
+    /// A proxy over `clients`, giving each call `timeout` for the upstream's
+    /// response head.
     pub fn new(clients: Arc<UpstreamClients>, timeout: Duration) -> Self {
         Proxy { clients, timeout }
     }

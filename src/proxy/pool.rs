@@ -93,12 +93,16 @@ pub struct UpstreamClients {
 /// What a call could not get from its upstream.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
+    /// The TCP (or TLS) connection failed.
     #[error("cannot connect to the upstream: {0}")]
     Connect(#[source] std::io::Error),
+    /// No connection within the connect timeout.
     #[error("no connection to the upstream within {0:?}")]
     ConnectTimeout(Duration),
+    /// The HTTP/1.1 exchange on an open connection failed.
     #[error("upstream exchange failed: {0}")]
     Http(#[source] hyper::Error),
+    /// The pooled client (HTTP/2 and https upstreams) failed.
     #[error("upstream request failed: {0}")]
     Client(#[source] hyper_util::client::legacy::Error),
 }

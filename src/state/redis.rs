@@ -411,7 +411,12 @@ pub enum RedisTarget {
     /// `redis.cluster`: seed nodes of a Redis Cluster.
     Cluster(Vec<String>),
     /// `redis.sentinel`: the master's name and the sentinels' URLs.
-    Sentinel { master: String, nodes: Vec<String> },
+    Sentinel {
+        /// The name the sentinels know the master by.
+        master: String,
+        /// The sentinels' URLs.
+        nodes: Vec<String>,
+    },
 }
 
 /// How to reach a [`RedisTarget`]. `Debug` never shows the credentials.
@@ -421,6 +426,7 @@ pub struct RedisAccess {
     pub ca_pem: Option<Vec<u8>>,
     /// ACL user (with `password`), or `default` when only a password.
     pub username: Option<String>,
+    /// The password (from `password_env`; never logged).
     pub password: Option<String>,
 }
 

@@ -128,6 +128,7 @@ impl Tracing {
         }))))
     }
 
+    /// Whether a `tracing:` section is configured (spans are made at all).
     pub fn is_enabled(&self) -> bool {
         self.0.is_some()
     }
@@ -438,6 +439,7 @@ pub fn finish(cx: &RequestContext, status: u16, code: Option<&str>) -> Option<Tr
 }
 
 impl TraceIdText {
+    /// The 32 lowercase hex digits.
     pub fn as_str(&self) -> &str {
         std::str::from_utf8(&self.0).unwrap_or("")
     }
