@@ -19,7 +19,7 @@
 //!
 //! It owns the compiled `record:` rules (one per operation), the per-call
 //! [`Recording`] (the request head copied at the route step, each body
-//! teed through [`tee::Tee`] up to `max_body_bytes`), the redaction
+//! teed through [`Tee`] up to `max_body_bytes`), the redaction
 //! ([`redact`]), and the [`CallLog`] sink: a queue bounded in bytes and
 //! one writer task that appends batches to the store. A full queue drops
 //! the entry and counts it (`tollgate_call_log_dropped_total`): a request
@@ -40,7 +40,6 @@
 
 pub mod config;
 pub mod redact;
-pub mod tee;
 
 use http::{Request, Response};
 use parking_lot::Mutex;
@@ -51,6 +50,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
 
+use crate::body::tee::{Tee, TeeEnd, TeeSink};
 use crate::body::Body;
 use crate::calendar::format_rfc3339;
 use crate::clock::{Nanos, SharedClock};
@@ -62,7 +62,6 @@ use crate::problem::RejectedWith;
 use crate::state::{AnyStore, CallLogBounds, CallRecord, CallSummary, Store};
 use config::{CallLogConfig, RecordConfig};
 use redact::Redaction;
-use tee::{Tee, TeeEnd, TeeSink};
 
 /// The largest `max_body_bytes`.
 const MAX_BODY_BYTES: u64 = 1 << 20;

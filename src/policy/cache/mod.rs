@@ -112,9 +112,10 @@ mod key;
 mod recording;
 mod store;
 
+use crate::body::tee::Tee;
 use cache_control::{allowed, asked};
 use key::{forwarding_values, overrides_method_or_url, Audience, CacheKey, Entry, ForwardedProto};
-use recording::{Capture, Recording};
+use recording::{Capture, CopyAside};
 pub use store::{CacheRegistry, CacheStore};
 
 /// `type: cache` — serves repeated `GET`/`HEAD` answers from memory for `ttl`, one entry per
@@ -422,19 +423,16 @@ impl Cache {
         let room = self.max_entry - u64::from(entry.weight);
         let (head, inner) = response.into_parts();
         let expected = inner.size_hint().lower().min(room) as usize;
-        let recording = Recording {
-            inner,
-            capture: Some(Capture {
-                store: self.store.clone(),
-                key: Arc::new(key),
-                entry,
-                buf: Vec::with_capacity(0),
-                expected,
-                room,
-                reserved: 0,
-            }),
-        };
-        Response::from_parts(head, recording.boxed_unsync())
+        let copy = CopyAside(Some(Capture {
+            store: self.store.clone(),
+            key: Arc::new(key),
+            entry,
+            buf: Vec::with_capacity(0),
+            expected,
+            room,
+            reserved: 0,
+        }));
+        Response::from_parts(head, Tee::new(inner, copy).boxed_unsync())
     }
 }
 

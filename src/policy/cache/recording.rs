@@ -1,23 +1,40 @@
-//! The body that streams an answer to the caller and copies it aside, to
-//! be stored once complete if it fits.
+//! The copy of an answer on its way to the caller (through a
+//! [`crate::body::tee::Tee`]), stored once complete if it fits.
 
 use bytes::Bytes;
 use http::header::HeaderMap;
 use http::StatusCode;
-use http_body::{Body as HttpBody, Frame, SizeHint};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use super::{key::*, store::*};
-use crate::body::{Body, BodyError};
+use crate::body::tee::{TeeEnd, TeeSink};
 
-/// A miss's body on its way to the caller: frames pass through unchanged
-/// and are copied into `capture` until the body ends (then the entry is
-/// stored) or grows past what may be stored (then the copy is dropped).
-pub(super) struct Recording {
-    pub(super) inner: Body,
-    pub(super) capture: Option<Capture>,
+/// A miss's body on its way to the caller is a [`Tee`] into this: frames
+/// pass through unchanged and are copied into the capture until the body
+/// completes (then the entry is stored) or grows past what may be stored,
+/// carries trailers, fails or is left unread (then the copy is dropped,
+/// and its budget given back at once).
+pub(super) struct CopyAside(pub(super) Option<Capture>);
+
+impl TeeSink for CopyAside {
+    fn data(&mut self, data: &[u8]) {
+        if let Some(capture) = &mut self.0 {
+            if !capture.push(data) {
+                self.0 = None;
+            }
+        }
+    }
+
+    /// Trailers cannot be stored with the entry.
+    fn trailers(&mut self) {
+        self.0 = None;
+    }
+
+    fn end(self, how: TeeEnd) {
+        if let (TeeEnd::Complete, Some(capture)) = (how, self.0) {
+            capture.finish();
+        }
+    }
 }
 
 pub(super) struct Capture {
@@ -85,68 +102,5 @@ pub(super) fn empty_entry() -> Entry {
 impl Drop for Capture {
     fn drop(&mut self) {
         self.store.release(self.reserved);
-    }
-}
-
-impl Recording {
-    /// Stores the copy if the inner body has ended.
-    pub(super) fn finish_if_ended(&mut self) {
-        if self.inner.is_end_stream() {
-            if let Some(capture) = self.capture.take() {
-                capture.finish();
-            }
-        }
-    }
-}
-
-impl HttpBody for Recording {
-    type Data = Bytes;
-    type Error = BodyError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                let keep = match (frame.data_ref(), &mut this.capture) {
-                    (Some(data), Some(capture)) => capture.push(data),
-                    // Trailers cannot be stored with the entry.
-                    (None, Some(_)) => false,
-                    (_, None) => true,
-                };
-                if !keep {
-                    this.capture = None;
-                }
-                this.finish_if_ended();
-            }
-            Poll::Ready(None) => {
-                if let Some(capture) = this.capture.take() {
-                    capture.finish();
-                }
-            }
-            // A body that fails is not the answer: nothing is stored.
-            Poll::Ready(Some(Err(_))) => this.capture = None,
-            Poll::Pending => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for Recording {
-    fn drop(&mut self) {
-        // An empty body may never be polled; one the caller left early
-        // has not ended, and is not stored.
-        self.finish_if_ended();
     }
 }

@@ -3,9 +3,8 @@
 //! what to keep (the call log keeps a bounded prefix); the body itself
 //! buffers nothing, so a streamed answer is never held back or collected.
 //!
-//! The response cache's recording body (`policy::cache`) is the same shape
-//! with its own store-or-abandon rule; it could sit on this type once the
-//! cache module is split.
+//! Two sinks use it: the call log (a bounded prefix of each body) and the
+//! response cache (a copy of the answer, stored once complete).
 
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
@@ -30,6 +29,8 @@ pub enum TeeEnd {
 pub trait TeeSink: Send + Unpin + 'static {
     /// A data frame passed through.
     fn data(&mut self, data: &[u8]);
+    /// A trailers frame passed through.
+    fn trailers(&mut self) {}
     /// The body ended; called once.
     fn end(self, how: TeeEnd);
 }
@@ -68,8 +69,11 @@ impl<S: TeeSink> HttpBody for Tee<S> {
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
-                if let (Some(data), Some(sink)) = (frame.data_ref(), this.sink.as_mut()) {
-                    sink.data(data);
+                if let Some(sink) = this.sink.as_mut() {
+                    match frame.data_ref() {
+                        Some(data) => sink.data(data),
+                        None => sink.trailers(),
+                    }
                 }
                 // A body of known length is not polled past its last frame.
                 if this.inner.is_end_stream() {

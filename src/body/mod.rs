@@ -5,6 +5,8 @@
 //! [`BodyDeadline`] ends a request body trickled slower than
 //! `limits.min_body_rate` once `limits.body_deadline` is spent.
 
+pub mod tee;
+
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::{BodyExt, Empty, Full};
