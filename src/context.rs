@@ -63,6 +63,9 @@ pub struct RateLimitDecision {
     /// The whole `RateLimit-Policy` value, which never changes per call.
     pub policy_header: HeaderValue,
     pub limit: u64,
+    /// `limit` as a header value (`X-RateLimit-Limit`), made once per
+    /// policy.
+    pub limit_header: HeaderValue,
     pub remaining: u64,
     /// Seconds until the quota is whole again.
     pub reset_secs: u64,
@@ -234,6 +237,7 @@ mod tests {
             quoted_name: format!("\"{name}\"").into(),
             policy_header: HeaderValue::from_static("p"),
             limit: 10,
+            limit_header: HeaderValue::from_static("10"),
             remaining,
             reset_secs: 1,
             window_secs: 60,
