@@ -72,6 +72,9 @@ pub struct RateLimitDecision {
     pub policy_header: HeaderValue,
     /// The limit, in calls per window (or units per period, for a quota).
     pub limit: u64,
+    /// `limit` as a header value (`X-RateLimit-Limit`), made once per
+    /// policy.
+    pub limit_header: HeaderValue,
     /// Calls that would still pass now.
     pub remaining: u64,
     /// Seconds until the quota is whole again.
@@ -256,6 +259,7 @@ mod tests {
             quoted_name: format!("\"{name}\"").into(),
             policy_header: HeaderValue::from_static("p"),
             limit: 10,
+            limit_header: HeaderValue::from_static("10"),
             remaining,
             reset_secs: 1,
             window_secs: 60,

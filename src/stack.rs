@@ -117,10 +117,20 @@ pub async fn run_chain(
     let mut answer = None;
     'walk: for stage in chain.iter().flat_map(|p| p.stages.iter()) {
         let mut saved = Saved::Nothing;
-        let verdict = stage
+        // Most stages decide at once (checks, rewrites, memory-store
+        // limits): no future is built for them.
+        let verdict = match stage
             .step
-            .before(&mut parts, &mut body, &mut cx, &mut saved)
-            .await;
+            .before_now(&mut parts, &mut body, &mut cx, &mut saved)
+        {
+            Some(verdict) => verdict,
+            None => {
+                stage
+                    .step
+                    .before(&mut parts, &mut body, &mut cx, &mut saved)
+                    .await
+            }
+        };
         if !matches!(saved, Saved::Nothing) {
             passed.push((stage, saved));
         }
@@ -180,7 +190,9 @@ pub async fn run_chain(
     };
     crate::trace::keep_rate_limit(&cx);
     for (stage, saved) in passed.into_iter().rev() {
-        stage.step.after(&mut response, &mut cx, saved).await;
+        if let Some(saved) = stage.step.after_now(&mut response, &mut cx, saved) {
+            stage.step.after(&mut response, &mut cx, saved).await;
+        }
     }
     response.extensions_mut().insert(cx);
     response

@@ -49,8 +49,9 @@ pub type PathError = (Vec<String>, String);
 /// Every client's keys and roles, and the JWT verifier if `jwt:` is set.
 #[derive(Default)]
 pub struct Credentials {
-    /// API keys by the SHA-256 of the key.
-    keys: HashMap<[u8; 32], ApiKey>,
+    /// API keys by the SHA-256 of the key; the map is keyed by a seeded
+    /// foldhash (a digest needs no SipHash: nobody can aim one at a bucket).
+    keys: HashMap<[u8; 32], ApiKey, foldhash::fast::RandomState>,
     /// Configured clients' roles, for a JWT whose `sub` names one.
     clients: HashMap<Arc<str>, RoleSet>,
     jwt: Option<JwtVerifier>,

@@ -206,10 +206,11 @@ impl Auth {
         let now = self.clock.now();
         // Every slot this policy reads is noted first, tried or not: a
         // second credential beside the one that wins must not travel on.
-        presented.header = self
+        let key_value = self
             .key_header
             .as_ref()
-            .is_some_and(|name| parts.headers.contains_key(name));
+            .and_then(|name| parts.headers.get(name));
+        presented.header = key_value.is_some();
         presented.authorization = (self.bearer_key || self.jwt)
             && parts
                 .headers
@@ -230,13 +231,11 @@ impl Auth {
                 None
             }
         };
-        if let Some(name) = &self.key_header {
-            if let Some(value) = parts.headers.get(name) {
-                let checked = self.credentials.check_api_key(value.as_bytes(), now);
-                if let Some(client) = note(checked.map_err(Cow::Borrowed)) {
-                    presented.used = Some(Slot::Header);
-                    return Ok(client);
-                }
+        if let Some(value) = key_value {
+            let checked = self.credentials.check_api_key(value.as_bytes(), now);
+            if let Some(client) = note(checked.map_err(Cow::Borrowed)) {
+                presented.used = Some(Slot::Header);
+                return Ok(client);
             }
         }
         if self.bearer_key || self.jwt {
@@ -402,6 +401,33 @@ impl Auth {
         parts: &mut Parts,
         cx: &mut RequestContext,
     ) -> Result<(), Reject> {
+        if parts.extensions.get::<AgentIdentity>().is_none() {
+            if let Some(source) = self.jwks_to_fetch(&parts.headers) {
+                source.fetch_for_unknown_kid().await;
+            }
+        }
+        self.decide(parts, cx)
+    }
+
+    /// The request half when no signing key has to be fetched first;
+    /// `None` (having done nothing) when one does.
+    pub(crate) fn before_now(
+        &self,
+        parts: &mut Parts,
+        cx: &mut RequestContext,
+    ) -> Option<Result<(), Reject>> {
+        // `jwks_to_fetch` starts nothing when it answers `Some`.
+        if parts.extensions.get::<AgentIdentity>().is_none()
+            && self.jwks_to_fetch(&parts.headers).is_some()
+        {
+            return None;
+        }
+        Some(self.decide(parts, cx))
+    }
+
+    /// Identifies the caller with the keys at hand and strips the
+    /// credentials.
+    fn decide(&self, parts: &mut Parts, cx: &mut RequestContext) -> Result<(), Reject> {
         // A tool call whose caller the MCP endpoint's OAuth resource
         // server authenticated: that identity, and no credential travels.
         if let Some(AgentIdentity(client)) = parts.extensions.remove::<AgentIdentity>() {
@@ -411,9 +437,6 @@ impl Auth {
             self.strip(parts, &presented);
             cx.client = Some(client);
             return Ok(());
-        }
-        if let Some(source) = self.jwks_to_fetch(&parts.headers) {
-            source.fetch_for_unknown_kid().await;
         }
         let mut presented = Presented::default();
         let verdict = self.identify(parts, &mut presented);

@@ -316,7 +316,19 @@ impl Template {
             Template::Parts(parts) => parts,
         };
         let cx = cx?;
-        let mut out = String::with_capacity(64);
+        // Sized exactly (an address is at most 39 characters), so the value
+        // keeps the string's one allocation.
+        let client_id = || cx.client.as_ref().map(|c| &*c.id);
+        let size: usize = parts
+            .iter()
+            .map(|part| match part {
+                Part::Text(t) => t.len(),
+                Part::ClientId => client_id().map_or(0, str::len),
+                Part::RequestId => cx.request_id.len(),
+                Part::ClientIp => 39,
+            })
+            .sum();
+        let mut out = String::with_capacity(size);
         for part in parts {
             match part {
                 Part::Text(t) => out.push_str(t),

@@ -418,6 +418,72 @@ impl Step {
         }
     }
 
+    /// The request half when it needs no waiting (checks, rewrites, a
+    /// cache lookup, `auth` with its keys at hand, a memory-store limit):
+    /// `None` when it must wait, having done nothing; then
+    /// [`Step::before`] runs it.
+    pub fn before_now(
+        &self,
+        parts: &mut http::request::Parts,
+        body: &mut Body,
+        cx: &mut RequestContext,
+        saved: &mut Saved,
+    ) -> Option<Result<(), Stop>> {
+        match self {
+            Step::Check(check) => {
+                let mut head = RequestHead {
+                    method: &parts.method,
+                    uri: &parts.uri,
+                    headers: &mut parts.headers,
+                };
+                Some(check.check(&mut head, cx).map_err(Stop::from))
+            }
+            Step::Auth(auth) => auth.before_now(parts, cx).map(|r| r.map_err(Stop::from)),
+            Step::RateLimit(limit) => limit
+                .before_now(&parts.headers, cx, saved)
+                .map(|r| r.map_err(Stop::from)),
+            Step::Cache(cache) => Some(cache.before(parts, body, cx, saved)),
+            Step::Rewrite(rewrites) => {
+                rewrites.request.apply(&mut parts.headers, Some(cx));
+                if !rewrites.response.is_empty() {
+                    *saved = Saved::RewriteResponse;
+                }
+                Some(Ok(()))
+            }
+            Step::Abuse(_) | Step::Quota(_) | Step::Schema(_) | Step::Cors(_) => None,
+        }
+    }
+
+    /// The response half when it needs no waiting; `Some(saved)` back when
+    /// it must wait (then [`Step::after`] runs it).
+    pub fn after_now(
+        &self,
+        response: &mut Response<Body>,
+        cx: &mut RequestContext,
+        saved: Saved,
+    ) -> Option<Saved> {
+        match (self, saved) {
+            (_, Saved::Nothing) | (Step::Check(_) | Step::Auth(_), _) => None,
+            (Step::RateLimit(_), Saved::RateLimitHeaders) => {
+                rate_limit::write_headers(response, cx);
+                None
+            }
+            (Step::Cache(cache), Saved::CacheMiss(miss)) => {
+                cache.after(response, *miss);
+                None
+            }
+            (Step::Rewrite(rewrites), Saved::RewriteResponse) => {
+                rewrites.response.apply(response.headers_mut(), Some(cx));
+                None
+            }
+            (Step::Cors(_), Saved::Cors(headers)) => {
+                cors::Cors::after(response, headers);
+                None
+            }
+            (_, saved) => Some(saved),
+        }
+    }
+
     /// The response half, for a stage whose request half ran.
     pub async fn after(
         &self,

@@ -312,6 +312,7 @@ impl Quota {
             policy_header: HeaderValue::try_from(policy_header.as_str())
                 .unwrap_or_else(|_| HeaderValue::from_static("\"?\"")),
             limit: self.limit,
+            limit_header: self.limit.into(),
             remaining: 0,
             reset_secs,
             window_secs,

@@ -108,6 +108,8 @@ pub struct RateLimit {
     meta: Arc<PolicyMeta>,
     rule: GcraRule,
     limit: u64,
+    /// `limit` as a header value, for `X-RateLimit-Limit`.
+    limit_header: HeaderValue,
     window_secs: u64,
     /// `"name"`, and the `RateLimit-Policy` value: both fixed per policy.
     quoted_name: Arc<str>,
@@ -118,7 +120,7 @@ pub struct RateLimit {
     for_roles: RoleSet,
     /// `key: header:NAME`: the per-address bucket of anonymous callers,
     /// and its limit (for the headers).
-    anonymous_per_ip: Option<(GcraRule, u64)>,
+    anonymous_per_ip: Option<(GcraRule, u64, HeaderValue)>,
     store: AnyStore,
     clock: SharedClock,
     on_error: StoreErrorMode,
@@ -173,7 +175,7 @@ fn compile(
             let n = config
                 .anonymous_per_ip
                 .unwrap_or(config.limit.saturating_mul(10));
-            Some((GcraRule::new(n, window, n), n))
+            Some((GcraRule::new(n, window, n), n, n.into()))
         }
         _ => None,
     };
@@ -188,6 +190,7 @@ fn compile(
         meta: meta.clone(),
         rule: GcraRule::new(config.limit, window, burst),
         limit: config.limit,
+        limit_header: config.limit.into(),
         window_secs,
         quoted_name: quoted_name.into(),
         policy_header,
@@ -219,15 +222,20 @@ impl RateLimit {
         &self,
         headers: &HeaderMap,
         cx: &RequestContext,
-    ) -> Option<(String, GcraRule, u64)> {
-        let (rule, limit) = self.anonymous_per_ip?;
+    ) -> Option<(String, GcraRule, (u64, &HeaderValue))> {
+        let (rule, limit, limit_header) = self.anonymous_per_ip.as_ref()?;
         let key = anonymous_address_key(&self.key, &self.meta.name, self.ipv6_prefix, headers, cx)?;
-        Some((key, rule, limit))
+        Some((key, *rule, (*limit, limit_header)))
     }
 
     /// Decides one call: `Ok` to go on (the decision recorded in `cx`), or
     /// the refusal.
-    async fn judge(&self, headers: &HeaderMap, cx: &mut RequestContext) -> Result<(), Reject> {
+    async fn judge(
+        &self,
+        store: &impl Store,
+        headers: &HeaderMap,
+        cx: &mut RequestContext,
+    ) -> Result<(), Reject> {
         let key = self
             .key
             .store_key(&self.meta.name, self.ipv6_prefix, headers, cx);
@@ -236,7 +244,7 @@ impl RateLimit {
         // The address's bucket is looked at first and taken from last, so
         // a call refused by either takes from neither.
         if let Some((ip_key, rule, limit)) = &anonymous {
-            let d = match self.store.gcra(ip_key, *rule, now, false).await {
+            let d = match store.gcra(ip_key, *rule, now, false).await {
                 Ok(d) => d,
                 Err(error) => return self.on_error.handle(&self.meta.name, &error, now),
             };
@@ -244,12 +252,12 @@ impl RateLimit {
                 return self.decided(d, *limit, cx);
             }
         }
-        let d = match self.store.gcra(&key, self.rule, now, true).await {
+        let d = match store.gcra(&key, self.rule, now, true).await {
             Ok(d) => d,
             Err(error) => return self.on_error.handle(&self.meta.name, &error, now),
         };
         if let (true, Some((ip_key, rule, limit))) = (d.allowed, &anonymous) {
-            let ip = match self.store.gcra(ip_key, *rule, now, true).await {
+            let ip = match store.gcra(ip_key, *rule, now, true).await {
                 Ok(ip) => ip,
                 Err(error) => return self.on_error.handle(&self.meta.name, &error, now),
             };
@@ -258,7 +266,7 @@ impl RateLimit {
                 return self.decided(ip, *limit, cx);
             }
         }
-        self.decided(d, self.limit, cx)
+        self.decided(d, (self.limit, &self.limit_header), cx)
     }
 
     /// Records decision `d` of a bucket of `limit` calls and turns it into
@@ -266,7 +274,7 @@ impl RateLimit {
     fn decided(
         &self,
         d: state::RateDecision,
-        limit: u64,
+        (limit, limit_header): (u64, &HeaderValue),
         cx: &mut RequestContext,
     ) -> Result<(), Reject> {
         if self.meta.report_only {
@@ -286,6 +294,7 @@ impl RateLimit {
             quoted_name: self.quoted_name.clone(),
             policy_header: self.policy_header.clone(),
             limit,
+            limit_header: limit_header.clone(),
             remaining: d.remaining,
             reset_secs: state::ceil_secs(d.reset_after),
             window_secs: self.window_secs,
@@ -358,19 +367,21 @@ pub(crate) fn write_headers(response: &mut Response<Body>, cx: &mut RequestConte
         return;
     };
     // Per call only the numbers change; no format machinery on this path.
-    let mut numbers = itoa::Buffer::new();
-    let mut value = String::with_capacity(d.quoted_name.len() + 24);
+    // Sized exactly, so the value keeps the string's one allocation.
+    let (mut r, mut t) = (itoa::Buffer::new(), itoa::Buffer::new());
+    let (r, t) = (r.format(d.remaining), t.format(d.reset_secs));
+    let mut value = String::with_capacity(d.quoted_name.len() + 6 + r.len() + t.len());
     value.push_str(&d.quoted_name);
     value.push_str(";r=");
-    value.push_str(numbers.format(d.remaining));
+    value.push_str(r);
     value.push_str(";t=");
-    value.push_str(numbers.format(d.reset_secs));
+    value.push_str(t);
     let headers = response.headers_mut();
     headers.insert(RATELIMIT_POLICY, d.policy_header);
     if let Ok(value) = HeaderValue::try_from(value) {
         headers.insert(RATELIMIT, value);
     }
-    headers.insert(X_RATELIMIT_LIMIT, d.limit.into());
+    headers.insert(X_RATELIMIT_LIMIT, d.limit_header);
     headers.insert(X_RATELIMIT_REMAINING, d.remaining.into());
     headers.insert(X_RATELIMIT_RESET, d.reset_secs.into());
 }
@@ -413,7 +424,42 @@ impl RateLimit {
         if !self.meta.report_only {
             *saved = Saved::RateLimitHeaders;
         }
-        self.judge(headers, cx).await
+        match &self.store {
+            AnyStore::Memory(memory) => self.judge(&**memory, headers, cx).await,
+            AnyStore::Redis(redis) => self.judge(&**redis, headers, cx).await,
+        }
+    }
+
+    /// The request half, decided at once when the store is in memory (its
+    /// decisions never wait); `None`, having done nothing, otherwise.
+    pub(crate) fn before_now(
+        &self,
+        headers: &HeaderMap,
+        cx: &mut RequestContext,
+        saved: &mut Saved,
+    ) -> Option<Result<(), Reject>> {
+        use futures_util::FutureExt as _;
+        let AnyStore::Memory(memory) = &self.store else {
+            return None;
+        };
+        if !self.governs(cx) {
+            return Some(Ok(()));
+        }
+        if !self.meta.report_only {
+            *saved = Saved::RateLimitHeaders;
+        }
+        // The memory store answers with ready futures: this completes on
+        // its first poll.
+        Some(
+            self.judge(&**memory, headers, cx)
+                .now_or_never()
+                .unwrap_or_else(|| {
+                    Err(Reject::new(
+                        Code::Internal,
+                        "the memory store did not decide at once",
+                    ))
+                }),
+        )
     }
 }
 

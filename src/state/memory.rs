@@ -310,26 +310,23 @@ impl MemoryStore {
     pub fn gcra_now(&self, key: &str, rule: GcraRule, now: Nanos, commit: bool) -> RateDecision {
         let mut shard = self.shard(key).lock();
         let table = &mut shard.buckets;
-        if !table.map.contains_key(key) && !table.has_room(now) {
+        // One lookup for a known key, the common case.
+        if let Some(tat) = table.map.get_mut(key) {
+            let (decision, new_tat) = gcra_decide(*tat, rule, now);
+            if commit && decision.allowed {
+                *tat = new_tat;
+            }
+            return decision;
+        }
+        if !table.has_room(now) {
             drop(shard);
             return self.overflow.lock().gcra(rule, now, commit);
         }
-        match table.map.get_mut(key) {
-            Some(tat) => {
-                let (decision, new_tat) = gcra_decide(*tat, rule, now);
-                if commit && decision.allowed {
-                    *tat = new_tat;
-                }
-                decision
-            }
-            None => {
-                let (decision, new_tat) = gcra_decide(now, rule, now);
-                if commit && decision.allowed {
-                    table.insert(key, new_tat, now);
-                }
-                decision
-            }
+        let (decision, new_tat) = gcra_decide(now, rule, now);
+        if commit && decision.allowed {
+            table.insert(key, new_tat, now);
         }
+        decision
     }
 
     fn quota_peek_now(&self, key: &str, period_end: Nanos) -> u64 {
