@@ -426,7 +426,8 @@ impl RateLimit {
         }
         match &self.store {
             AnyStore::Memory(memory) => self.judge(&**memory, headers, cx).await,
-            AnyStore::Redis(redis) => self.judge(&**redis, headers, cx).await,
+            // Through `AnyStore`, which wraps each Redis call in its span.
+            AnyStore::Redis(_) => self.judge(&self.store, headers, cx).await,
         }
     }
 
