@@ -2,7 +2,7 @@
 //! form) and a compiled runtime that becomes one or more [`Stage`]s.
 //!
 //! A stage is a [`Step`] tagged with the [`Phase`] it runs in;
-//! `crate::pipeline` sorts an operation's stages by phase (whatever order
+//! `crate::stack` sorts an operation's stages by phase (whatever order
 //! the config lists them in) and runs them from one loop: each stage's
 //! request half in phase order, the upstream call, then the response halves
 //! of the stages that asked for one, in reverse.
@@ -21,7 +21,9 @@
 //! Adding a kind: copy `ip.rs` to a new file and rename its config type and
 //! `TYPE`/`SCHEMA_NAME`; add its `mod` line below and its line in
 //! [`KINDS`]. (A kind whose work is not a [`Check`] also adds a [`Step`]
-//! variant.)
+//! variant and its arms in [`Step::before_now`] / [`Step::after_now`], which
+//! decide at once where nothing waits, and in [`Step::before`] /
+//! [`Step::after`]; the matches are exhaustive, so the compiler names each.)
 
 pub mod abuse;
 pub mod auth;
