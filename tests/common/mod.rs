@@ -3,6 +3,7 @@
 //! no sleeps.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod redis_server;
 
 use bytes::Bytes;

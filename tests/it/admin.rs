@@ -10,7 +10,6 @@ use http_body_util::Full;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use sha2::{Digest, Sha256};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -644,15 +643,6 @@ async fn a_renewed_certificate_is_served_to_the_next_connection_after_reload() {
     ops.shutdown().await;
 }
 
-/// The path of a Chromium binary, if one is installed.
-fn chromium() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    ["chromium", "chromium-browser", "google-chrome"]
-        .iter()
-        .flat_map(|name| std::env::split_paths(&path).map(move |dir| dir.join(name)))
-        .find(|candidate| candidate.is_file())
-}
-
 #[tokio::test]
 async fn the_status_page_renders_operations_clients_and_bans_in_a_browser() {
     let up = Upstream::start().await;
@@ -683,45 +673,16 @@ async fn the_status_page_renders_operations_clients_and_bans_in_a_browser() {
     }
     assert!(!html.contains("<script"));
 
-    let Some(browser) = chromium() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "chromium is not installed; CI must run the browser test"
-        );
-        eprintln!("SKIPPED the browser half: chromium not found (apt-get install chromium)");
+    let Some(browser) = browser::chromium("the browser half") else {
         ops.shutdown().await;
         return;
     };
-    let artifacts = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .map(|target| target.join("test-artifacts"))
-        .unwrap_or_else(|| PathBuf::from("target/test-artifacts"));
-    std::fs::create_dir_all(&artifacts).expect("artifacts dir");
-    let png = artifacts.join("status.png");
-    let _ = std::fs::remove_file(&png);
-    let profile = tempfile::tempdir().expect("profile dir");
-    let run = tokio::process::Command::new(&browser)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
-            "--window-size=1200,900",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(format!("--screenshot={}", png.display()))
-        .arg(ops.admin_url("/"))
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(120), run)
-        .await
-        .expect("chromium finished within 120s")
-        .expect("chromium ran");
+    let png = browser::artifact("status.png");
+    let flags = [
+        "--window-size=1200,900".to_string(),
+        format!("--screenshot={}", png.display()),
+    ];
+    let output = browser::headless(&browser, &flags, &ops.admin_url("/")).await;
     let size = std::fs::metadata(&png).map(|m| m.len()).unwrap_or(0);
     assert!(
         size > 10_000,

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http::{Method, Request};
 use http_body_util::Full;
 
-use crate::common::{gateway, Got, TestGateway, Upstream};
+use crate::common::{browser, gateway, Got, TestGateway, Upstream};
 
 /// The demo key's hash (`password`), as in the other suites.
 const KEY_SHA: &str = "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8";
@@ -291,43 +291,13 @@ async fn page_server(page: String) -> std::net::SocketAddr {
 /// Loads `url` in headless Chromium and returns the DOM once the page's
 /// fetch settled; `None` when no Chromium is installed (outside CI).
 async fn browser_dom(url: &str) -> Option<String> {
-    let path = std::env::var_os("PATH")?;
-    let browser = ["chromium", "chromium-browser", "google-chrome"]
-        .iter()
-        .flat_map(|name| std::env::split_paths(&path).map(move |dir| dir.join(name)))
-        .find(|candidate| candidate.is_file());
-    let Some(browser) = browser else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "chromium is not installed; CI must run the browser test"
-        );
-        eprintln!("SKIPPED the browser CORS test: chromium not found");
-        return None;
-    };
-    let profile = tempfile::tempdir().expect("profile dir");
-    let run = tokio::process::Command::new(&browser)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
-            // Virtual time waits for the page's fetch to settle.
-            "--virtual-time-budget=20000",
-            "--dump-dom",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(url)
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(std::time::Duration::from_secs(120), run)
-        .await
-        .expect("chromium finished within 120s")
-        .expect("chromium ran");
+    let browser = browser::chromium("the browser CORS test")?;
+    let flags = [
+        // Virtual time waits for the page's fetch to settle.
+        "--virtual-time-budget=20000".to_string(),
+        "--dump-dom".to_string(),
+    ];
+    let output = browser::headless(&browser, &flags, url).await;
     Some(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 

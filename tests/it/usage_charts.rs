@@ -9,7 +9,6 @@ use crate::common::*;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
-use std::time::Duration;
 use tollgate::calendar::days_from_civil;
 use tollgate::clock::{ManualClock, SharedClock};
 
@@ -261,50 +260,14 @@ fn decode_rgb(path: &PathBuf) -> Vec<[u8; 3]> {
 /// target/test-artifacts/; `None` when no Chromium is installed (outside
 /// CI).
 async fn screenshot(url: &str, name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    let browser = ["chromium", "chromium-browser", "google-chrome"]
-        .iter()
-        .flat_map(|name| std::env::split_paths(&path).map(move |dir| dir.join(name)))
-        .find(|candidate| candidate.is_file());
-    let Some(browser) = browser else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "chromium is not installed; CI must run the browser test"
-        );
-        eprintln!("SKIPPED the browser half: chromium not found (apt-get install chromium)");
-        return None;
-    };
-    let artifacts = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .map(|target| target.join("test-artifacts"))
-        .unwrap_or_else(|| PathBuf::from("target/test-artifacts"));
-    std::fs::create_dir_all(&artifacts).expect("artifacts dir");
-    let png = artifacts.join(name);
-    let _ = std::fs::remove_file(&png);
-    let profile = tempfile::tempdir().expect("profile dir");
-    let run = tokio::process::Command::new(&browser)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
-            "--hide-scrollbars",
-            "--window-size=1100,1250",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(format!("--screenshot={}", png.display()))
-        .arg(url)
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(120), run)
-        .await
-        .expect("chromium finished within 120s")
-        .expect("chromium ran");
+    let browser = browser::chromium("the browser half")?;
+    let png = browser::artifact(name);
+    let flags = [
+        "--hide-scrollbars".to_string(),
+        "--window-size=1100,1250".to_string(),
+        format!("--screenshot={}", png.display()),
+    ];
+    let output = browser::headless(&browser, &flags, url).await;
     assert!(
         png.is_file(),
         "no screenshot; chromium said: {}",
