@@ -385,8 +385,9 @@ pub enum Saved {
 // === impl Step ===
 
 impl Step {
-    /// The request half: `Ok` to go on, or why the call stops here. What
-    /// the response half needs is left in `saved`.
+    /// The request half of a stage that must wait, once
+    /// [`Step::before_now`] said so: `Ok` to go on, or why the call stops
+    /// here. What the response half needs is left in `saved`.
     pub async fn before(
         &self,
         parts: &mut http::request::Parts,
@@ -395,28 +396,17 @@ impl Step {
         saved: &mut Saved,
     ) -> Result<(), Stop> {
         match self {
-            Step::Check(check) => {
-                let mut head = RequestHead {
-                    method: &parts.method,
-                    uri: &parts.uri,
-                    headers: &mut parts.headers,
-                };
-                Ok(check.check(&mut head, cx)?)
-            }
             Step::Auth(auth) => Ok(auth.before(parts, cx).await?),
             Step::Abuse(abuse) => Ok(abuse.before(parts, cx, saved).await?),
             Step::RateLimit(limit) => Ok(limit.before(&parts.headers, cx, saved).await?),
-            Step::Cache(cache) => cache.before(parts, body, cx, saved),
             Step::Quota(quota) => Ok(quota.before(&parts.headers, cx, saved).await?),
             Step::Schema(schema) => Ok(schema.before(parts, body, saved).await?),
-            Step::Rewrite(rewrites) => {
-                rewrites.request.apply(&mut parts.headers, Some(cx));
-                if !rewrites.response.is_empty() {
-                    *saved = Saved::RewriteResponse;
-                }
-                Ok(())
-            }
             Step::Cors(cors) => cors.before(parts, saved).await,
+            // `before_now` always decides these; asked here, refuse rather
+            // than let a check pass unjudged.
+            Step::Check(_) | Step::Cache(_) | Step::Rewrite(_) => {
+                Err(Reject::new(Code::Internal, "a stage that decides at once was awaited").into())
+            }
         }
     }
 
@@ -486,7 +476,9 @@ impl Step {
         }
     }
 
-    /// The response half, for a stage whose request half ran.
+    /// The response half of a stage that must wait, with what
+    /// [`Step::after_now`] handed back (the halves it runs at once never
+    /// come here).
     pub async fn after(
         &self,
         response: &mut Response<Body>,
@@ -494,18 +486,9 @@ impl Step {
         saved: Saved,
     ) {
         match (self, saved) {
-            (_, Saved::Nothing) | (Step::Check(_) | Step::Auth(_), _) => {}
             (Step::Abuse(abuse), Saved::AbuseKey(key)) => abuse.after(response, cx, &key).await,
-            (Step::RateLimit(_), Saved::RateLimitHeaders) => {
-                rate_limit::write_headers(response, cx)
-            }
-            (Step::Cache(cache), Saved::CacheMiss(miss)) => cache.after(response, *miss),
             (Step::Quota(quota), Saved::QuotaTaken(taken)) => quota.after(response, taken).await,
             (Step::Schema(schema), Saved::CheckResponse) => schema.after(response, cx).await,
-            (Step::Rewrite(rewrites), Saved::RewriteResponse) => {
-                rewrites.response.apply(response.headers_mut(), Some(cx))
-            }
-            (Step::Cors(_), Saved::Cors(headers)) => cors::Cors::after(response, headers),
             _ => {}
         }
     }
