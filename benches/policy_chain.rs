@@ -111,7 +111,11 @@ fn bench_chain(c: &mut Criterion, name: &str, with_rate_limit: bool) {
     // first poll: no runtime in the measurement.
     let run = |pipeline: &Pipeline| {
         let (req, cx) = request();
-        pipeline.run(req, cx).now_or_never().expect("ready at once")
+        pipeline
+            .run(req, cx)
+            .now_or_never()
+            .expect("ready at once")
+            .0
     };
     let response = run(&svc);
     assert_eq!(response.status(), 200);

@@ -167,7 +167,10 @@ impl GraphqlEndpoint {
         };
         cx.operation = Some(combined_info(&matched));
         let chain: Vec<Pipeline> = matched.iter().map(|m| m.pipeline.clone()).collect();
-        crate::stack::run_chain(&chain, Request::from_parts(parts, body::full(bytes)), cx).await
+        let request = Request::from_parts(parts, body::full(bytes));
+        let (mut response, cx) = crate::stack::run_chain(&chain, request, cx).await;
+        response.extensions_mut().insert(cx);
+        response
     }
 
     /// The members whose policies the call must pass, in config order.

@@ -24,3 +24,18 @@ pub const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 pub const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 /// A non-standard hop-by-hop header, removed before forwarding.
 pub const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Removes every header `doomed` picks, in one pass over the names
+/// present. Most requests carry none of the names a gateway strips, and
+/// a glance at a handful of present names is much cheaper than one hashed
+/// `remove` per name that might be there.
+pub fn remove_where(headers: &mut http::HeaderMap, doomed: impl Fn(&HeaderName) -> bool) {
+    let found: smallvec::SmallVec<[HeaderName; 4]> = headers
+        .keys()
+        .filter(|name| doomed(name))
+        .cloned()
+        .collect();
+    for name in found {
+        headers.remove(name);
+    }
+}

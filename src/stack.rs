@@ -83,9 +83,15 @@ impl Pipeline {
         }
     }
 
-    /// Runs the call through this pipeline.
-    pub async fn run(&self, req: Request<Body>, cx: RequestContext) -> Response<Body> {
-        run_chain(std::slice::from_ref(self), req, cx).await
+    /// Runs the call through this pipeline; the context comes back beside
+    /// the response. (Not an `async fn`: a wrapper would hold the request
+    /// and context once more.)
+    pub fn run(
+        &self,
+        req: Request<Body>,
+        cx: RequestContext,
+    ) -> impl std::future::Future<Output = (Response<Body>, RequestContext)> + Send + '_ {
+        run_chain(std::slice::from_ref(self), req, cx)
     }
 
     /// Whether a `cors` stage runs here: then a preflight to this
@@ -106,12 +112,14 @@ impl Pipeline {
 /// Runs the call through the stages of every pipeline in `chain`, in
 /// order, then the last one's terminal: a GraphQL document that matched
 /// several operations passes the policies of each and reaches the upstream
-/// once. The context comes back in the response's extensions.
+/// once. The context comes back beside the response: it is handed by
+/// value from the entry to the proxy and back, never boxed into
+/// extensions on the way (only a tower terminal needs it there).
 pub async fn run_chain(
     chain: &[Pipeline],
     req: Request<Body>,
     mut cx: RequestContext,
-) -> Response<Body> {
+) -> (Response<Body>, RequestContext) {
     let (mut parts, mut body) = req.into_parts();
     let mut passed: Passed<'_> = smallvec::SmallVec::new();
     let mut answer = None;
@@ -124,11 +132,16 @@ pub async fn run_chain(
             .before_now(&mut parts, &mut body, &mut cx, &mut saved)
         {
             Some(verdict) => verdict,
+            // Boxed: the waiting halves (a Redis call, a JWKS fetch, a
+            // body read) are kilobytes of state this future would
+            // otherwise carry, and copy, for every request.
             None => {
-                stage
-                    .step
-                    .before(&mut parts, &mut body, &mut cx, &mut saved)
-                    .await
+                Box::pin(
+                    stage
+                        .step
+                        .before(&mut parts, &mut body, &mut cx, &mut saved),
+                )
+                .await
             }
         };
         if !matches!(saved, Saved::Nothing) {
@@ -163,27 +176,15 @@ pub async fn run_chain(
     let mut response = match answer {
         Some(response) => response,
         None => {
-            let terminal = chain.last().map(|p| &p.terminal);
-            let request_id = cx.request_id.clone();
-            parts.extensions.insert(cx);
             let req = Request::from_parts(parts, body);
-            let mut response = match terminal {
-                Some(Terminal::Proxy(proxy)) => proxy.forward(req).await,
-                Some(Terminal::Service(service)) => match service.clone().oneshot(req).await {
-                    Ok(response) => response,
-                    Err(never) => match never {},
-                },
-                None => Reject::new(Code::Internal, "an empty chain")
-                    .respond(req.into_parts().0.extensions),
-            };
-            cx = match response.extensions_mut().remove::<RequestContext>() {
-                Some(cx) => cx,
-                // A terminal that lost the context is a bug; the response
-                // halves still run, against what is left of it.
-                None => {
-                    tracing::warn!("the terminal did not hand the request context back");
-                    RequestContext::new(request_id, ([0, 0, 0, 0], 0).into(), [0, 0, 0, 0].into())
-                }
+            let response;
+            (response, cx) = match chain.last().map(|p| &p.terminal) {
+                Some(Terminal::Proxy(proxy)) => proxy.forward(req, cx).await,
+                Some(Terminal::Service(service)) => call_service(service, req, cx).await,
+                None => (
+                    Reject::new(Code::Internal, "an empty chain").into_response(&cx.request_id),
+                    cx,
+                ),
             };
             response
         }
@@ -191,11 +192,34 @@ pub async fn run_chain(
     crate::trace::keep_rate_limit(&cx);
     for (stage, saved) in passed.into_iter().rev() {
         if let Some(saved) = stage.step.after_now(&mut response, &mut cx, saved) {
-            stage.step.after(&mut response, &mut cx, saved).await;
+            Box::pin(stage.step.after(&mut response, &mut cx, saved)).await;
         }
     }
-    response.extensions_mut().insert(cx);
-    response
+    (response, cx)
+}
+
+/// A tower terminal: the context travels in the extensions there and back.
+async fn call_service(
+    service: &OperationService,
+    mut req: Request<Body>,
+    cx: RequestContext,
+) -> (Response<Body>, RequestContext) {
+    let request_id = cx.request_id.clone();
+    req.extensions_mut().insert(cx);
+    let mut response = match service.clone().oneshot(req).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    };
+    let cx = match response.extensions_mut().remove::<RequestContext>() {
+        Some(cx) => cx,
+        // A terminal that lost the context is a bug; the response halves
+        // still run, against what is left of it.
+        None => {
+            tracing::warn!("the terminal did not hand the request context back");
+            RequestContext::new(request_id, ([0, 0, 0, 0], 0).into(), [0, 0, 0, 0].into())
+        }
+    };
+    (response, cx)
 }
 
 /// At a tower edge the context travels in the extensions.
@@ -212,7 +236,11 @@ impl tower::Service<Request<Body>> for Pipeline {
         let this = self.clone();
         Box::pin(async move {
             match req.extensions_mut().remove::<RequestContext>() {
-                Some(cx) => Ok(this.run(req, cx).await),
+                Some(cx) => {
+                    let (mut response, cx) = this.run(req, cx).await;
+                    response.extensions_mut().insert(cx);
+                    Ok(response)
+                }
                 None => Ok(crate::policy::context_missing(
                     req.into_parts().0.extensions,
                 )),

@@ -123,10 +123,13 @@ pub struct UsageSeries {
     last_sweep: AtomicU64,
 }
 
+/// foldhash: looked up on every call, by ids from the config.
+type FastHash = foldhash::fast::RandomState;
+
 /// Pairs by operation, then client (looked up by `&str`, no allocation).
 #[derive(Debug, Default)]
 struct Shard {
-    by_operation: HashMap<Arc<str>, HashMap<Arc<str>, Pair>>,
+    by_operation: HashMap<Arc<str>, HashMap<Arc<str>, Pair, FastHash>, FastHash>,
 }
 
 /// One pair's buckets of each range.

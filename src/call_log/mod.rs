@@ -560,10 +560,9 @@ impl TeeSink for Side {
 impl Recording {
     /// Step 6 of the entry: the answer's head is copied; the entry goes to
     /// the log now, or (with `bodies`) once the response body has passed.
-    pub fn finish(self, response: Response<Body>) -> Response<Body> {
+    pub fn finish(self, response: Response<Body>, cx: Option<&RequestContext>) -> Response<Body> {
         let state = self.state;
         let now = state.log.now();
-        let cx = response.extensions().get::<RequestContext>();
         let client = cx.and_then(|c| c.client.as_ref());
         let operation = cx.and_then(|c| c.operation.as_ref());
         let status = response.status().as_u16();
@@ -629,9 +628,13 @@ impl Recording {
 }
 
 /// The entry hook's step 6: finishes a recording, if the call has one.
-pub fn finish(recording: Option<Recording>, response: Response<Body>) -> Response<Body> {
+pub fn finish(
+    recording: Option<Recording>,
+    response: Response<Body>,
+    cx: Option<&RequestContext>,
+) -> Response<Body> {
     match recording {
-        Some(recording) => recording.finish(response),
+        Some(recording) => recording.finish(response, cx),
         None => response,
     }
 }

@@ -248,18 +248,20 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    [
-        header::CONNECTION,
-        KEEP_ALIVE,
-        PROXY_CONNECTION,
-        header::PROXY_AUTHENTICATE,
-        header::PROXY_AUTHORIZATION,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ]
-    .contains(name)
+    // By spelling: a match on the name compares lengths first, where
+    // building and comparing nine `HeaderName`s did not.
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
 }
 
 /// Sets what the upstream learns about the call (DESIGN §4). Spoofed
@@ -328,9 +330,14 @@ impl Proxy {
         Proxy { clients, timeout }
     }
 
-    /// Forwards one call (the pipeline's terminal, without a boxed future).
-    pub async fn forward(&self, req: Request<Body>) -> Response<Body> {
-        forward(&self.clients, self.timeout, req).await
+    /// Forwards one call (the pipeline's terminal, without a boxed
+    /// future); the context comes back beside the response.
+    pub async fn forward(
+        &self,
+        req: Request<Body>,
+        cx: RequestContext,
+    ) -> (Response<Body>, RequestContext) {
+        forward(&self.clients, self.timeout, req, cx).await
     }
 }
 
@@ -346,7 +353,16 @@ impl tower::Service<Request<Body>> for Proxy {
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         let clients = self.clients.clone();
         let timeout = self.timeout;
-        Box::pin(async move { Ok(forward(&clients, timeout, req).await) })
+        Box::pin(async move {
+            let (mut parts, body) = req.into_parts();
+            let Some(cx) = parts.extensions.remove::<RequestContext>() else {
+                return Ok(crate::policy::context_missing(parts.extensions));
+            };
+            let (mut response, cx) =
+                forward(&clients, timeout, Request::from_parts(parts, body), cx).await;
+            response.extensions_mut().insert(cx);
+            Ok(response)
+        })
     }
 }
 
@@ -354,14 +370,12 @@ async fn forward(
     clients: &Arc<UpstreamClients>,
     timeout: Duration,
     req: Request<Body>,
-) -> Response<Body> {
+    mut cx: RequestContext,
+) -> (Response<Body>, RequestContext) {
     let (mut parts, body) = req.into_parts();
-    let (Some(mut cx), Some(UpstreamUri(uri))) = (
-        parts.extensions.remove::<RequestContext>(),
-        parts.extensions.remove::<UpstreamUri>(),
-    ) else {
-        return Reject::new(Code::Internal, "request reached the proxy unrouted")
-            .respond(parts.extensions);
+    let Some(UpstreamUri(uri)) = parts.extensions.remove::<UpstreamUri>() else {
+        let reject = Reject::new(Code::Internal, "request reached the proxy unrouted");
+        return (reject.into_response(&cx.request_id), cx);
     };
     strip_hop_by_hop(&mut parts.headers);
     add_forwarding_headers(&mut parts.headers, parts.uri.authority(), &cx);
@@ -391,11 +405,11 @@ async fn forward(
             if let Some(op) = &cx.operation {
                 head.extensions.insert(op.cost.settle(&mut head.headers));
             }
-            head.extensions.insert(cx);
             // An upstream that stops sending mid-body would hold the caller
             // for ever: after `timeout` of silence the body fails, and the
             // caller's connection is aborted (never a clean, short end).
-            return Response::from_parts(head, body::boxed(IdleTimeout::new(incoming, timeout)));
+            let body = body::boxed(IdleTimeout::new(incoming, timeout));
+            return (Response::from_parts(head, body), cx);
         }
         Ok(Err(err)) => failure(&err, &cx),
         Err(_) => Reject::new(Code::UpstreamTimeout, "the upstream did not answer in time"),
@@ -403,7 +417,7 @@ async fn forward(
     if let Some(span) = span {
         span.end(Err(reject.code));
     }
-    respond_with(reject, cx)
+    (reject.into_response(&cx.request_id), cx)
 }
 
 /// What the caller is told when a call could not be forwarded: whose fault
@@ -438,12 +452,6 @@ fn failure(err: &UpstreamError, cx: &RequestContext) -> Reject {
         Code::UpstreamUnavailable,
         "the upstream could not be reached",
     )
-}
-
-fn respond_with(reject: Reject, cx: RequestContext) -> Response<Body> {
-    let mut ext = http::Extensions::new();
-    ext.insert(cx);
-    reject.respond(ext)
 }
 
 #[cfg(test)]

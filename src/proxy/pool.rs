@@ -215,7 +215,9 @@ impl UpstreamClients {
             let reused = idle.is_some();
             let mut conn = match idle {
                 Some(conn) => conn,
-                None => clients.connect(&authority).await?,
+                // Boxed: dialling is the rare path, and its state would
+                // otherwise ride along in every request's future.
+                None => Box::pin(clients.connect(&authority)).await?,
             };
             req.headers_mut().insert(header::HOST, host);
             match conn.sender.try_send_request(req).await {

@@ -101,8 +101,9 @@ struct Shard {
     /// MCP sessions per owner (see [`SessionOwner`]).
     sessions: Table<SessionOwner>,
     /// Usage counters per subject: bounded by the config (client and
-    /// operation ids), so never evicted.
-    usage: HashMap<String, HashMap<String, u64>>,
+    /// operation ids), so never evicted; foldhash, as these are touched on
+    /// every call and their keys come from the config, not from callers.
+    usage: HashMap<String, HashMap<String, u64, FastHash>, FastHash>,
 }
 
 /// One owner's MCP sessions: at most the `max_per_owner` of the last
@@ -258,7 +259,7 @@ impl MemoryStore {
             hits: Table::new(cap),
             bans: Table::new(cap),
             sessions: Table::new(cap),
-            usage: HashMap::new(),
+            usage: HashMap::default(),
         };
         MemoryStore {
             shards: (0..SHARDS).map(|_| Mutex::new(shard())).collect(),

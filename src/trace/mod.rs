@@ -321,10 +321,20 @@ tokio::task_local! {
 /// Runs `call` (a request's pipeline) with the request's span as the
 /// parent of the state-store calls made in it. Without a sampled span it
 /// is `call` itself.
-pub async fn in_request<F: std::future::Future>(trace: Option<RequestTrace>, call: F) -> F::Output {
+///
+/// A plain function returning one of two futures, not an `async fn`: that
+/// would hold `call` twice (its argument and what it awaits), and the
+/// request's future is moved and boxed by size.
+pub fn in_request<F: std::future::Future>(
+    trace: Option<RequestTrace>,
+    call: F,
+) -> futures_util::future::Either<F, tokio::task::futures::TaskLocalFuture<RequestTrace, F>> {
+    use futures_util::future::Either;
     match trace {
-        Some(trace) if trace.0.context.is_sampled() => STORE_PARENT.scope(trace, call).await,
-        _ => call.await,
+        Some(trace) if trace.0.context.is_sampled() => {
+            Either::Right(STORE_PARENT.scope(trace, call))
+        }
+        _ => Either::Left(call),
     }
 }
 
