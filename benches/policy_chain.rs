@@ -110,12 +110,11 @@ fn bench_chain(c: &mut Criterion, name: &str, with_rate_limit: bool) {
     // Every stage answers without waiting, so the future completes on its
     // first poll: no runtime in the measurement.
     let run = |pipeline: &Pipeline| {
-        let (req, cx) = request();
+        let (req, mut cx) = request();
         pipeline
-            .run(req, cx)
+            .run(req, &mut cx)
             .now_or_never()
             .expect("ready at once")
-            .0
     };
     let response = run(&svc);
     assert_eq!(response.status(), 200);

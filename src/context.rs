@@ -188,6 +188,24 @@ fn ip_header(ip: IpAddr) -> HeaderValue {
     HeaderValue::try_from(ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
+/// Moves the context out to a tower edge (MCP, a test's stub), where it
+/// travels in the request's extensions. What stays behind is a stand-in
+/// with the request id and addresses until [`take_back`] returns it.
+pub fn lend(cx: &mut RequestContext) -> RequestContext {
+    let stand_in = RequestContext::new(cx.request_id.clone(), cx.peer, cx.client_ip);
+    std::mem::replace(cx, stand_in)
+}
+
+/// Takes the context back from a tower edge's response. A service that
+/// lost it is a bug: the stand-in stays, so the rest of the request still
+/// has its id and addresses.
+pub fn take_back(cx: &mut RequestContext, extensions: &mut http::Extensions) {
+    match extensions.remove::<RequestContext>() {
+        Some(back) => *cx = back,
+        None => tracing::warn!("a service did not hand the request context back"),
+    }
+}
+
 /// A new request id: 32 hex digits of a per-thread random stream, seeded
 /// from the OS once per thread. Unique, not a secret.
 pub fn new_request_id() -> HeaderValue {

@@ -137,13 +137,9 @@ impl GraphqlEndpoint {
     /// Answers a call to the endpoint: the document is read, its root
     /// fields matched, and the call runs the stages of every matched
     /// operation in config order, then reaches the upstream once.
-    pub async fn call(&self, req: Request<Body>, mut cx: RequestContext) -> http::Response<Body> {
+    pub async fn call(&self, req: Request<Body>, cx: &mut RequestContext) -> http::Response<Body> {
         let (parts, body) = req.into_parts();
-        let refuse = |reject: Reject, cx: RequestContext| {
-            let mut response = reject.into_response(&cx.request_id);
-            response.extensions_mut().insert(cx);
-            response
-        };
+        let refuse = |reject: Reject, cx: &RequestContext| reject.into_response(&cx.request_id);
         let bytes = match body.collect().await {
             Ok(c) => c.to_bytes(),
             Err(e) if body::is_body_too_large(&e) => {
@@ -167,10 +163,7 @@ impl GraphqlEndpoint {
         };
         cx.operation = Some(combined_info(&matched));
         let chain: Vec<Pipeline> = matched.iter().map(|m| m.pipeline.clone()).collect();
-        let request = Request::from_parts(parts, body::full(bytes));
-        let (mut response, cx) = crate::stack::run_chain(&chain, request, cx).await;
-        response.extensions_mut().insert(cx);
-        response
+        crate::stack::run_chain(&chain, Request::from_parts(parts, body::full(bytes)), cx).await
     }
 
     /// The members whose policies the call must pass, in config order.

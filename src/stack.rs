@@ -54,7 +54,7 @@ pub struct Pipeline {
 
 /// The stages that passed and left something for their response half;
 /// rarely more than a handful, so they live on the stack.
-type Passed<'p> = smallvec::SmallVec<[(&'p Stage, Saved); 8]>;
+type Passed<'p> = smallvec::SmallVec<[(&'p Stage, Saved); 4]>;
 
 // === impl Pipeline ===
 
@@ -83,14 +83,13 @@ impl Pipeline {
         }
     }
 
-    /// Runs the call through this pipeline; the context comes back beside
-    /// the response. (Not an `async fn`: a wrapper would hold the request
-    /// and context once more.)
-    pub fn run(
-        &self,
+    /// Runs the call through this pipeline. (Not an `async fn`: a
+    /// wrapper would hold the request once more.)
+    pub fn run<'a>(
+        &'a self,
         req: Request<Body>,
-        cx: RequestContext,
-    ) -> impl std::future::Future<Output = (Response<Body>, RequestContext)> + Send + '_ {
+        cx: &'a mut RequestContext,
+    ) -> impl std::future::Future<Output = Response<Body>> + Send + 'a {
         run_chain(std::slice::from_ref(self), req, cx)
     }
 
@@ -112,14 +111,15 @@ impl Pipeline {
 /// Runs the call through the stages of every pipeline in `chain`, in
 /// order, then the last one's terminal: a GraphQL document that matched
 /// several operations passes the policies of each and reaches the upstream
-/// once. The context comes back beside the response: it is handed by
-/// value from the entry to the proxy and back, never boxed into
-/// extensions on the way (only a tower terminal needs it there).
+/// once. The context is the entry's, lent to every stage and to the
+/// proxy: never moved or boxed into extensions on the way (only a tower
+/// terminal needs it there), and a future that holds a reference holds 8
+/// bytes, not the context (an `async fn` keeps a by-value argument twice).
 pub async fn run_chain(
     chain: &[Pipeline],
     req: Request<Body>,
-    mut cx: RequestContext,
-) -> (Response<Body>, RequestContext) {
+    cx: &mut RequestContext,
+) -> Response<Body> {
     let (mut parts, mut body) = req.into_parts();
     let mut passed: Passed<'_> = smallvec::SmallVec::new();
     let mut answer = None;
@@ -127,22 +127,12 @@ pub async fn run_chain(
         let mut saved = Saved::Nothing;
         // Most stages decide at once (checks, rewrites, memory-store
         // limits): no future is built for them.
-        let verdict = match stage
-            .step
-            .before_now(&mut parts, &mut body, &mut cx, &mut saved)
-        {
+        let verdict = match stage.step.before_now(&mut parts, &mut body, cx, &mut saved) {
             Some(verdict) => verdict,
             // Boxed: the waiting halves (a Redis call, a JWKS fetch, a
             // body read) are kilobytes of state this future would
             // otherwise carry, and copy, for every request.
-            None => {
-                Box::pin(
-                    stage
-                        .step
-                        .before(&mut parts, &mut body, &mut cx, &mut saved),
-                )
-                .await
-            }
+            None => Box::pin(stage.step.before(&mut parts, &mut body, cx, &mut saved)).await,
         };
         if !matches!(saved, Saved::Nothing) {
             passed.push((stage, saved));
@@ -155,11 +145,11 @@ pub async fn run_chain(
                     code = reject.code.as_str(),
                     "report-only policy would reject"
                 );
-                crate::trace::would_refuse(&cx, &stage.meta.name, reject.code);
+                crate::trace::would_refuse(cx, &stage.meta.name, reject.code);
                 cx.would_reject.push((stage.meta.name.clone(), reject.code));
             }
             Err(Stop::Refuse(reject)) => {
-                crate::trace::refused(&cx, &stage.meta.name, reject.code);
+                crate::trace::refused(cx, &stage.meta.name, reject.code);
                 answer = Some(
                     reject
                         .by_policy(&stage.meta.name)
@@ -177,49 +167,35 @@ pub async fn run_chain(
         Some(response) => response,
         None => {
             let req = Request::from_parts(parts, body);
-            let response;
-            (response, cx) = match chain.last().map(|p| &p.terminal) {
+            match chain.last().map(|p| &p.terminal) {
                 Some(Terminal::Proxy(proxy)) => proxy.forward(req, cx).await,
                 Some(Terminal::Service(service)) => call_service(service, req, cx).await,
-                None => (
-                    Reject::new(Code::Internal, "an empty chain").into_response(&cx.request_id),
-                    cx,
-                ),
-            };
-            response
+                None => Reject::new(Code::Internal, "an empty chain").into_response(&cx.request_id),
+            }
         }
     };
-    crate::trace::keep_rate_limit(&cx);
+    crate::trace::keep_rate_limit(cx);
     for (stage, saved) in passed.into_iter().rev() {
-        if let Some(saved) = stage.step.after_now(&mut response, &mut cx, saved) {
-            Box::pin(stage.step.after(&mut response, &mut cx, saved)).await;
+        if let Some(saved) = stage.step.after_now(&mut response, cx, saved) {
+            Box::pin(stage.step.after(&mut response, cx, saved)).await;
         }
     }
-    (response, cx)
+    response
 }
 
 /// A tower terminal: the context travels in the extensions there and back.
 async fn call_service(
     service: &OperationService,
     mut req: Request<Body>,
-    cx: RequestContext,
-) -> (Response<Body>, RequestContext) {
-    let request_id = cx.request_id.clone();
-    req.extensions_mut().insert(cx);
+    cx: &mut RequestContext,
+) -> Response<Body> {
+    req.extensions_mut().insert(crate::context::lend(cx));
     let mut response = match service.clone().oneshot(req).await {
         Ok(response) => response,
         Err(never) => match never {},
     };
-    let cx = match response.extensions_mut().remove::<RequestContext>() {
-        Some(cx) => cx,
-        // A terminal that lost the context is a bug; the response halves
-        // still run, against what is left of it.
-        None => {
-            tracing::warn!("the terminal did not hand the request context back");
-            RequestContext::new(request_id, ([0, 0, 0, 0], 0).into(), [0, 0, 0, 0].into())
-        }
-    };
-    (response, cx)
+    crate::context::take_back(cx, response.extensions_mut());
+    response
 }
 
 /// At a tower edge the context travels in the extensions.
@@ -236,8 +212,8 @@ impl tower::Service<Request<Body>> for Pipeline {
         let this = self.clone();
         Box::pin(async move {
             match req.extensions_mut().remove::<RequestContext>() {
-                Some(cx) => {
-                    let (mut response, cx) = this.run(req, cx).await;
+                Some(mut cx) => {
+                    let mut response = this.run(req, &mut cx).await;
                     response.extensions_mut().insert(cx);
                     Ok(response)
                 }

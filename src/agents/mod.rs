@@ -82,7 +82,7 @@ impl McpEndpoint {
     pub fn metadata(
         &self,
         req: &http::Request<crate::body::Body>,
-        cx: RequestContext,
+        cx: &RequestContext,
     ) -> http::Response<crate::body::Body> {
         use crate::problem::{Code, Reject};
         let host_ok = req
@@ -94,9 +94,7 @@ impl McpEndpoint {
         let readable = matches!(*req.method(), http::Method::GET | http::Method::HEAD);
         let refusal = match &self.oauth {
             Some(rs) if host_ok && readable => {
-                let mut response = rs.metadata(req.headers(), &cx);
-                response.extensions_mut().insert(cx);
-                return response;
+                return rs.metadata(req.headers(), cx);
             }
             Some(_) if host_ok => Reject::new(Code::MethodNotAllowed, "GET the metadata")
                 .with_header(http::header::ALLOW, HeaderValue::from_static("GET, HEAD")),
@@ -105,9 +103,7 @@ impl McpEndpoint {
                 "no operation is published at this path",
             ),
         };
-        let mut extensions = http::Extensions::new();
-        extensions.insert(cx);
-        refusal.respond(extensions)
+        refusal.into_response(&cx.request_id)
     }
 }
 

@@ -153,62 +153,53 @@ impl Gateway {
         //    metered as its operation).
         //    Store calls made in it are children of the request's span.
         let parent = cx.trace.clone();
-        // The context comes back beside the response from the pipelines;
-        // the tower edges (GraphQL, MCP) hand it back in the extensions.
-        let in_extensions = |mut response: Response<Body>| {
-            let cx = response.extensions_mut().remove::<RequestContext>();
-            (response, cx)
-        };
-        let ((mut response, cx), op_metrics, metered) = match target {
+        let (mut response, op_metrics, metered) = match target {
             Ok(Target::Operation(index)) => {
                 let op = &self.operations[index];
-                let answered = match &op.graphql_endpoint {
+                let response = match &op.graphql_endpoint {
                     // Boxed, as the rarer, larger future (see `handle`).
                     Some(endpoint) => {
-                        in_extensions(Box::pin(in_request(parent, endpoint.call(req, cx))).await)
+                        Box::pin(in_request(parent, endpoint.call(req, &mut cx))).await
                     }
-                    None => {
-                        let (response, cx) = in_request(parent, op.pipeline.run(req, cx)).await;
-                        (response, Some(cx))
-                    }
+                    None => in_request(parent, op.pipeline.run(req, &mut cx)).await,
                 };
-                (answered, &op.metrics, true)
+                (response, &op.metrics, true)
             }
             Ok(Target::ToolCall(index)) => {
                 let op = &self.operations[index];
                 let pipeline = op.tool_pipeline.as_ref().unwrap_or(&op.pipeline);
-                let (response, cx) = pipeline.run(req, cx).await;
-                ((response, Some(cx)), &op.metrics, true)
+                (pipeline.run(req, &mut cx).await, &op.metrics, true)
             }
             // Not a call to the workflow: counted in metrics, not in usage.
             Ok(Target::Preflight(index)) => {
                 let op = &self.operations[index];
-                let (response, cx) = in_request(parent, op.pipeline.run(req, cx)).await;
-                ((response, Some(cx)), &op.metrics, false)
+                let response = in_request(parent, op.pipeline.run(req, &mut cx)).await;
+                (response, &op.metrics, false)
             }
             Ok(Target::Agents(endpoint)) => {
                 cx.operation = Some(endpoint.info.clone());
                 let handle = super::GatewayHandle::new(self.clone());
                 let envelope = crate::agents::mcp::Envelope::new(handle, &req);
                 req.extensions_mut().insert(envelope);
-                req.extensions_mut().insert(cx);
-                let response = Box::pin(in_request(parent, call(&endpoint.service, req))).await;
-                (in_extensions(response), &endpoint.metrics, false)
+                req.extensions_mut().insert(crate::context::lend(&mut cx));
+                let mut response = Box::pin(in_request(parent, call(&endpoint.service, req))).await;
+                crate::context::take_back(&mut cx, response.extensions_mut());
+                (response, &endpoint.metrics, false)
             }
             Ok(Target::ResourceMetadata(endpoint)) => {
-                let response = endpoint.metadata(&req, cx);
-                (in_extensions(response), &endpoint.metrics, false)
+                let response = endpoint.metadata(&req, &cx);
+                (response, &endpoint.metrics, false)
             }
             Err(reject) => {
                 req.extensions_mut().insert(RouteMiss(reject));
-                let (response, cx) = in_request(parent, self.unrouted.run(req, cx)).await;
-                ((response, Some(cx)), &self.unrouted_metrics, true)
+                let response = in_request(parent, self.unrouted.run(req, &mut cx)).await;
+                (response, &self.unrouted_metrics, true)
             }
         };
 
         // 6. After: the request id on every answer, the access log,
         //    metrics, then usage metering, the last step (DESIGN §1).
-        let cx = cx.as_ref();
+        let cx = Some(&cx);
         finish(
             &mut response,
             cx,
@@ -645,10 +636,10 @@ mod tests {
             size <= 8 * 1024,
             "the request's future grew to {size} bytes"
         );
-        let cx = RequestContext::new(new_request_id(), peer, peer.ip());
+        let mut cx = RequestContext::new(new_request_id(), peer, peer.ip());
         let run = gateway.operations[0]
             .pipeline
-            .run(Request::new(crate::body::empty()), cx);
+            .run(Request::new(crate::body::empty()), &mut cx);
         let size = std::mem::size_of_val(&run);
         assert!(
             size <= 6 * 1024,

@@ -331,13 +331,13 @@ impl Proxy {
     }
 
     /// Forwards one call (the pipeline's terminal, without a boxed
-    /// future); the context comes back beside the response.
-    pub async fn forward(
-        &self,
+    /// future). Not an `async fn`: a wrapper would hold the request twice.
+    pub fn forward<'a>(
+        &'a self,
         req: Request<Body>,
-        cx: RequestContext,
-    ) -> (Response<Body>, RequestContext) {
-        forward(&self.clients, self.timeout, req, cx).await
+        cx: &'a mut RequestContext,
+    ) -> impl Future<Output = Response<Body>> + Send + 'a {
+        forward(&self.clients, self.timeout, req, cx)
     }
 }
 
@@ -355,11 +355,11 @@ impl tower::Service<Request<Body>> for Proxy {
         let timeout = self.timeout;
         Box::pin(async move {
             let (mut parts, body) = req.into_parts();
-            let Some(cx) = parts.extensions.remove::<RequestContext>() else {
+            let Some(mut cx) = parts.extensions.remove::<RequestContext>() else {
                 return Ok(crate::policy::context_missing(parts.extensions));
             };
-            let (mut response, cx) =
-                forward(&clients, timeout, Request::from_parts(parts, body), cx).await;
+            let req = Request::from_parts(parts, body);
+            let mut response = forward(&clients, timeout, req, &mut cx).await;
             response.extensions_mut().insert(cx);
             Ok(response)
         })
@@ -370,20 +370,20 @@ async fn forward(
     clients: &Arc<UpstreamClients>,
     timeout: Duration,
     req: Request<Body>,
-    mut cx: RequestContext,
-) -> (Response<Body>, RequestContext) {
+    cx: &mut RequestContext,
+) -> Response<Body> {
     let (mut parts, body) = req.into_parts();
     let Some(UpstreamUri(uri)) = parts.extensions.remove::<UpstreamUri>() else {
         let reject = Reject::new(Code::Internal, "request reached the proxy unrouted");
-        return (reject.into_response(&cx.request_id), cx);
+        return reject.into_response(&cx.request_id);
     };
     strip_hop_by_hop(&mut parts.headers);
-    add_forwarding_headers(&mut parts.headers, parts.uri.authority(), &cx);
+    add_forwarding_headers(&mut parts.headers, parts.uri.authority(), cx);
     parts.uri = uri;
     // The upstream connection is HTTP/1.1 or negotiated by ALPN, whatever
     // the caller spoke.
     parts.version = http::Version::HTTP_11;
-    let span = crate::trace::upstream_start(&cx, &mut parts.headers, &parts.method, &parts.uri);
+    let span = crate::trace::upstream_start(cx, &mut parts.headers, &parts.method, &parts.uri);
 
     let started = crate::clock::monotonic();
     let outcome = tokio::time::timeout(
@@ -409,15 +409,15 @@ async fn forward(
             // for ever: after `timeout` of silence the body fails, and the
             // caller's connection is aborted (never a clean, short end).
             let body = body::boxed(IdleTimeout::new(incoming, timeout));
-            return (Response::from_parts(head, body), cx);
+            return Response::from_parts(head, body);
         }
-        Ok(Err(err)) => failure(&err, &cx),
+        Ok(Err(err)) => failure(&err, cx),
         Err(_) => Reject::new(Code::UpstreamTimeout, "the upstream did not answer in time"),
     };
     if let Some(span) = span {
         span.end(Err(reject.code));
     }
-    (reject.into_response(&cx.request_id), cx)
+    reject.into_response(&cx.request_id)
 }
 
 /// What the caller is told when a call could not be forwarded: whose fault
