@@ -1,8 +1,9 @@
 //! The one per-request record, [`RequestContext`]: created by the entry
-//! service when a request arrives, carried in the request's extensions
-//! through every policy, and moved into the response's extensions by
-//! whatever turns the request into a response (the proxy, or a refusal), so
-//! the entry service can log and meter the call.
+//! when a request arrives and owned by it to the end, so it can log and
+//! meter the call. Every stage and the proxy borrow it (`&mut`); only a
+//! tower edge (the MCP endpoint, a test's stub) gets it in the request's
+//! extensions, lent with [`lend`] and handed back in the response's
+//! ([`take_back`]).
 
 use http::HeaderValue;
 use std::net::{IpAddr, SocketAddr};

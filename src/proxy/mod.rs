@@ -226,7 +226,7 @@ impl UpstreamTarget {
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the (few) headers present instead of a hashed remove
     // per hop-by-hop name: most requests carry none of them.
-    let mut hop: Vec<HeaderName> = Vec::new();
+    let mut hop: smallvec::SmallVec<[HeaderName; 4]> = smallvec::SmallVec::new();
     for name in headers.keys() {
         if is_hop_by_hop(name) {
             hop.push(name.clone());
