@@ -237,7 +237,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     for connection in headers.get_all(header::CONNECTION) {
         for named in connection.to_str().unwrap_or("").split(',') {
-            if let Ok(name) = HeaderName::from_bytes(named.trim().as_bytes()) {
+            let named = named.trim();
+            // The usual tokens: `close` names no header, and a `Keep-Alive`
+            // header is hop-by-hop anyway (and already listed if present).
+            if named.eq_ignore_ascii_case("keep-alive") || named.eq_ignore_ascii_case("close") {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(named.as_bytes()) {
                 hop.push(name);
             }
         }
