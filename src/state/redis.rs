@@ -59,7 +59,10 @@
 //!
 //! **Client.** The `redis` crate (0.32: its MSRV matches ours, 1.80), in
 //! one of three shapes ([`RedisTarget`]), each one multiplexed connection
-//! per store so concurrent requests pipeline on it without a pool:
+//! per store *and per tokio runtime* (a [`Lane`]: in the gateway, one per
+//! worker thread and one for the control runtime), so concurrent requests
+//! pipeline on it without a pool and a call never leaves its worker's
+//! thread:
 //!
 //! - *single* (`redis_url`): a [`ConnectionManager`], which reconnects by
 //!   itself after Redis comes back;
@@ -70,8 +73,8 @@
 //!   admin listings scan every master in turn (`RedisStore::scan`);
 //! - *sentinel* (`redis.sentinel`): the sentinels are asked for the
 //!   master's address, and a plain multiplexed connection is made to it.
-//!   Any failed call drops that connection, so the next call asks the
-//!   sentinels again: after a failover it reaches the promoted replica
+//!   Any failed call drops that connection, so the lane's next call asks
+//!   the sentinels again: after a failover it reaches the promoted replica
 //!   (the crate checks `ROLE` before handing it out).
 //!
 //! `rediss://` URLs use rustls (the tree's rustls 0.23, ring provider),
@@ -164,59 +167,77 @@ end
 /// Only by at most `ahead` (the store deadline: a call older than that has
 /// been given up by its caller), so a gateway whose clock runs ahead
 /// cannot drag the others further than that.
+///
+/// A key that several calls of the batch share (a busy client's limit) is
+/// read and parsed once, at its first call, kept as numbers while the
+/// batch's calls decide on it in turn, and written once, after the last:
+/// nothing else runs inside the script, so the stored value and its TTL
+/// end as the last committing call would have left them, with one `GET`
+/// and one `SET` instead of one each per call (the string work around
+/// them is most of a decision's cost in Redis). The numbers kept are the
+/// ones re-reading the written string would give: `{tat}` is written as
+/// `%d%09d` of the same seconds and nanos, `{seen}` verbatim.
 const GCRA: &str = r#"
-local function decide(key, now, interval, tolerance, commit, ahead)
-  local ns, nn = split(now)
-  local stored = redis.call('GET', key)
-  local tat, seen
-  if stored then
-    tat, seen = string.match(stored, '^(%d+):(%d+)$')
-    if not tat then tat = stored end
+local ahead = tonumber(ARGV[1])
+-- each key's bucket, read at its first call and written after the last
+local buckets, written, out = {}, {}, {}
+for i = 1, #KEYS do
+  local key = KEYS[i]
+  local b = buckets[key]
+  if not b then
+    b = {}
+    local stored = redis.call('GET', key)
+    if stored then
+      local tat, seen = string.match(stored, '^(%d+):(%d+)$')
+      if not tat then tat = stored end
+      b.ts, b.tn = split(tat)
+      if seen then b.seen = seen; b.ss, b.sn = split(seen) end
+    end
+    buckets[key] = b
   end
-  -- at: when the call is decided; lead: at - now (ns, 0..ahead); mark:
-  -- the latest now written so far, this one included
-  local at, as, an, lead, mark = now, ns, nn, 0, now
-  if seen then
-    local ss, sn = split(seen)
-    local d = (ss - ns) * 1e9 + (sn - nn)
-    if d > 0 then mark = seen end
-    if d > 0 and d <= ahead then at, as, an, lead = seen, ss, sn, d end
+  local j = (i - 1) * 4 + 1
+  local now = ARGV[j + 1]
+  local interval, tolerance = tonumber(ARGV[j + 2]), tonumber(ARGV[j + 3])
+  local ns, nn = split(now)
+  -- at (as, an): when the call is decided; lead: at - now (ns, 0..ahead);
+  -- mark (ms, mn): the latest now written so far, this one included
+  local as, an, lead, mark, ms, mn = ns, nn, 0, now, ns, nn
+  if b.seen then
+    local d = (b.ss - ns) * 1e9 + (b.sn - nn)
+    if d > 0 then mark, ms, mn = b.seen, b.ss, b.sn end
+    if d > 0 and d <= ahead then as, an, lead = b.ss, b.sn, d end
   end
   -- start: how far the arrival time runs ahead of at (0 if behind)
   local start = 0
-  if tat then
-    local ts, tn = split(tat)
-    local d = (ts - as) * 1e9 + (tn - an)
+  if b.ts then
+    local d = (b.ts - as) * 1e9 + (b.tn - an)
     if d > 0 then start = d end
   end
   local new = start + interval
+  local k = #out
   if new > tolerance then
-    return 0, 0, new - tolerance + lead, start + lead
+    out[k + 1], out[k + 2], out[k + 3], out[k + 4] = 0, 0, new - tolerance + lead, start + lead
+  else
+    local room = tolerance - new
+    local remaining = math.floor(room / interval)
+    if remaining * interval > room then remaining = remaining - 1 end
+    if ARGV[j + 4] == '1' then
+      local x = an + new
+      local s = math.floor(x / 1e9)
+      local r = x - s * 1e9
+      if r < 0 then s = s - 1; r = r + 1e9 end
+      if r >= 1e9 then s = s + 1; r = r - 1e9 end
+      b.ts, b.tn = as + s, r
+      b.seen, b.ss, b.sn = mark, ms, mn
+      b.ttl = math.max(1, math.ceil((new + lead) / 1e6))
+      if not b.dirty then b.dirty = true; written[#written + 1] = key end
+    end
+    out[k + 1], out[k + 2], out[k + 3], out[k + 4] = 1, remaining, 0, new + lead
   end
-  local room = tolerance - new
-  local remaining = math.floor(room / interval)
-  if remaining * interval > room then remaining = remaining - 1 end
-  if commit then
-    local x = an + new
-    local s = math.floor(x / 1e9)
-    local r = x - s * 1e9
-    if r < 0 then s = s - 1; r = r + 1e9 end
-    if r >= 1e9 then s = s + 1; r = r - 1e9 end
-    local ttl = math.max(1, math.ceil((new + lead) / 1e6))
-    redis.call('SET', key, string.format('%d%09d:%s', as + s, r, mark), 'PX', string.format('%d', ttl))
-  end
-  return 1, remaining, 0, new + lead
 end
-local ahead = tonumber(ARGV[1])
-local out = {}
-for i = 1, #KEYS do
-  local b = (i - 1) * 4 + 1
-  local a, r, t, s = decide(KEYS[i], ARGV[b + 1], tonumber(ARGV[b + 2]),
-    tonumber(ARGV[b + 3]), ARGV[b + 4] == '1', ahead)
-  out[#out + 1] = a
-  out[#out + 1] = r
-  out[#out + 1] = t
-  out[#out + 1] = s
+for _, key in ipairs(written) do
+  local b = buckets[key]
+  redis.call('SET', key, string.format('%d%09d:%s', b.ts, b.tn, b.seen), 'PX', string.format('%d', b.ttl))
 end
 return out
 "#;
@@ -357,39 +378,68 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
-/// The connection, the deadline and the breaker: what every call goes
+/// The connections, the deadline and the breaker: what every call goes
 /// through (shared with the usage flusher task).
 struct Link {
     source: Source,
     timeout: Duration,
     breaker: Breaker,
     errors: AtomicU64,
+    /// One [`Lane`] per tokio runtime that has made calls (`None`: a call
+    /// made outside any runtime's context, which has no lane of its own).
+    lanes: Mutex<HashMap<Option<tokio::runtime::Id>, Arc<Lane>>>,
+}
+
+/// More lanes than this (runtimes come and go, e.g. in tests; the gateway
+/// has one per worker, at most 1024, and the control runtime) and the map
+/// starts over: a live runtime's next call makes a new lane.
+const MAX_LANES: usize = 1100;
+
+/// What the calls made on one tokio runtime go through: their own
+/// connection and their own GCRA batches. The gateway serves on one
+/// single-threaded runtime per worker thread; a connection's driver task
+/// and a batch's driver task run on the runtime that started them, so a
+/// connection shared by all workers made every call of the other workers
+/// cross threads twice (to the driver, and its answer back), each a
+/// wake-up of a sleeping thread. With a lane per runtime, a decision
+/// never leaves its worker's thread. The breaker, the error count and the
+/// usage buffer stay per store: they are counters, not wake-ups.
+struct Lane {
+    conn: LaneConn,
+    /// GCRA calls waiting per group; a group is present while its driver
+    /// runs (see [`GcraBatches`]).
+    gcra: Mutex<HashMap<u16, Vec<GcraCall>>>,
+}
+
+/// A lane's connection, made on the lane's first call, one kind per
+/// [`Source`].
+enum LaneConn {
+    /// Once made, the manager reconnects by itself.
+    Single(OnceCell<ConnectionManager>),
+    /// Once made, the cluster connection follows the slot map by itself.
+    Cluster(OnceCell<ClusterConnection>),
+    /// The master's connection and its generation (so a failure seen on
+    /// an old connection does not drop a newer one).
+    Sentinel(Mutex<Option<(u64, MultiplexedConnection)>>),
 }
 
 /// Where connections come from, one kind per [`RedisTarget`]. Each is
 /// made on first use, so a Redis that is down at start is not an error.
 enum Source {
-    /// Once made, the manager reconnects by itself.
     Single {
         client: redis::Client,
-        conn: OnceCell<ConnectionManager>,
         connect_within: Duration,
     },
-    /// Once made, the cluster connection follows the slot map by itself.
     Cluster {
         client: ClusterClient,
-        conn: OnceCell<ClusterConnection>,
     },
     Sentinel(SentinelSource),
 }
 
-/// The sentinels and the connection to the master they last named.
+/// The sentinels, asked for the master by each lane that needs it.
 struct SentinelSource {
     /// Asking the sentinels is one caller at a time.
     sentinels: tokio::sync::Mutex<SentinelClient>,
-    /// The master's connection and its generation (so a failure seen on
-    /// an old connection does not drop a newer one).
-    current: Mutex<Option<(u64, MultiplexedConnection)>>,
     generation: AtomicU64,
     config: AsyncConnectionConfig,
 }
@@ -483,6 +533,7 @@ impl RedisStore {
                 timeout,
                 breaker: Breaker::new(),
                 errors: AtomicU64::new(0),
+                lanes: Mutex::new(HashMap::new()),
             }),
             prefix: prefix.to_string(),
             scripts: Scripts::new(),
@@ -801,11 +852,13 @@ struct GcraCall {
 /// So an idle gateway adds no wait, and a loaded one sends batches as
 /// large as its load (up to [`GCRA_BATCH_MAX`]). Exactness is the
 /// script's: a batch decides as its calls one after the other would.
+///
+/// The waiting calls are per [`Lane`] (per runtime: per worker thread in
+/// the gateway), so a batch holds one worker's calls and its driver runs
+/// on that worker, beside the calls and the connection.
 struct GcraBatches {
     lua: Lua,
     cluster: bool,
-    /// Calls waiting per group; a group is present while its driver runs.
-    waiting: Mutex<HashMap<u16, Vec<GcraCall>>>,
     /// Script runs (round trips) so far: for tests.
     runs: AtomicU64,
 }
@@ -815,20 +868,19 @@ impl GcraBatches {
         GcraBatches {
             lua: Lua::new(GCRA),
             cluster,
-            waiting: Mutex::new(HashMap::new()),
             runs: AtomicU64::new(0),
         }
     }
 
-    /// Queues `call`; its group when no driver runs for it (the caller
-    /// starts one).
-    fn join(&self, call: GcraCall) -> Option<u16> {
+    /// Queues `call` in `lane`; its group when no driver runs for it (the
+    /// caller starts one).
+    fn join(&self, lane: &Lane, call: GcraCall) -> Option<u16> {
         let group = if self.cluster {
             key_slot(call.key.as_bytes())
         } else {
             0
         };
-        let mut waiting = self.waiting.lock();
+        let mut waiting = lane.gcra.lock();
         match waiting.entry(group) {
             std::collections::hash_map::Entry::Occupied(mut queue) => {
                 queue.get_mut().push(call);
@@ -844,8 +896,8 @@ impl GcraBatches {
     /// The next batch of `group`, without calls whose caller has given up
     /// (no token is taken for them); `None` (and the group removed, under
     /// the same lock) when nothing waits.
-    fn next(&self, group: u16) -> Option<Vec<GcraCall>> {
-        let mut waiting = self.waiting.lock();
+    fn next(lane: &Lane, group: u16) -> Option<Vec<GcraCall>> {
+        let mut waiting = lane.gcra.lock();
         loop {
             let queue = waiting.get_mut(&group)?;
             if queue.is_empty() {
@@ -863,20 +915,20 @@ impl GcraBatches {
 
 /// A group's driver: sends its batches one after the other until none
 /// waits. Each run has the store deadline and goes through the breaker.
-async fn drive_gcra(batches: Arc<GcraBatches>, link: Arc<Link>, group: u16) {
+async fn drive_gcra(batches: Arc<GcraBatches>, link: Arc<Link>, lane: Arc<Lane>, group: u16) {
     // Should the driver panic, its group goes (its waiting callers get an
     // error) so that the next call starts a new driver.
-    struct Unwind<'a>(&'a GcraBatches, u16);
+    struct Unwind<'a>(&'a Lane, u16);
     impl Drop for Unwind<'_> {
         fn drop(&mut self) {
             if std::thread::panicking() {
-                self.0.waiting.lock().remove(&self.1);
+                self.0.gcra.lock().remove(&self.1);
             }
         }
     }
-    let _unwind = Unwind(&batches, group);
+    let _unwind = Unwind(&lane, group);
     let ahead = link.timeout.as_nanos().min(u128::from(u64::MAX)) as Nanos;
-    while let Some(batch) = batches.next(group) {
+    while let Some(batch) = GcraBatches::next(&lane, group) {
         batches.runs.fetch_add(1, Ordering::Relaxed);
         let lua = &batches.lua;
         let calls = &batch;
@@ -894,7 +946,7 @@ async fn drive_gcra(batches: Arc<GcraBatches>, link: Arc<Link>, group: u16) {
             }
         };
         let result: Result<Vec<u64>, StoreError> = link
-            .try_call(|mut c| async move { lua.run(&mut c, fill).await })
+            .try_call_on(&lane, |mut c| async move { lua.run(&mut c, fill).await })
             .await;
         let result = result.and_then(|values| {
             if values.len() == 4 * batch.len() {
@@ -984,7 +1036,6 @@ impl Source {
                 .map_err(|e| format!("bad redis_url: {e}"))?;
                 Ok(Source::Single {
                     client,
-                    conn: OnceCell::new(),
                     connect_within,
                 })
             }
@@ -1017,10 +1068,7 @@ impl Source {
                 let client = builder
                     .build()
                     .map_err(|e| format!("bad cluster nodes: {e}"))?;
-                Ok(Source::Cluster {
-                    client,
-                    conn: OnceCell::new(),
-                })
+                Ok(Source::Cluster { client })
             }
             RedisTarget::Sentinel { master, nodes } => {
                 let infos = nodes
@@ -1054,7 +1102,6 @@ impl Source {
                     .map_err(|e| format!("bad sentinel nodes: {e}"))?;
                 Ok(Source::Sentinel(SentinelSource {
                     sentinels: tokio::sync::Mutex::new(sentinels),
-                    current: Mutex::new(None),
                     generation: AtomicU64::new(0),
                     config: AsyncConnectionConfig::new()
                         .set_connection_timeout(connect_within)
@@ -1064,27 +1111,41 @@ impl Source {
         }
     }
 
-    /// The connection ready now, if any (the common case: no await).
-    fn ready(&self) -> Option<(Conn, u64)> {
-        match self {
-            Source::Single { conn, .. } => conn.get().map(|c| (Conn::Single(c.clone()), 0)),
-            Source::Cluster { conn, .. } => conn.get().map(|c| (Conn::Cluster(c.clone()), 0)),
-            Source::Sentinel(s) => s
-                .current
+    /// A lane's connection cell, empty.
+    fn lane(&self) -> Lane {
+        let conn = match self {
+            Source::Single { .. } => LaneConn::Single(OnceCell::new()),
+            Source::Cluster { .. } => LaneConn::Cluster(OnceCell::new()),
+            Source::Sentinel(_) => LaneConn::Sentinel(Mutex::new(None)),
+        };
+        Lane {
+            conn,
+            gcra: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `lane`'s connection ready now, if any (the common case: no await).
+    fn ready(lane: &Lane) -> Option<(Conn, u64)> {
+        match &lane.conn {
+            LaneConn::Single(conn) => conn.get().map(|c| (Conn::Single(c.clone()), 0)),
+            LaneConn::Cluster(conn) => conn.get().map(|c| (Conn::Cluster(c.clone()), 0)),
+            LaneConn::Sentinel(current) => current
                 .lock()
                 .as_ref()
                 .map(|(g, c)| (Conn::Sentinel(c.clone()), *g)),
         }
     }
 
-    /// Makes (or, for a sentinel, finds anew) the connection.
-    async fn make(&self) -> Result<(Conn, u64), RedisError> {
-        match self {
-            Source::Single {
-                client,
-                conn,
-                connect_within,
-            } => {
+    /// Makes (or, for a sentinel, finds anew) `lane`'s connection.
+    async fn make(&self, lane: &Lane) -> Result<(Conn, u64), RedisError> {
+        match (self, &lane.conn) {
+            (
+                Source::Single {
+                    client,
+                    connect_within,
+                },
+                LaneConn::Single(conn),
+            ) => {
                 let config = ConnectionManagerConfig::new()
                     // No retries inside the manager: a failed reconnect
                     // fails the call at once and the breaker spaces out the
@@ -1097,16 +1158,16 @@ impl Source {
                     .await?;
                 Ok((Conn::Single(c.clone()), 0))
             }
-            Source::Cluster { client, conn } => {
+            (Source::Cluster { client }, LaneConn::Cluster(conn)) => {
                 let c = conn
                     .get_or_try_init(|| client.get_async_connection())
                     .await?;
                 Ok((Conn::Cluster(c.clone()), 0))
             }
-            Source::Sentinel(s) => {
+            (Source::Sentinel(s), LaneConn::Sentinel(current)) => {
                 let mut sentinels = s.sentinels.lock().await;
                 // Someone else may have found it while we waited.
-                if let Some((g, c)) = s.current.lock().as_ref() {
+                if let Some((g, c)) = current.lock().as_ref() {
                     return Ok((Conn::Sentinel(c.clone()), *g));
                 }
                 let master = sentinels.async_get_client().await?;
@@ -1114,18 +1175,23 @@ impl Source {
                     .get_multiplexed_async_connection_with_config(&s.config)
                     .await?;
                 let g = s.generation.fetch_add(1, Ordering::Relaxed) + 1;
-                *s.current.lock() = Some((g, c.clone()));
+                *current.lock() = Some((g, c.clone()));
                 Ok((Conn::Sentinel(c), g))
             }
+            _ => Err(RedisError::from((
+                redis::ErrorKind::ClientError,
+                "a lane of another kind of store",
+            ))),
         }
     }
 
-    /// A call on connection `generation` failed: a sentinel's master may
-    /// have changed, so that connection is dropped and the next call asks
-    /// the sentinels again. (The others heal by themselves.)
-    fn failed(&self, generation: u64) {
-        if let Source::Sentinel(s) = self {
-            let mut current = s.current.lock();
+    /// A call on `lane`'s connection `generation` failed: a sentinel's
+    /// master may have changed, so that connection is dropped and the
+    /// lane's next call asks the sentinels again. (The others heal by
+    /// themselves.)
+    fn failed(lane: &Lane, generation: u64) {
+        if let LaneConn::Sentinel(current) = &lane.conn {
+            let mut current = current.lock();
             if current.as_ref().is_some_and(|(g, _)| *g == generation) {
                 *current = None;
             }
@@ -1280,17 +1346,33 @@ impl ConnectionLike for Conn {
 // === impl Link ===
 
 impl Link {
+    /// The lane of the runtime this runs on (made on its first call).
+    fn lane(&self) -> Arc<Lane> {
+        let id = tokio::runtime::Handle::try_current().ok().map(|h| h.id());
+        let mut lanes = self.lanes.lock();
+        if let Some(lane) = lanes.get(&id) {
+            return lane.clone();
+        }
+        if lanes.len() >= MAX_LANES {
+            lanes.clear();
+        }
+        let lane = Arc::new(self.source.lane());
+        lanes.insert(id, lane.clone());
+        lane
+    }
+
     /// The connection, made in a task of its own when there is none yet:
     /// a caller whose deadline passes gives up waiting, but the attempt
     /// (bounded by the connection timeout) carries on for the next
     /// caller, so a Redis that is slower to reach than `timeout` still
     /// gets connected. Later reconnects are the connection's own.
-    async fn connection(self: &Arc<Self>) -> Result<(Conn, u64), RedisError> {
-        if let Some(ready) = self.source.ready() {
+    async fn connection(self: &Arc<Self>, lane: &Arc<Lane>) -> Result<(Conn, u64), RedisError> {
+        if let Some(ready) = Source::ready(lane) {
             return Ok(ready);
         }
         let link = self.clone();
-        let task = tokio::spawn(async move { link.source.make().await });
+        let lane = lane.clone();
+        let task = tokio::spawn(async move { link.source.make(&lane).await });
         match task.await {
             Ok(result) => result,
             Err(e) => Err(RedisError::from((
@@ -1322,6 +1404,20 @@ impl Link {
         F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
+        self.try_call_on(&self.lane(), op).await
+    }
+
+    /// As [`Link::try_call`], on `lane` (a batch driver's, which is the
+    /// lane of the runtime it runs on).
+    async fn try_call_on<T, F, Fut>(
+        self: &Arc<Self>,
+        lane: &Arc<Lane>,
+        op: F,
+    ) -> Result<T, StoreError>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: Future<Output = Result<T, RedisError>>,
+    {
         let Some(permit) = self.breaker.admit() else {
             return Err(StoreError(
                 "circuit open after repeated redis failures".into(),
@@ -1329,7 +1425,7 @@ impl Link {
         };
         let mut used = None;
         let attempt = async {
-            let (conn, generation) = self.connection().await?;
+            let (conn, generation) = self.connection(lane).await?;
             used = Some(generation);
             op(conn).await
         };
@@ -1342,7 +1438,7 @@ impl Link {
             Err(_) => StoreError(format!("redis did not answer within {:?}", self.timeout)),
         };
         if let Some(generation) = used {
-            self.source.failed(generation);
+            Source::failed(lane, generation);
         }
         permit.failed();
         Err(error)
@@ -1455,8 +1551,14 @@ impl Store for RedisStore {
             commit,
             reply,
         };
-        if let Some(group) = self.gcra.join(call) {
-            tokio::spawn(drive_gcra(self.gcra.clone(), self.link.clone(), group));
+        let lane = self.link.lane();
+        if let Some(group) = self.gcra.join(&lane, call) {
+            tokio::spawn(drive_gcra(
+                self.gcra.clone(),
+                self.link.clone(),
+                lane,
+                group,
+            ));
         }
         let result = match tokio::time::timeout(self.link.timeout, answer).await {
             Ok(Ok(result)) => result,
@@ -2098,6 +2200,106 @@ mod tests {
         let d = store.gcra("p:c", rule, now, true).await.expect("gcra");
         assert_eq!((d.allowed, d.remaining), (true, 49));
         assert_eq!(store.gcra.runs.load(Ordering::Relaxed), runs + 1);
+    }
+
+    /// The GCRA script's rule written out in integers (a bucket is its
+    /// arrival time and the latest `now` that wrote it): the reference the
+    /// batched script is held to.
+    fn gcra_model(
+        bucket: &mut Option<(Nanos, Nanos)>,
+        rule: GcraRule,
+        now: Nanos,
+        commit: bool,
+    ) -> RateDecision {
+        let ahead = TIMEOUT.as_nanos() as Nanos;
+        let (mut at, mut lead, mut mark) = (now, 0, now);
+        if let Some((_, seen)) = *bucket {
+            if seen > now {
+                mark = seen;
+                if seen - now <= ahead {
+                    (at, lead) = (seen, seen - now);
+                }
+            }
+        }
+        let start = bucket.map_or(0, |(tat, _)| tat.saturating_sub(at));
+        let new = start + rule.interval;
+        if new > rule.tolerance {
+            return RateDecision {
+                allowed: false,
+                remaining: 0,
+                retry_after: new - rule.tolerance + lead,
+                reset_after: start + lead,
+            };
+        }
+        if commit {
+            *bucket = Some((at + new, mark));
+        }
+        RateDecision {
+            allowed: true,
+            remaining: (rule.tolerance - new) / rule.interval,
+            retry_after: 0,
+            reset_after: new + lead,
+        }
+    }
+
+    /// A batch whose calls share keys reads and writes each key once: it
+    /// still decides, call by call, what the same calls sent one at a
+    /// time decide, and what the rule says (out-of-order clocks, calls
+    /// more than the deadline behind, peeks and refusals among them), and
+    /// leaves the same buckets behind.
+    #[tokio::test]
+    async fn a_batch_sharing_keys_decides_as_its_calls_one_at_a_time() {
+        let server = RedisServer::start().await;
+        let store = RedisStore::open(&server.url(), TIMEOUT).expect("url");
+        store.ping().await.expect("ping");
+        let rules = [
+            GcraRule::new(20, SECOND, 5),
+            GcraRule::new(3, 1_000_000_007, 2),
+        ];
+        let t: Nanos = 1_761_234_567 * SECOND + 987_654_321;
+        let ms = 1_000_000;
+        let calls: Vec<(usize, GcraRule, Nanos, bool)> = (0..240u64)
+            .map(|i| {
+                let jitter = (i * 7919) % 13 * ms;
+                let behind = if i % 17 == 0 { 600 * ms } else { 0 };
+                let now = t + i * 10 * ms + jitter - behind;
+                let k = (i % 2) as usize;
+                (k, rules[k], now, i % 5 != 0)
+            })
+            .collect();
+        let mut buckets = [None, None];
+        let model: Vec<RateDecision> = calls
+            .iter()
+            .map(|&(k, rule, now, commit)| gcra_model(&mut buckets[k], rule, now, commit))
+            .collect();
+        assert!(model.iter().any(|d| d.allowed) && model.iter().any(|d| !d.allowed));
+        let mut one_by_one = Vec::new();
+        for &(k, rule, now, commit) in &calls {
+            let key = ["one:a", "one:b"][k];
+            one_by_one.push(store.gcra(key, rule, now, commit).await.expect("gcra"));
+        }
+        let runs = store.gcra.runs.load(Ordering::Relaxed);
+        let together =
+            futures_util::future::join_all(calls.iter().map(|&(k, rule, now, commit)| {
+                store.gcra(["all:a", "all:b"][k], rule, now, commit)
+            }))
+            .await;
+        let batched = store.gcra.runs.load(Ordering::Relaxed) - runs;
+        assert!(batched * 8 <= 240, "{batched} script runs for 240 calls");
+        for (i, (got, want)) in together.into_iter().zip(&model).enumerate() {
+            assert_eq!(got.expect("gcra"), *want, "call {i}, batched");
+            assert_eq!(one_by_one[i], *want, "call {i}, one at a time");
+        }
+        for (k, keys) in [("one:a", "all:a"), ("one:b", "all:b")].iter().enumerate() {
+            let (tat, seen) = buckets[k].expect("a bucket");
+            for key in [keys.0, keys.1] {
+                let stored: String = server
+                    .query(&["GET", &store.key("gcra", key)])
+                    .await
+                    .expect("GET");
+                assert_eq!(stored, format!("{tat}:{seen}"), "{key}");
+            }
+        }
     }
 
     /// `rediss://` with the config's CA file and an ACL user whose name and
