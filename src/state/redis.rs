@@ -839,6 +839,10 @@ struct GcraCall {
     rule: GcraRule,
     now: Nanos,
     commit: bool,
+    /// The store deadline from the moment the call was made: the caller
+    /// is answered by then (it keeps no timer of its own, see
+    /// [`drive_gcra`]).
+    deadline: tokio::time::Instant,
     reply: oneshot::Sender<Result<RateDecision, StoreError>>,
 }
 
@@ -894,9 +898,11 @@ impl GcraBatches {
     }
 
     /// The next batch of `group`, without calls whose caller has given up
-    /// (no token is taken for them); `None` (and the group removed, under
-    /// the same lock) when nothing waits.
-    fn next(lane: &Lane, group: u16) -> Option<Vec<GcraCall>> {
+    /// or whose deadline has passed (those are answered with the deadline
+    /// error; no token is taken for either); `None` (and the group
+    /// removed, under the same lock) when nothing waits.
+    fn next(lane: &Lane, group: u16, timeout: Duration) -> Option<Vec<GcraCall>> {
+        let now = tokio::time::Instant::now();
         let mut waiting = lane.gcra.lock();
         loop {
             let queue = waiting.get_mut(&group)?;
@@ -905,7 +911,17 @@ impl GcraBatches {
                 return None;
             }
             let n = queue.len().min(GCRA_BATCH_MAX);
-            let batch: Vec<GcraCall> = queue.drain(..n).filter(|c| !c.reply.is_closed()).collect();
+            let mut batch = Vec::with_capacity(n);
+            for call in queue.drain(..n) {
+                if call.reply.is_closed() {
+                    continue;
+                }
+                if call.deadline <= now {
+                    let _ = call.reply.send(Err(deadline_passed(timeout)));
+                    continue;
+                }
+                batch.push(call);
+            }
             if !batch.is_empty() {
                 return Some(batch);
             }
@@ -914,21 +930,41 @@ impl GcraBatches {
 }
 
 /// A group's driver: sends its batches one after the other until none
-/// waits. Each run has the store deadline and goes through the breaker.
+/// waits. Each run goes through the breaker and has the earliest deadline
+/// of its calls, so every caller is answered within its own deadline —
+/// the wait for the batch before included, since that one ended by the
+/// deadline of a call made earlier — with one timer per batch, not one
+/// per call. (A per-call timer cost more than its own bookkeeping on a
+/// busy worker: a timer due sooner than any the runtime slept with makes
+/// tokio wake its own driver through an `eventfd` write, about one per
+/// three requests under `benches/store-load.sh`.)
 async fn drive_gcra(batches: Arc<GcraBatches>, link: Arc<Link>, lane: Arc<Lane>, group: u16) {
-    // Should the driver panic, its group goes (its waiting callers get an
-    // error) so that the next call starts a new driver.
-    struct Unwind<'a>(&'a Lane, u16);
+    // Should the driver panic or be dropped before it is done (its
+    // runtime shutting down), its group goes (its waiting callers, who
+    // keep no timer, get an error at once) so that the next call starts
+    // a new driver.
+    struct Unwind<'a> {
+        lane: &'a Lane,
+        group: u16,
+        done: bool,
+    }
     impl Drop for Unwind<'_> {
         fn drop(&mut self) {
-            if std::thread::panicking() {
-                self.0.gcra.lock().remove(&self.1);
+            if !self.done {
+                self.lane.gcra.lock().remove(&self.group);
             }
         }
     }
-    let _unwind = Unwind(&lane, group);
+    let mut unwind = Unwind {
+        lane: &lane,
+        group,
+        done: false,
+    };
     let ahead = link.timeout.as_nanos().min(u128::from(u64::MAX)) as Nanos;
-    while let Some(batch) = GcraBatches::next(&lane, group) {
+    while let Some(batch) = GcraBatches::next(&lane, group, link.timeout) {
+        let Some(deadline) = batch.iter().map(|c| c.deadline).min() else {
+            continue;
+        };
         batches.runs.fetch_add(1, Ordering::Relaxed);
         let lua = &batches.lua;
         let calls = &batch;
@@ -946,7 +982,9 @@ async fn drive_gcra(batches: Arc<GcraBatches>, link: Arc<Link>, lane: Arc<Lane>,
             }
         };
         let result: Result<Vec<u64>, StoreError> = link
-            .try_call_on(&lane, |mut c| async move { lua.run(&mut c, fill).await })
+            .try_call_on(&lane, deadline, |mut c| async move {
+                lua.run(&mut c, fill).await
+            })
             .await;
         let result = result.and_then(|values| {
             if values.len() == 4 * batch.len() {
@@ -973,6 +1011,8 @@ async fn drive_gcra(batches: Arc<GcraBatches>, link: Arc<Link>, lane: Arc<Lane>,
             }
         }
     }
+    // `next` removed the group, under the lock a new call would take.
+    unwind.done = true;
 }
 
 /// The Redis Cluster slot of `key`: CRC16 (XMODEM) of its hash tag (the
@@ -1404,14 +1444,16 @@ impl Link {
         F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
-        self.try_call_on(&self.lane(), op).await
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        self.try_call_on(&self.lane(), deadline, op).await
     }
 
     /// As [`Link::try_call`], on `lane` (a batch driver's, which is the
-    /// lane of the runtime it runs on).
+    /// lane of the runtime it runs on), until `deadline`.
     async fn try_call_on<T, F, Fut>(
         self: &Arc<Self>,
         lane: &Arc<Lane>,
+        deadline: tokio::time::Instant,
         op: F,
     ) -> Result<T, StoreError>
     where
@@ -1429,13 +1471,13 @@ impl Link {
             used = Some(generation);
             op(conn).await
         };
-        let error = match tokio::time::timeout(self.timeout, attempt).await {
+        let error = match tokio::time::timeout_at(deadline, attempt).await {
             Ok(Ok(value)) => {
                 permit.succeeded();
                 return Ok(value);
             }
             Ok(Err(e)) => StoreError(format!("redis: {e}")),
-            Err(_) => StoreError(format!("redis did not answer within {:?}", self.timeout)),
+            Err(_) => deadline_passed(self.timeout),
         };
         if let Some(generation) = used {
             Source::failed(lane, generation);
@@ -1443,6 +1485,11 @@ impl Link {
         permit.failed();
         Err(error)
     }
+}
+
+/// The error of a call not answered within the store deadline.
+fn deadline_passed(timeout: Duration) -> StoreError {
+    StoreError(format!("redis did not answer within {timeout:?}"))
 }
 
 // === impl Breaker ===
@@ -1533,8 +1580,9 @@ impl Drop for Permit<'_> {
 // === impl Store for RedisStore ===
 
 impl Store for RedisStore {
-    /// Joins the batch of its group (see [`GcraBatches`]); waits at most
-    /// the deadline, the wait for the batch before it included.
+    /// Joins the batch of its group (see [`GcraBatches`]); answered within
+    /// the deadline, the wait for the batch before it included (the
+    /// driver sees to it: see [`drive_gcra`]).
     async fn gcra(
         &self,
         key: &str,
@@ -1549,6 +1597,7 @@ impl Store for RedisStore {
             rule,
             now,
             commit,
+            deadline: tokio::time::Instant::now() + self.link.timeout,
             reply,
         };
         let lane = self.link.lane();
@@ -1560,13 +1609,9 @@ impl Store for RedisStore {
                 group,
             ));
         }
-        let result = match tokio::time::timeout(self.link.timeout, answer).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(StoreError("redis: the batch was dropped".into())),
-            Err(_) => Err(StoreError(format!(
-                "redis did not answer within {:?}",
-                self.link.timeout
-            ))),
+        let result = match answer.await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError("redis: the batch was dropped".into())),
         };
         if result.is_err() {
             self.link.errors.fetch_add(1, Ordering::Relaxed);
