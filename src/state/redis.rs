@@ -151,9 +151,15 @@ end
 /// one script reads each call's bucket, decides and (when `commit` and
 /// allowed) writes it, in the batch's order, so a batch decides exactly as
 /// its calls one after the other would; a refusal or a peek writes
-/// nothing. KEYS[i] call i's bucket; ARGV[1] ahead, then per call now,
-/// interval, tolerance, commit. Returns per call {allowed, remaining,
-/// retry_after, reset_after} (ns, from that call's now), flattened.
+/// nothing. KEYS: the batch's buckets, each once; ARGV[1] ahead, ARGV[2]
+/// the number R of distinct rules, then R pairs interval, tolerance; then
+/// per call its now and a code ((key index * R + rule index) * 2 +
+/// commit, indexes from 0). Returns per call two numbers (ns, from that
+/// call's now), flattened: `remaining, reset_after` when allowed,
+/// `-retry_after - 1, reset_after` when refused (never allowed with a
+/// retry, never refused with a remaining call or a zero retry). Passing
+/// each key and rule once and answering in two numbers, not four, is
+/// about a third less of a decision's time inside Redis.
 ///
 /// A bucket holds `{tat}:{seen}`: the theoretical arrival time and the
 /// latest `now` that wrote it (a bare `{tat}` is read as before). Calls
@@ -179,25 +185,33 @@ end
 /// `%d%09d` of the same seconds and nanos, `{seen}` verbatim.
 const GCRA: &str = r#"
 local ahead = tonumber(ARGV[1])
+local nrules = tonumber(ARGV[2])
+local intervals, tolerances = {}, {}
+for r = 1, nrules do
+  intervals[r], tolerances[r] = tonumber(ARGV[1 + 2 * r]), tonumber(ARGV[2 + 2 * r])
+end
 -- each key's bucket, read at its first call and written after the last
 local buckets, written, out = {}, {}, {}
-for i = 1, #KEYS do
-  local key = KEYS[i]
-  local b = buckets[key]
+for j = 3 + 2 * nrules, #ARGV, 2 do
+  local now = ARGV[j]
+  local c = tonumber(ARGV[j + 1])
+  local commit = c % 2
+  c = (c - commit) / 2
+  local rule = c % nrules
+  local ki = (c - rule) / nrules + 1
+  local interval, tolerance = intervals[rule + 1], tolerances[rule + 1]
+  local b = buckets[ki]
   if not b then
     b = {}
-    local stored = redis.call('GET', key)
+    local stored = redis.call('GET', KEYS[ki])
     if stored then
       local tat, seen = string.match(stored, '^(%d+):(%d+)$')
       if not tat then tat = stored end
       b.ts, b.tn = split(tat)
       if seen then b.seen = seen; b.ss, b.sn = split(seen) end
     end
-    buckets[key] = b
+    buckets[ki] = b
   end
-  local j = (i - 1) * 4 + 1
-  local now = ARGV[j + 1]
-  local interval, tolerance = tonumber(ARGV[j + 2]), tonumber(ARGV[j + 3])
   local ns, nn = split(now)
   -- at (as, an): when the call is decided; lead: at - now (ns, 0..ahead);
   -- mark (ms, mn): the latest now written so far, this one included
@@ -216,12 +230,12 @@ for i = 1, #KEYS do
   local new = start + interval
   local k = #out
   if new > tolerance then
-    out[k + 1], out[k + 2], out[k + 3], out[k + 4] = 0, 0, new - tolerance + lead, start + lead
+    out[k + 1], out[k + 2] = -(new - tolerance + lead) - 1, start + lead
   else
     local room = tolerance - new
     local remaining = math.floor(room / interval)
     if remaining * interval > room then remaining = remaining - 1 end
-    if ARGV[j + 4] == '1' then
+    if commit == 1 then
       local x = an + new
       local s = math.floor(x / 1e9)
       local r = x - s * 1e9
@@ -230,14 +244,14 @@ for i = 1, #KEYS do
       b.ts, b.tn = as + s, r
       b.seen, b.ss, b.sn = mark, ms, mn
       b.ttl = math.max(1, math.ceil((new + lead) / 1e6))
-      if not b.dirty then b.dirty = true; written[#written + 1] = key end
+      if not b.dirty then b.dirty = true; written[#written + 1] = ki end
     end
-    out[k + 1], out[k + 2], out[k + 3], out[k + 4] = 1, remaining, 0, new + lead
+    out[k + 1], out[k + 2] = remaining, new + lead
   end
 end
-for _, key in ipairs(written) do
-  local b = buckets[key]
-  redis.call('SET', key, string.format('%d%09d:%s', b.ts, b.tn, b.seen), 'PX', string.format('%d', b.ttl))
+for _, ki in ipairs(written) do
+  local b = buckets[ki]
+  redis.call('SET', KEYS[ki], string.format('%d%09d:%s', b.ts, b.tn, b.seen), 'PX', string.format('%d', b.ttl))
 end
 return out
 "#;
@@ -968,40 +982,42 @@ async fn drive_gcra(batches: Arc<GcraBatches>, link: Arc<Link>, lane: Arc<Lane>,
         batches.runs.fetch_add(1, Ordering::Relaxed);
         let lua = &batches.lua;
         let calls = &batch;
+        let args = GcraArgs::of(calls);
+        let args = &args;
         let fill = |cmd: &mut redis::Cmd| {
-            cmd.arg(calls.len());
-            for call in calls {
-                cmd.arg(&call.key);
+            cmd.arg(args.keys.len());
+            for key in &args.keys {
+                cmd.arg(*key);
             }
-            cmd.arg(ahead);
-            for call in calls {
-                cmd.arg(call.now)
-                    .arg(call.rule.interval)
-                    .arg(call.rule.tolerance)
-                    .arg(if call.commit { "1" } else { "0" });
+            cmd.arg(ahead).arg(args.rules.len());
+            for rule in &args.rules {
+                cmd.arg(rule.interval).arg(rule.tolerance);
+            }
+            for (call, code) in calls.iter().zip(&args.codes) {
+                cmd.arg(call.now).arg(*code);
             }
         };
-        let result: Result<Vec<u64>, StoreError> = link
+        let result: Result<Vec<i64>, StoreError> = link
             .try_call_on(&lane, deadline, |mut c| async move {
                 lua.run(&mut c, fill).await
             })
             .await;
         let result = result.and_then(|values| {
-            if values.len() == 4 * batch.len() {
-                Ok(values)
-            } else {
-                Err(StoreError("redis: a malformed GCRA answer".into()))
+            let decisions: Option<Vec<RateDecision>> = values
+                .chunks_exact(2)
+                .map(|d| gcra_decision(d[0], d[1]))
+                .collect();
+            match decisions {
+                Some(decisions) if decisions.len() == batch.len() && values.len() % 2 == 0 => {
+                    Ok(decisions)
+                }
+                _ => Err(StoreError("redis: a malformed GCRA answer".into())),
             }
         });
         match result {
-            Ok(values) => {
-                for (call, d) in batch.into_iter().zip(values.chunks_exact(4)) {
-                    let _ = call.reply.send(Ok(RateDecision {
-                        allowed: d[0] == 1,
-                        remaining: d[1],
-                        retry_after: d[2],
-                        reset_after: d[3],
-                    }));
+            Ok(decisions) => {
+                for (call, decision) in batch.into_iter().zip(decisions) {
+                    let _ = call.reply.send(Ok(decision));
                 }
             }
             Err(error) => {
@@ -1013,6 +1029,64 @@ async fn drive_gcra(batches: Arc<GcraBatches>, link: Arc<Link>, lane: Arc<Lane>,
     }
     // `next` removed the group, under the lock a new call would take.
     unwind.done = true;
+}
+
+/// A batch's script arguments: its distinct keys and rules, in the order
+/// they first appear, and each call's code (see [`GCRA`]).
+struct GcraArgs<'a> {
+    keys: Vec<&'a str>,
+    rules: Vec<GcraRule>,
+    codes: Vec<u64>,
+}
+
+impl<'a> GcraArgs<'a> {
+    fn of(calls: &'a [GcraCall]) -> GcraArgs<'a> {
+        let mut index: HashMap<&str, u64> = HashMap::new();
+        let mut keys = Vec::new();
+        let mut rules: Vec<GcraRule> = Vec::new();
+        let mut picks = Vec::with_capacity(calls.len());
+        for call in calls {
+            let key = *index.entry(&call.key).or_insert_with(|| {
+                keys.push(call.key.as_str());
+                keys.len() as u64 - 1
+            });
+            let rule = match rules.iter().position(|r| *r == call.rule) {
+                Some(i) => i,
+                None => {
+                    rules.push(call.rule);
+                    rules.len() - 1
+                }
+            } as u64;
+            picks.push((key, rule, u64::from(call.commit)));
+        }
+        let n = rules.len() as u64;
+        let codes = picks
+            .into_iter()
+            .map(|(key, rule, commit)| (key * n + rule) * 2 + commit)
+            .collect();
+        GcraArgs { keys, rules, codes }
+    }
+}
+
+/// One call's two numbers of a [`GCRA`] answer as its decision; `None`
+/// for numbers the script never answers.
+fn gcra_decision(first: i64, reset_after: i64) -> Option<RateDecision> {
+    let reset_after = u64::try_from(reset_after).ok()?;
+    if first >= 0 {
+        return Some(RateDecision {
+            allowed: true,
+            remaining: first as u64,
+            retry_after: 0,
+            reset_after,
+        });
+    }
+    let retry_after = first.checked_neg()?.checked_sub(1)?;
+    Some(RateDecision {
+        allowed: false,
+        remaining: 0,
+        retry_after: u64::try_from(retry_after).ok()?,
+        reset_after,
+    })
 }
 
 /// The Redis Cluster slot of `key`: CRC16 (XMODEM) of its hash tag (the
@@ -2563,6 +2637,55 @@ e5 127.0.0.1:7005@17005 master - 0 0 5 connected 10923-16383
         assert_eq!(set, "OK");
         let d = take("p:bare", t).await;
         assert_eq!((d.allowed, d.remaining), (true, 1));
+    }
+
+    /// A batch names each key and rule once; each call's code picks its
+    /// key, rule and commit; an answer's two numbers read back as the
+    /// decision, and numbers the script never sends are refused.
+    #[test]
+    fn gcra_batch_arguments_and_answers_are_compact() {
+        let rules = [GcraRule::new(5, SECOND, 5), GcraRule::new(7, SECOND, 1)];
+        let call = |key: &str, rule: GcraRule, commit: bool| GcraCall {
+            key: key.to_string(),
+            rule,
+            now: 1,
+            commit,
+            deadline: tokio::time::Instant::now(),
+            reply: oneshot::channel().0,
+        };
+        let calls = [
+            call("k:a", rules[0], true),
+            call("k:b", rules[1], false),
+            call("k:a", rules[1], true),
+            call("k:b", rules[0], true),
+        ];
+        let args = GcraArgs::of(&calls);
+        assert_eq!(args.keys, ["k:a", "k:b"]);
+        assert_eq!(args.rules, rules);
+        // ((key * 2 rules + rule) * 2 + commit)
+        assert_eq!(args.codes, [1, 6, 3, 5]);
+        let allowed = gcra_decision(4, 200).expect("allowed");
+        assert_eq!(
+            (
+                allowed.allowed,
+                allowed.remaining,
+                allowed.retry_after,
+                allowed.reset_after
+            ),
+            (true, 4, 0, 200)
+        );
+        let refused = gcra_decision(-31, 900).expect("refused");
+        assert_eq!(
+            (
+                refused.allowed,
+                refused.remaining,
+                refused.retry_after,
+                refused.reset_after
+            ),
+            (false, 0, 30, 900)
+        );
+        assert_eq!(gcra_decision(i64::MIN, 1), None);
+        assert_eq!(gcra_decision(1, -1), None);
     }
 
     #[test]
