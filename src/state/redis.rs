@@ -450,10 +450,18 @@ enum Source {
     Sentinel(SentinelSource),
 }
 
-/// The sentinels, asked for the master by each lane that needs it.
+/// The sentinels and the master they last named, shared by the lanes: a
+/// failed call on any lane drops that master, so every lane's next call
+/// finds the master anew (asking the sentinels once for all of them), as
+/// when the store had one connection.
 struct SentinelSource {
     /// Asking the sentinels is one caller at a time.
     sentinels: tokio::sync::Mutex<SentinelClient>,
+    /// The master last named and its generation.
+    master: Mutex<Option<(u64, redis::Client)>>,
+    /// That generation, or 0 when there is none (a lane's connection to
+    /// another generation is not used).
+    current: AtomicU64,
     generation: AtomicU64,
     config: AsyncConnectionConfig,
 }
@@ -1216,6 +1224,8 @@ impl Source {
                     .map_err(|e| format!("bad sentinel nodes: {e}"))?;
                 Ok(Source::Sentinel(SentinelSource {
                     sentinels: tokio::sync::Mutex::new(sentinels),
+                    master: Mutex::new(None),
+                    current: AtomicU64::new(0),
                     generation: AtomicU64::new(0),
                     config: AsyncConnectionConfig::new()
                         .set_connection_timeout(connect_within)
@@ -1239,14 +1249,21 @@ impl Source {
     }
 
     /// `lane`'s connection ready now, if any (the common case: no await).
-    fn ready(lane: &Lane) -> Option<(Conn, u64)> {
+    fn ready(&self, lane: &Lane) -> Option<(Conn, u64)> {
         match &lane.conn {
             LaneConn::Single(conn) => conn.get().map(|c| (Conn::Single(c.clone()), 0)),
             LaneConn::Cluster(conn) => conn.get().map(|c| (Conn::Cluster(c.clone()), 0)),
-            LaneConn::Sentinel(current) => current
-                .lock()
-                .as_ref()
-                .map(|(g, c)| (Conn::Sentinel(c.clone()), *g)),
+            LaneConn::Sentinel(current) => {
+                let Source::Sentinel(s) = self else {
+                    return None;
+                };
+                let master = s.current.load(Ordering::Acquire);
+                current
+                    .lock()
+                    .as_ref()
+                    .filter(|(g, _)| *g == master)
+                    .map(|(g, c)| (Conn::Sentinel(c.clone()), *g))
+            }
         }
     }
 
@@ -1279,16 +1296,28 @@ impl Source {
                 Ok((Conn::Cluster(c.clone()), 0))
             }
             (Source::Sentinel(s), LaneConn::Sentinel(current)) => {
-                let mut sentinels = s.sentinels.lock().await;
-                // Someone else may have found it while we waited.
-                if let Some((g, c)) = current.lock().as_ref() {
-                    return Ok((Conn::Sentinel(c.clone()), *g));
-                }
-                let master = sentinels.async_get_client().await?;
+                let known = s.master.lock().clone();
+                let (g, master) = match known {
+                    Some(known) => known,
+                    None => {
+                        let mut sentinels = s.sentinels.lock().await;
+                        // Someone else may have found it while we waited.
+                        let known = s.master.lock().clone();
+                        match known {
+                            Some(known) => known,
+                            None => {
+                                let master = sentinels.async_get_client().await?;
+                                let g = s.generation.fetch_add(1, Ordering::Relaxed) + 1;
+                                *s.master.lock() = Some((g, master.clone()));
+                                s.current.store(g, Ordering::Release);
+                                (g, master)
+                            }
+                        }
+                    }
+                };
                 let c = master
                     .get_multiplexed_async_connection_with_config(&s.config)
                     .await?;
-                let g = s.generation.fetch_add(1, Ordering::Relaxed) + 1;
                 *current.lock() = Some((g, c.clone()));
                 Ok((Conn::Sentinel(c), g))
             }
@@ -1300,15 +1329,23 @@ impl Source {
     }
 
     /// A call on `lane`'s connection `generation` failed: a sentinel's
-    /// master may have changed, so that connection is dropped and the
-    /// lane's next call asks the sentinels again. (The others heal by
-    /// themselves.)
-    fn failed(lane: &Lane, generation: u64) {
-        if let LaneConn::Sentinel(current) = &lane.conn {
+    /// master may have changed, so that connection and that master are
+    /// dropped, and the next call of any lane asks the sentinels again.
+    /// (The others heal by themselves.)
+    fn failed(&self, lane: &Lane, generation: u64) {
+        let (Source::Sentinel(s), LaneConn::Sentinel(current)) = (self, &lane.conn) else {
+            return;
+        };
+        {
             let mut current = current.lock();
             if current.as_ref().is_some_and(|(g, _)| *g == generation) {
                 *current = None;
             }
+        }
+        let mut master = s.master.lock();
+        if master.as_ref().is_some_and(|(g, _)| *g == generation) {
+            *master = None;
+            s.current.store(0, Ordering::Release);
         }
     }
 }
@@ -1481,7 +1518,7 @@ impl Link {
     /// caller, so a Redis that is slower to reach than `timeout` still
     /// gets connected. Later reconnects are the connection's own.
     async fn connection(self: &Arc<Self>, lane: &Arc<Lane>) -> Result<(Conn, u64), RedisError> {
-        if let Some(ready) = Source::ready(lane) {
+        if let Some(ready) = self.source.ready(lane) {
             return Ok(ready);
         }
         let link = self.clone();
@@ -1554,7 +1591,7 @@ impl Link {
             Err(_) => deadline_passed(self.timeout),
         };
         if let Some(generation) = used {
-            Source::failed(lane, generation);
+            self.source.failed(lane, generation);
         }
         permit.failed();
         Err(error)
