@@ -447,7 +447,7 @@ enum Source {
     Cluster {
         client: ClusterClient,
     },
-    Sentinel(SentinelSource),
+    Sentinel(Box<SentinelSource>),
 }
 
 /// The sentinels and the master they last named, shared by the lanes: a
@@ -1222,7 +1222,7 @@ impl Source {
                 let sentinels = builder
                     .build()
                     .map_err(|e| format!("bad sentinel nodes: {e}"))?;
-                Ok(Source::Sentinel(SentinelSource {
+                Ok(Source::Sentinel(Box::new(SentinelSource {
                     sentinels: tokio::sync::Mutex::new(sentinels),
                     master: Mutex::new(None),
                     current: AtomicU64::new(0),
@@ -1230,7 +1230,7 @@ impl Source {
                     config: AsyncConnectionConfig::new()
                         .set_connection_timeout(connect_within)
                         .set_response_timeout(connect_within),
-                }))
+                })))
             }
         }
     }
