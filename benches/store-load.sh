@@ -4,7 +4,9 @@
 # alternation (memory redis cluster memory redis cluster ...) so that drift
 # on a shared machine hits all three alike. Prints rps and p99 per store
 # (median over rounds) and each Redis store as a ratio of the memory
-# store (issue #20's goal: rps ≥ 0.8× memory).
+# store (issue #20's goal: rps ≥ 0.8× memory), and the CPU time per
+# request of the Tollgate and of its redis-server(s) (from /proc, so
+# what other processes on the machine use is not in it).
 #
 # The job: allow only 127.0.0.0/8, require an API key, and a per-key rate
 # limit high enough never to trigger — one store decision per call (on
@@ -98,10 +100,12 @@ NGINX
 # --- the stores ----------------------------------------------------------------
 SINGLE=$(free_port)
 redis "$SINGLE"
+declare -A RPIDS=([memory]="" [redis]=$!)
 NODES=()
 for _ in 1 2 3; do
   port=$(free_port); bus=$(free_port)
   redis "$port" --cluster-enabled yes --cluster-config-file nodes.conf --cluster-port "$bus"
+  RPIDS[cluster]="${RPIDS[cluster]:-} $!"
   NODES+=("127.0.0.1:$port")
 done
 redis-cli --cluster create "${NODES[@]}" --cluster-replicas 0 --cluster-yes >"$WORK/cluster.log"
@@ -155,15 +159,25 @@ done
 to_ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us$/,"",v); printf "%.3f", v/1000 } else if (v ~ /ms$/) { sub(/ms$/,"",v); printf "%.3f", v } else if (v ~ /s$/) { sub(/s$/,"",v); printf "%.3f", v*1000 } else print v }'; }
 median() { sort -g | awk '{a[NR]=$1} END { if (NR==0) print "-"; else if (NR%2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
 
-# run STORE -> "rps p99_ms"
+# ticks PID... -> their CPU time (user + system), in clock ticks
+ticks() { for p in "$@"; do awk '{print $14 + $15}' "/proc/$p/stat"; done | awk '{s += $1} END {print s + 0}'; }
+HZ=$(getconf CLK_TCK)
+
+# run STORE -> "rps p99_ms gateway_us_per_request redis_us_per_request"
 run() {
-  local out rps p99 non2xx
+  local out rps p99 non2xx g0 r0 g1 r1 n
+  # shellcheck disable=SC2086 # RPIDS holds a list of pids
+  g0=$(ticks "${PID[$1]}"); r0=$(ticks ${RPIDS[$1]})
   out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${SECS}s" --latency -H "X-API-Key: $KEY" "http://127.0.0.1:${PORT[$1]}/small")
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
   p99=$(echo "$out" | awk '$1=="99%" {print $2}')
   non2xx=$(echo "$out" | awk '/Non-2xx/ {print $5}')
   [ -z "$non2xx" ] || echo "warning: $1 had $non2xx non-2xx answers" >&2
-  echo "$rps $(to_ms "$p99")"
+  # shellcheck disable=SC2086
+  g1=$(ticks "${PID[$1]}"); r1=$(ticks ${RPIDS[$1]})
+  n=$(echo "$out" | awk '/requests in/ {print $1}')
+  echo "$rps $(to_ms "$p99") $(awk -v a="$g0" -v b="$g1" -v c="$r0" -v d="$r1" -v n="$n" -v hz="$HZ" \
+    'BEGIN { printf "%.1f %.1f", (b - a) * 1e6 / hz / n, (d - c) * 1e6 / hz / n }')"
 }
 
 echo "machine: $(nproc) cores, $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg); profile $PROFILE; wrk -t$THREADS -c$CONNECTIONS -d${SECS}s, $ROUNDS rounds (alternating)"
@@ -172,14 +186,15 @@ for round in $(seq 1 "$ROUNDS"); do
   for store in $STORES; do R[$store.$round]=$(run "$store"); done
 done
 declare -A M=()
-printf '| %-8s | %10s | %8s | %10s | %10s |\n' store rps p99_ms rps_ratio p99_ratio
-printf '|%s|%s|%s|%s|%s|\n' ---------- ------------ ---------- ------------ ------------
+printf '| %-8s | %10s | %8s | %10s | %10s | %10s | %10s |\n' store rps p99_ms rps_ratio p99_ratio gw_us/req redis_us/req
+printf '|%s|%s|%s|%s|%s|%s|%s|\n' ---------- ------------ ---------- ------------ ------------ ------------ ------------
 for store in $STORES; do
-  for col in 1 2; do
+  for col in 1 2 3 4; do
     M[$store.$col]=$(for round in $(seq 1 "$ROUNDS"); do echo "${R[$store.$round]}" | awk -v c=$col '{print $c}'; done | median)
   done
   awk -v s="$store" -v r="${M[$store.1]}" -v p="${M[$store.2]}" -v mr="${M[memory.1]}" -v mp="${M[memory.2]}" \
-    'BEGIN { printf "| %-8s | %10s | %8s | %9.2fx | %9.2fx |\n", s, r, p, r/mr, p/mp }'
+    -v g="${M[$store.3]}" -v x="${M[$store.4]}" \
+    'BEGIN { printf "| %-8s | %10s | %8s | %9.2fx | %9.2fx | %10s | %10s |\n", s, r, p, r/mr, p/mp, g, x }'
 done
 for store in $STORES; do
   echo "$store tollgate RSS after the run: $(awk '/VmRSS/ {print $2, $3}' "/proc/${PID[$store]}/status")"
