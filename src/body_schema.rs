@@ -390,19 +390,9 @@ async fn check_request(
             parts.extensions,
         ));
     }
-    let bytes = match body.collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e) if body::is_body_too_large(&e) => {
-            let reject = Reject::new(
-                Code::BodyTooLarge,
-                "the request body is larger than the gateway accepts",
-            );
-            return Err((reject, parts.extensions));
-        }
-        Err(_) => {
-            let reject = Reject::new(Code::InvalidRequestBody, "the request body broke off");
-            return Err((reject, parts.extensions));
-        }
+    let bytes = match body::collect_request(body).await {
+        Ok(bytes) => bytes,
+        Err(reject) => return Err((reject, parts.extensions)),
     };
     if json.is_none() {
         let detail = if bytes.is_empty() {

@@ -57,7 +57,6 @@ use graphql_parser::query::{
     Definition, Document, Field, OperationDefinition, Selection, SelectionSet,
 };
 use http::{HeaderValue, Request};
-use http_body_util::BodyExt;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -140,19 +139,9 @@ impl GraphqlEndpoint {
     pub async fn call(&self, req: Request<Body>, cx: &mut RequestContext) -> http::Response<Body> {
         let (parts, body) = req.into_parts();
         let refuse = |reject: Reject, cx: &RequestContext| reject.into_response(&cx.request_id);
-        let bytes = match body.collect().await {
-            Ok(c) => c.to_bytes(),
-            Err(e) if body::is_body_too_large(&e) => {
-                let reject = Reject::new(
-                    Code::BodyTooLarge,
-                    "the request body is larger than the gateway accepts",
-                );
-                return refuse(reject, cx);
-            }
-            Err(_) => {
-                let reject = Reject::new(Code::InvalidRequestBody, "the request body broke off");
-                return refuse(reject, cx);
-            }
+        let bytes = match body::collect_request(body).await {
+            Ok(bytes) => bytes,
+            Err(reject) => return refuse(reject, cx),
         };
         let matched = match read_request(&parts.headers, &bytes)
             .and_then(|(doc, name)| select(&doc, name.as_deref()))

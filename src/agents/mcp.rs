@@ -44,7 +44,6 @@ use crate::context::{new_request_id, RequestContext};
 use crate::gateway::{AgentIdentity, DirectCall, GatewayHandle};
 use crate::header_names::X_REQUEST_ID;
 use crate::policy::OperationService;
-use crate::problem::{Code, Reject};
 
 /// The current, stateless revisions.
 pub const MODERN_VERSIONS: &[&str] = &["2026-07-28"];
@@ -279,17 +278,9 @@ impl Call<'_> {
     }
 
     async fn post(&self, body: Body) -> Response<Body> {
-        let bytes = match body.collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(error) => {
-                let reject = if body::is_body_too_large(&error) {
-                    Reject::new(
-                        Code::BodyTooLarge,
-                        "the request body is larger than the gateway accepts",
-                    )
-                } else {
-                    Reject::new(Code::InvalidRequestBody, "the request body broke off")
-                };
+        let bytes = match body::collect_request(body).await {
+            Ok(bytes) => bytes,
+            Err(reject) => {
                 let mut extensions = http::Extensions::new();
                 extensions.insert(self.cx.clone());
                 return reject.respond(extensions);

@@ -356,6 +356,24 @@ pub fn is_request_body_error(err: &(dyn std::error::Error + 'static)) -> bool {
     source_chain(err).any(|e| e.is::<BodyError>())
 }
 
+/// Reads a whole request body (already bounded by `max_body` as it
+/// streams). A failure comes back as the caller's refusal: 413 when the
+/// body ran over the limit, 400 when it broke off or stalled.
+pub async fn collect_request(body: Body) -> Result<Bytes, crate::problem::Reject> {
+    use crate::problem::{Code, Reject};
+    match body.collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if is_body_too_large(&e) => Err(Reject::new(
+            Code::BodyTooLarge,
+            "the request body is larger than the gateway accepts",
+        )),
+        Err(_) => Err(Reject::new(
+            Code::InvalidRequestBody,
+            "the request body broke off",
+        )),
+    }
+}
+
 /// True when `err` or anything in its source chain is a [`BodyTooLarge`].
 pub fn is_body_too_large(err: &(dyn std::error::Error + 'static)) -> bool {
     source_chain(err).any(|e| e.is::<BodyTooLarge>())
