@@ -224,33 +224,20 @@ impl UpstreamTarget {
 
 /// Removes hop-by-hop headers: RFC 9110 §7.6.1 and any named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass over the (few) headers present instead of a hashed remove
-    // per hop-by-hop name: most requests carry none of them.
-    let mut hop: smallvec::SmallVec<[HeaderName; 4]> = smallvec::SmallVec::new();
-    for name in headers.keys() {
-        if is_hop_by_hop(name) {
-            hop.push(name.clone());
-        }
-    }
-    if hop.is_empty() {
-        return;
-    }
-    for connection in headers.get_all(header::CONNECTION) {
-        for named in connection.to_str().unwrap_or("").split(',') {
-            let named = named.trim();
-            // The usual tokens: `close` names no header, and a `Keep-Alive`
-            // header is hop-by-hop anyway (and already listed if present).
-            if named.eq_ignore_ascii_case("keep-alive") || named.eq_ignore_ascii_case("close") {
-                continue;
-            }
-            if let Ok(name) = HeaderName::from_bytes(named.as_bytes()) {
-                hop.push(name);
-            }
-        }
-    }
-    for name in hop {
-        headers.remove(name);
-    }
+    // `Connection` names further headers of this hop. Its usual tokens
+    // name none: `close` is no header, and a `Keep-Alive` header is
+    // hop-by-hop anyway.
+    let named: smallvec::SmallVec<[HeaderName; 2]> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|value| value.to_str().unwrap_or("").split(','))
+        .map(str::trim)
+        .filter(|token| {
+            !token.eq_ignore_ascii_case("keep-alive") && !token.eq_ignore_ascii_case("close")
+        })
+        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
+        .collect();
+    crate::header_names::remove_where(headers, |name| is_hop_by_hop(name) || named.contains(name));
 }
 
 fn is_hop_by_hop(name: &HeaderName) -> bool {
