@@ -560,11 +560,11 @@ impl TeeSink for Side {
 impl Recording {
     /// Step 6 of the entry: the answer's head is copied; the entry goes to
     /// the log now, or (with `bodies`) once the response body has passed.
-    pub fn finish(self, response: Response<Body>, cx: Option<&RequestContext>) -> Response<Body> {
+    pub fn finish(self, response: Response<Body>, cx: &RequestContext) -> Response<Body> {
         let state = self.state;
         let now = state.log.now();
-        let client = cx.and_then(|c| c.client.as_ref());
-        let operation = cx.and_then(|c| c.operation.as_ref());
+        let client = cx.client.as_ref();
+        let operation = cx.operation.as_ref();
         let status = response.status().as_u16();
         let summary = CallSummary {
             id: state.request_id.clone(),
@@ -631,7 +631,7 @@ impl Recording {
 pub fn finish(
     recording: Option<Recording>,
     response: Response<Body>,
-    cx: Option<&RequestContext>,
+    cx: &RequestContext,
 ) -> Response<Body> {
     match recording {
         Some(recording) => recording.finish(response, cx),

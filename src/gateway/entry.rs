@@ -199,7 +199,7 @@ impl Gateway {
 
         // 6. After: the request id on every answer, the access log,
         //    metrics, then usage metering, the last step (DESIGN §1).
-        let cx = Some(&cx);
+        let cx = &cx;
         finish(
             &mut response,
             cx,
@@ -212,7 +212,7 @@ impl Gateway {
         let response = crate::call_log::finish(recording, response, cx);
         let (subject, mut counts) =
             self.meter(&response, cx, op_metrics, started, bytes_in, metered);
-        let key_field = cx.and_then(key_usage_field);
+        let key_field = key_usage_field(cx);
         if let Some(field) = &key_field {
             counts.push((field, 1));
         }
@@ -393,19 +393,19 @@ impl Gateway {
     fn meter<'o>(
         &self,
         response: &Response<Body>,
-        cx: Option<&RequestContext>,
+        cx: &RequestContext,
         op: &'o OperationMetrics,
         started: Instant,
         bytes_in: Option<u64>,
         metered: bool,
     ) -> (Option<Arc<str>>, Vec<(&'o str, u64)>) {
         let outcome = Outcome {
-            client: cx.and_then(|c| c.client.as_ref()).map(|c| &c.id),
+            client: cx.client.as_ref().map(|c| &c.id),
             status: response.status().as_u16(),
             duration: started.elapsed(),
-            upstream: cx.and_then(|c| c.upstream_duration),
+            upstream: cx.upstream_duration,
             rejected: response.extensions().get::<RejectedWith>(),
-            would_reject: cx.map_or(&[], |c| &c.would_reject[..]),
+            would_reject: &cx.would_reject,
             bytes_in: bytes_in.unwrap_or(0),
             bytes_out: http_body::Body::size_hint(response.body())
                 .exact()
@@ -436,7 +436,7 @@ async fn call(service: &OperationService, req: Request<Body>) -> Response<Body> 
 /// request id.
 fn finish(
     response: &mut Response<Body>,
-    cx: Option<&RequestContext>,
+    cx: &RequestContext,
     method: &http::Method,
     path: &str,
     started: Instant,
@@ -447,30 +447,29 @@ fn finish(
         .extensions()
         .get::<RejectedWith>()
         .map(|r| r.code.as_str());
-    let trace_id = cx.and_then(|c| crate::trace::finish(c, response.status().as_u16(), code));
-    if let Some(cx) = cx {
-        if !response.headers().contains_key(X_REQUEST_ID) {
-            response
-                .headers_mut()
-                .insert(X_REQUEST_ID, cx.request_id.clone());
-        }
+    let trace_id = crate::trace::finish(cx, response.status().as_u16(), code);
+    if !response.headers().contains_key(X_REQUEST_ID) {
+        response
+            .headers_mut()
+            .insert(X_REQUEST_ID, cx.request_id.clone());
     }
     if access_log.enabled() {
         let (op, api) = cx
-            .and_then(|c| c.operation.as_ref())
+            .operation
+            .as_ref()
             .map(|o| (&*o.id, &*o.api))
             .unwrap_or(("", ""));
-        let caller = cx.and_then(|c| c.client.as_ref());
+        let caller = cx.client.as_ref();
         // What report-only policies would have refused, usually one.
-        let shadow = cx.map_or(&[][..], |c| &c.would_reject[..]);
+        let shadow = &cx.would_reject;
         let would_reject =
             (!shadow.is_empty()).then(|| join(shadow.iter().map(|(_, c)| c.as_str())));
         let would_reject_policy =
             (!shadow.is_empty()).then(|| join(shadow.iter().map(|(p, _)| &**p)));
         access_log.record(&AccessRecord {
             time: crate::clock::wall(),
-            request_id: cx.and_then(|c| c.request_id.to_str().ok()).unwrap_or(""),
-            client_ip: cx.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.client_ip),
+            request_id: cx.request_id.to_str().unwrap_or(""),
+            client_ip: cx.client_ip,
             client: caller.map_or("", |c| &*c.id),
             // The key's configured id, never the key: which of a client's
             // keys is in use shows whether a rotation is done.
@@ -481,7 +480,7 @@ fn finish(
             path,
             status: response.status().as_u16(),
             duration: started.elapsed(),
-            upstream: cx.and_then(|c| c.upstream_duration),
+            upstream: cx.upstream_duration,
             bytes_in,
             bytes_out: http_body::Body::size_hint(response.body()).exact(),
             code,
