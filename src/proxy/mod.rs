@@ -10,11 +10,8 @@ pub use pool::{build_client, HttpClient, UpstreamBody, UpstreamClients, Upstream
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{Request, Response};
-use std::convert::Infallible;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crate::body::{self, Body, IdleTimeout};
@@ -331,31 +328,6 @@ impl Proxy {
         cx: &'a mut RequestContext,
     ) -> impl Future<Output = Response<Body>> + Send + 'a {
         forward(&self.clients, self.timeout, req, cx)
-    }
-}
-
-impl tower::Service<Request<Body>> for Proxy {
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let clients = self.clients.clone();
-        let timeout = self.timeout;
-        Box::pin(async move {
-            let (mut parts, body) = req.into_parts();
-            let Some(mut cx) = parts.extensions.remove::<RequestContext>() else {
-                return Ok(crate::policy::context_missing(parts.extensions));
-            };
-            let req = Request::from_parts(parts, body);
-            let mut response = forward(&clients, timeout, req, &mut cx).await;
-            response.extensions_mut().insert(cx);
-            Ok(response)
-        })
     }
 }
 
