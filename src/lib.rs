@@ -37,6 +37,7 @@ pub mod state;
 pub mod telemetry;
 pub mod trace;
 pub mod usage_series;
+pub mod woken;
 
 /// What the fuzz targets (fuzz/) drive that is not public otherwise. Not an
 /// API: it may change in any release.

@@ -47,6 +47,7 @@ use crate::context::{new_request_id, Connection};
 use crate::gateway::{canonical_ip, Gateway, Settings, TlsFiles};
 use crate::problem::{Code, Reject};
 use crate::state::AnyStore;
+use crate::woken::WhenWoken;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
@@ -374,9 +375,11 @@ async fn serve_connection(
         }
     };
     let conn = builder.serve_connection(TokioIo::new(io), service);
+    // The timers beside the connection are polled only when they fire
+    // (`WhenWoken`), not on each of its wake-ups.
     let conn = Box::pin(ShutDownWhen::new(
         conn,
-        idle_or_draining(activity.clone(), timeouts.idle, draining),
+        WhenWoken::new(idle_or_draining(activity.clone(), timeouts.idle, draining)),
         |c| c.graceful_shutdown(),
     ));
     let run = first_head_within(conn, &activity.first_request, timeouts.head);
@@ -400,7 +403,7 @@ async fn unless_stalled<O>(
 ) -> Option<Option<O>> {
     tokio::select! {
         out = conn => Some(out),
-        _ = stalled(activity.clone(), send_timeout) => {
+        _ = WhenWoken::new(stalled(activity.clone(), send_timeout)) => {
             tracing::debug!(%peer, "the client took nothing for send_timeout: closed");
             None
         }
@@ -421,7 +424,7 @@ pub(crate) async fn first_head_within<O>(
 ) -> Option<O> {
     tokio::select! {
         out = &mut conn => return Some(out),
-        _ = tokio::time::sleep(timeout) => {}
+        _ = WhenWoken::new(tokio::time::sleep(timeout)) => {}
     }
     if first_request.load(Ordering::Acquire) {
         Some(conn.await)

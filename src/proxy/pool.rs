@@ -414,7 +414,9 @@ async fn run_connection(
                 tracing::debug!(error = %e, "upstream connection ended with an error");
             }
         }
-        () = expired => tracing::debug!("idle upstream connection closed"),
+        // Polled only when its timer fired, not on each of the
+        // connection's wake-ups.
+        () = crate::woken::WhenWoken::new(expired) => tracing::debug!("idle upstream connection closed"),
     }
 }
 
