@@ -103,6 +103,11 @@ pub struct RequestContext {
     pub tls: bool,
     /// Set by the router; `None` for requests that matched no route.
     pub operation: Option<Arc<OperationInfo>>,
+    /// Where the proxy sends the call: set by the router with the
+    /// operation, rewritten by `auth` when it strips a query credential,
+    /// taken by the proxy. (Here rather than in the request's extensions:
+    /// that would build a map per request.)
+    pub upstream: Option<http::Uri>,
     /// Set by `auth` once a credential is accepted.
     pub client: Option<Client>,
     /// The decision of the rate limit closest to exhaustion, if any.
@@ -125,6 +130,7 @@ impl RequestContext {
             peer_trusted: false,
             tls: false,
             operation: None,
+            upstream: None,
             client: None,
             rate_limit: None,
             would_reject: Vec::new(),

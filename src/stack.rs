@@ -167,9 +167,14 @@ pub async fn run_chain(
         Some(response) => response,
         None => {
             let req = Request::from_parts(parts, body);
+            // Boxed, though every forwarded call takes this path: the
+            // proxy's future (2 KiB) is then copied once, into its box,
+            // instead of with every future around it, up to the box the
+            // entry puts each request's future in: the copies cost more
+            // than the allocation (callgrind: ~200 instructions a call).
             match chain.last().map(|p| &p.terminal) {
-                Some(Terminal::Proxy(proxy)) => proxy.forward(req, cx).await,
-                Some(Terminal::Service(service)) => call_service(service, req, cx).await,
+                Some(Terminal::Proxy(proxy)) => Box::pin(proxy.forward(req, cx)).await,
+                Some(Terminal::Service(service)) => Box::pin(call_service(service, req, cx)).await,
                 None => Reject::new(Code::Internal, "an empty chain").into_response(&cx.request_id),
             }
         }

@@ -33,7 +33,6 @@ use crate::credentials::jwks::JwksSource;
 use crate::credentials::{looks_like_jwt, Credentials};
 use crate::gateway::AgentIdentity;
 use crate::problem::{Code, Reject};
-use crate::proxy::UpstreamUri;
 
 /// `type: auth` — identifies the caller by API key or JWT; none gets 401 `unauthenticated`
 /// (with `WWW-Authenticate`), a wrong, expired or invalid one 401 `invalid_credentials`.
@@ -280,7 +279,7 @@ impl Auth {
     /// the identity travels on (one value of it): a second key or an
     /// unverified token beside it is removed all the same, since the
     /// upstream might act on a credential the gateway never accepted.
-    fn strip(&self, parts: &mut Parts, presented: &Presented) {
+    fn strip(&self, parts: &mut Parts, upstream: &mut Option<http::Uri>, presented: &Presented) {
         let keep = |slot| self.forward_credentials && presented.used == Some(slot);
         if let Some(name) = &self.key_header {
             if keep(Slot::Header) {
@@ -314,7 +313,7 @@ impl Auth {
             if let Some(uri) = without_query_param(&parts.uri, param) {
                 parts.uri = uri;
             }
-            if let Some(UpstreamUri(upstream)) = parts.extensions.get_mut::<UpstreamUri>() {
+            if let Some(upstream) = upstream.as_mut() {
                 if let Some(uri) = without_query_param(upstream, param) {
                     *upstream = uri;
                 }
@@ -434,7 +433,7 @@ impl Auth {
             let mut presented = Presented::default();
             let _ = self.identify(parts, &mut presented);
             presented.used = None;
-            self.strip(parts, &presented);
+            self.strip(parts, &mut cx.upstream, &presented);
             cx.client = Some(client);
             return Ok(());
         }
@@ -443,7 +442,7 @@ impl Auth {
         // Stripped whatever the verdict: a report-only refusal lets the
         // call on, and a credential that failed is no more the
         // upstream's business than one that passed.
-        self.strip(parts, &presented);
+        self.strip(parts, &mut cx.upstream, &presented);
         cx.client = Some(verdict?);
         Ok(())
     }

@@ -309,10 +309,6 @@ pub struct Proxy {
     timeout: Duration,
 }
 
-/// The upstream URI chosen for a call, set by the entry service.
-#[derive(Debug, Clone)]
-pub struct UpstreamUri(pub Uri);
-
 impl Proxy {
     /// A proxy over `clients`, giving each call `timeout` for the upstream's
     /// response head.
@@ -338,7 +334,7 @@ async fn forward(
     cx: &mut RequestContext,
 ) -> Response<Body> {
     let (mut parts, body) = req.into_parts();
-    let Some(UpstreamUri(uri)) = parts.extensions.remove::<UpstreamUri>() else {
+    let Some(uri) = cx.upstream.take() else {
         let reject = Reject::new(Code::Internal, "request reached the proxy unrouted");
         return reject.into_response(&cx.request_id);
     };

@@ -104,7 +104,6 @@ use crate::config::units::{ByteSize, ConfigDuration};
 use crate::context::RequestContext;
 use crate::header_names::{X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID};
 use crate::problem::RejectedWith;
-use crate::proxy::UpstreamUri;
 use crate::state::SECOND;
 
 mod cache_control;
@@ -274,7 +273,7 @@ fn fingerprint(config: &Config) -> u64 {
 
 impl Cache {
     fn key(&self, req: &http::request::Parts, cx: &RequestContext) -> Option<CacheKey> {
-        let UpstreamUri(upstream) = req.extensions.get::<UpstreamUri>()?;
+        let upstream = cx.upstream.as_ref()?;
         let op = cx.operation.as_ref()?;
         let audience = match (&cx.client, self.shared) {
             (_, true) => Audience::Everyone,
@@ -576,11 +575,8 @@ mod tests {
                 header_value: HeaderValue::from_static("getThing"),
                 cost: Default::default(),
             }));
+            cx.upstream = Some(http::Uri::from_static("http://upstream.test/things/1"));
         }
-        req.extensions_mut()
-            .insert(UpstreamUri(http::Uri::from_static(
-                "http://upstream.test/things/1",
-            )));
         req
     }
 
