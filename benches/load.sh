@@ -18,7 +18,8 @@
 #        STORE (memory | redis: Tollgate's state store; redis starts a
 #        private redis-server on a free port for the run),
 #        PROFILE (perf: the cargo profile Tollgate is built with; `release`
-#        builds faster, for quick comparisons while working)
+#        builds faster, for quick comparisons while working),
+#        TOLLGATE_BIN (an already built binary instead, to compare builds)
 # Needs: wrk, nginx and haproxy (installed with apt-get when missing and run as root),
 #        and redis-server with STORE=redis.
 set -euo pipefail
@@ -53,9 +54,13 @@ case $STORE in
 esac
 
 PROFILE=${PROFILE:-perf}
-echo "building tollgate (profile $PROFILE)..." >&2
-cargo build --profile "$PROFILE" --quiet
-TOLLGATE=target/$PROFILE/tollgate
+if [ -n "${TOLLGATE_BIN:-}" ]; then
+  TOLLGATE=$TOLLGATE_BIN
+else
+  echo "building tollgate (profile $PROFILE)..." >&2
+  cargo build --profile "$PROFILE" --quiet
+  TOLLGATE=target/$PROFILE/tollgate
+fi
 
 WORK=$(mktemp -d)
 PIDS=()
