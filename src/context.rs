@@ -116,6 +116,9 @@ pub struct RequestContext {
     pub would_reject: Vec<(Arc<str>, Code)>,
     /// Time spent waiting for the upstream's response head.
     pub upstream_duration: Option<std::time::Duration>,
+    /// The task units the upstream's answer cost, settled by the proxy
+    /// ([`crate::cost`]); `None` when no answer came from the upstream.
+    pub units: Option<u64>,
     /// The request's server span, when `tracing:` is on.
     pub trace: Option<crate::trace::RequestTrace>,
 }
@@ -135,6 +138,7 @@ impl RequestContext {
             rate_limit: None,
             would_reject: Vec::new(),
             upstream_duration: None,
+            units: None,
             peer_ip_header: None,
             trace: None,
         }

@@ -26,13 +26,14 @@
 //! A call the gateway answered itself costs no units: a refusal by any
 //! policy, an upstream failure (502/504), a response the schema refused,
 //! or an answer from the cache. The proxy puts the call's [`TaskUnits`] in
-//! the response's extensions; [`units_of`] reads what a finished response
+//! the request's context; [`units_of`] reads what a finished response
 //! cost, for usage, metrics and quotas counted in units.
 
 use http::header::HeaderName;
 use http::{HeaderMap, Response};
 use prometheus_client::metrics::counter::Counter;
 
+use crate::context::RequestContext;
 use crate::policy::cache::CacheHit;
 use crate::problem::RejectedWith;
 
@@ -59,8 +60,8 @@ impl Default for TaskCost {
     }
 }
 
-/// The units a forwarded call cost, put in the response's extensions by
-/// the proxy.
+/// The units a forwarded call cost, kept in the request's context
+/// (`RequestContext::units`) by the proxy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TaskUnits(pub u64);
 
@@ -120,12 +121,12 @@ fn parse_units(value: &[u8]) -> Option<u64> {
 /// The units a finished response cost: none when the gateway answered it
 /// (a refusal, an upstream failure, a cache hit), else what the proxy
 /// settled.
-pub fn units_of<B>(response: &Response<B>) -> u64 {
+pub fn units_of<B>(response: &Response<B>, cx: &RequestContext) -> u64 {
     let extensions = response.extensions();
     if extensions.get::<RejectedWith>().is_some() || extensions.get::<CacheHit>().is_some() {
         return 0;
     }
-    extensions.get::<TaskUnits>().map_or(0, |u| u.0)
+    cx.units.unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -185,18 +186,19 @@ mod tests {
 
     #[test]
     fn refused_and_cached_answers_cost_nothing() {
+        let peer: std::net::SocketAddr = ([127, 0, 0, 1], 1).into();
+        let mut cx = RequestContext::new(HeaderValue::from_static("r"), peer, peer.ip());
+        assert_eq!(units_of(&Response::new(()), &cx), 0, "no answer upstream");
+        cx.units = Some(4);
         let mut response = Response::new(());
-        response.extensions_mut().insert(TaskUnits(4));
-        assert_eq!(units_of(&response), 4);
+        assert_eq!(units_of(&response, &cx), 4);
         response.extensions_mut().insert(CacheHit);
-        assert_eq!(units_of(&response), 0);
+        assert_eq!(units_of(&response, &cx), 0);
         let mut refused = Response::new(());
-        refused.extensions_mut().insert(TaskUnits(4));
         refused.extensions_mut().insert(RejectedWith {
             code: crate::problem::Code::QuotaExceeded,
             policy: None,
         });
-        assert_eq!(units_of(&refused), 0);
-        assert_eq!(units_of(&Response::new(())), 0);
+        assert_eq!(units_of(&refused, &cx), 0);
     }
 }

@@ -410,7 +410,7 @@ impl Gateway {
                 .exact()
                 .unwrap_or(0),
             cache_hit: response.extensions().get::<CacheHit>().is_some(),
-            units: crate::cost::units_of(response),
+            units: crate::cost::units_of(response, cx),
         };
         self.metrics.observe(op, &outcome);
         if metered {

@@ -487,7 +487,9 @@ impl Step {
     ) {
         match (self, saved) {
             (Step::Abuse(abuse), Saved::AbuseKey(key)) => abuse.after(response, cx, &key).await,
-            (Step::Quota(quota), Saved::QuotaTaken(taken)) => quota.after(response, taken).await,
+            (Step::Quota(quota), Saved::QuotaTaken(taken)) => {
+                quota.after(response, cx, taken).await
+            }
             (Step::Schema(schema), Saved::CheckResponse) => schema.after(response, cx).await,
             _ => {}
         }

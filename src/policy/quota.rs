@@ -446,14 +446,16 @@ impl Quota {
     /// The response half: a call the upstream never answered (a refusal
     /// after this stage, an upstream failure) costs no quota; a quota of
     /// task units is settled with what the call cost.
-    pub(crate) async fn after(&self, response: &mut Response<Body>, taken: Taken) {
+    pub(crate) async fn after(
+        &self,
+        response: &mut Response<Body>,
+        cx: &RequestContext,
+        taken: Taken,
+    ) {
         if response.extensions().get::<RejectedWith>().is_some() {
             self.refund(taken).await;
         } else if self.unit == QuotaUnit::Tasks {
-            let cost = response
-                .extensions()
-                .get::<crate::cost::TaskUnits>()
-                .map_or(taken.units, |u| u.0);
+            let cost = cx.units.unwrap_or(taken.units);
             self.settle(&taken, cost).await;
         }
     }
@@ -551,10 +553,8 @@ mod tests {
                 .and_then(|v| v.to_str().ok()?.parse().ok())
                 .unwrap_or(declared);
             let mut response = Response::new(crate::body::empty());
-            response
-                .extensions_mut()
-                .insert(crate::cost::TaskUnits(units));
-            if let Some(cx) = cx {
+            if let Some(mut cx) = cx {
+                cx.units = Some(units);
                 response.extensions_mut().insert(cx);
             }
             Ok(response)

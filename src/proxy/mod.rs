@@ -364,7 +364,7 @@ async fn forward(
             head.extensions = http::Extensions::new();
             // The call's task units; the upstream's cost header goes here.
             if let Some(op) = &cx.operation {
-                head.extensions.insert(op.cost.settle(&mut head.headers));
+                cx.units = Some(op.cost.settle(&mut head.headers).0);
             }
             // An upstream that stops sending mid-body would hold the caller
             // for ever: after `timeout` of silence the body fails, and the
