@@ -188,8 +188,10 @@ pub async fn run_chain(
     response
 }
 
-/// A tower terminal: the context travels in the extensions there and back.
-async fn call_service(
+/// Calls a tower service at a pipeline's edge (a terminal, the MCP
+/// endpoint): the context travels in the extensions there and back, and
+/// the call cannot fail (errors are responses).
+pub(crate) async fn call_service(
     service: &OperationService,
     mut req: Request<Body>,
     cx: &mut RequestContext,

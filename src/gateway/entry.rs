@@ -20,7 +20,6 @@ use http::{Request, Response};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
-use tower::ServiceExt;
 
 use super::{DirectCall, Gateway};
 use crate::access_log::{AccessLog, AccessRecord};
@@ -180,9 +179,8 @@ impl Gateway {
                 let handle = super::GatewayHandle::new(self.clone());
                 let envelope = crate::agents::mcp::Envelope::new(handle, &req);
                 req.extensions_mut().insert(envelope);
-                req.extensions_mut().insert(crate::context::lend(&mut cx));
-                let mut response = Box::pin(in_request(parent, call(&endpoint.service, req))).await;
-                crate::context::take_back(&mut cx, response.extensions_mut());
+                let call = crate::stack::call_service(&endpoint.service, req, &mut cx);
+                let response = Box::pin(in_request(parent, call)).await;
                 (response, &endpoint.metrics, false)
             }
             Ok(Target::ResourceMetadata(endpoint)) => {
@@ -419,15 +417,6 @@ impl Gateway {
         let mut counts = Vec::with_capacity(8);
         op.usage_counts(&outcome, &mut counts);
         (outcome.client.cloned(), counts)
-    }
-}
-
-/// Calls a boxed service at the pipeline's edge (it cannot fail: errors
-/// are responses).
-async fn call(service: &OperationService, req: Request<Body>) -> Response<Body> {
-    match service.clone().oneshot(req).await {
-        Ok(response) => response,
-        Err(never) => match never {},
     }
 }
 
