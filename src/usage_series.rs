@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use crate::clock::Nanos;
 use crate::problem::Code;
-use crate::state::SECOND;
+use crate::state::{FastHash, SECOND};
 
 /// The most (client, operation) pairs kept; later ones share one.
 pub const MAX_SERIES: usize = 512;
@@ -122,9 +122,6 @@ pub struct UsageSeries {
     /// only at the cap).
     last_sweep: AtomicU64,
 }
-
-/// foldhash: looked up on every call, by ids from the config.
-type FastHash = foldhash::fast::RandomState;
 
 /// Pairs by operation, then client (looked up by `&str`, no allocation).
 #[derive(Debug, Default)]

@@ -41,8 +41,8 @@ use std::future::{ready, Future};
 use std::hash::BuildHasher;
 
 use super::{
-    Ban, CallFilter, CallLogBounds, CallPage, CallRecord, CallSummary, GcraRule, QuotaDecision,
-    RateDecision, SessionKey, Store, StoreError, UsageEntry,
+    Ban, CallFilter, CallLogBounds, CallPage, CallRecord, CallSummary, FastHash, GcraRule,
+    QuotaDecision, RateDecision, SessionKey, Store, StoreError, UsageEntry,
 };
 use crate::clock::Nanos;
 
@@ -175,9 +175,6 @@ impl Idle for Ban {
         now >= self.until
     }
 }
-
-/// The maps' hasher: foldhash, randomly seeded per map.
-type FastHash = foldhash::fast::RandomState;
 
 /// A map that drops idle entries when it grows to its sweep mark, and
 /// holds at most `cap` entries.

@@ -41,6 +41,10 @@ use crate::trace;
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
 
+/// The hasher of the maps touched on every call (the memory store's, the
+/// usage series'): foldhash, randomly seeded per map.
+pub(crate) type FastHash = foldhash::fast::RandomState;
+
 /// One second in nanoseconds.
 pub const SECOND: Nanos = 1_000_000_000;
 
